@@ -1,0 +1,1 @@
+"""Compiled hot paths (Cython + C): pure functions on buffers, no I/O, no logging."""

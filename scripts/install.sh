@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs katzenpost on a fresh Debian machine (run as root): system packages through
+# apt-get, then a virtual environment in .venv with the package (compiled Cython cores)
+# and, with --test, the test dependencies and PostgreSQL.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+want_tests=0
+[ "${1:-}" = "--test" ] && want_tests=1
+
+pkgs="build-essential libssl-dev python3-venv python3-dev"
+[ $want_tests = 1 ] && pkgs="$pkgs postgresql"
+missing=""
+for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ] && command -v apt-get >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq || true
+  apt-get install -y -qq $missing
+fi
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip setuptools wheel
+if [ $want_tests = 1 ]; then
+  .venv/bin/python -m pip install -q -e '.[test]'
+else
+  .venv/bin/python -m pip install -q -e .
+fi
