@@ -20,6 +20,8 @@ CORE = Path("katzenpost") / "_core"
 C_HELPERS = {
     "aez": ["aez_impl.c"],
     "sphinx": ["aez_impl.c", "sphinx_impl.c"],
+    "replay": ["replay_impl.c"],
+    "wheel": ["wheel_impl.c"],
 }
 
 COMPILE_ARGS = ["-O3", "-fno-strict-aliasing", "-Wno-unused-function"]

@@ -1,0 +1,298 @@
+"""Whole-pipeline load test on loopback: generator process -> node pipeline -> sink process.
+
+For each case (a plain asyncio relay as the baseline measured in the same run, (a) zero-cost
+stand-in unwrap, (b) the real Sphinx unwrap, stand-in at a fixed cost) and each offered rate:
+forwarded rate, loss, I/O-thread CPU per packet, added latency p50/p99 beyond the delay.
+
+    python3 bench/bench_pipeline.py --rates 2000,5000,10000 --seconds 2 [--cases relay,a,b] [--json out]
+"""
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+
+from pipeline_framing import FramedIngressProtocol, FramedSender, RelayIngressProtocol  # noqa: E402
+
+from katzenpost._core import unwrap_standin  # noqa: E402
+from katzenpost.server.counters import Event  # noqa: E402
+from katzenpost.server.pipeline import Pipeline, PipelineSettings  # noqa: E402
+from katzenpost.server.workers import MixKeySet  # noqa: E402
+from katzenpost.sphinx import geometry  # noqa: E402
+
+L = geometry.PACKET_LENGTH
+NEXT_HOP = bytes(range(32))
+ENV = dict(os.environ, PYTHONPATH=str(ROOT))
+
+
+def wheel_type():
+    try:
+        from katzenpost._core.wheel import TimerWheel
+        return TimerWheel
+    except ImportError:                       # only while _core.wheel is being written
+        sys.path.insert(0, str(ROOT / "tests"))
+        from pipeline_support import HeapWheel
+        print("# WARNING: _core.wheel missing, using the heapq test double (figures not valid)", flush=True)
+        return HeapWheel
+
+
+def replay_filters(tmpdir, count):
+    try:
+        from katzenpost.server.replay import ReplayFilter
+    except ImportError:                       # only while _core.replay is being written
+        sys.path.insert(0, str(ROOT / "tests"))
+        from pipeline_support import SetReplayFilter
+        print("# WARNING: server.replay missing, using the set test double (figures not valid)", flush=True)
+        return tuple(SetReplayFilter() for _ in range(count))
+    return tuple(ReplayFilter.create(str(Path(tmpdir) / f"replay-{i}"), 4_000_000, 1e-6) for i in range(count))
+
+
+# ------------------------------------------------------------------ real Sphinx packets for case (b)
+
+def make_sphinx_pool(count, delay_ms, path):
+    """`count` distinct 2-hop forward packets for a node key, with the key the sink will read."""
+    from katzenpost.reference import sphinx as ref
+    from katzenpost.sphinx import batch
+    from katzenpost.sphinx import commands as cmds
+    from katzenpost.sphinx.types import PathHop
+
+    node_key = os.urandom(32)
+    node_pub = ref.public_key(node_key)
+    sink_pub = ref.public_key(os.urandom(32))
+    route = [PathHop(b"N" * 32, node_pub, [cmds.NodeDelay(delay_ms)]),
+             PathHop(NEXT_HOP, sink_pub, [cmds.NodeDelay(0)])]
+    packets = np.zeros((count, L), dtype=np.uint8)
+    for i in range(count):
+        header, _ = ref.create_header(route)
+        packets[i] = np.frombuffer(header + os.urandom(L - len(header)), np.uint8)
+    out = packets.copy()
+    keys_arr = batch.keys_array([node_key])
+    result = batch.UnwrapBatch(256)
+    for start in range(0, count, 256):
+        n = min(256, count - start)
+        batch.unwrap_batch(out[start:start + n], n, keys_arr, result)
+        if (result.status[:n] != 0).any():
+            raise RuntimeError("bench: a generated Sphinx packet did not unwrap")
+    sink_keys = np.array([int.from_bytes(out[i, 2:10].tobytes(), "big") for i in range(count)], np.uint64)
+    np.savez(path, packets=packets, keys=sink_keys)
+    return node_key
+
+
+# ------------------------------------------------------------------ one case
+
+class Sink:
+    def __init__(self, key_offset):
+        self.proc = subprocess.Popen([sys.executable, str(HERE / "pipeline_sink.py"), "--key-offset",
+                                      str(key_offset)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, env=ENV)
+        self.port = int(self.proc.stdout.readline())
+
+    async def dump(self, path):
+        loop = asyncio.get_running_loop()
+        self.proc.stdin.write(f"dump {path}\n")
+        self.proc.stdin.flush()
+        line = await loop.run_in_executor(None, self.proc.stdout.readline)
+        return int(line.split()[1])
+
+    def close(self):
+        try:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass
+        self.proc.wait(10)
+
+
+async def run_case(name, args, tmpdir, *, engine=None, workers=0, pool=None, node_key=None):
+    loop = asyncio.get_running_loop()
+    sink = Sink(2 if pool else 200)
+    _, sender = await loop.create_connection(FramedSender, "127.0.0.1", sink.port)
+    pipeline = None
+    if engine is None:
+        server = await loop.create_server(lambda: RelayIngressProtocol(sender), "127.0.0.1", 0)
+    else:
+        settings = PipelineSettings(NumSphinxWorkers=workers, SphinxBatchSize=args.batch,
+                                    SphinxBatchWindowUs=args.window_us, OutgoingQueueSize=4096)
+        pipeline = Pipeline(settings, engine=engine, wheel_factory=wheel_type())
+        await pipeline.start()
+        key = np.frombuffer(node_key or bytes(32), np.uint8).reshape(1, 32)
+        pipeline.set_mix_keys(MixKeySet(key, replay_filters(tmpdir, 1)))
+        pipeline.set_destinations({NEXT_HOP: sender})
+        server = await loop.create_server(lambda: FramedIngressProtocol(pipeline.submit), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    cmd = [sys.executable, str(HERE / "pipeline_loadgen.py"), "--port", str(port),
+           "--delay-ms", str(args.delay_ms), "--next-hop", NEXT_HOP.hex()]
+    if pool:
+        cmd += ["--packets", pool]
+    gen = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.PIPE,
+                                               stdout=asyncio.subprocess.PIPE, env=ENV)
+    rows = []
+    first_key = 0
+    try:
+        assert (await gen.stdout.readline()).strip() == b"ready"
+        idle_cpu_per_s = await measure_idle(pipeline, args)
+        for rate in args.rates:
+            row = await run_step(name, args, tmpdir, sink, gen, pipeline, rate, first_key)
+            row["io_cpu_us_per_packet_net_of_idle"] = max(
+                0.0, (row.pop("_cpu") - idle_cpu_per_s * row["_wall"]) * 1e6 / max(row["sent"], 1))
+            row.pop("_wall")
+            rows.append(row)
+            first_key += int(rate * args.seconds)
+            print(json.dumps(rows[-1]), flush=True)
+    finally:
+        gen.stdin.close()
+        await gen.wait()
+        server.close()
+        await server.wait_closed()
+        if pipeline:
+            await pipeline.halt()
+        sender.transport.close()
+        sink.close()
+    return rows
+
+
+async def measure_idle(pipeline, args):
+    """I/O-thread CPU per second of an idle node, including the driver's own settle polling."""
+    cpu0, wall0 = time.thread_time(), time.monotonic()
+    await asyncio.sleep(args.seconds)
+    await settle(pipeline, args.delay_ms)
+    return (time.thread_time() - cpu0) / (time.monotonic() - wall0)
+
+
+async def run_step(name, args, tmpdir, sink, gen, pipeline, rate, first_key):
+    gen_log = Path(tmpdir) / f"gen-{name}-{rate}.npz"
+    sink_log = Path(tmpdir) / f"sink-{name}-{rate}.npz"
+    before = pipeline.counters.snapshot() if pipeline else None
+    cpu0, wall0 = time.thread_time(), time.monotonic()
+    gen.stdin.write(f"{rate} {args.seconds} {first_key} {gen_log}\n".encode())
+    sent, gen_seconds = (await gen.stdout.readline()).split()
+    sent = int(sent)
+    await settle(pipeline, args.delay_ms)
+    cpu, wall = time.thread_time() - cpu0, time.monotonic() - wall0
+    received = await sink.dump(sink_log)
+    gen = np.load(gen_log)
+    got = np.load(sink_log)
+    order = np.argsort(gen["keys"])
+    pos = np.searchsorted(gen["keys"][order], got["keys"])
+    pos = np.clip(pos, 0, len(order) - 1)
+    match = gen["keys"][order][pos] == got["keys"]
+    latency_ms = (got["recv_ns"][match] - gen["send_ns"][order][pos[match]]) / 1e6 - (args.delay_ms if pipeline else 0)
+    row = {"case": name, "offered_pps": rate, "sent": sent, "gen_seconds": float(gen_seconds),
+           "received": received, "loss": 1 - received / sent if sent else 0.0,
+           "forwarded_pps": received / float(gen_seconds),
+           "io_cpu_us_per_packet": cpu * 1e6 / max(sent, 1), "_cpu": cpu, "_wall": wall,
+           "added_latency_ms_p50": float(np.percentile(latency_ms, 50)) if len(latency_ms) else None,
+           "added_latency_ms_p99": float(np.percentile(latency_ms, 99)) if len(latency_ms) else None}
+    if pipeline:
+        after = pipeline.counters.snapshot()
+        row["drops"] = {k: v - before["drops"][k] for k, v in after["drops"].items() if v != before["drops"][k]}
+    return row
+
+
+async def settle(pipeline, delay_ms):
+    """Wait until the node has nothing in flight (or a bounded time)."""
+    await asyncio.sleep((delay_ms + 30) / 1000)
+    if pipeline is None:
+        await asyncio.sleep(0.2)
+        return
+    last, stable_since = None, time.monotonic()
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        c = pipeline.counters
+        now = (c.event_total(Event.SENT), c.total_dropped(), c.event_total(Event.SCHEDULED))
+        if now != last:
+            last, stable_since = now, time.monotonic()
+        elif time.monotonic() - stable_since > 0.1:
+            return
+        await asyncio.sleep(0.02)
+
+
+def summarise(rows, target_io_us=15.0, target_p99_ms=5.0, loss_limit=0.001):
+    by_case = {}
+    for row in rows:
+        by_case.setdefault(row["case"], []).append(row)
+    summary = {}
+    for case, steps in by_case.items():
+        clean = [r for r in steps if r["loss"] <= loss_limit]
+        lossy = [r for r in steps if r["loss"] > loss_limit]
+        best = max(clean, key=lambda r: r["forwarded_pps"]) if clean else None
+        summary[case] = {
+            "no_loss_pps": best["forwarded_pps"] if best else 0.0,
+            "knee_offered_pps": min(r["offered_pps"] for r in lossy) if lossy else None,
+            "io_cpu_us_per_packet_below_knee": float(np.median([r["io_cpu_us_per_packet_net_of_idle"] for r in clean])) if clean else None,
+            "p99_ms_below_knee": max(r["added_latency_ms_p99"] for r in clean if r["added_latency_ms_p99"] is not None) if clean else None,
+        }
+        s = summary[case]
+        if s["io_cpu_us_per_packet_below_knee"] is not None:
+            s["io_cpu_ratio_to_target"] = s["io_cpu_us_per_packet_below_knee"] / target_io_us
+        if s["p99_ms_below_knee"] is not None:
+            s["p99_ratio_to_target"] = s["p99_ms_below_knee"] / target_p99_ms
+    if "relay" in summary:
+        base = summary["relay"].get("io_cpu_us_per_packet_below_knee")
+        for case, s in summary.items():
+            if base and s.get("io_cpu_us_per_packet_below_knee"):
+                s["io_cpu_ratio_to_relay"] = s["io_cpu_us_per_packet_below_knee"] / base
+    return summary
+
+
+async def main_async(args):
+    rows = []
+    with tempfile.TemporaryDirectory() as tmpdir:
+        for case in args.cases:
+            if case == "relay":
+                rows += await run_case("relay", args, tmpdir)
+            elif case == "a":
+                rows += await run_case("a_zero_cost", args, tmpdir, engine=unwrap_standin.StandinUnwrapEngine(0),
+                                       workers=args.workers)
+            elif case.startswith("cost"):          # e.g. cost66: stand-in at 66 us per packet
+                cost_us = int(case[4:])
+                rows += await run_case(f"standin_{cost_us}us_w{args.workers}", args, tmpdir,
+                                       engine=unwrap_standin.StandinUnwrapEngine(cost_us * 1000),
+                                       workers=args.workers)
+            elif case == "b":
+                from katzenpost.server.workers import SphinxUnwrapEngine
+                pool = str(Path(tmpdir) / "pool.npz")
+                total = int(sum(args.rates) * args.seconds) + 16
+                t0 = time.monotonic()
+                node_key = make_sphinx_pool(total, args.delay_ms, pool)
+                print(f"# made {total} Sphinx packets in {time.monotonic() - t0:.1f} s", flush=True)
+                rows += await run_case(f"b_sphinx_w{args.workers}", args, tmpdir, engine=SphinxUnwrapEngine(),
+                                       workers=args.workers, pool=pool, node_key=node_key)
+    summary = summarise(rows)
+    print(json.dumps(summary, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "summary": summary,
+                                               "args": vars(args)}, indent=1))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=[2000, 5000, 10000])
+    ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--cases", type=lambda s: s.split(","), default=["relay", "a"])
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--window-us", type=int, default=0)
+    ap.add_argument("--delay-ms", type=int, default=5)
+    ap.add_argument("--switch-interval-us", type=float, default=0,
+                    help="sys.setswitchinterval for the node (0: Python's default 5 ms)")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    if args.switch_interval_us:
+        sys.setswitchinterval(args.switch_interval_us / 1e6)
+    asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+# C-level interface of the Sphinx core (sphinx_impl.h), for this module and any Cython caller.
+from libc.stdint cimport uint8_t, int8_t, int32_t, uint32_t
+
+cdef extern from "sphinx_impl.h" nogil:
+    enum:
+        SX_HEADER_LEN
+        SX_SLOT_LEN
+        SX_BETA_LEN
+        SX_NR_HOPS
+        SX_SPRP_MATERIAL_LEN
+        SX_TAG_LEN
+        SX_KDF_LEN
+        SX_MAX_KEYS
+        SX_OK
+        SX_ERR_INTERNAL
+        SX_ERR_BAD_ARGUMENT
+        SX_ERR_PAYLOAD_AUTH
+        SX_X25519_OPENSSL
+        SX_X25519_LIBSODIUM
+
+    ctypedef struct sx_packet_keys:
+        uint8_t header_mac[32]
+        uint8_t header_key[16]
+        uint8_t header_iv[16]
+        uint8_t payload_key[48]
+        uint8_t blinding[32]
+
+    ctypedef struct sx_unwrap_result:
+        int32_t status
+        int8_t key_index
+        uint8_t flags
+        uint8_t has_tag
+        uint32_t delay_ms
+        uint8_t tag[32]
+        uint8_t next_hop[32]
+        uint8_t recipient[64]
+        uint8_t surb_id[16]
+        uint8_t slot[82]
+
+    int sx_init()
+    int sx_x25519_backend()
+    int sx_set_x25519_backend(int backend)
+    int sx_x25519(uint8_t *out, const uint8_t *scalar, const uint8_t *point)
+    int sx_sha512_256(const uint8_t *msg, size_t length, uint8_t *out)
+    void sx_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *msg, size_t length,
+                        uint8_t *out)
+    void sx_hkdf_expand(const uint8_t *prk, size_t prk_len, const uint8_t *info, size_t info_len,
+                        uint8_t *out, size_t out_len)
+    void sx_kdf(const uint8_t *shared_secret, sx_packet_keys *keys)
+    int sx_aes128_ctr(const uint8_t *key, const uint8_t *iv, const uint8_t *inp, uint8_t *out,
+                      size_t length)
+    int sx_unwrap(const uint8_t *keys, size_t n_keys, uint8_t *pkt, size_t length,
+                  sx_unwrap_result *res)
+    int sx_create_header(const uint8_t *ephemeral, size_t n_hops, const uint8_t *ids,
+                         const uint8_t *public_keys, const uint8_t *blocks,
+                         const size_t *block_lens, const uint8_t *filler, uint8_t *header,
+                         uint8_t *sprp_keys)
+    void sx_encrypt_payload(const uint8_t *sprp_keys, size_t n_hops, const uint8_t *payload,
+                            size_t payload_len, uint8_t *out)
+    int sx_decrypt_surb_payload(const uint8_t *keys, size_t n_entries, uint8_t *buf, size_t length)

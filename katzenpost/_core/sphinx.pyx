@@ -1,0 +1,261 @@
+# cython: language_level=3
+"""Compiled Sphinx core: unwrap (single and batch, GIL released), header and packet creation,
+SURB payload decryption and the primitives under them. Works on buffers only; the public API,
+command objects and error messages live in katzenpost.sphinx."""
+from libc.stdint cimport uint8_t, int8_t, int32_t, uint32_t
+from libc.string cimport memcpy
+
+from katzenpost._core.sphinx cimport *
+
+from katzenpost.sphinx import geometry as _g
+
+if sx_init() != 0:
+    raise ImportError("katzenpost._core.sphinx: OpenSSL has no SHA512-256 or AES-128-CTR")
+
+# One source of truth for sizes: refuse to load if the C geometry drifted from geometry.py.
+if (SX_HEADER_LEN, SX_SLOT_LEN, SX_BETA_LEN, SX_NR_HOPS, SX_SPRP_MATERIAL_LEN, SX_KDF_LEN,
+        SX_MAX_KEYS) != (_g.HEADER_LENGTH, _g.PER_HOP_ROUTING_INFO_LENGTH,
+                         _g.ROUTING_INFO_LENGTH, _g.NR_HOPS, _g.SPRP_KEY_MATERIAL_LENGTH,
+                         _g.KDF_OUTPUT_LENGTH, _g.MAX_TRIAL_KEYS):
+    raise ImportError("katzenpost._core.sphinx: C geometry differs from sphinx/geometry.py")
+
+_BACKENDS = {"openssl": SX_X25519_OPENSSL, "libsodium": SX_X25519_LIBSODIUM}
+
+
+cdef inline void _require(Py_ssize_t actual, Py_ssize_t expected, str what) except *:
+    if actual != expected:
+        raise ValueError(f"sphinx: {what} must be {expected} bytes, got {actual}")
+
+
+cdef inline const uint8_t *_ptr(const uint8_t[::1] buf) noexcept nogil:
+    # Address of a possibly empty buffer (never dereferenced when the length is 0).
+    return &buf[0] if buf.shape[0] > 0 else <const uint8_t *>b""
+
+
+# ------------------------------------------------------------------ X25519 backend
+
+def x25519_backend():
+    """Name of the X25519 implementation in use: "libsodium" or "openssl"."""
+    return "libsodium" if sx_x25519_backend() == SX_X25519_LIBSODIUM else "openssl"
+
+
+def set_x25519_backend(str name):
+    """Switch the X25519 implementation (tests and benchmarks); ValueError if unavailable."""
+    if name not in _BACKENDS or sx_set_x25519_backend(_BACKENDS[name]) != 0:
+        raise ValueError(f"sphinx: X25519 backend {name!r} is not available")
+
+
+def available_x25519_backends():
+    """Backends usable in this process, preferred first."""
+    current = sx_x25519_backend()
+    names = []
+    for name in ("libsodium", "openssl"):
+        if sx_set_x25519_backend(_BACKENDS[name]) == 0:
+            names.append(name)
+    sx_set_x25519_backend(current)
+    return names
+
+
+# ------------------------------------------------------------------ primitives
+
+def x25519(const uint8_t[::1] scalar, const uint8_t[::1] point):
+    """X25519(scalar, point) like Go's ScalarMult: a low-order point gives 32 zero bytes."""
+    _require(scalar.shape[0], 32, "X25519 scalar")
+    _require(point.shape[0], 32, "X25519 point")
+    cdef uint8_t out[32]
+    cdef int rc
+    with nogil:
+        rc = sx_x25519(out, &scalar[0], &point[0])
+    if rc != 0:
+        raise MemoryError("sphinx: OpenSSL X25519 failed")
+    return <bytes>out[:32]
+
+
+def sha512_256(const uint8_t[::1] data):
+    cdef uint8_t out[32]
+    cdef int rc
+    with nogil:
+        rc = sx_sha512_256(_ptr(data), data.shape[0], out)
+    if rc != 0:
+        raise MemoryError("sphinx: OpenSSL SHA-512/256 failed")
+    return <bytes>out[:32]
+
+
+def hmac_sha256(const uint8_t[::1] key, const uint8_t[::1] data):
+    cdef uint8_t out[32]
+    with nogil:
+        sx_hmac_sha256(_ptr(key), key.shape[0], _ptr(data), data.shape[0], out)
+    return <bytes>out[:32]
+
+
+def hkdf_expand(const uint8_t[::1] prk, const uint8_t[::1] info, Py_ssize_t length):
+    """HKDF-Expand-SHA256 (no Extract step)."""
+    if not 0 <= length <= 255 * 32:
+        raise ValueError(f"sphinx: HKDF-Expand length must be 0..8160, got {length}")
+    out = bytearray(length)
+    cdef uint8_t[::1] view = out
+    with nogil:
+        sx_hkdf_expand(_ptr(prk), prk.shape[0], _ptr(info), info.shape[0],
+                       <uint8_t *>_ptr(view), length)
+    return bytes(out)
+
+
+def kdf(const uint8_t[::1] shared_secret):
+    """The 144-byte Sphinx KDF output (mu, kappa, iota, pi, b) for a 32-byte secret."""
+    _require(shared_secret.shape[0], 32, "KDF input")
+    cdef sx_packet_keys keys
+    with nogil:
+        sx_kdf(&shared_secret[0], &keys)
+    return (<uint8_t *>&keys)[:SX_KDF_LEN]
+
+
+def aes128_ctr(const uint8_t[::1] key, const uint8_t[::1] iv, const uint8_t[::1] data):
+    """AES-128-CTR with the 16-byte IV as a 128-bit big-endian counter."""
+    _require(key.shape[0], 16, "AES-128 key")
+    _require(iv.shape[0], 16, "AES-CTR IV")
+    out = bytearray(data.shape[0])
+    cdef uint8_t[::1] view = out
+    cdef int rc
+    with nogil:
+        rc = sx_aes128_ctr(&key[0], &iv[0], _ptr(data), <uint8_t *>_ptr(view), data.shape[0])
+    if rc != 0:
+        raise MemoryError("sphinx: OpenSSL AES-128-CTR failed")
+    return bytes(out)
+
+
+# ------------------------------------------------------------------ unwrap
+
+cdef inline Py_ssize_t _key_count(const uint8_t[::1] keys) except -1:
+    if keys.shape[0] == 0 or keys.shape[0] % 32 or keys.shape[0] > 32 * SX_MAX_KEYS:
+        raise ValueError(f"sphinx: private keys must be 1..{SX_MAX_KEYS} x 32 bytes, "
+                         f"got {keys.shape[0]} bytes")
+    return keys.shape[0] // 32
+
+
+def unwrap(const uint8_t[::1] private_keys, uint8_t[::1] packet):
+    """Unwrap one packet in place (a writable buffer) with 1..3 concatenated private keys.
+
+    Returns (status, key_index, replay_tag or None, routing slot (82 bytes) or None).
+    """
+    cdef Py_ssize_t n_keys = _key_count(private_keys)
+    cdef sx_unwrap_result res
+    cdef uint8_t dummy = 0
+    cdef uint8_t *pkt = &packet[0] if packet.shape[0] > 0 else &dummy
+    with nogil:
+        sx_unwrap(&private_keys[0], n_keys, pkt, packet.shape[0], &res)
+    tag = res.tag[:32] if res.has_tag else None
+    slot = res.slot[:SX_SLOT_LEN] if res.key_index >= 0 else None
+    return res.status, res.key_index, tag, slot
+
+
+def unwrap_batch(uint8_t[:, ::1] packets, Py_ssize_t n, const uint8_t[:, ::1] keys, result):
+    """Unwrap rows 0..n-1 of `packets` in place, trying each row of `keys` (1..3 x 32 bytes).
+
+    Fills the numpy arrays of `result` (katzenpost.sphinx.batch.UnwrapBatch) and returns
+    the number of packets that unwrapped without error. The loop holds no GIL.
+    """
+    cdef int32_t[::1] status = result.status
+    cdef int8_t[::1] key_index = result.key_index
+    cdef uint8_t[:, ::1] tags = result.tags
+    cdef uint8_t[::1] flags = result.flags
+    cdef uint32_t[::1] delay_ms = result.delay_ms
+    cdef uint8_t[:, ::1] next_hop = result.next_hop
+    cdef uint8_t[:, ::1] recipient = result.recipient
+    cdef uint8_t[:, ::1] surb_id = result.surb_id
+    if not 0 <= n <= packets.shape[0]:
+        raise ValueError(f"sphinx: batch count {n} outside 0..{packets.shape[0]}")
+    if not 1 <= keys.shape[0] <= SX_MAX_KEYS or keys.shape[1] != 32:
+        raise ValueError(f"sphinx: keys must be uint8[1..{SX_MAX_KEYS}, 32], "
+                         f"got shape ({keys.shape[0]}, {keys.shape[1]})")
+    for name, rows in (("status", status.shape[0]), ("key_index", key_index.shape[0]),
+                       ("tags", tags.shape[0]), ("flags", flags.shape[0]),
+                       ("delay_ms", delay_ms.shape[0]), ("next_hop", next_hop.shape[0]),
+                       ("recipient", recipient.shape[0]), ("surb_id", surb_id.shape[0])):
+        if rows < n:
+            raise ValueError(f"sphinx: result.{name} holds {rows} rows, batch needs {n}")
+    if tags.shape[1] != 32 or next_hop.shape[1] != 32 or recipient.shape[1] != 64 \
+            or surb_id.shape[1] != 16:
+        raise ValueError("sphinx: result arrays have the wrong row widths")
+
+    cdef Py_ssize_t i, row_len = packets.shape[1], ok = 0
+    cdef sx_unwrap_result res
+    cdef uint8_t dummy = 0
+    cdef uint8_t *row
+    with nogil:
+        for i in range(n):
+            row = &packets[i, 0] if row_len > 0 else &dummy
+            sx_unwrap(&keys[0, 0], keys.shape[0], row, row_len, &res)
+            status[i] = res.status
+            key_index[i] = res.key_index
+            flags[i] = res.flags
+            delay_ms[i] = res.delay_ms
+            memcpy(&tags[i, 0], res.tag, 32)
+            memcpy(&next_hop[i, 0], res.next_hop, 32)
+            memcpy(&recipient[i, 0], res.recipient, 64)
+            memcpy(&surb_id[i, 0], res.surb_id, 16)
+            if res.status == SX_OK:
+                ok += 1
+    return ok
+
+
+# ------------------------------------------------------------------ creation and SURBs
+
+def create_header(const uint8_t[::1] ephemeral, const uint8_t[::1] ids,
+                  const uint8_t[::1] public_keys, const uint8_t[::1] blocks, block_lens,
+                  const uint8_t[::1] filler):
+    """Spec 5.1 for n = len(block_lens) hops. ids/public_keys: n x 32 bytes; blocks: n x 82
+    (user commands, zero-padded); filler: (5 - n) x 82. Returns (header, n x 64 SPRP keys)."""
+    cdef Py_ssize_t n = len(block_lens), i
+    if not 1 <= n <= SX_NR_HOPS:
+        raise ValueError(f"sphinx: path must have 1..{SX_NR_HOPS} hops, got {n}")
+    _require(ephemeral.shape[0], 32, "ephemeral key")
+    _require(ids.shape[0], 32 * n, "node ids")
+    _require(public_keys.shape[0], 32 * n, "public keys")
+    _require(blocks.shape[0], SX_SLOT_LEN * n, "command blocks")
+    _require(filler.shape[0], SX_SLOT_LEN * (SX_NR_HOPS - n), "filler")
+    cdef size_t lens[5]
+    for i in range(n):
+        lens[i] = block_lens[i]
+    header = bytearray(SX_HEADER_LEN)
+    sprp_keys = bytearray(SX_SPRP_MATERIAL_LEN * n)
+    cdef uint8_t[::1] header_view = header
+    cdef uint8_t[::1] keys_view = sprp_keys
+    cdef int rc
+    with nogil:
+        rc = sx_create_header(&ephemeral[0], n, &ids[0], &public_keys[0], &blocks[0], lens,
+                              _ptr(filler), &header_view[0], &keys_view[0])
+    if rc == SX_ERR_BAD_ARGUMENT:
+        raise ValueError("sphinx: command block too long for its hop")
+    if rc != SX_OK:
+        raise MemoryError("sphinx: OpenSSL failed during header creation")
+    return bytes(header), bytes(sprp_keys)
+
+
+def encrypt_payload(const uint8_t[::1] sprp_keys, const uint8_t[::1] payload):
+    """0^16 || payload, AEZ-encrypted under each 64-byte key entry, last entry first."""
+    if sprp_keys.shape[0] % SX_SPRP_MATERIAL_LEN:
+        raise ValueError("sphinx: SPRP key material must be a multiple of 64 bytes")
+    out = bytearray(SX_TAG_LEN + payload.shape[0])
+    cdef uint8_t[::1] view = out
+    with nogil:
+        sx_encrypt_payload(_ptr(sprp_keys), sprp_keys.shape[0] // SX_SPRP_MATERIAL_LEN,
+                           _ptr(payload), payload.shape[0], &view[0])
+    return bytes(out)
+
+
+def decrypt_surb_payload(const uint8_t[::1] payload, const uint8_t[::1] keys):
+    """Spec 5.6 on checked inputs (len(keys) a non-zero multiple of 64, payload >= 16 bytes).
+
+    Returns (status, whole decrypted buffer); the plaintext is buffer[16:] when status is 0.
+    """
+    if keys.shape[0] == 0 or keys.shape[0] % SX_SPRP_MATERIAL_LEN:
+        raise ValueError("sphinx: SURB keys must be a non-zero multiple of 64 bytes")
+    if payload.shape[0] < SX_TAG_LEN:
+        raise ValueError("sphinx: SURB payload shorter than its tag")
+    out = bytearray(payload)
+    cdef uint8_t[::1] view = out
+    cdef int rc
+    with nogil:
+        rc = sx_decrypt_surb_payload(&keys[0], keys.shape[0] // SX_SPRP_MATERIAL_LEN, &view[0],
+                                     view.shape[0])
+    return rc, bytes(out)

@@ -1,0 +1,890 @@
+"""Node configuration: the TOML file of spec/server.md §2 parsed into immutable dataclasses.
+
+Every problem in a file is collected and reported at once (naming `Section.Field` and the rule
+it broke); this module never touches the DataDir, the network or the logging setup.
+"""
+from __future__ import annotations
+
+import dataclasses
+import encodings.idna
+import ipaddress
+import os
+import re
+import socket
+import tomllib
+import types
+import unicodedata
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from katzenpost import keys
+
+# ---------------------------------------------------------------------------------------------
+# Constants (names and defaults from spec/server.md §2.2)
+
+DEFAULT_ADDRESS_PORT = 3219
+LOG_LEVELS = ("ERROR", "WARNING", "NOTICE", "INFO", "DEBUG")
+DEFAULT_LOG_LEVEL = "NOTICE"
+MANAGEMENT_SOCKET_NAME = "management_sock"
+MAX_IDENTIFIER_BYTES = 32  # the authority refuses longer descriptor names
+MAX_ENDPOINT_BYTES = 64
+
+# Storage backends. The embedded store is SQLite; its configuration name stays "bolt" so the
+# Go reference's configs keep working ("sqlite" is accepted as an alias and stored as "bolt").
+BACKEND_EMBEDDED = "bolt"
+BACKEND_EXTERN = "extern"
+BACKEND_SQL = "sql"
+EMBEDDED_BACKEND_ALIASES = ("bolt", "sqlite")
+SQLDB_BACKEND_PGX = "pgx"
+DEFAULT_USER_DB_FILE = "users.db"
+DEFAULT_SPOOL_DB_FILE = "spool.db"
+
+# Debug knobs: TOML name -> (default, minimum the value is raised to). A value of 0 selects
+# the default, as in the reference (absent and 0 are the same thing to a Go decoder).
+DEBUG_INT_DEFAULTS: dict[str, tuple[int, int]] = {
+    "NumSphinxWorkers": (0, 0),  # 0 here means "CPU count", filled in at load time
+    "NumProviderWorkers": (1, 0),
+    "NumKaetzchenWorkers": (3, 0),
+    "SchedulerQueueSize": (0, 0),  # 0 = unlimited
+    "SchedulerMaxBurst": (16, 0),
+    "UnwrapDelay": (10, 0),
+    "ProviderDelay": (500, 0),
+    "KaetzchenDelay": (750, 0),
+    "SchedulerSlack": (10, 10),
+    "SendSlack": (50, 50),
+    "DecoySlack": (15000, 0),
+    "ConnectTimeout": (60000, 0),
+    "HandshakeTimeout": (30000, 0),
+    "ReauthInterval": (30000, 0),
+}
+DEBUG_BOOLS = ("SchedulerExternalMemoryQueue", "SendDecoyTraffic", "DisableRateLimit", "GenerateOnly")
+
+INT64_MAX = 2**63 - 1
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; `problems` lists every reason, one line each."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+# ---------------------------------------------------------------------------------------------
+# The configuration (immutable)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    identifier: str
+    addresses: tuple[str, ...]
+    alt_addresses: Mapping[str, tuple[str, ...]]
+    only_advertise_alt_addresses: bool
+    data_dir: str
+    is_provider: bool
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    disable: bool = False
+    file: str = ""  # "" = stdout; relative paths are under DataDir
+    level: str = DEFAULT_LOG_LEVEL
+
+
+@dataclass(frozen=True)
+class NonvotingPKIConfig:
+    address: str
+    public_key: bytes  # authority Ed25519 identity public key, 32 bytes
+
+
+@dataclass(frozen=True)
+class PKIConfig:
+    nonvoting: NonvotingPKIConfig
+
+
+@dataclass(frozen=True)
+class ManagementConfig:
+    enable: bool
+    path: str
+
+
+@dataclass(frozen=True)
+class SQLDBConfig:
+    backend: str
+    data_source_name: str = field(repr=False)  # may hold a password
+
+
+@dataclass(frozen=True)
+class UserDBConfig:
+    backend: str = BACKEND_EMBEDDED
+    bolt_user_db: str = ""  # path of the embedded (SQLite) user database
+    extern_provider_url: str = ""
+
+
+@dataclass(frozen=True)
+class SpoolDBConfig:
+    backend: str = BACKEND_EMBEDDED
+    bolt_spool_db: str = ""  # path of the embedded (SQLite) spool database
+
+
+@dataclass(frozen=True)
+class KaetzchenConfig:
+    capability: str
+    endpoint: str
+    config: Mapping[str, Any]
+    disable: bool
+
+
+@dataclass(frozen=True)
+class CBORPluginKaetzchenConfig:
+    capability: str
+    endpoint: str
+    config: Mapping[str, str]  # each entry becomes argv "-<key> <value>"
+    disable: bool
+    command: str
+    max_concurrency: int
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    enable_user_registration_http: bool
+    user_registration_http_addresses: tuple[str, ...]
+    advertise_user_registration_http_addresses: tuple[str, ...]
+    sql_db: SQLDBConfig | None
+    user_db: UserDBConfig
+    spool_db: SpoolDBConfig
+    binary_recipients: bool
+    case_sensitive_recipients: bool
+    recipient_delimiter: str
+    kaetzchen: tuple[KaetzchenConfig, ...]
+    cbor_plugin_kaetzchen: tuple[CBORPluginKaetzchenConfig, ...]
+    enable_ephemeral_clients: bool
+    trust_on_first_use: bool
+
+
+@dataclass(frozen=True)
+class DebugConfig:
+    # 32-byte Ed25519 seed; programmatic only, never TOML; kept out of repr (a secret).
+    identity_key: bytes | None = field(default=None, repr=False)
+    num_sphinx_workers: int = 1
+    num_provider_workers: int = 1
+    num_kaetzchen_workers: int = 3
+    scheduler_external_memory_queue: bool = False
+    scheduler_queue_size: int = 0
+    scheduler_max_burst: int = 16
+    unwrap_delay: int = 10
+    provider_delay: int = 500
+    kaetzchen_delay: int = 750
+    scheduler_slack: int = 10
+    send_slack: int = 50
+    decoy_slack: int = 15000
+    connect_timeout: int = 60000
+    handshake_timeout: int = 30000
+    reauth_interval: int = 30000
+    send_decoy_traffic: bool = False
+    disable_rate_limit: bool = False
+    generate_only: bool = False
+
+    @property
+    def is_unsafe(self) -> bool:
+        """True when an option meant only for tests is set (the banner warns about it)."""
+        return self.identity_key is not None
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig
+    logging: LoggingConfig
+    pki: PKIConfig
+    management: ManagementConfig
+    provider: ProviderConfig | None  # None for a mix
+    debug: DebugConfig
+    warnings: tuple[str, ...] = field(default=())  # non-fatal remarks, logged at start
+
+    @property
+    def log_file_path(self) -> str | None:
+        """Absolute path of the log file, or None for stdout (or when logging is disabled)."""
+        if self.logging.disable or not self.logging.file:
+            return None
+        return os.path.join(self.server.data_dir, self.logging.file)
+
+    def with_generate_only(self) -> "Config":
+        """The same configuration with Debug.GenerateOnly forced on (what `-g` does)."""
+        return dataclasses.replace(self, debug=dataclasses.replace(self.debug, generate_only=True))
+
+    def with_debug_identity_key(self, key: bytes) -> "Config":
+        """Set Debug.IdentityKey (tests only): a 32-byte seed or the 64-byte Go form."""
+        seed = keys.IdentityKey.from_bytes(bytes(key)).seed
+        return dataclasses.replace(self, debug=dataclasses.replace(self.debug, identity_key=seed))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading TOML tables: exact key match first, then case-insensitive; unknown keys collected.
+
+_TOML_TYPE_NAMES = {str: "string", bool: "boolean", int: "integer", float: "float",
+                    dict: "table", list: "array"}
+
+
+def _type_name(value: Any) -> str:
+    return _TOML_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+class _Table:
+    """One TOML table being decoded: typed getters that record problems instead of raising."""
+
+    def __init__(self, raw: dict, path: str, problems: list[str], undecoded: list[str]):
+        self.raw = raw
+        self.path = path  # "" for the document root
+        self.problems = problems
+        self.undecoded = undecoded
+        self.used: set[str] = set()
+        self.invalid: set[str] = set()
+
+    def name_of(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def _find(self, key: str) -> tuple[bool, Any]:
+        """The value for field `key`: the exact key wins, else the case-insensitive match."""
+        matches = [k for k in self.raw if k.lower() == key.lower()]
+        if not matches:
+            return False, None
+        self.used.update(matches)
+        if len(matches) > 1:
+            self.problems.append(
+                f"config: {self.name_of(key)} is set more than once (keys {', '.join(matches)})")
+            self.invalid.add(key)
+        return True, self.raw[key if key in self.raw else matches[0]]
+
+    def is_invalid(self, key: str) -> bool:
+        """True if `key` was present but refused already (so no second message about it)."""
+        return key in self.invalid
+
+    def _typed(self, key: str, default: Any, kind: type, kind_name: str) -> Any:
+        present, value = self._find(key)
+        if not present:
+            return default
+        if type(value) is not kind:  # bool is an int subclass: compare types exactly
+            self.problems.append(
+                f"config: {self.name_of(key)} must be {kind_name}, got {_type_name(value)}")
+            self.invalid.add(key)
+            return default
+        return value
+
+    def str(self, key: str, default: str = "") -> str:
+        return self._typed(key, default, str, "a string")
+
+    def bool(self, key: str, default: bool = False) -> bool:
+        return self._typed(key, default, bool, "a boolean")
+
+    def int(self, key: str, default: int = 0) -> int:
+        value = self._typed(key, default, int, "an integer")
+        if abs(value) > INT64_MAX:
+            self.problems.append(f"config: {self.name_of(key)} is out of range, got {value}")
+            self.invalid.add(key)
+            return default
+        return value
+
+    def str_list(self, key: str) -> tuple[str, ...] | None:
+        present, value = self._find(key)
+        if not present:
+            return None
+        if type(value) is not list or any(type(v) is not str for v in value):
+            self.problems.append(f"config: {self.name_of(key)} must be an array of strings")
+            self.invalid.add(key)
+            return ()
+        return tuple(value)
+
+    def mapping(self, key: str) -> dict | None:
+        present, value = self._find(key)
+        if not present:
+            return None
+        if type(value) is not dict:
+            self.problems.append(f"config: {self.name_of(key)} must be a table, got {_type_name(value)}")
+            return {}
+        return value
+
+    def table(self, key: str) -> "_Table | None":
+        raw = self.mapping(key)
+        if raw is None:
+            return None
+        return _Table(raw, self.name_of(key), self.problems, self.undecoded)
+
+    def table_list(self, key: str) -> list["_Table"]:
+        present, value = self._find(key)
+        if not present:
+            return []
+        if type(value) is not list or any(type(v) is not dict for v in value):
+            self.problems.append(
+                f"config: {self.name_of(key)} must be an array of tables ([[{self.name_of(key)}]])")
+            return []
+        return [_Table(v, f"{self.name_of(key)}[{i}]", self.problems, self.undecoded)
+                for i, v in enumerate(value)]
+
+    def finish(self) -> None:
+        """Record every key of this table that matched no field."""
+        for key in self.raw:
+            if key not in self.used:
+                self.undecoded.append(self.name_of(key))
+
+
+def _freeze(value: Any) -> Any:
+    """Deep read-only copy of free-form TOML data (tables become mapping proxies)."""
+    if isinstance(value, dict):
+        return types.MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Value rules
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """Split "host:port" or "[v6]:port"; raises ValueError naming the rule broken."""
+    if address.startswith("["):
+        close = address.find("]")
+        if close < 0 or address[close + 1:close + 2] != ":":
+            raise ValueError(f"'{address}' is not host:port")
+        host, port_text = address[1:close], address[close + 2:]
+    else:
+        host, sep, port_text = address.rpartition(":")
+        if not sep or ":" in host:
+            raise ValueError(f"'{address}' is not host:port (IPv6 hosts need brackets)")
+    if not host:
+        raise ValueError(f"'{address}' has an empty host")
+    if not port_text.isdigit() or not port_text.isascii() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"'{address}' has an invalid port (must be 1-65535)")
+    return host, int(port_text)
+
+
+def check_ip_port(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """A literal IP:port (no host names), as listeners and the PKI address require."""
+    host, _ = split_host_port(address)
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"'{address}' host is not a literal IP address") from None
+
+
+_STD3_LABEL = re.compile(r"[a-z0-9-]+")
+_IDNA_DOTS = re.compile("[.\u3002\uff0e\uff61]")
+
+
+def _check_std3_label(label: str) -> None:
+    if not _STD3_LABEL.fullmatch(label):
+        bad = next(c for c in label if not _STD3_LABEL.fullmatch(c))
+        raise ValueError(f"label '{label}' contains {bad!r} (only letters, digits and '-' are allowed)")
+    if label.startswith("-") or label.endswith("-"):
+        raise ValueError(f"label '{label}' starts or ends with '-'")
+    if label[2:4] == "--" and not label.startswith("xn--"):
+        raise ValueError(f"label '{label}' has '--' in positions 3-4")
+
+
+def idna_lookup_to_ascii(name: str) -> str:
+    """IDNA "Lookup" normalization of a host name (lowercase, STD3 rules, punycode).
+
+    ASCII labels follow the reference exactly; non-ASCII labels go through IDNA2003 nameprep
+    (the standard library's codec), which matches UTS #46 for all but a few rare code points.
+    """
+    labels = _IDNA_DOTS.split(name)
+    out = []
+    for index, label in enumerate(labels):
+        if not label:
+            if index == len(labels) - 1 and index > 0:
+                out.append("")  # a trailing root dot
+                continue
+            raise ValueError(f"empty label in '{name}'")
+        if label.isascii():
+            ascii_label = label.lower()
+            if ascii_label.startswith("xn--"):
+                _check_punycode_label(ascii_label)
+        else:
+            try:
+                ascii_label = encodings.idna.ToASCII(label).decode("ascii").lower()
+            except UnicodeError as err:
+                raise ValueError(f"label '{label}': {err}") from None
+        _check_std3_label(ascii_label)
+        out.append(ascii_label)
+    return ".".join(out)
+
+
+def _check_punycode_label(label: str) -> None:
+    try:
+        decoded = label[4:].encode("ascii").decode("punycode")
+        again = encodings.idna.ToASCII(decoded).decode("ascii").lower()
+    except UnicodeError:
+        raise ValueError(f"label '{label}' is not valid punycode") from None
+    if again != label:
+        raise ValueError(f"label '{label}' is not in normalized form")
+
+
+def username_case_mapped(name: str) -> str:
+    """PRECIS UsernameCaseMapped (RFC 8265): width-map, lowercase, NFC, IdentifierClass check."""
+    mapped = []
+    for char in name:
+        decomposition = unicodedata.decomposition(char)
+        if decomposition.startswith(("<wide>", "<narrow>")):
+            char = chr(int(decomposition.split()[1], 16))
+        mapped.append(char)
+    result = unicodedata.normalize("NFC", "".join(mapped).lower())
+    if not result:
+        raise ValueError("empty name")
+    for char in result:
+        if 0x21 <= ord(char) <= 0x7E:
+            continue
+        if ord(char) < 0x80 or unicodedata.category(char) not in ("Ll", "Lu", "Lo", "Lm", "Nd", "Mn", "Mc"):
+            raise ValueError(f"disallowed character U+{ord(char):04X}")
+    return result
+
+
+_ATEXT = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\u0080-\U0010ffff]+")
+_QUOTED_STRING = re.compile(r'"(?:[^"\\\x00-\x1f\x7f]|\\[\x20-\x7e])*"')
+
+
+def _is_rfc5322_local_part(local: str) -> bool:
+    if _QUOTED_STRING.fullmatch(local):
+        return True
+    return all(_ATEXT.fullmatch(atom) for atom in local.split("."))
+
+
+def discover_global_ipv4() -> str | None:
+    """The host's globally routable IPv4 address on the default route, if any (no packet sent)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: only selects a route
+            address = probe.getsockname()[0]
+    except OSError:
+        return None
+    return address if ipaddress.ip_address(address).is_global else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+
+
+def _server_section(table: _Table, problems: list[str], warnings: list[str]) -> ServerConfig:
+    identifier = table.str("Identifier")
+    addresses = table.str_list("Addresses")
+    alt_raw = table.mapping("AltAddresses") or {}
+    only_alt = table.bool("OnlyAdvertiseAltAddresses")
+    data_dir = table.str("DataDir")
+    is_provider = table.bool("IsProvider")
+    table.finish()
+
+    if table.is_invalid("Identifier"):
+        pass
+    elif not identifier:
+        problems.append("config: Server.Identifier is not set")
+    else:
+        try:
+            identifier = idna_lookup_to_ascii(identifier)
+        except ValueError as err:
+            problems.append(f"config: Server.Identifier: failed to normalize '{identifier}' "
+                            f"(IDNA lookup): {err}")
+        else:
+            if len(identifier.encode()) > MAX_IDENTIFIER_BYTES:
+                problems.append(f"config: Server.Identifier '{identifier}' is longer than "
+                                f"{MAX_IDENTIFIER_BYTES} bytes (the authority rejects such names)")
+
+    if addresses is None:
+        discovered = discover_global_ipv4()
+        if discovered is None:
+            problems.append("config: Server.Addresses is not set and the host has no globally "
+                            "routable IPv4 address to default to")
+            addresses = ()
+        else:
+            addresses = (f"{discovered}:{DEFAULT_ADDRESS_PORT}",)
+    elif not addresses and not table.is_invalid("Addresses"):
+        problems.append("config: Server.Addresses must list at least one IP:port")
+    families = set()
+    for index, address in enumerate(addresses):
+        try:
+            families.add("tcp4" if check_ip_port(address).version == 4 else "tcp6")
+        except ValueError as err:
+            problems.append(f"config: Server.Addresses[{index}] must be a literal IP:port: {err}")
+
+    alt_addresses = _alt_addresses(alt_raw, families, only_alt, problems)
+
+    if table.is_invalid("DataDir"):
+        pass
+    elif not data_dir:
+        problems.append("config: Server.DataDir is not set")
+    elif not os.path.isabs(data_dir):
+        problems.append(f"config: Server.DataDir must be an absolute path, got '{data_dir}'")
+    return ServerConfig(identifier, tuple(addresses), alt_addresses, only_alt,
+                        os.path.normpath(data_dir) if data_dir else "", is_provider)
+
+
+def _alt_addresses(raw: dict, derived: set[str], only_alt: bool,
+                   problems: list[str]) -> Mapping[str, tuple[str, ...]]:
+    result: dict[str, tuple[str, ...]] = {}
+    for key, value in raw.items():
+        transport = key.lower()
+        where = f"Server.AltAddresses.{key}"
+        if type(value) is not list or any(type(v) is not str for v in value):
+            problems.append(f"config: {where} must be an array of strings")
+            continue
+        if transport in result:
+            problems.append(f"config: {where} duplicates transport '{transport}' (keys are lowercased)")
+            continue
+        if transport in derived and not only_alt:
+            problems.append(f"config: {where} would override the '{transport}' addresses derived "
+                            "from Server.Addresses")
+        if transport in ("tcp", "tcp4", "tcp6"):
+            for index, address in enumerate(value):
+                try:
+                    split_host_port(address)
+                except ValueError as err:
+                    problems.append(f"config: {where}[{index}] must be host:port: {err}")
+        result[transport] = tuple(value)
+    return types.MappingProxyType(result)
+
+
+def _logging_section(table: _Table | None, problems: list[str]) -> LoggingConfig:
+    if table is None:
+        return LoggingConfig()
+    disable = table.bool("Disable")
+    file_name = table.str("File")
+    level = table.str("Level") or DEFAULT_LOG_LEVEL
+    table.finish()
+    if level.upper() not in LOG_LEVELS:
+        problems.append(f"config: Logging.Level '{level}' is invalid (must be one of "
+                        f"{', '.join(LOG_LEVELS)}, any case)")
+        level = DEFAULT_LOG_LEVEL
+    return LoggingConfig(disable, file_name, level.upper())
+
+
+def _pki_section(table: _Table | None, problems: list[str]) -> PKIConfig | None:
+    if table is None:
+        problems.append("config: No PKI block was present")
+        return None
+    nonvoting = table.table("Nonvoting")
+    voting = table.table("Voting")
+    table.finish()
+    result = None
+    if nonvoting is not None:
+        address = nonvoting.str("Address")
+        public_key_text = nonvoting.str("PublicKey")
+        nonvoting.finish()
+        try:
+            check_ip_port(address)
+        except ValueError as err:
+            problems.append(f"config: PKI.Nonvoting.Address must be a literal IP:port: {err}")
+        public_key = _public_key(public_key_text, "PKI.Nonvoting.PublicKey", problems)
+        result = PKIConfig(NonvotingPKIConfig(address, public_key))
+    if voting is not None:
+        _voting_section(voting, problems)
+        if nonvoting is not None:
+            problems.append("config: pki config failure: cannot configure voting and nonvoting pki")
+        else:
+            problems.append("config: PKI.Voting is not supported by this server; "
+                            "use a [PKI.Nonvoting] authority")
+    if nonvoting is None and voting is None:
+        problems.append("config: PKI block must contain [PKI.Nonvoting]")
+    return result
+
+
+def _voting_section(table: _Table, problems: list[str]) -> None:
+    """Parse and check a voting PKI block so that its own mistakes are reported too."""
+    peers = table.table_list("Peers")
+    table.finish()
+    for peer in peers:
+        for index, address in enumerate(peer.str_list("Addresses") or ()):
+            try:
+                check_ip_port(address)
+            except ValueError as err:
+                problems.append(f"config: {peer.path}.Addresses[{index}] must be a literal IP:port: {err}")
+        _public_key(peer.str("IdentityPublicKey"), f"{peer.path}.IdentityPublicKey", problems)
+        _public_key(peer.str("LinkPublicKey"), f"{peer.path}.LinkPublicKey", problems)
+        peer.finish()
+
+
+def _public_key(text: str, where: str, problems: list[str]) -> bytes:
+    if not text:
+        problems.append(f"config: {where} is not set")
+        return b""
+    try:
+        raw = keys.decode_key_string(text)
+    except ValueError as err:
+        problems.append(f"config: {where} is invalid: {err}")
+        return b""
+    if len(raw) != keys.PUBLIC_KEY_SIZE:
+        problems.append(f"config: {where} must decode to {keys.PUBLIC_KEY_SIZE} bytes (hex or "
+                        f"base64), got {len(raw)}")
+        return b""
+    return raw
+
+
+def _management_section(table: _Table | None, data_dir: str, problems: list[str]) -> ManagementConfig:
+    enable, path = False, ""
+    if table is not None:
+        enable = table.bool("Enable")
+        path = table.str("Path")
+        table.finish()
+    if not path:
+        path = os.path.join(data_dir, MANAGEMENT_SOCKET_NAME)
+    if enable and not os.path.isabs(path):
+        problems.append(f"config: Management.Path must be absolute when Management.Enable is set, "
+                        f"got '{path}'")
+    return ManagementConfig(enable, path)
+
+
+def _debug_section(table: _Table | None, problems: list[str], warnings: list[str]) -> DebugConfig:
+    values: dict[str, Any] = {}
+    for toml_name, (default, minimum) in DEBUG_INT_DEFAULTS.items():
+        value = table.int(toml_name) if table is not None else 0
+        where = f"Debug.{toml_name}"
+        if value < 0:
+            problems.append(f"config: {where} must be >= 0 (0 selects the default), got {value}")
+            value = 0
+        if value == 0:
+            value = default
+        if toml_name == "NumSphinxWorkers" and value == 0:
+            value = os.cpu_count() or 1
+        if value < minimum:
+            warnings.append(f"{where} raised from {value} to its minimum {minimum}")
+            value = minimum
+        values[_snake(toml_name)] = value
+    for toml_name in DEBUG_BOOLS:
+        values[_snake(toml_name)] = table.bool(toml_name) if table is not None else False
+    if table is not None:
+        table.finish()
+    return DebugConfig(**values)
+
+
+def _snake(camel: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", camel).lower()
+
+
+# ---------------------------------------------------------------------------------------------
+# Provider
+
+
+def _provider_section(table: _Table | None, data_dir: str, problems: list[str],
+                      warnings: list[str]) -> ProviderConfig:
+    empty = _Table({}, "Provider", problems, [])
+    table = table or empty
+    enable_http = table.bool("EnableUserRegistrationHTTP")
+    http_addresses = table.str_list("UserRegistrationHTTPAddresses") or ()
+    advertise = table.str_list("AdvertiseUserRegistrationHTTPAddresses") or ()
+    sql_table = table.table("SQLDB")
+    user_db = _user_db(table.table("UserDB"), data_dir, problems)
+    spool_db = _spool_db(table.table("SpoolDB"), data_dir, problems)
+    binary = table.bool("BinaryRecipients")
+    case_sensitive = table.bool("CaseSensitiveRecipients")
+    delimiter = table.str("RecipientDelimiter")
+    kaetzchen = tuple(_kaetzchen(t, problems) for t in table.table_list("Kaetzchen"))
+    plugins = tuple(_plugin_kaetzchen(t, problems) for t in table.table_list("CBORPluginKaetzchen"))
+    ephemeral = table.bool("EnableEphemeralClients")
+    tofu = table.bool("TrustOnFirstUse")
+    table.finish()
+
+    if enable_http:
+        if not http_addresses:
+            problems.append("config: Provider.UserRegistrationHTTPAddresses must list at least one "
+                            "host:port when Provider.EnableUserRegistrationHTTP is set")
+        for index, address in enumerate(http_addresses):
+            try:
+                split_host_port(address)
+            except ValueError as err:
+                problems.append(f"config: Provider.UserRegistrationHTTPAddresses[{index}] "
+                                f"must be host:port: {err}")
+    sql_db = _sql_db(sql_table, problems)
+    uses_sql = BACKEND_SQL in (user_db.backend, spool_db.backend)
+    if uses_sql and sql_db is None:
+        problems.append("config: Provider: the sql UserDB/SpoolDB backend needs a [Provider.SQLDB] block")
+    if sql_db is not None and not uses_sql:
+        warnings.append("SQL database configured but not used for the User or Spool databases.")
+    if tofu and user_db.backend != BACKEND_EMBEDDED:
+        problems.append("config: Provider.TrustOnFirstUse needs the embedded (bolt) UserDB backend")
+    _check_unique_services(kaetzchen, plugins, problems)
+    return ProviderConfig(enable_http, http_addresses, advertise, sql_db, user_db, spool_db,
+                          binary, case_sensitive, delimiter, kaetzchen, plugins, ephemeral, tofu)
+
+
+def _embedded_backend(name: str) -> str:
+    return BACKEND_EMBEDDED if name.lower() in EMBEDDED_BACKEND_ALIASES else name
+
+
+def _user_db(table: _Table | None, data_dir: str, problems: list[str]) -> UserDBConfig:
+    backend, path, url = BACKEND_EMBEDDED, "", ""
+    if table is not None:
+        backend = _embedded_backend(table.str("Backend") or BACKEND_EMBEDDED)
+        bolt = table.table("Bolt")
+        extern = table.table("Extern")
+        table.finish()
+        if bolt is not None:
+            path = bolt.str("UserDB")
+            bolt.finish()
+        if extern is not None:
+            url = extern.str("ProviderURL")
+            extern.finish()
+    if backend not in (BACKEND_EMBEDDED, BACKEND_EXTERN, BACKEND_SQL):
+        problems.append(f"config: Provider.UserDB.Backend '{backend}' is invalid "
+                        "(must be bolt, extern or sql)")
+    if backend == BACKEND_EMBEDDED:
+        path = path or os.path.join(data_dir, DEFAULT_USER_DB_FILE)
+        if not os.path.isabs(path):
+            problems.append(f"config: Provider.UserDB.Bolt.UserDB must be an absolute path, got '{path}'")
+    if backend == BACKEND_EXTERN:
+        parsed = urllib.parse.urlparse(url)
+        if not url:
+            problems.append("config: Provider.UserDB.Extern.ProviderURL is required for the extern backend")
+        elif parsed.scheme not in ("http", "https") or not parsed.netloc:
+            problems.append(f"config: Provider.UserDB.Extern.ProviderURL must be an http or https "
+                            f"URL with a host, got '{url}'")
+    return UserDBConfig(backend, path, url)
+
+
+def _spool_db(table: _Table | None, data_dir: str, problems: list[str]) -> SpoolDBConfig:
+    backend, path = BACKEND_EMBEDDED, ""
+    if table is not None:
+        backend = _embedded_backend(table.str("Backend") or BACKEND_EMBEDDED)
+        bolt = table.table("Bolt")
+        table.finish()
+        if bolt is not None:
+            path = bolt.str("SpoolDB")
+            bolt.finish()
+    if backend not in (BACKEND_EMBEDDED, BACKEND_SQL):
+        problems.append(f"config: Provider.SpoolDB.Backend '{backend}' is invalid (must be bolt or sql)")
+    if backend == BACKEND_EMBEDDED:
+        path = path or os.path.join(data_dir, DEFAULT_SPOOL_DB_FILE)
+        if not os.path.isabs(path):
+            problems.append(f"config: Provider.SpoolDB.Bolt.SpoolDB must be an absolute path, got '{path}'")
+    return SpoolDBConfig(backend, path)
+
+
+def _sql_db(table: _Table | None, problems: list[str]) -> SQLDBConfig | None:
+    if table is None:
+        return None
+    backend = table.str("Backend")
+    dsn = table.str("DataSourceName")
+    table.finish()
+    if backend != SQLDB_BACKEND_PGX:
+        problems.append(f"config: Provider.SQLDB.Backend '{backend}' is invalid (must be pgx)")
+    if not dsn:
+        problems.append("config: Provider.SQLDB.DataSourceName is not set")
+    return SQLDBConfig(backend, dsn)
+
+
+def _service_fields(table: _Table, problems: list[str]) -> tuple[str, str, dict, bool]:
+    capability = table.str("Capability")
+    endpoint = table.str("Endpoint")
+    config = table.mapping("Config") or {}
+    disable = table.bool("Disable")
+    if not capability:
+        problems.append(f"config: {table.path}.Capability is not set")
+    _check_endpoint(endpoint, f"{table.path}.Endpoint", problems)
+    return capability, endpoint, config, disable
+
+
+def _check_endpoint(endpoint: str, where: str, problems: list[str]) -> None:
+    try:
+        mapped = username_case_mapped(endpoint)
+    except ValueError as err:
+        problems.append(f"config: {where} '{endpoint}' is not a valid username: {err}")
+        return
+    if mapped != endpoint:
+        problems.append(f"config: {where} '{endpoint}' is not in normalized form (would be '{mapped}')")
+    elif len(endpoint.encode()) > MAX_ENDPOINT_BYTES:
+        problems.append(f"config: {where} '{endpoint}' is longer than {MAX_ENDPOINT_BYTES} bytes")
+    elif not _is_rfc5322_local_part(endpoint):
+        problems.append(f"config: {where} '{endpoint}' is not a valid e-mail local part (RFC 5322)")
+
+
+def _kaetzchen(table: _Table, problems: list[str]) -> KaetzchenConfig:
+    capability, endpoint, config, disable = _service_fields(table, problems)
+    table.finish()
+    return KaetzchenConfig(capability, endpoint, _freeze(config), disable)
+
+
+def _plugin_kaetzchen(table: _Table, problems: list[str]) -> CBORPluginKaetzchenConfig:
+    capability, endpoint, config, disable = _service_fields(table, problems)
+    command = table.str("Command")
+    max_concurrency = table.int("MaxConcurrency", 1)
+    table.finish()
+    if not command:
+        problems.append(f"config: {table.path}.Command is not set")
+    if max_concurrency < 1:
+        problems.append(f"config: {table.path}.MaxConcurrency must be >= 1, got {max_concurrency}")
+    for key, value in config.items():
+        if type(value) is not str:
+            problems.append(f"config: {table.path}.Config.{key} must be a string "
+                            f"(it becomes the argument -{key} <value>), got {_type_name(value)}")
+    return CBORPluginKaetzchenConfig(capability, endpoint, _freeze(config), disable, command,
+                                     max_concurrency)
+
+
+def _check_unique_services(kaetzchen, plugins, problems: list[str]) -> None:
+    seen_capabilities: set[str] = set()
+    seen_endpoints: set[str] = set()
+    for service in (*kaetzchen, *plugins):
+        if service.capability in seen_capabilities:
+            problems.append(f"config: Kaetzchen: '{service.capability}' configured multiple times")
+        seen_capabilities.add(service.capability)
+        if not service.disable and service.endpoint:
+            if service.endpoint in seen_endpoints:
+                problems.append(f"config: Kaetzchen: endpoint '{service.endpoint}' is used by "
+                                "more than one service")
+            seen_endpoints.add(service.endpoint)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_bytes(data: bytes | None) -> Config:
+    """Parse and validate a configuration; raises ConfigError listing every problem."""
+    if data is None:
+        raise ConfigError(["config: No nil buffer as config file"])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError([f"config: file is not UTF-8: {err}"]) from None
+    return load_text(text)
+
+
+def load_text(text: str) -> Config:
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError([f"config: TOML syntax error: {err}"]) from None
+    problems: list[str] = []
+    warnings: list[str] = []
+    undecoded: list[str] = []
+    root = _Table(document, "", problems, undecoded)
+
+    server_table = root.table("Server")
+    if server_table is None:
+        root.finish()
+        raise ConfigError(["config: No Server block was present"] + problems)
+    server = _server_section(server_table, problems, warnings)
+    logging_config = _logging_section(root.table("Logging"), problems)
+    pki = _pki_section(root.table("PKI"), problems)
+    provider_table = root.table("Provider")
+    provider = None
+    if server.is_provider:
+        provider = _provider_section(provider_table, server.data_dir, problems, warnings)
+    elif provider_table is not None:
+        problems.append("config: Provider block set when not a Provider (Server.IsProvider is false)")
+    management = _management_section(root.table("Management"), server.data_dir, problems)
+    debug = _debug_section(root.table("Debug"), problems, warnings)
+    root.finish()
+    if undecoded:
+        problems.insert(0, f"config: Undecoded keys in config file: [{' '.join(undecoded)}]")
+    if problems:
+        raise ConfigError(problems)
+    assert pki is not None  # a missing PKI block is a problem above
+    return Config(server, logging_config, pki, management, provider, debug, tuple(warnings))
+
+
+def load_file(path: str) -> Config:
+    """Read and validate the configuration file at `path` (ConfigError on any problem)."""
+    try:
+        with open(path, "rb") as config_file:
+            data = config_file.read()
+    except OSError as err:
+        raise ConfigError([f"config: cannot read '{path}': {err.strerror or err}"]) from None
+    return load_bytes(data)

@@ -1,0 +1,99 @@
+"""`katzenpost-authority -f authority.toml [-g]`: the non-voting directory authority daemon.
+
+Loads the config, prepares DataDir and keys, restores persisted state and serves until SIGINT
+or SIGTERM. `-g` only generates (or loads) the identity key and exits 0.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import logging
+import os
+import signal
+import sys
+import time
+
+from katzenpost import keys
+from katzenpost import log as kp_log
+from katzenpost.pki.authority import AuthorityServer
+from katzenpost.pki.authority_config import AuthorityConfigError, load
+from katzenpost.pki.authority_state import AuthorityState
+from katzenpost.pki.authority_store import AuthorityStore, StoreError
+from katzenpost.pki.epochtime import EpochClock
+
+EXIT_FAILURE = 255
+log = logging.getLogger("katzenpost.authority")
+
+
+def _parse_args(argv):
+    parser = argparse.ArgumentParser(prog="katzenpost-authority",
+                                     description="Katzenpost non-voting directory authority")
+    parser.add_argument("-f", dest="config", default="authority.toml",
+                        help="path to the authority TOML configuration")
+    parser.add_argument("-g", dest="generate_only", action="store_true",
+                        help="generate the identity key in DataDir and exit")
+    return parser.parse_args(argv)
+
+
+def _setup_logging(cfg) -> None:
+    file_path = cfg.logging.file or None
+    if file_path and not os.path.isabs(file_path):
+        file_path = os.path.join(cfg.data_dir, file_path)
+    kp_log.setup_logging(level=cfg.logging.level, file_path=file_path,
+                         disable=cfg.logging.disable, stream=sys.stdout)
+
+
+async def _serve(cfg, identity: keys.IdentityKey) -> int:
+    clock = EpochClock(period=cfg.epoch_period)
+    if clock.is_warped:
+        log.warning("Test network: the epoch period is %d s instead of 20 minutes", clock.period)
+    store = AuthorityStore.open_in(cfg.data_dir)
+    state = AuthorityState(cfg, identity.seed, identity.public, store, clock)
+    state.restore(time.time())
+    server = AuthorityServer(state, identity.seed, identity.public, identity.to_x25519_private())
+    await server.start(cfg.listen_addresses())
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, server.request_stop)
+    await server.wait_stopped()
+    log.log(kp_log.NOTICE, "Shutting down")
+    await server.stop()
+    store.close()
+    return EXIT_FAILURE if server.fatal_error is not None else 0
+
+
+def main(argv=None) -> int:
+    args = _parse_args(argv)
+    try:
+        cfg = load(args.config)
+    except AuthorityConfigError as exc:
+        print(f"Failed to load config file '{args.config}': {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        os.umask(0o077)
+        keys.ensure_data_dir(cfg.data_dir)
+        _setup_logging(cfg)
+        kp_log.install_sighup_handler()
+        identity, created = keys.load_or_create_identity_key(cfg.data_dir)
+    except (keys.KeyFileError, OSError) as exc:
+        print(f"Failed to spawn authority instance: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if created:
+        log.log(kp_log.NOTICE, "Generated a new identity key in %s", cfg.data_dir)
+    log.log(kp_log.NOTICE, "Authority identity public key is: %s",
+            base64.b64encode(identity.public).decode("ascii"))
+    log.log(kp_log.NOTICE, "Authority link public key is: %s",
+            base64.b64encode(identity.to_x25519_public()).decode("ascii"))
+    if args.generate_only or cfg.debug.generate_only:
+        return 0
+    try:
+        return asyncio.run(_serve(cfg, identity))
+    except (StoreError, OSError) as exc:
+        log.error("Authority failed: %s", exc)
+        print(f"Failed to spawn authority instance: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

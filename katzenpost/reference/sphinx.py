@@ -1,0 +1,223 @@
+"""Pure-Python Sphinx (pyca/cryptography + the Python AEZ): the twin of `_core.sphinx`.
+
+Used only by the differential tests and as the benchmark baseline; never by the server.
+"""
+import hashlib
+import hmac
+import os
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
+from katzenpost.sphinx import commands as cmds
+from katzenpost.sphinx import errors
+from katzenpost.sphinx import geometry as g
+from katzenpost.sphinx.errors import SphinxError
+from katzenpost.sphinx.types import Unwrapped
+
+BASE_POINT = bytes([9]) + bytes(31)
+VERSION = bytes(g.AD_LENGTH)
+P = g.PER_HOP_ROUTING_INFO_LENGTH
+R = g.ROUTING_INFO_LENGTH
+
+
+def x25519(scalar, point):
+    """X25519 like Go's curve25519.ScalarMult: an all-zero result is returned, not raised."""
+    try:
+        return X25519PrivateKey.from_private_bytes(bytes(scalar)).exchange(
+            X25519PublicKey.from_public_bytes(bytes(point))
+        )
+    except ValueError:
+        return bytes(32)
+
+
+def public_key(private_key):
+    return x25519(private_key, BASE_POINT)
+
+
+def sha512_256(data):
+    return hashlib.new("sha512_256", bytes(data)).digest()
+
+
+def mac(key, data):
+    return hmac.digest(key, bytes(data), "sha256")[: g.MAC_LENGTH]
+
+
+def hkdf_expand(prk, info, length):
+    return HKDFExpand(hashes.SHA256(), length, info).derive(bytes(prk))
+
+
+def kdf(shared_secret):
+    """KDF(ss) -> dict of the per-hop keys (spec §2.1)."""
+    okm = hkdf_expand(shared_secret, g.KDF_INFO, g.KDF_OUTPUT_LENGTH)
+    return {
+        "header_mac": okm[0:32],
+        "header_encryption": okm[32:48],
+        "header_encryption_iv": okm[48:64],
+        "payload_encryption": okm[64:112],
+        "blinding_factor": okm[112:144],
+    }
+
+
+def stream(key, iv, length):
+    """AES-128-CTR keystream with the whole IV as a 128-bit big-endian counter."""
+    encryptor = Cipher(algorithms.AES(bytes(key)), modes.CTR(bytes(iv))).encryptor()
+    return encryptor.update(bytes(length)) + encryptor.finalize()
+
+
+def xor(a, b):
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(len(a), "big")
+
+
+def sprp_encrypt(key, iv, data):
+    from katzenpost.reference import aez  # imported on use: the AEZ twin is large and slow
+
+    return aez.encrypt(bytes(key), bytes(iv), [], 0, bytes(data))
+
+
+def sprp_decrypt(key, iv, data):
+    from katzenpost.reference import aez
+
+    return aez.decrypt(bytes(key), bytes(iv), [], 0, bytes(data))
+
+
+def create_header(path, rng=os.urandom, filler=os.urandom):
+    """Spec §5.1: returns (header, [(sprp_key, sprp_iv) per hop])."""
+    n = len(path)
+    if not 1 <= n <= g.NR_HOPS:
+        raise SphinxError(errors.INVALID_PATH)
+    blocks = [cmds.serialize_hop(hop.commands, i == n - 1) for i, hop in enumerate(path)]
+    ephemeral = bytes(rng(g.GROUP_ELEMENT_LENGTH))
+    alphas, keys = [], []
+    blindings = []
+    alpha = public_key(ephemeral)
+    for i, hop in enumerate(path):
+        secret = x25519(ephemeral, hop.public_key)
+        for b in blindings:
+            secret = x25519(b, secret)
+        k = kdf(secret)
+        if i > 0:
+            alpha = x25519(blindings[-1], alpha)
+        alphas.append(alpha)
+        keys.append(k)
+        blindings.append(k["blinding_factor"])
+    keystreams, fillers = [], []
+    for i, k in enumerate(keys):
+        s = stream(k["header_encryption"], k["header_encryption_iv"], R + P)
+        keystreams.append(s[: R - i * P])
+        phi = s[R - i * P :]
+        if i > 0:
+            phi = xor(phi[: i * P], fillers[-1]) + phi[i * P :]
+        fillers.append(phi)
+    beta = bytes(filler((g.NR_HOPS - n) * P)) if n < g.NR_HOPS else b""
+    gamma = b""
+    for i in range(n - 1, -1, -1):
+        block = blocks[i]
+        if i < n - 1:
+            block += cmds.NextNodeHop(path[i + 1].id, gamma).to_bytes()
+        block = block.ljust(P, b"\x00")
+        beta = xor(block + beta, keystreams[i])
+        prev_filler = fillers[i - 1] if i > 0 else b""
+        gamma = mac(keys[i]["header_mac"], VERSION + alphas[i] + beta + prev_filler)
+    header = VERSION + alphas[0] + beta + gamma
+    return header, [(k["payload_encryption"], k["header_encryption_iv"]) for k in keys]
+
+
+def new_packet(path, payload, rng=os.urandom, filler=os.urandom):
+    header, sprp_keys = create_header(path, rng or os.urandom, filler or os.urandom)
+    body = bytes(g.PAYLOAD_TAG_LENGTH) + bytes(payload)
+    for key, iv in reversed(sprp_keys):
+        body = sprp_encrypt(key, iv, body)
+    return header + body
+
+
+def new_surb(path, rng=os.urandom, filler=os.urandom):
+    rng = rng or os.urandom
+    reply_key = bytes(rng(g.SPRP_KEY_MATERIAL_LENGTH))
+    header, sprp_keys = create_header(path, rng, filler or os.urandom)
+    surb = header + bytes(path[0].id) + reply_key
+    keys = b"".join(key + iv for key, iv in reversed(sprp_keys)) + reply_key
+    return surb, keys
+
+
+def new_packet_from_surb(surb, payload):
+    surb = bytes(surb)
+    if len(surb) != g.SURB_LENGTH:
+        raise SphinxError(errors.INVALID_SURB)
+    header = surb[: g.HEADER_LENGTH]
+    first_hop = surb[g.HEADER_LENGTH : g.HEADER_LENGTH + g.NODE_ID_LENGTH]
+    key_material = surb[g.HEADER_LENGTH + g.NODE_ID_LENGTH :]
+    body = sprp_encrypt(key_material[: g.SPRP_KEY_LENGTH], key_material[g.SPRP_KEY_LENGTH :],
+                        bytes(g.PAYLOAD_TAG_LENGTH) + bytes(payload))
+    return header + body, first_hop
+
+
+def decrypt_surb_payload(payload, keys):
+    keys = bytes(keys)
+    step = g.SPRP_KEY_MATERIAL_LENGTH
+    if len(keys) == 0 or len(keys) % step:
+        raise SphinxError(errors.INVALID_SURB_KEYS)
+    if len(payload) < g.PAYLOAD_TAG_LENGTH:
+        raise SphinxError(errors.MESSAGES[errors.ERR_TRUNCATED_PAYLOAD])
+    body = bytes(payload)
+    entries = [keys[i : i + step] for i in range(0, len(keys), step)]
+    for entry in entries[:-1]:
+        body = sprp_encrypt(entry[: g.SPRP_KEY_LENGTH], entry[g.SPRP_KEY_LENGTH :], body)
+    last = entries[-1]
+    body = sprp_decrypt(last[: g.SPRP_KEY_LENGTH], last[g.SPRP_KEY_LENGTH :], body)
+    if any(body[: g.PAYLOAD_TAG_LENGTH]):
+        raise SphinxError(errors.MESSAGES[errors.ERR_PAYLOAD_AUTH])
+    return body[g.PAYLOAD_TAG_LENGTH :]
+
+
+def _fail(code, tag=None):
+    raise SphinxError.from_code(code, tag)
+
+
+def unwrap(private_key, packet):
+    """Spec §5.3: returns Unwrapped or raises SphinxError (with replay_tag after step 2)."""
+    packet = bytes(packet)
+    if len(packet) < g.HEADER_LENGTH:
+        _fail(errors.ERR_TRUNCATED)
+    if packet[: g.AD_LENGTH] != VERSION:
+        _fail(errors.ERR_UNKNOWN_VERSION)
+    alpha = packet[g.ALPHA_OFFSET : g.BETA_OFFSET]
+    tag = sha512_256(alpha)
+    k = kdf(x25519(private_key, alpha))
+    if not hmac.compare_digest(mac(k["header_mac"], packet[: g.GAMMA_OFFSET]),
+                               packet[g.GAMMA_OFFSET : g.HEADER_LENGTH]):
+        _fail(errors.ERR_MAC_MISMATCH, tag)
+    b = xor(packet[g.BETA_OFFSET : g.GAMMA_OFFSET] + bytes(P),
+            stream(k["header_encryption"], k["header_encryption_iv"], R + P))
+    slot, next_beta = b[:P], b[P:]
+    try:
+        commands = cmds.parse(slot)
+    except SphinxError:
+        _fail(errors.ERR_INVALID_COMMAND, tag)
+    next_hop = None
+    surb_reply = None
+    for cmd in commands:
+        if isinstance(cmd, cmds.NextNodeHop):
+            if next_hop is not None:
+                _fail(errors.ERR_DUPLICATE_NEXT_NODE, tag)
+            next_hop = cmd
+        elif isinstance(cmd, cmds.SURBReply):
+            if surb_reply is not None:
+                _fail(errors.ERR_DUPLICATE_SURB_REPLY, tag)
+            surb_reply = cmd
+    payload = packet[g.HEADER_LENGTH :]
+    if payload:
+        payload = sprp_decrypt(k["payload_encryption"], k["header_encryption_iv"], payload)
+    if next_hop is not None:
+        new_alpha = x25519(k["blinding_factor"], alpha)
+        forwarded = VERSION + new_alpha + next_beta + next_hop.mac + payload
+        return Unwrapped(forwarded, None, tag, commands)
+    if len(payload) < g.PAYLOAD_TAG_LENGTH:
+        _fail(errors.ERR_TRUNCATED_PAYLOAD, tag)
+    if surb_reply is None:
+        if not hmac.compare_digest(payload[: g.PAYLOAD_TAG_LENGTH], bytes(g.PAYLOAD_TAG_LENGTH)):
+            _fail(errors.ERR_PAYLOAD_AUTH, tag)
+        payload = payload[g.PAYLOAD_TAG_LENGTH :]
+    return Unwrapped(None, payload, tag, commands)

@@ -1,0 +1,466 @@
+"""The node's packet pipeline, I/O side: batches incoming packets to the crypto workers, receives
+due packets from the scheduler into per-destination outgoing queues, and starts and halts it all.
+
+Runs on the asyncio thread and must never block it: every full queue is a counted drop.
+"""
+import array
+import asyncio
+import collections
+import dataclasses
+import logging
+import os
+import time
+
+import numpy as np
+import zmq
+
+from katzenpost.server.counters import DropReason, Event, PipelineCounters
+from katzenpost.server.scheduler import SchedulerThread, decode_due
+from katzenpost.server.workers import (
+    MS, PACKET_LENGTH, CryptoWorker, EndpointSet, LocalBatch, RouteTable, WorkerEndpoints,
+)
+
+log = logging.getLogger("katzenpost.server.pipeline")
+
+DEFAULT_WHEEL_CAPACITY = 32768        # SchedulerQueueSize 0 ("unlimited") still needs a bounded arena
+
+
+@dataclasses.dataclass
+class PipelineSettings:
+    """Pipeline knobs, named after the config's `[Debug]` fields (spec/server.md §2.2)."""
+
+    NumSphinxWorkers: int = 0           # <= 0: CPU count
+    SchedulerQueueSize: int = 0         # <= 0: DEFAULT_WHEEL_CAPACITY
+    SchedulerMaxBurst: int = 16
+    SchedulerSlack: int = 10            # ms, raised to 10
+    UnwrapDelay: int = 10               # ms
+    SendSlack: int = 50                 # ms, raised to 50
+    SphinxBatchSize: int = 64           # packets per batch to the workers
+    SphinxBatchWindowUs: int = 0        # 0: flush at the end of each event-loop pass
+    SphinxQueueHWM: int = 8             # batches queued per worker pipe (zmq SNDHWM/RCVHWM)
+    SchedulerInputHWM: int = 64         # batches queued towards the scheduler
+    DispatchHWM: int = 64               # due batches queued towards the I/O thread
+    LocalHWM: int = 64                  # local-delivery batches queued towards the I/O thread
+    OutgoingQueueSize: int = 64         # packets per next hop while its sender is paused
+    DispatchBatchSize: int = 256        # packets per due batch from the scheduler
+
+    @classmethod
+    def from_config(cls, debug_section):
+        """Settings from a config `Debug` section (any object); absent attributes keep defaults."""
+        values = {}
+        for field in dataclasses.fields(cls):
+            value = getattr(debug_section, field.name, None)
+            if value is not None:
+                values[field.name] = value
+        return cls(**values).normalized()
+
+    def normalized(self):
+        """A copy with the spec's defaults applied (<= 0 means default) and bounds checked."""
+        s = dataclasses.replace(self)
+        for field in dataclasses.fields(s):
+            value = getattr(s, field.name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"config: Debug.{field.name} must be an integer, got {value!r}")
+        if s.NumSphinxWorkers <= 0:
+            s.NumSphinxWorkers = os.cpu_count() or 1
+        if s.SchedulerQueueSize <= 0:
+            s.SchedulerQueueSize = DEFAULT_WHEEL_CAPACITY
+        if s.SchedulerMaxBurst <= 0:
+            s.SchedulerMaxBurst = 16
+        s.SchedulerSlack = max(10, s.SchedulerSlack)
+        s.SendSlack = max(50, s.SendSlack)
+        if s.UnwrapDelay <= 0:
+            s.UnwrapDelay = 10
+        for name in ("SphinxBatchSize", "SphinxQueueHWM", "SchedulerInputHWM", "DispatchHWM",
+                     "LocalHWM", "OutgoingQueueSize", "DispatchBatchSize"):
+            if getattr(s, name) < 1:
+                raise ValueError(f"config: Debug.{name} must be >= 1, got {getattr(s, name)}")
+        if s.SphinxBatchWindowUs < 0:
+            raise ValueError(f"config: Debug.SphinxBatchWindowUs must be >= 0, got {s.SphinxBatchWindowUs}")
+        return s
+
+
+class OutgoingQueue:
+    """Bounded queue of packets for one next hop (drop-tail, SendSlack), in front of its sender.
+
+    The sender (`can_send()`, `send_packets(packets)`, `async wait_writable()`) never blocks and
+    is handed packets as a uint8[k, PACKET_LENGTH] array it must not keep (copy what it keeps).
+    Packets queue here only while it is paused; a drain task flushes them when it resumes.
+    """
+
+    def __init__(self, sender, *, capacity, send_slack_ms, counters):
+        self.sender = sender
+        self._capacity = capacity
+        self._slack_ns = send_slack_ms * MS
+        self._counters = counters
+        self._chunks = collections.deque()      # (dispatch_ns, uint8[k, L] array owned here)
+        self._queued = 0
+        self._wakeup = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._drain_forever())
+        self.closed = False
+
+    def __len__(self):
+        return self._queued
+
+    def put(self, dispatch_ns, packets):
+        if self.closed:
+            self._counters.drop(DropReason.DESTINATION_GONE, len(packets))
+            return
+        self._counters.count(Event.ENQUEUED_OUT, len(packets))
+        if not self._chunks and self.sender.can_send():
+            self.sender.send_packets(packets)
+            self._counters.count(Event.SENT, len(packets))
+            return
+        space = self._capacity - self._queued
+        if space < len(packets):
+            self._counters.drop(DropReason.DESTINATION_QUEUE_FULL, len(packets) - max(space, 0))
+            packets = packets[:max(space, 0)]
+        if len(packets):
+            self._chunks.append((dispatch_ns, np.array(packets)))     # own copy: frames are reused
+            self._queued += len(packets)
+            self._wakeup.set()
+
+    async def _drain_forever(self):
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._chunks:
+                if not self.sender.can_send():
+                    await self.sender.wait_writable()
+                    continue
+                dispatch_ns, packets = self._chunks.popleft()
+                self._queued -= len(packets)
+                if time.monotonic_ns() - dispatch_ns > self._slack_ns:
+                    self._counters.drop(DropReason.SEND_SLACK, len(packets))
+                    continue
+                self.sender.send_packets(packets)
+                self._counters.count(Event.SENT, len(packets))
+
+    def close(self, reason=DropReason.HALT):
+        """Stop the drain task; queued packets are counted as dropped with `reason`."""
+        self.closed = True
+        self._task.cancel()
+        if self._queued:
+            self._counters.drop(reason, self._queued)
+        self._chunks.clear()
+        self._queued = 0
+
+
+class _ZmqReader:
+    """Reads a zmq socket from the asyncio loop via its (edge-triggered) notification fd."""
+
+    def __init__(self, loop, sock, on_message, budget=64):
+        self._loop = loop
+        self._sock = sock
+        self._on_message = on_message
+        self._budget = budget
+        self._fd = sock.getsockopt(zmq.FD)
+        self._pending = None
+        loop.add_reader(self._fd, self.read_ready)
+        self._pending = loop.call_soon(self.read_ready)       # messages may predate the reader
+
+    def read_ready(self):
+        self._pending = None
+        for _ in range(self._budget):
+            try:
+                frames = self._sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self._on_message(frames)
+        # Budget used up: the edge will not fire again for what is left, so come back soon.
+        self._pending = self._loop.call_soon(self.read_ready)
+
+    def drain(self):
+        while True:
+            try:
+                frames = self._sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self._on_message(frames)
+
+    def close(self):
+        self._loop.remove_reader(self._fd)
+        if self._pending is not None:
+            self._pending.cancel()
+
+
+class Pipeline:
+    """Crypto workers + scheduler thread + the I/O-side glue, with spec/server.md §1.2 halt order."""
+
+    def __init__(self, settings, *, engine, wheel_factory, is_provider=False, on_local=None):
+        self.settings = settings.normalized()
+        self.counters = PipelineCounters()
+        self._engine = engine
+        self._wheel_factory = wheel_factory
+        self._is_provider = is_provider
+        self._on_local = on_local
+        self._io = self.counters.stage("io")
+        self._destinations = []               # hop index -> OutgoingQueue (None when removed)
+        self._hop_of_node = {}
+        self._state = "new"
+        self._ctx = None
+        self._readers = []
+        self._batch = _IngressBatch(self.settings.SphinxBatchSize)
+        self._flush_handle = None
+
+    # ------------------------------------------------------------ start / halt
+    async def start(self):
+        """Create sockets and threads (scheduler first, then workers: spec/server.md §1.2)."""
+        if self._state != "new":
+            raise RuntimeError(f"pipeline: start() in state {self._state}")
+        s = self.settings
+        self._loop = asyncio.get_running_loop()
+        self._ctx = zmq.Context()
+        self._addrs = WorkerEndpoints.unique()
+        try:
+            self._open_io_sockets()
+            wheel = self._wheel_factory(s.SchedulerQueueSize, PACKET_LENGTH, int.from_bytes(os.urandom(8), "little"))
+            self._scheduler = SchedulerThread(
+                context=self._ctx, endpoints=self._addrs, counters=self.counters.stage("scheduler"),
+                wheel=wheel, max_burst=s.SchedulerMaxBurst, slack_ms=s.SchedulerSlack,
+                hwm=s.SchedulerInputHWM, out_capacity=s.DispatchBatchSize)
+            self._scheduler.start()
+            self._workers = [
+                CryptoWorker(i, context=self._ctx, endpoints=self._addrs, engine=self._engine,
+                             counters=self.counters.stage(f"worker-{i}"), batch_capacity=s.SphinxBatchSize,
+                             is_provider=self._is_provider, unwrap_delay_ms=s.UnwrapDelay,
+                             hwm=s.SphinxQueueHWM)
+                for i in range(s.NumSphinxWorkers)]
+            for worker in self._workers:
+                worker.start()
+            for thread in [self._scheduler, *self._workers]:
+                await _wait_event(getattr(thread, "bound", None) or thread.started_ok)
+            if not all(t.is_alive() for t in [self._scheduler, *self._workers]):
+                raise RuntimeError("pipeline: a worker or the scheduler failed to start")
+        except BaseException:
+            await self._teardown()
+            raise
+        self._state = "running"
+
+    def _open_io_sockets(self):
+        s = self.settings
+        self._to_workers = self._socket(zmq.PUSH, zmq.SNDHWM, s.SphinxQueueHWM)
+        self._to_workers.bind(self._addrs.sphinx)
+        self._from_sched = self._socket(zmq.PULL, zmq.RCVHWM, s.DispatchHWM)
+        self._from_sched.bind(self._addrs.out)
+        self._from_workers = self._socket(zmq.PULL, zmq.RCVHWM, s.LocalHWM)
+        self._from_workers.bind(self._addrs.local)
+        self._readers = [_ZmqReader(self._loop, self._from_sched, self._on_due),
+                         _ZmqReader(self._loop, self._from_workers, self._on_local_frames)]
+
+    def _socket(self, kind, hwm_option, hwm):
+        sock = self._ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(hwm_option, hwm)
+        return sock
+
+    async def halt(self):
+        """Graceful halt: ingress, outgoing, workers (drained), scheduler; every packet accounted."""
+        if self._state != "running":
+            return
+        self._state = "halting"
+        self.flush()
+        for dest in self._destinations:
+            if dest is not None:
+                dest.close(DropReason.HALT)
+        await self._teardown()
+        self._state = "halted"
+
+    async def _teardown(self):
+        workers = getattr(self, "_workers", [])
+        for worker in workers:
+            if worker.is_alive():
+                worker.request_halt()
+        for worker in workers:
+            await _join(worker)
+        self._drain_readers()                    # local deliveries made before the workers stopped
+        scheduler = getattr(self, "_scheduler", None)
+        if scheduler is not None:
+            if scheduler.is_alive():
+                scheduler.request_halt()
+            await _join(scheduler)
+        self._drain_readers()
+        for reader in self._readers:
+            reader.close()
+        for thread in [*workers, *([scheduler] if scheduler else [])]:
+            thread.close_control()
+        if self._ctx is not None:
+            self._ctx.destroy(linger=0)
+            self._ctx = None
+
+    def _drain_readers(self):
+        for reader in self._readers:
+            reader.drain()
+
+    # ------------------------------------------------------------ control
+    def set_mix_keys(self, keyset):
+        for worker in self._workers:
+            worker.post("keys", keyset)
+
+    def set_kaetzchen_endpoints(self, endpoints):
+        table = EndpointSet(endpoints)
+        for worker in self._workers:
+            worker.post("endpoints", table)
+
+    def set_max_delay(self, mu_max_delay_ms):
+        self._scheduler.post("max_delay", mu_max_delay_ms)
+
+    def set_destinations(self, senders):
+        """Outgoing destinations by 32-byte node ID ({node_id: sender}); replaces the previous set.
+
+        Hop indices of nodes that stay are kept, so packets already in the wheel still find them.
+        """
+        s = self.settings
+        for node_id in list(self._hop_of_node):
+            if node_id not in senders:
+                hop = self._hop_of_node.pop(node_id)
+                self._destinations[hop].close(DropReason.DESTINATION_GONE)
+                self._destinations[hop] = None
+        for node_id, sender in senders.items():
+            hop = self._hop_of_node.get(node_id)
+            if hop is not None and self._destinations[hop].sender is sender:
+                continue
+            if hop is not None:
+                self._destinations[hop].close(DropReason.DESTINATION_GONE)
+            else:
+                hop = len(self._destinations)
+                self._destinations.append(None)
+                self._hop_of_node[node_id] = hop
+            self._destinations[hop] = OutgoingQueue(sender, capacity=s.OutgoingQueueSize,
+                                                    send_slack_ms=s.SendSlack, counters=self._io)
+        routes = RouteTable(self._hop_of_node)
+        for worker in self._workers:
+            worker.post("routes", routes)
+
+    # ------------------------------------------------------------ ingress
+    def submit(self, packet, recv_at_ns, from_client=False):
+        """Queue one received packet (PACKET_LENGTH bytes) for the crypto workers; never blocks."""
+        if len(packet) != PACKET_LENGTH:
+            raise ValueError(f"pipeline: packet of {len(packet)} bytes, expected {PACKET_LENGTH}")
+        if self._state != "running":
+            self._io.drop(DropReason.HALT)
+            return
+        batch = self._batch
+        if batch.count == 0:
+            self._arm_flush()
+        batch.add(packet, recv_at_ns, from_client)
+        if batch.count == batch.capacity:
+            self.flush()
+
+    def _arm_flush(self):
+        window = self.settings.SphinxBatchWindowUs
+        if window:
+            self._flush_handle = self._loop.call_later(window / 1e6, self.flush)
+        else:
+            self._flush_handle = self._loop.call_soon(self.flush)
+
+    def flush(self):
+        """Send the open ingress batch to the workers now (drop it, counted, if they are full)."""
+        batch = self._batch
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if batch is None or batch.count == 0:
+            return
+        count = batch.count
+        try:
+            # copy=True: zmq copies the filled part once and the buffer is reused at once.
+            self._to_workers.send_multipart(batch.frames(), flags=zmq.NOBLOCK, copy=True)
+        except zmq.Again:
+            self._io.drop(DropReason.INGRESS_QUEUE_FULL, count)
+            return
+        finally:
+            batch.reset()
+        self._io.count(Event.RECEIVED, count)
+        self._io.count(Event.BATCHES_TO_WORKERS)
+
+    # ------------------------------------------------------------ egress
+    def _on_due(self, frames):
+        try:
+            dispatch_ns, hops, _deadline, packets = decode_due(frames[0].buffer, frames[1].buffer)
+        except Exception:
+            log.exception("pipeline: malformed due batch from the scheduler")
+            return
+        destinations = self._destinations
+        first = int(hops[0]) if len(hops) else 0
+        if (hops == first).all():
+            self._put(destinations, first, dispatch_ns, packets)
+            return
+        for hop in np.unique(hops):
+            self._put(destinations, int(hop), dispatch_ns, packets[hops == hop])
+
+    def _put(self, destinations, hop, dispatch_ns, packets):
+        dest = destinations[hop] if 0 <= hop < len(destinations) else None
+        if dest is None:
+            self._io.drop(DropReason.DESTINATION_GONE, len(packets))
+            return
+        dest.put(dispatch_ns, packets)
+
+    def _on_local_frames(self, frames):
+        try:
+            batch = LocalBatch.from_frames(frames[0].buffer, frames[1].buffer)
+        except Exception:
+            log.exception("pipeline: malformed local batch from a worker")
+            return
+        if self._on_local is None:
+            log.error("pipeline: %d local packets and no local handler", len(batch))
+            self._io.drop(DropReason.DESTINATION_GONE, len(batch))
+            return
+        self._on_local(batch)
+        self._io.count(Event.LOCAL_DELIVERED, len(batch))
+
+    # ------------------------------------------------------------ introspection
+    def queue_depths(self):
+        return {"outgoing": {i: len(d) for i, d in enumerate(self._destinations) if d is not None},
+                "ingress_open_batch": self._batch.count}
+
+    def threads(self):
+        return [getattr(self, "_scheduler", None), *getattr(self, "_workers", [])]
+
+
+class _IngressBatch:
+    """The open batch of received packets, gathered into one reused contiguous buffer."""
+
+    __slots__ = ("capacity", "count", "_buf", "_recv_at", "_from_client")
+
+    def __init__(self, capacity):
+        self.capacity = capacity
+        self.count = 0
+        self._buf = bytearray(capacity * PACKET_LENGTH)
+        self._recv_at = array.array("q")
+        self._from_client = bytearray()
+
+    def reset(self):
+        self.count = 0
+        self._recv_at = array.array("q")
+        self._from_client = bytearray()
+
+    def add(self, packet, recv_at_ns, from_client):
+        start = self.count * PACKET_LENGTH
+        self._buf[start:start + PACKET_LENGTH] = packet
+        self._recv_at.append(recv_at_ns)
+        self._from_client.append(1 if from_client else 0)
+        self.count += 1
+
+    def frames(self):
+        meta = self._recv_at.tobytes() + bytes(self._from_client)
+        data = memoryview(self._buf)[: self.count * PACKET_LENGTH]
+        return [meta, data]
+
+
+async def _wait_event(event, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not event.is_set():
+        if time.monotonic() > deadline:
+            raise RuntimeError("pipeline: a thread did not start in time")
+        await asyncio.sleep(0.001)
+
+
+async def _join(thread, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while thread.is_alive():
+        if time.monotonic() > deadline:
+            log.error("pipeline: thread %s did not stop within %.0f s", thread.name, timeout)
+            return
+        await asyncio.sleep(0.001)
+    thread.join()

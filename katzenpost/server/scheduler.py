@@ -1,0 +1,230 @@
+"""Scheduler thread: holds forward packets in the timer wheel until their deadline, then hands
+due packets to the I/O thread in bursts. It sleeps in a zmq poll until the next deadline or input.
+
+It never blocks on a full queue (drops are counted) and touches no state of other threads.
+"""
+import logging
+import queue
+import threading
+import time
+
+import numpy as np
+import zmq
+
+from katzenpost.server.counters import DropReason, Event
+from katzenpost.server.workers import EPOCH_PERIOD_MS, MS, PACKET_LENGTH, NUM_MIX_KEYS, decode_schedule
+
+log = logging.getLogger("katzenpost.server.scheduler")
+
+MIN_SLACK_MS = 10                       # spec/server.md §2.2: SchedulerSlack is raised to 10
+DEFAULT_MAX_DELAY_MS = NUM_MIX_KEYS * EPOCH_PERIOD_MS
+
+
+def encode_due_meta(dispatch_ns, hop, deadline_ms):
+    """Meta frame of a due batch: int64 dispatch time (ns), int32 hops[c], int64 deadlines[c]."""
+    return (np.int64(dispatch_ns).tobytes() + np.asarray(hop, np.int32).tobytes()
+            + np.asarray(deadline_ms, np.int64).tobytes())
+
+
+def decode_due(meta, data):
+    """(dispatch_ns, hop int32[c], deadline int64[c], packets uint8[c, L]) from a due batch."""
+    c, rest = divmod(len(data), PACKET_LENGTH)
+    if rest or len(meta) != 8 + 12 * c:
+        raise ValueError(f"scheduler: malformed due batch ({len(meta)} meta / {len(data)} data bytes)")
+    dispatch_ns = int(np.frombuffer(meta, dtype=np.int64, count=1)[0])
+    hop = np.frombuffer(meta, dtype=np.int32, count=c, offset=8)
+    deadline = np.frombuffer(meta, dtype=np.int64, count=c, offset=8 + 4 * c)
+    packets = np.frombuffer(data, dtype=np.uint8).reshape(c, PACKET_LENGTH)
+    return dispatch_ns, hop, deadline, packets
+
+
+def clamp_max_delay(mu_max_delay_ms):
+    """maxDelay per spec/server.md §1.5: MuMaxDelay, unless 0 or above 3P, then 3P."""
+    if mu_max_delay_ms <= 0 or mu_max_delay_ms > DEFAULT_MAX_DELAY_MS:
+        return DEFAULT_MAX_DELAY_MS
+    return int(mu_max_delay_ms)
+
+
+def now_ms():
+    return time.monotonic_ns() // MS
+
+
+class SchedulerThread(threading.Thread):
+    """The single scheduler thread around `_core.wheel.TimerWheel`."""
+
+    def __init__(self, *, context, endpoints, counters, wheel, max_burst, slack_ms, hwm, out_capacity):
+        super().__init__(name="katzenpost-scheduler", daemon=True)
+        if max_burst < 1:
+            raise ValueError(f"scheduler: SchedulerMaxBurst must be >= 1, got {max_burst}")
+        self._ctx = context
+        self._endpoints = endpoints
+        self._counters = counters
+        self._wheel = wheel
+        self._max_burst = max_burst
+        self._slack_ms = max(MIN_SLACK_MS, int(slack_ms))
+        self._hwm = hwm
+        self._max_delay_ms = DEFAULT_MAX_DELAY_MS
+        self._out_packets = np.zeros((out_capacity, PACKET_LENGTH), dtype=np.uint8)
+        self._out_hop = np.zeros(out_capacity, dtype=np.int32)
+        self._out_deadline = np.zeros(out_capacity, dtype=np.int64)
+        self._late_seen = 0
+        self._inbox = queue.SimpleQueue()
+        self._ctl_addr = f"{endpoints.sched}-ctl"
+        self._ctl = context.socket(zmq.PAIR)
+        self._ctl.setsockopt(zmq.LINGER, 0)
+        self._ctl.bind(self._ctl_addr)
+        self.bound = threading.Event()
+
+    # --- control, called from the owning (I/O) thread
+    def post(self, kind, value):
+        self._inbox.put((kind, value))
+        self._ctl.send(b"c")
+
+    def request_halt(self):
+        self.post("halt", None)
+
+    def close_control(self):
+        self._ctl.close(linger=0)
+
+    # --- thread body
+    def run(self):
+        sockets = []
+        try:
+            pull = self._ctx.socket(zmq.PULL)
+            sockets.append(pull)
+            pull.setsockopt(zmq.LINGER, 0)
+            pull.setsockopt(zmq.RCVHWM, self._hwm)
+            pull.bind(self._endpoints.sched)
+            out = self._ctx.socket(zmq.PUSH)
+            sockets.append(out)
+            out.setsockopt(zmq.LINGER, 0)
+            out.setsockopt(zmq.SNDHWM, self._hwm)
+            out.connect(self._endpoints.out)
+            ctl = self._ctx.socket(zmq.PAIR)
+            sockets.append(ctl)
+            ctl.setsockopt(zmq.LINGER, 0)
+            ctl.connect(self._ctl_addr)
+            self.bound.set()
+            self._loop(pull, out, ctl)
+        except Exception:
+            log.exception("scheduler thread failed; it stops")
+            self._counters.count(Event.WORKER_EXCEPTIONS)
+        finally:
+            self.bound.set()
+            for sock in sockets:
+                sock.close(linger=0)
+
+    def _loop(self, pull, out, ctl):
+        poller = zmq.Poller()
+        poller.register(pull, zmq.POLLIN)
+        poller.register(ctl, zmq.POLLIN)
+        more_due = False
+        while True:
+            ready = dict(poller.poll(0 if more_due else self._poll_timeout_ms()))
+            if ctl in ready:
+                while ctl.poll(0):
+                    ctl.recv()
+                if self._apply_control():
+                    self._drain_input(pull, limit=None)
+                    self._count_halted()
+                    return
+            if pull in ready:
+                self._drain_input(pull, limit=64)
+            more_due = self._dispatch_due(pull, out)
+
+    def _poll_timeout_ms(self):
+        deadline = self._wheel.next_deadline()
+        if deadline < 0:
+            return None
+        return max(0, deadline - now_ms())
+
+    def _apply_control(self):
+        halt = False
+        while True:
+            try:
+                kind, value = self._inbox.get_nowait()
+            except queue.Empty:
+                return halt
+            if kind == "halt":
+                halt = True
+            elif kind == "max_delay":
+                self._max_delay_ms = clamp_max_delay(value)
+            else:
+                log.error("scheduler: unknown control message %r", kind)
+
+    def _drain_input(self, pull, limit):
+        count = 0
+        while limit is None or count < limit:
+            try:
+                frames = pull.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            count += 1
+            try:
+                self._insert(frames)
+            except Exception:
+                log.exception("scheduler: batch insert failed")
+                self._counters.count(Event.WORKER_EXCEPTIONS)
+
+    def _insert(self, frames):
+        if len(frames) != 2:
+            raise ValueError(f"scheduler: input message with {len(frames)} frames, expected 2")
+        deadline, hop, packets = decode_schedule(frames[0].buffer, frames[1].buffer)
+        too_far = (deadline - now_ms()) > self._max_delay_ms
+        if too_far.any():
+            self._counters.drop(DropReason.DELAY_ABOVE_MAX, int(too_far.sum()))
+            keep = ~too_far
+            deadline, hop, packets = deadline[keep], hop[keep], np.ascontiguousarray(packets[keep])
+        n = len(deadline)
+        if n == 0:
+            return
+        dropped = self._wheel.insert_batch(np.ascontiguousarray(deadline), np.ascontiguousarray(hop),
+                                           packets, n)
+        self._counters.count(Event.SCHEDULED, n)
+        if dropped:
+            self._counters.drop(DropReason.SCHEDULER_FULL, int(dropped))
+
+    def _dispatch_due(self, pull, out):
+        """Pop due packets in bursts of SchedulerMaxBurst and send them; True if more are due."""
+        capacity = len(self._out_hop)
+        total = 0
+        more_due = False
+        while total < capacity:
+            burst = min(self._max_burst, capacity - total)
+            got = self._wheel.pop_due(now_ms(), burst, self._slack_ms, self._out_packets[total:],
+                                      self._out_hop[total:], self._out_deadline[total:])
+            total += got
+            if got < burst:
+                break
+            if pull.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                more_due = True          # let new input in before the next burst
+                break
+        else:
+            more_due = True
+        self._count_late()
+        if total:
+            self._send_due(out, total)
+        return more_due
+
+    def _send_due(self, out, total):
+        frames = [encode_due_meta(time.monotonic_ns(), self._out_hop[:total], self._out_deadline[:total]),
+                  self._out_packets[:total].tobytes()]
+        try:
+            out.send_multipart(frames, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self._counters.drop(DropReason.DISPATCH_QUEUE_FULL, total)
+            return
+        self._counters.count(Event.DUE, total)
+
+    def _count_late(self):
+        late = int(self._wheel.dropped_late)
+        if late != self._late_seen:
+            self._counters.drop(DropReason.SCHEDULER_LATE, late - self._late_seen)
+            self._late_seen = late
+
+    def _count_halted(self):
+        self._count_late()
+        remaining = len(self._wheel)
+        if remaining:
+            log.info("scheduler: %d packets still queued at halt are dropped", remaining)
+            self._counters.drop(DropReason.HALT, remaining)

@@ -1,0 +1,88 @@
+"""The operator scripts run as real processes: scripts/genkeys.py (node and authority key sets)
+and scripts/run-main.sh (the README's main job)."""
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from katzenpost import keys
+
+REPO = Path(__file__).resolve().parent.parent
+TIMEOUT = 60
+ENV = dict(os.environ, PYTHONPATH=str(REPO))
+
+
+def genkeys(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "genkeys.py"), *args],
+                          capture_output=True, text=True, timeout=TIMEOUT, env=ENV)
+
+
+def printed_key(stdout: str, label: str) -> str:
+    match = re.search(rf"^{re.escape(label)}: ([0-9A-F]{{64}}) \(base64 (\S+), (new|existing)\)$",
+                      stdout, re.MULTILINE)
+    assert match, stdout
+    assert keys.decode_key_string(match.group(2)).hex().upper() == match.group(1)
+    return match.group(1)
+
+
+def test_genkeys_writes_a_node_key_set_and_prints_its_public_keys(tmp_path):
+    directory = tmp_path / "mix1"
+    result = genkeys(str(directory))
+    assert result.returncode == 0, result.stderr
+    identity = printed_key(result.stdout, "identity public key")
+    link = printed_key(result.stdout, "link public key")
+    assert identity == keys.load_identity_key(str(directory)).public.hex().upper()
+    assert link == keys.load_link_key(str(directory)).public.hex().upper()
+    assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+    for name in ("identity.private.pem", "identity.public.pem", "link.private.pem"):
+        assert stat.S_IMODE(os.stat(directory / name).st_mode) == 0o600
+    again = genkeys(str(directory))
+    assert printed_key(again.stdout, "identity public key") == identity
+    assert "existing" in again.stdout
+
+
+def test_genkeys_authority_writes_only_the_identity_and_prints_the_derived_link_key(tmp_path):
+    directory = tmp_path / "authority"
+    result = genkeys("--authority", str(directory))
+    assert result.returncode == 0, result.stderr
+    identity = keys.load_identity_key(str(directory))
+    assert printed_key(result.stdout, "identity public key") == identity.public.hex().upper()
+    derived = printed_key(result.stdout, "link public key (derived from the identity)")
+    assert derived == identity.to_x25519_public().hex().upper()
+    assert sorted(os.listdir(directory)) == ["identity.private.pem", "identity.public.pem"]
+
+
+def test_genkeys_refuses_a_wide_directory(tmp_path):
+    directory = tmp_path / "wide"
+    directory.mkdir()
+    directory.chmod(0o755)
+    result = genkeys(str(directory))
+    assert result.returncode == 1
+    assert "has invalid permissions" in result.stderr and os.listdir(directory) == []
+
+
+def test_run_main_generates_keys_for_a_sample_mix(tmp_path):
+    env = dict(ENV, KATZENPOST=f"{sys.executable} -m katzenpost", TMPDIR=str(tmp_path))
+    result = subprocess.run([str(REPO / "scripts" / "run-main.sh")], capture_output=True, text=True,
+                            timeout=TIMEOUT, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "configuration is valid" in result.stdout
+    assert "NOTI server: Server identifier is: 'mix1.example.org'" in result.stdout
+    identity_hex = re.search(r"Server identity public key is: ([0-9A-F]{64})$", result.stdout, re.M).group(1)
+    data_dir = Path(re.search(r"^== DataDir (\S+)$", result.stdout, re.M).group(1))
+    assert identity_hex == keys.load_identity_key(str(data_dir)).public.hex().upper()
+    assert re.search(r"Server link public key is: [0-9A-F]{64}$", result.stdout, re.M)
+
+
+def test_readme_setup_has_exactly_the_two_commands_and_they_exist():
+    readme = (REPO / "README.md").read_text()
+    assert readme.index("## Set-up") < readme.index("## Command line")
+    setup_section = readme.split("## Set-up", 1)[1].split("\n## ", 1)[0]
+    block = setup_section.split("```sh\n", 1)[1].split("```", 1)[0]
+    assert block.splitlines() == ["./scripts/install.sh && ./scripts/run-main.sh", "./scripts/test.sh"]
+    for script in ("install.sh", "run-main.sh", "test.sh"):
+        assert os.access(REPO / "scripts" / script, os.X_OK), script
+    assert "## Authority" in readme and "docs/authority.md" in readme
+    assert "./scripts/test.sh" in readme.split("## Development", 1)[1]

@@ -1,0 +1,258 @@
+"""The pipeline with its threads: delivery after the delay, deadline order, named drops, local
+delivery, worker exceptions survived, load shedding within bounds, clean start/halt cycles."""
+import asyncio
+import gc
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from katzenpost._core import unwrap_standin as su
+from katzenpost.server.counters import DropReason, Event
+from katzenpost.server.pipeline import Pipeline, PipelineSettings
+from katzenpost.server.workers import KIND_SURB_REPLY, KIND_TO_USER, MixKeySet
+from pipeline_support import FWD, L, RecordingSender, make_packet, replay_filter, wheel_factory
+
+HOP = b"H" * 32
+OTHER = b"O" * 32
+POISON = 0xEE      # status byte that makes FaultyEngine raise
+
+
+class FaultyEngine(su.StandinUnwrapEngine):
+    """Stand-in engine that raises on any batch holding a packet marked POISON."""
+
+    def unwrap(self, packets, n, keys, result):
+        if (packets[:n, su.OFF_STATUS] == POISON).any():
+            raise RuntimeError("injected unwrap failure")
+        super().unwrap(packets, n, keys, result)
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+async def started(tmp_path, *, engine=None, is_provider=False, on_local=None, **settings):
+    settings.setdefault("NumSphinxWorkers", 2)
+    pipeline = Pipeline(PipelineSettings(**settings), engine=engine or FaultyEngine(0),
+                        wheel_factory=wheel_factory(), is_provider=is_provider, on_local=on_local)
+    await pipeline.start()
+    sender = RecordingSender()
+    pipeline.set_destinations({HOP: sender})
+    pipeline.set_mix_keys(MixKeySet(np.zeros((1, 32), np.uint8), (replay_filter(tmp_path),)))
+    pipeline.set_kaetzchen_endpoints([b"loop"])
+    await asyncio.sleep(0.02)       # control messages reach the workers
+    return pipeline, sender
+
+
+async def wait_for(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.005)
+
+
+def accounted(pipeline):
+    c = pipeline.counters
+    return c.event_total(Event.SENT) + c.event_total(Event.LOCAL_DELIVERED) + c.total_dropped()
+
+
+def stamp(i):
+    return i.to_bytes(8, "big")
+
+
+def stamp_of(packet):
+    return int.from_bytes(packet[200:208], "big")
+
+
+def test_forward_packets_leave_after_their_delay(tmp_path):
+    async def scenario():
+        pipeline, sender = await started(tmp_path)
+        t0 = time.monotonic_ns()
+        for i in range(20):
+            pipeline.submit(make_packet(delay_ms=30, next_hop=HOP, stamp=stamp(i)), time.monotonic_ns())
+        await wait_for(lambda: len(sender.packets) == 20)
+        elapsed_ms = (time.monotonic_ns() - t0) / 1e6
+        await pipeline.halt()
+        assert elapsed_ms >= 29
+        assert sorted(stamp_of(p) for p in sender.packets) == list(range(20))
+        assert pipeline.counters.total_dropped() == 0
+    run(scenario())
+
+
+def test_packets_leave_in_deadline_order(tmp_path):
+    async def scenario():
+        pipeline, sender = await started(tmp_path)
+        delays = [120, 20, 80, 50, 100, 35, 65]
+        now = time.monotonic_ns()
+        for i, d in enumerate(delays):
+            pipeline.submit(make_packet(delay_ms=d, next_hop=HOP, stamp=stamp(i)), now)
+        pipeline.flush()
+        await wait_for(lambda: len(sender.packets) == len(delays))
+        await pipeline.halt()
+        order = [stamp_of(p) for p in sender.packets]
+        assert order == sorted(range(len(delays)), key=lambda i: delays[i])
+    run(scenario())
+
+
+def test_every_drop_is_counted_with_its_reason(tmp_path):
+    async def scenario():
+        pipeline, sender = await started(tmp_path)
+        replayed_tag = os.urandom(32)
+        now = time.monotonic_ns()
+        packets = [make_packet(status=3),                                           # unwrap failed
+                   make_packet(next_hop=HOP, delay_ms=5, tag=replayed_tag),
+                   make_packet(next_hop=HOP, delay_ms=5, tag=replayed_tag),         # replay
+                   make_packet(flags=su.FLAG_NEXT_HOP, next_hop=HOP),               # invalid commands
+                   make_packet(next_hop=OTHER, delay_ms=5),                         # no route
+                   make_packet(flags=su.FLAG_RECIPIENT, recipient=b"bob")]          # terminal at a mix
+        for p in packets:
+            pipeline.submit(p, now)
+        pipeline.submit(make_packet(next_hop=HOP, delay_ms=5), now - 50_000_000)   # waited 50 ms
+        await wait_for(lambda: accounted(pipeline) == 7)
+        drops = pipeline.counters.snapshot()["drops"]
+        await pipeline.halt()
+        assert len(sender.packets) == 1
+        for reason in ("unwrap_failed", "replay", "invalid_commands", "no_route", "terminal_at_mix",
+                       "unwrap_delay"):
+            assert drops[reason] == 1, reason
+    run(scenario())
+
+
+def test_provider_hands_terminal_packets_to_the_local_handler(tmp_path):
+    async def scenario():
+        batches = []
+        pipeline, _ = await started(tmp_path, is_provider=True, on_local=batches.append)
+        now = time.monotonic_ns()
+        pipeline.submit(make_packet(flags=su.FLAG_RECIPIENT | su.FLAG_NODE_DELAY, recipient=b"alice",
+                                    delay_ms=7), now)
+        pipeline.submit(make_packet(flags=su.FLAG_RECIPIENT | su.FLAG_SURB_REPLY, recipient=b"carol",
+                                    surb_id=b"s" * 16), now)
+        pipeline.submit(make_packet(flags=su.FLAG_RECIPIENT | su.FLAG_NODE_DELAY, recipient=b"eve"), now,
+                        from_client=True)
+        await wait_for(lambda: accounted(pipeline) == 3)
+        await pipeline.halt()
+        rows = {(int(b.kind[i]), bytes(b.recipient[i]).rstrip(b"\0"), int(b.delay_ms[i]))
+                for b in batches for i in range(len(b))}
+        assert rows == {(KIND_TO_USER, b"alice", 7), (KIND_SURB_REPLY, b"carol", 0)}
+        assert pipeline.counters.snapshot()["drops"]["client_bypass"] == 1
+    run(scenario())
+
+
+def test_worker_exception_is_logged_counted_and_survived(tmp_path, caplog):
+    async def scenario():
+        pipeline, sender = await started(tmp_path, NumSphinxWorkers=1)
+        now = time.monotonic_ns()
+        pipeline.submit(make_packet(status=POISON), now)
+        pipeline.submit(make_packet(next_hop=HOP, delay_ms=1), now)
+        pipeline.flush()
+        await wait_for(lambda: pipeline.counters.event_total(Event.WORKER_EXCEPTIONS) == 1)
+        pipeline.submit(make_packet(next_hop=HOP, delay_ms=1), time.monotonic_ns())
+        await wait_for(lambda: len(sender.packets) == 1)
+        snap = pipeline.counters.snapshot()
+        alive = all(t.is_alive() for t in pipeline.threads())
+        await pipeline.halt()
+        assert alive
+        assert snap["drops"]["worker_error"] == 2           # the whole poisoned batch
+        assert "injected unwrap failure" in caplog.text
+    run(scenario())
+
+
+def test_flood_above_capacity_is_shed_with_counted_drops_and_bounded_queues(tmp_path):
+    async def scenario():
+        # One slow worker (2 ms per packet), tiny queues: the I/O thread must never block.
+        pipeline, sender = await started(tmp_path, engine=FaultyEngine(2_000_000), NumSphinxWorkers=1,
+                                         SphinxBatchSize=8, SphinxQueueHWM=2)
+        total = 3000
+        template = make_packet(next_hop=HOP, delay_ms=1)
+        packet = bytearray(template)
+        t0 = time.monotonic()
+        for i in range(total):
+            packet[6:14] = i.to_bytes(8, "big")             # unique replay tags
+            pipeline.submit(packet, time.monotonic_ns())
+            if i % 64 == 0:
+                await asyncio.sleep(0)
+        submit_seconds = time.monotonic() - t0
+        pipeline.flush()
+        await wait_for(lambda: accounted(pipeline) == total, timeout=15)
+        snap = pipeline.counters.snapshot()
+        await pipeline.halt()
+        assert submit_seconds < 2.0                          # never blocked on the slow worker
+        assert snap["drops"]["ingress_queue_full"] > 0
+        assert len(sender.packets) + sum(snap["drops"].values()) == total
+        # In flight at most: sender HWM + receiver HWM per worker pipe, plus the open batch.
+        assert len(sender.packets) < total // 2
+    run(scenario())
+
+
+def test_start_halt_cycles_leave_no_threads_or_sockets(tmp_path):
+    def fds():
+        return len(os.listdir("/proc/self/fd"))
+
+    async def cycle():
+        pipeline, sender = await started(tmp_path)
+        pipeline.submit(make_packet(next_hop=HOP, delay_ms=1), time.monotonic_ns())
+        await wait_for(lambda: len(sender.packets) == 1)
+        pipeline.submit(make_packet(next_hop=HOP, delay_ms=60_000), time.monotonic_ns())
+        await wait_for(lambda: pipeline.counters.event_total(Event.SCHEDULED) == 2)
+        await pipeline.halt()
+        assert pipeline.counters.snapshot()["drops"]["halt"] == 1       # held in the wheel at halt
+        assert not any(t.is_alive() for t in pipeline.threads())
+
+    run(cycle())                                            # warm-up: pyzmq's gc thread starts once
+    gc.collect()
+    threads, open_fds = {t.name for t in threading.enumerate()}, fds()
+    for _ in range(5):
+        run(cycle())
+    gc.collect()
+    assert {t.name for t in threading.enumerate()} == threads
+    assert fds() <= open_fds
+
+
+def test_submit_rejects_wrong_length_and_counts_after_halt(tmp_path):
+    async def scenario():
+        pipeline, _ = await started(tmp_path)
+        with pytest.raises(ValueError, match="2524"):
+            pipeline.submit(b"x" * 100, time.monotonic_ns())
+        await pipeline.halt()
+        pipeline.submit(make_packet(), time.monotonic_ns())
+        assert pipeline.counters.snapshot()["drops"]["halt"] == 1
+    run(scenario())
+
+
+def test_paused_destination_queues_then_drops_tail_and_send_slack(tmp_path):
+    async def scenario():
+        pipeline, sender = await started(tmp_path, OutgoingQueueSize=4, SendSlack=50)
+        sender.paused = True
+        now = time.monotonic_ns()
+        for i in range(10):
+            pipeline.submit(make_packet(next_hop=HOP, delay_ms=1, stamp=stamp(i)), now)
+        await wait_for(lambda: pipeline.counters.event_total(Event.ENQUEUED_OUT) == 10)
+        drops = pipeline.counters.snapshot()["drops"]
+        assert drops["destination_queue_full"] == 6
+        await asyncio.sleep(0.08)                            # queued packets now older than SendSlack
+        sender.resume()
+        await wait_for(lambda: pipeline.counters.snapshot()["drops"]["send_slack"] == 4)
+        await pipeline.halt()
+        assert sender.packets == []
+    run(scenario())
+
+
+def test_settings_from_config_reads_debug_names_and_applies_defaults():
+    class Debug:
+        NumSphinxWorkers = 0
+        SchedulerSlack = 3
+        SendSlack = 10
+        SchedulerMaxBurst = 32
+        UnwrapDelay = 250
+
+    s = PipelineSettings.from_config(Debug())
+    assert s.NumSphinxWorkers == (os.cpu_count() or 1)
+    assert s.SchedulerSlack == 10 and s.SendSlack == 50 and s.SchedulerMaxBurst == 32 and s.UnwrapDelay == 250
+    assert PipelineSettings.from_config(object()) == PipelineSettings().normalized()
+    with pytest.raises(ValueError, match="SphinxBatchSize"):
+        PipelineSettings(SphinxBatchSize=0).normalized()
+    with pytest.raises(ValueError, match="integer"):
+        PipelineSettings(UnwrapDelay="10").normalized()

@@ -1,0 +1,278 @@
+"""The authority's state machine without sockets: upload rules, document replies, generation,
+bootstrap and persistence across a restart (server.md §4.6)."""
+import pytest
+
+from _pki_fixtures import (
+    AUTHORITY_SEED,
+    CLOCK,
+    make_descriptor,
+    public_for,
+    seed_for,
+    signed_descriptor,
+)
+from katzenpost.pki import authority_config as ac
+from katzenpost.pki.authority_state import AuthorityState
+from katzenpost.pki.authority_store import AuthorityStore, StoreError
+from katzenpost.pki.descriptor import sign_descriptor
+from katzenpost.pki.document import verify_and_parse_document
+from katzenpost.wire.commands import ConsensusStatus, DescriptorStatus
+
+MIXES = ["mix0", "mix1", "mix2", "mix3"]
+PROVIDERS = ["provider1", "provider2"]
+AUTHORITY = public_for(AUTHORITY_SEED)
+E = 5_000_000
+START = CLOCK.epoch_start(E)
+
+
+def config_text(data_dir, mixes=MIXES, providers=PROVIDERS, extra=""):
+    text = (f'[Authority]\nAddresses = ["127.0.0.1:29999"]\nDataDir = "{data_dir}"\n'
+            f"[Debug]\nLayers = 2\nMinNodesPerLayer = 1\n{extra}")
+    for name in mixes:
+        text += f'[[Mixes]]\nIdentityKey = "{public_for(seed_for(name)).hex()}"\n'
+    for name in providers:
+        text += (f'[[Providers]]\nIdentifier = "{name}"\n'
+                 f'IdentityKey = "{public_for(seed_for(name)).hex()}"\n')
+    return text
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    path = tmp_path / "authority"
+    path.mkdir(mode=0o700)
+    return str(path)
+
+
+def new_state(data_dir, now, **kwargs):
+    cfg = ac.parse(config_text(data_dir, **kwargs))
+    state = AuthorityState(cfg, AUTHORITY_SEED, AUTHORITY, AuthorityStore.open_in(data_dir), CLOCK)
+    state.restore(now)
+    return state
+
+
+def post(state, node, epoch, now, **kwargs):
+    desc = make_descriptor(node, epoch, provider=node.startswith("provider"), **kwargs)
+    raw = sign_descriptor(seed_for(node), desc, CLOCK, now)
+    return state.post_descriptor(epoch, raw, desc.identity_key, now)
+
+
+def post_all(state, epoch, now, names=MIXES + PROVIDERS):
+    for name in names:
+        assert post(state, name, epoch, now).status == DescriptorStatus.OK
+
+
+# --- PostDescriptor rules ----------------------------------------------------------------
+
+def test_post_for_now_previous_and_next_epoch_is_accepted(data_dir):
+    state = new_state(data_dir, START + 10)
+    for epoch in (E - 1, E, E + 1):
+        assert post(state, "mix0", epoch, START + 10).status == DescriptorStatus.OK
+
+
+@pytest.mark.parametrize("epoch", [E - 2, E + 2])
+def test_post_outside_the_three_epochs_is_invalid(data_dir, epoch):
+    state = new_state(data_dir, START + 10)
+    assert post(state, "mix0", epoch, START + 10).status == DescriptorStatus.INVALID
+
+
+def test_post_signed_by_someone_else_is_invalid(data_dir):
+    state = new_state(data_dir, START + 10)
+    desc = make_descriptor("mix0", E)
+    raw = sign_descriptor(seed_for("mix1"), desc, CLOCK, START)
+    assert state.post_descriptor(E, raw, desc.identity_key, START + 10).status == DescriptorStatus.INVALID
+
+
+def test_post_not_well_formed_is_invalid(data_dir):
+    state = new_state(data_dir, START + 10)
+    result = post(state, "mix0", E, START + 10, addresses={"tcp6": ["[::1]:5"]})
+    assert result.status == DescriptorStatus.INVALID and "TCPv4" in result.reason
+
+
+def test_post_garbage_is_invalid(data_dir):
+    state = new_state(data_dir, START + 10)
+    peer = public_for(seed_for("mix0"))
+    for payload in (b"", b"garbage", b"\xa5" * 1000):
+        assert state.post_descriptor(E, payload, peer, START + 10).status == DescriptorStatus.INVALID
+
+
+def test_post_by_a_node_that_is_not_whitelisted_is_forbidden(data_dir):
+    state = new_state(data_dir, START + 10)
+    assert post(state, "stranger", E, START + 10).status == DescriptorStatus.FORBIDDEN
+
+
+def test_provider_with_another_name_is_forbidden(data_dir):
+    state = new_state(data_dir, START + 10)
+    result = post(state, "provider1", E, START + 10, name="provider2")
+    assert result.status == DescriptorStatus.FORBIDDEN
+
+
+def test_mix_key_posting_as_provider_is_forbidden(data_dir):
+    state = new_state(data_dir, START + 10)
+    result = post(state, "mix0", E, START + 10, layer=255, name="provider1",
+                  kaetzchen={"loop": {"endpoint": "+loop"}})
+    assert result.status == DescriptorStatus.FORBIDDEN
+
+
+def test_same_bytes_again_is_ok_different_bytes_conflict(data_dir):
+    state = new_state(data_dir, START + 10)
+    desc = make_descriptor("mix0", E)
+    raw = sign_descriptor(seed_for("mix0"), desc, CLOCK, START)
+    assert state.post_descriptor(E, raw, desc.identity_key, START + 10).status == DescriptorStatus.OK
+    assert state.post_descriptor(E, raw, desc.identity_key, START + 11).status == DescriptorStatus.OK
+    again = sign_descriptor(seed_for("mix0"), desc, CLOCK, START + 1)  # new expiration
+    assert state.post_descriptor(E, again, desc.identity_key, START + 11).status == DescriptorStatus.CONFLICT
+
+
+def test_post_after_the_document_exists_conflicts(data_dir):
+    state = new_state(data_dir, START + 10)
+    post_all(state, E + 1, START + 10, names=["mix0", "mix1", "provider1"])
+    late = START + CLOCK.period - 60  # within the last quarter of the epoch
+    assert state.tick(late) == [E + 1]
+    result = post(state, "mix2", E + 1, late)
+    assert result.status == DescriptorStatus.CONFLICT and "document" in result.reason
+
+
+# --- GetConsensus replies (documentForEpoch) ------------------------------------------
+
+def test_bootstrap_replies_not_found_for_now_and_next(data_dir):
+    state = new_state(data_dir, START + 10)
+    assert state.document_for_epoch(E, START + 10)[0] == ConsensusStatus.NOT_FOUND
+    assert state.document_for_epoch(E + 1, START + 10)[0] == ConsensusStatus.NOT_FOUND
+
+
+def test_past_epoch_without_document_is_gone(data_dir):
+    state = new_state(data_dir, START + 10)
+    assert state.document_for_epoch(E - 1, START + 10)[0] == ConsensusStatus.GONE
+
+
+def test_far_future_epoch_is_not_found(data_dir):
+    state = new_state(data_dir, START + 10)
+    assert state.document_for_epoch(E + 5, START + 10)[0] == ConsensusStatus.NOT_FOUND
+
+
+def test_current_epoch_after_bootstrap_window_is_gone(data_dir):
+    state = new_state(data_dir, START + 10)
+    later = CLOCK.epoch_start(E + 2) + 10
+    assert state.document_for_epoch(E + 2, later)[0] == ConsensusStatus.GONE
+
+
+def test_next_epoch_late_in_the_epoch_is_gone(data_dir):
+    state = new_state(data_dir, START + 10)
+    next_start = CLOCK.epoch_start(E + 1)
+    assert state.document_for_epoch(E + 2, next_start + 10)[0] == ConsensusStatus.NOT_FOUND
+    assert state.document_for_epoch(E + 2, next_start + 7 * CLOCK.period / 8 + 1)[0] == ConsensusStatus.GONE
+
+
+# --- generation -------------------------------------------------------------------------
+
+def test_bootstrap_waits_for_every_whitelisted_node(data_dir):
+    state = new_state(data_dir, START + 10)
+    post_all(state, E, START + 10, names=MIXES + ["provider1"])
+    assert state.tick(START + 11) == []
+    post_all(state, E, START + 12, names=["provider2"])
+    assert state.tick(START + 13) == [E]
+    status, raw = state.document_for_epoch(E, START + 14)
+    doc = verify_and_parse_document(raw, AUTHORITY, START + 14)
+    assert status == ConsensusStatus.OK and doc.epoch == E and doc.genesis_epoch == E
+    assert sorted(len(layer) for layer in doc.topology) == [2, 2]
+    assert len(doc.prior_shared_random) == 2
+    assert doc.prior_shared_random[0] == doc.prior_shared_random[1] == doc.shared_random_value
+
+
+def test_next_epoch_document_needs_the_publish_deadline_and_enough_nodes(data_dir):
+    state = new_state(data_dir, START + 10)
+    post_all(state, E + 1, START + 10, names=["mix0", "provider1"])
+    late = START + CLOCK.period - 60
+    assert state.tick(late) == []  # one mix, two layers
+    post_all(state, E + 1, late, names=["mix1"])
+    assert state.tick(START + CLOCK.period / 2) == []  # too early
+    assert state.tick(late + 1) == [E + 1]
+    doc = state.documents[E + 1]
+    assert [len(layer) for layer in doc.topology] == [1, 1]
+    assert doc.send_rate_per_minute == 100
+
+
+def test_following_document_chains_the_srv_and_keeps_layers(data_dir):
+    state = new_state(data_dir, START + 10)
+    post_all(state, E, START + 10)
+    state.tick(START + 11)
+    first = state.documents[E]
+    post_all(state, E + 1, START + 20)
+    state.tick(START + CLOCK.period - 60)
+    second = state.documents[E + 1]
+    assert second.genesis_epoch == E
+    assert second.prior_shared_random == first.prior_shared_random
+    assert second.shared_random_value != first.shared_random_value
+    layer_of = lambda doc: {d.name: i for i, l in enumerate(doc.topology) for d in l}
+    assert layer_of(first) == layer_of(second)
+
+
+def test_parameters_are_copied_from_the_config(data_dir):
+    cfg_extra = "[Parameters]\nMu = 0.001\nMuMaxDelay = 90000\nSendRatePerMinute = 7\n"
+    cfg = ac.parse(config_text(data_dir).replace("[Debug]", cfg_extra + "[Debug]"))
+    state = AuthorityState(cfg, AUTHORITY_SEED, AUTHORITY, AuthorityStore.open_in(data_dir), CLOCK)
+    state.restore(START + 10)
+    post_all(state, E, START + 10)
+    state.tick(START + 11)
+    doc = state.documents[E]
+    assert (doc.mu, doc.mu_max_delay, doc.send_rate_per_minute) == (0.001, 90000, 7)
+    assert (doc.lambda_p, doc.lambda_p_max_delay) == (0.00025, 46051)
+
+
+def test_old_epochs_are_pruned(data_dir):
+    state = new_state(data_dir, START + 10)
+    post_all(state, E, START + 10)
+    state.tick(START + 11)
+    later = CLOCK.epoch_start(E + 4) + 1
+    state.tick(later)
+    assert E not in state.documents and E not in state.descriptors
+    assert state.store.document(E) is None
+
+
+# --- persistence ----------------------------------------------------------------------
+
+def test_restart_restores_documents_descriptors_and_genesis(data_dir):
+    state = new_state(data_dir, START + 10)
+    post_all(state, E, START + 10)
+    state.tick(START + 11)
+    post(state, "mix0", E + 1, START + 12)
+    raw = state.documents[E].raw
+    state.store.close()
+    again = new_state(data_dir, START + 30)
+    assert again.document_for_epoch(E, START + 30) == (ConsensusStatus.OK, raw)
+    assert again.genesis_epoch == E and again.bootstrap_epoch == 0
+    assert list(again.descriptors[E + 1]) == [public_for(seed_for("mix0"))]
+    assert post(again, "mix0", E + 1, START + 31).status == DescriptorStatus.CONFLICT
+
+
+def test_restart_drops_descriptors_no_longer_whitelisted(data_dir):
+    state = new_state(data_dir, START + 10)
+    post_all(state, E + 1, START + 10, names=["mix3"])
+    state.store.close()
+    again = new_state(data_dir, START + 20, mixes=MIXES[:3])
+    assert E + 1 not in again.descriptors
+
+
+def test_restart_skips_expired_certificates(data_dir):
+    state = new_state(data_dir, START + 10)
+    post_all(state, E, START + 10)
+    state.tick(START + 11)
+    state.store.close()
+    much_later = START + 10 + CLOCK.document_lifetime() + 1
+    again = new_state(data_dir, much_later)
+    assert E not in again.documents
+
+
+def test_store_refuses_a_newer_schema(data_dir):
+    store = AuthorityStore.open_in(data_dir)
+    store._db.execute("UPDATE metadata SET value = x'07' WHERE key = 'version'")
+    store.close()
+    with pytest.raises(StoreError, match="schema version"):
+        AuthorityStore.open_in(data_dir)
+
+
+def test_store_file_is_private(data_dir):
+    import os
+    import stat
+    AuthorityStore.open_in(data_dir).close()
+    mode = stat.S_IMODE(os.stat(os.path.join(data_dir, "persistence.sqlite")).st_mode)
+    assert mode == 0o600

@@ -1,0 +1,295 @@
+"""The node's PKI worker: what it fetches and when, publication with retry, peer authentication,
+outgoing destinations and the raw documents it serves (server.md §1.6, §1.9, §4.5)."""
+import asyncio
+
+import pytest
+
+from _pki_fixtures import (
+    AUTHORITY_SEED,
+    CLOCK,
+    MemoryMixKeys,
+    link_private_for,
+    make_document,
+    public_for,
+    seed_for,
+    signed_document_bytes,
+    x25519_public,
+)
+from katzenpost.pki.client import (
+    AuthorityUnreachableError,
+    DocumentGoneError,
+    DocumentNotFoundError,
+    PostConflictError,
+    PostRejectedError,
+)
+from katzenpost.pki.document import verify_and_parse_document
+from katzenpost.pki.worker import CachedDocument, NodeSelf, PKICacheError, PKIWorker
+from katzenpost.wire.commands import ConsensusStatus
+from katzenpost.wire.handshake import PeerCredentials
+
+E = 5_000_000
+P = CLOCK.period
+EARLY = CLOCK.epoch_start(E) + 30  # 30 s into epoch E
+LATE = CLOCK.epoch_start(E) + P - 100  # 100 s before the rollover (< P/8, < 3P/8)
+AUTHORITY = public_for(AUTHORITY_SEED)
+
+
+def parsed_document(epoch, now, **kwargs):
+    return verify_and_parse_document(signed_document_bytes(make_document(epoch, now, **kwargs), now),
+                                     AUTHORITY, now)
+
+
+def node(name, provider=False):
+    return NodeSelf(identifier=name, identity_seed=seed_for(name),
+                    identity_public=public_for(seed_for(name)),
+                    link_public=x25519_public(link_private_for(name)),
+                    addresses={"tcp4": ["127.0.0.1:31010"]}, is_provider=provider,
+                    kaetzchen_for_pki=(lambda: {"loop": {"endpoint": "+loop"}}) if provider else None)
+
+
+class FakeClient:
+    def __init__(self):
+        self.documents = {}
+        self.errors = {}
+        self.fetches = []
+        self.posts = []
+        self.post_error = None
+
+    async def get_document(self, epoch, now=None):
+        self.fetches.append(epoch)
+        if epoch in self.errors:
+            raise self.errors[epoch]
+        if epoch not in self.documents:
+            raise DocumentNotFoundError("not yet")
+        return self.documents[epoch]
+
+    async def post_descriptor(self, epoch, seed, desc, now=None):
+        self.posts.append((epoch, desc))
+        if self.post_error is not None:
+            raise self.post_error
+
+
+def make_worker(me="mix1-0", provider=False, **kwargs):
+    client = FakeClient()
+    worker = PKIWorker(node(me, provider), client, MemoryMixKeys(me), CLOCK, **kwargs)
+    return worker, client
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+# --- fetching ---------------------------------------------------------------------------
+
+def test_fetches_current_and_two_previous_epochs_early_in_the_epoch():
+    worker, client = make_worker()
+    run(worker.tick(EARLY))
+    assert client.fetches == [E, E - 1, E - 2]
+
+
+def test_fetches_next_epoch_once_less_than_three_eighths_remain():
+    worker, client = make_worker()
+    run(worker.tick(CLOCK.epoch_start(E) + P - 3 * P / 8 + 1))
+    assert client.fetches[0] == E + 1
+
+
+def test_stored_documents_are_not_refetched_and_new_ones_notify():
+    notified = []
+    worker, client = make_worker(on_new_documents=lambda: notified.append(1))
+    client.documents[E] = parsed_document(E, EARLY)
+    run(worker.tick(EARLY))
+    assert E in worker.documents and notified == [1]
+    client.fetches.clear()
+    run(worker.tick(EARLY + 60))
+    assert E not in client.fetches and notified == [1]
+
+
+def test_gone_marks_the_epoch_failed_and_not_found_is_retried():
+    worker, client = make_worker()
+    client.errors[E - 1] = DocumentGoneError("gone")
+    run(worker.tick(EARLY))
+    client.fetches.clear()
+    run(worker.tick(EARLY + 60))
+    assert E - 1 not in client.fetches and E in client.fetches
+    assert worker.get_raw_consensus(E - 1, EARLY)[0] == ConsensusStatus.GONE
+
+
+def test_transport_errors_are_retried_next_tick():
+    worker, client = make_worker()
+    client.errors[E] = AuthorityUnreachableError("down")
+    run(worker.tick(EARLY))
+    del client.errors[E]
+    client.documents[E] = parsed_document(E, EARLY)
+    run(worker.tick(EARLY + 60))
+    assert E in worker.documents
+
+
+def test_document_without_this_node_is_marked_failed():
+    worker, client = make_worker(me="stranger")
+    client.documents[E] = parsed_document(E, EARLY)
+    run(worker.tick(EARLY))
+    assert E in worker.failed and E not in worker.documents
+
+
+def test_document_with_our_wrong_link_key_or_name_is_unusable():
+    doc = parsed_document(E, EARLY)
+    wrong_link = NodeSelf(**{**node("mix1-0").__dict__, "link_public": bytes(32)})
+    with pytest.raises(PKICacheError, match="link key"):
+        CachedDocument.build(doc, wrong_link)
+    wrong_name = NodeSelf(**{**node("mix1-0").__dict__, "identifier": "other"})
+    with pytest.raises(PKICacheError, match="lists this node as"):
+        CachedDocument.build(doc, wrong_name)
+    as_provider = NodeSelf(**{**node("mix1-0").__dict__, "is_provider": True})
+    with pytest.raises(PKICacheError, match="wrong layer"):
+        CachedDocument.build(doc, as_provider)
+
+
+def test_epoch_change_hands_the_document_over_once():
+    seen = []
+    worker, client = make_worker(on_epoch_change=seen.append)
+    client.documents[E] = parsed_document(E, EARLY)
+    run(worker.tick(EARLY))
+    run(worker.tick(EARLY + 60))
+    assert [d.epoch for d in seen] == [E]
+
+
+# --- publication ------------------------------------------------------------------------
+
+def test_publishes_for_now_at_start_then_for_next_epoch():
+    worker, client = make_worker()
+    run(worker.tick(EARLY))
+    assert [e for e, _ in client.posts] == [E]
+    run(worker.tick(EARLY + 60))
+    assert [e for e, _ in client.posts] == [E, E + 1]
+    run(worker.tick(EARLY + 120))
+    assert len(client.posts) == 2  # last == now+1: nothing to do
+
+
+def test_descriptor_carries_three_mix_keys_and_the_right_layer():
+    worker, client = make_worker()
+    run(worker.tick(EARLY))
+    desc = client.posts[0][1]
+    assert sorted(desc.mix_keys) == [E, E + 1, E + 2] and desc.layer == 0 and desc.kaetzchen is None
+    pworker, pclient = make_worker(me="provider1", provider=True)
+    run(pworker.tick(EARLY))
+    pdesc = pclient.posts[0][1]
+    assert pdesc.layer == 255 and pdesc.kaetzchen == {"loop": {"endpoint": "+loop"}}
+
+
+def test_failed_post_is_retried_within_the_epoch():
+    worker, client = make_worker()
+    client.post_error = AuthorityUnreachableError("down")
+    run(worker.tick(EARLY))
+    run(worker.tick(EARLY + 60))
+    assert [e for e, _ in client.posts] == [E, E]
+    client.post_error = None
+    run(worker.tick(EARLY + 120))
+    assert worker.last_published_epoch == E
+
+
+def test_rejected_post_is_retried_too():
+    worker, client = make_worker()
+    client.post_error = PostRejectedError("Forbidden")
+    run(worker.tick(EARLY))
+    run(worker.tick(EARLY + 60))
+    assert len(client.posts) == 2 and worker.last_published_epoch == 0
+
+
+def test_conflict_counts_as_published():
+    worker, client = make_worker()
+    client.post_error = PostConflictError("already there")
+    run(worker.tick(EARLY))
+    assert worker.last_published_epoch == E
+
+
+def test_no_publication_for_next_epoch_after_the_deadline():
+    worker, client = make_worker()
+    worker.last_published_epoch = E
+    run(worker.tick(CLOCK.epoch_start(E) + P - P / 4 + 1))
+    assert client.posts == []
+
+
+def test_clock_jump_republishes_for_now():
+    worker, client = make_worker()
+    worker.last_published_epoch = E - 7
+    run(worker.tick(EARLY))
+    assert [e for e, _ in client.posts] == [E]
+
+
+def test_pruned_key_aborts_the_post_and_it_is_retried():
+    worker, client = make_worker()
+    worker.mix_keys.public_key = lambda epoch: None
+    run(worker.tick(EARLY))
+    assert client.posts == [] and worker.last_published_epoch == 0
+
+
+# --- peer authentication ----------------------------------------------------------------
+
+def creds_of(name, link=None):
+    return PeerCredentials(additional_data=public_for(seed_for(name)),
+                           public_key=link if link is not None else x25519_public(link_private_for(name)))
+
+
+def with_documents(*epochs, me="mix1-0", provider=False, **doc_kwargs):
+    worker, _ = make_worker(me=me, provider=provider)
+    for epoch in epochs:
+        doc = parsed_document(epoch, EARLY, **doc_kwargs)
+        worker.documents[epoch] = CachedDocument.build(doc, worker.node)
+    return worker
+
+
+def test_previous_layer_may_connect_in_and_send():
+    worker = with_documents(E)
+    assert worker.authenticate_connection(creds_of("mix0-0"), False, EARLY) == (True, True)
+
+
+def test_next_layer_is_an_outgoing_peer_not_an_incoming_one():
+    worker = with_documents(E)
+    assert worker.authenticate_connection(creds_of("mix2-0"), True, EARLY) == (True, True)
+    assert worker.authenticate_connection(creds_of("mix2-0"), False, EARLY) == (False, False)
+
+
+def test_layer_adjacency_wraps_through_the_providers():
+    first = with_documents(E, me="mix0-0")
+    assert first.authenticate_connection(creds_of("provider1"), False, EARLY) == (True, True)
+    last = with_documents(E, me="mix2-0")
+    assert last.authenticate_connection(creds_of("provider2"), True, EARLY) == (True, True)
+    provider = with_documents(E, me="provider1", provider=True)
+    assert provider.authenticate_connection(creds_of("mix2-0"), False, EARLY) == (True, True)
+    assert provider.authenticate_connection(creds_of("mix0-0"), True, EARLY) == (True, True)
+
+
+def test_wrong_link_key_or_ad_length_is_refused():
+    worker = with_documents(E)
+    assert worker.authenticate_connection(creds_of("mix0-0", link=bytes(32)), False, EARLY) == (False, False)
+    bad_ad = PeerCredentials(additional_data=b"short", public_key=bytes(32))
+    assert worker.authenticate_connection(bad_ad, False, EARLY) == (False, False)
+
+
+def test_peer_only_in_next_document_is_accepted_early_and_may_send_late():
+    worker = with_documents(E + 1)
+    late_but_not_send = CLOCK.epoch_start(E) + P - 130  # < P/8 (150 s), > 2 min
+    assert worker.authenticate_connection(creds_of("mix0-0"), False, late_but_not_send) == (True, False)
+    assert worker.authenticate_connection(creds_of("mix0-0"), False, LATE) == (True, True)
+    assert worker.authenticate_connection(creds_of("mix2-0"), True, LATE) == (True, False)
+    assert worker.authenticate_connection(creds_of("mix0-0"), False, EARLY) == (False, False)
+
+
+def test_peer_only_in_past_documents_is_refused_without_a_current_one():
+    worker = with_documents(E - 1)
+    assert worker.authenticate_connection(creds_of("mix0-0"), False, EARLY) == (False, False)
+
+
+def test_outgoing_destinations_follow_the_current_document():
+    worker = with_documents(E, E + 1)
+    assert set(worker.outgoing_destinations(EARLY)) == {public_for(seed_for("mix2-0"))}
+    assert worker.outgoing_destinations(CLOCK.epoch_start(E + 3)) == {}
+
+
+def test_raw_consensus_for_clients():
+    worker = with_documents(E)
+    status, raw = worker.get_raw_consensus(E, EARLY)
+    assert status == ConsensusStatus.OK and raw == worker.documents[E].doc.raw
+    assert worker.get_raw_consensus(E + 1, EARLY)[0] == ConsensusStatus.NOT_FOUND
+    assert worker.get_raw_consensus(E - 2, EARLY)[0] == ConsensusStatus.GONE
+    assert worker.current_document(EARLY).epoch == E

@@ -1,0 +1,575 @@
+"""Link sessions over real TCP on 127.0.0.1: handshake, NoOp finalisation, authentication,
+framed commands, the Go transcript on the wire, and the bad-input suite (spec wire.md §1.3-1.4,
+server.md §1.6, §6). Every test is bounded in time and checks that no task or socket leaks."""
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import struct
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from katzenpost.sphinx.geometry import PACKET_LENGTH
+from katzenpost.wire import (AuthenticationError, CommandError, ConnectError, ConnectionClosed,
+                             FrameError, HandshakeError, HandshakeTimeout, PeerCredentials, WireError,
+                             WireTimeout, accept, connect)
+from katzenpost.wire.commands import (Consensus, Disconnect, GetConsensus, NoOp, SendPacket,
+                                      parse_command)
+from katzenpost.wire.framing import FrameOpener, FrameSealer
+from katzenpost.wire.handshake import MSG1_LENGTH, MSG2_LENGTH, MSG3_LENGTH, Handshake
+from katzenpost.wire.kem import KyberPyKyber1024
+from katzenpost.wire.noise import rekey
+
+TRANSCRIPT = Path(__file__).parent / "vectors/wire/katzenpost_xxhfs_transcript.json"
+TEST_TIMEOUT = 20.0
+LOOPBACK = "127.0.0.1"
+
+
+def allow(creds):
+    return True
+
+
+def run(coro_fn, timeout: float = TEST_TIMEOUT):
+    """Run a test coroutine with a hard bound, then check it left no task behind."""
+    async def wrapper():
+        result = await asyncio.wait_for(coro_fn(), timeout)
+        await asyncio.sleep(0)
+        leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for _ in range(50):
+            leftover = [t for t in leftover if not t.done()]
+            if not leftover:
+                break
+            await asyncio.sleep(0.02)
+        assert not leftover, f"leaked tasks: {leftover}"
+        return result
+    return asyncio.run(wrapper())
+
+
+class ShakeStream:
+    def __init__(self, label: str) -> None:
+        self._stream = hashlib.shake_256(label.encode()).digest(1024)
+        self._position = 0
+
+    def __call__(self, length: int) -> bytes:
+        chunk = self._stream[self._position:self._position + length]
+        self._position += length
+        return chunk
+
+
+class Listener:
+    """Our responder: accept() on every connection, then optionally a receive loop."""
+
+    def __init__(self, **accept_options) -> None:
+        self.options = {"link_key": os.urandom(32), "additional_data": b"node-identity",
+                        "authenticator": allow, "handshake_timeout": 5.0, **accept_options}
+        self.sessions: asyncio.Queue = asyncio.Queue()
+        self.received: asyncio.Queue = asyncio.Queue()
+        self.recv_loop = False
+        self._server = None
+
+    async def __aenter__(self):
+        self._server = await asyncio.start_server(self._handle, LOOPBACK, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info):
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _handle(self, reader, writer):
+        try:
+            session = await accept(reader, writer, **self.options)
+        except WireError as exc:
+            await self.sessions.put(exc)
+            return
+        except BaseException as exc:  # surfaces in the test as a wrong type
+            await self.sessions.put(("escaped", exc))
+            raise
+        await self.sessions.put(session)
+        if not self.recv_loop:
+            return
+        while True:
+            try:
+                await self.received.put(await session.recv_command())
+            except WireError as exc:
+                await self.received.put(exc)
+                return
+            except BaseException as exc:
+                await self.received.put(("escaped", exc))
+                raise
+
+    @property
+    def public_key(self) -> bytes:
+        return Handshake(initiator=True, link_key=self.options["link_key"],
+                         additional_data=b"")._static_public
+
+
+class RawInitiator:
+    """A hand-driven initiator (sans-I/O Handshake over a raw stream) for sending bad input."""
+
+    async def open(self, port: int, *, finish: bool = True, additional_data: bytes = b"client"):
+        self.reader, self.writer = await asyncio.open_connection(LOOPBACK, port)
+        self.handshake = Handshake(initiator=True, link_key=os.urandom(32),
+                                   additional_data=additional_data)
+        if finish:
+            self.writer.write(self.handshake.write_message())
+            self.handshake.read_message(await self.reader.readexactly(MSG2_LENGTH))
+            self.writer.write(self.handshake.write_message())
+            tx, rx = self.handshake.split()
+            self.current_tx_key, self.sealer, self.opener = tx, FrameSealer(tx), FrameOpener(rx)
+            first = await self.read_frame()
+            assert isinstance(first, NoOp)
+        return self
+
+    def seal(self, command: bytes) -> bytes:
+        """Seal like the real sender, tracking the rekeyed key so headers can be forged."""
+        self.current_tx_key = rekey(self.current_tx_key)
+        return self.sealer.seal(command)
+
+    async def read_frame(self):
+        body_length = self.opener.open_header(await self.reader.readexactly(20))
+        return parse_command(self.opener.open_body(await self.reader.readexactly(body_length)))
+
+    async def expect_closed(self) -> bytes:
+        """The peer must close: read to EOF (bounded) and return whatever arrived."""
+        data = await asyncio.wait_for(self.reader.read(), 5)
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except OSError:
+            pass
+        return data
+
+    def forged_header(self, body_length: int) -> bytes:
+        nonce = struct.pack("<4xQ", self.sealer.nonce)
+        return ChaCha20Poly1305(self.current_tx_key).encrypt(nonce, struct.pack(">I", body_length), None)
+
+
+# -- happy paths -----------------------------------------------------------------------------
+
+def test_session_exchanges_commands_both_ways_and_closes_cleanly():
+    async def scenario():
+        async with Listener() as listener:
+            client_key = os.urandom(32)
+            seen = []
+            session = await connect(LOOPBACK, listener.port, link_key=client_key,
+                                    additional_data=b"alice",
+                                    authenticator=lambda c: seen.append(c) or (True, True),
+                                    handshake_timeout=5)
+            server_session = await listener.sessions.get()
+            assert seen == [PeerCredentials(b"node-identity", listener.public_key)]
+            assert server_session.peer_credentials.additional_data == b"alice"
+            assert session.handshake_hash == server_session.handshake_hash
+            assert session.can_send and server_session.can_send and session.initiator
+            packet = os.urandom(PACKET_LENGTH)
+            await session.send_command(SendPacket(packet))
+            await session.send_command(GetConsensus(77))
+            assert await server_session.recv_command() == SendPacket(packet)
+            assert await server_session.recv_command() == GetConsensus(77)
+            await server_session.send_command(SendPacket(packet[::-1]))
+            await server_session.send_command(Consensus(0, b"document"))
+            assert await session.recv_command() == SendPacket(packet[::-1])
+            assert await session.recv_command() == Consensus(0, b"document")
+            await session.send_command(Disconnect())
+            assert isinstance(await server_session.recv_command(), Disconnect)
+            await server_session.close("peer sent Disconnect")
+            with pytest.raises(ConnectionClosed, match="peer closed the connection"):
+                await session.recv_command()
+            assert session.closed and session.close_reason == "peer closed the connection"
+            with pytest.raises(ConnectionClosed, match="send on closed session"):
+                await session.send_command(NoOp())
+            await session.close()  # idempotent
+    run(scenario)
+
+
+def test_can_send_and_async_authenticators():
+    async def scenario():
+        async def async_no_send(creds):
+            await asyncio.sleep(0)
+            return True, False
+        async with Listener(authenticator=async_no_send) as listener:
+            session = await connect(LOOPBACK, listener.port, link_key=os.urandom(32),
+                                    additional_data=b"", authenticator=allow, handshake_timeout=5)
+            server_session = await listener.sessions.get()
+            assert server_session.can_send is False and session.can_send is True
+            await session.close()
+            await server_session.close()
+    run(scenario)
+
+
+def test_concurrent_senders_keep_frames_intact():
+    async def scenario():
+        async with Listener() as listener:
+            session = await connect(LOOPBACK, listener.port, link_key=os.urandom(32),
+                                    additional_data=b"x", authenticator=allow, handshake_timeout=5)
+            server_session = await listener.sessions.get()
+
+            async def sender(tag: int):
+                for index in range(20):
+                    await session.send_command(SendPacket(bytes([tag, index]) * 1000))
+            await asyncio.gather(*(sender(tag) for tag in range(5)))
+            received = [await server_session.recv_command() for _ in range(100)]
+            assert sorted(c.sphinx_packet[:2] for c in received) == sorted(
+                bytes([tag, index]) for tag in range(5) for index in range(20))
+            await session.close()
+            await server_session.close()
+    run(scenario)
+
+
+def test_go_transcript_on_the_wire_as_initiator():
+    """Our connect() with the transcript's randomness emits msg1, msg3 and the two SendPacket
+    frames byte for byte to a peer replaying the Go responder's msg2, NoOp and Disconnect."""
+    t = json.loads(TRANSCRIPT.read_text())
+    frames = [bytes.fromhex(f["wire_bytes"]) for f in t["frames"]]
+
+    async def scenario():
+        checks = asyncio.Queue()
+
+        async def go_responder(reader, writer):
+            try:
+                await checks.put(("msg1", (await reader.readexactly(MSG1_LENGTH)).hex() == t["msg1"]))
+                writer.write(bytes.fromhex(t["msg2"]))
+                await checks.put(("msg3", (await reader.readexactly(MSG3_LENGTH)).hex() == t["msg3"]))
+                writer.write(frames[0])
+                await checks.put(("frame1", await reader.readexactly(len(frames[1])) == frames[1]))
+                await checks.put(("frame2", await reader.readexactly(len(frames[2])) == frames[2]))
+                writer.write(frames[3])
+                await writer.drain()
+                await reader.read()
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(go_responder, LOOPBACK, 0)
+        port = server.sockets[0].getsockname()[1]
+        session = await connect(LOOPBACK, port,
+                                link_key=bytes.fromhex(t["initiator_static_private"]),
+                                additional_data=bytes.fromhex(t["initiator_ad"]),
+                                authenticator=allow, handshake_timeout=10, kem=KyberPyKyber1024(),
+                                rng=ShakeStream("katzenpost wire vector: initiator"),
+                                clock=lambda: t["responder_unix_time"])
+        assert session.handshake_hash.hex() == t["handshake_hash"]
+        assert session.peer_credentials.public_key.hex() == t["responder_static_public"]
+        assert session.clock_skew == 0
+        await session.send_command(SendPacket(b"hello"))
+        await session.send_command(SendPacket(b"world"))
+        assert isinstance(await session.recv_command(), Disconnect)
+        await session.close()
+        results = [await checks.get() for _ in range(4)]
+        assert results == [("msg1", True), ("msg3", True), ("frame1", True), ("frame2", True)]
+        server.close()
+        await server.wait_closed()
+    run(scenario)
+
+
+def test_go_transcript_on_the_wire_as_responder():
+    t = json.loads(TRANSCRIPT.read_text())
+    frames = [bytes.fromhex(f["wire_bytes"]) for f in t["frames"]]
+
+    async def scenario():
+        options = dict(link_key=bytes.fromhex(t["responder_static_private"]),
+                       additional_data=bytes.fromhex(t["responder_ad"]), kem=KyberPyKyber1024(),
+                       rng=ShakeStream("katzenpost wire vector: responder"),
+                       clock=lambda: t["responder_unix_time"])
+        async with Listener(**options) as listener:
+            reader, writer = await asyncio.open_connection(LOOPBACK, listener.port)
+            writer.write(bytes.fromhex(t["msg1"]))
+            assert (await reader.readexactly(MSG2_LENGTH)).hex() == t["msg2"]
+            writer.write(bytes.fromhex(t["msg3"]))
+            assert await reader.readexactly(len(frames[0])) == frames[0]  # the NoOp finalisation
+            session = await listener.sessions.get()
+            assert session.peer_credentials.additional_data.hex() == t["initiator_ad"]
+            writer.write(frames[1] + frames[2])
+            assert await session.recv_command() == SendPacket(b"hello")
+            assert await session.recv_command() == SendPacket(b"world")
+            await session.send_command(Disconnect())
+            assert await reader.readexactly(len(frames[3])) == frames[3]
+            await session.close()
+            writer.close()
+            await writer.wait_closed()
+    run(scenario)
+
+
+# -- authentication --------------------------------------------------------------------------
+
+def test_initiator_rejecting_the_responder_sends_no_msg3(caplog):
+    caplog.set_level(logging.INFO, logger="katzenpost.wire")
+
+    async def scenario():
+        async with Listener() as listener:
+            with pytest.raises(AuthenticationError, match="peer authentication failed"):
+                await connect(LOOPBACK, listener.port, link_key=os.urandom(32), additional_data=b"",
+                              authenticator=lambda c: False, handshake_timeout=5)
+            server_result = await listener.sessions.get()
+            assert isinstance(server_result, HandshakeError)
+            assert "closed the connection during the handshake (0 of 324 bytes)" in str(server_result)
+    run(scenario)
+    assert "initiator handshake with" in caplog.text and "peer authentication failed" in caplog.text
+
+
+@pytest.mark.parametrize("verdict", ["false", "tuple", "raises"])
+def test_responder_rejecting_the_initiator_sends_nothing(verdict, caplog):
+    caplog.set_level(logging.INFO, logger="katzenpost.wire")
+
+    def authenticator(creds):
+        if verdict == "raises":
+            raise KeyError("user database unavailable")
+        return False if verdict == "false" else (False, True)
+
+    async def scenario():
+        async with Listener(authenticator=authenticator) as listener:
+            raw = await RawInitiator().open(listener.port, finish=False)
+            raw.writer.write(raw.handshake.write_message())
+            raw.handshake.read_message(await raw.reader.readexactly(MSG2_LENGTH))
+            raw.writer.write(raw.handshake.write_message())
+            assert await raw.expect_closed() == b""  # no NoOp, no error reply
+            assert isinstance(await listener.sessions.get(), AuthenticationError)
+    run(scenario)
+    assert "responder handshake with" in caplog.text
+    if verdict == "raises":
+        assert "peer authenticator raised KeyError" in caplog.text
+
+
+def test_initiator_sees_a_rejection_as_a_handshake_error():
+    async def scenario():
+        async with Listener(authenticator=lambda c: False) as listener:
+            with pytest.raises(HandshakeError, match="closed the connection"):
+                await connect(LOOPBACK, listener.port, link_key=os.urandom(32), additional_data=b"",
+                              authenticator=allow, handshake_timeout=5)
+            assert isinstance(await listener.sessions.get(), AuthenticationError)
+    run(scenario)
+
+
+# -- handshake bad input ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("version", [0x00, 0x01, 0x03])
+def test_wrong_prologue_closes_without_a_reply(version, caplog):
+    caplog.set_level(logging.INFO, logger="katzenpost.wire")
+
+    async def scenario():
+        async with Listener() as listener:
+            raw = await RawInitiator().open(listener.port, finish=False)
+            raw.writer.write(bytes([version]) + raw.handshake.write_message()[1:])
+            assert await raw.expect_closed() == b""
+            result = await listener.sessions.get()
+            assert isinstance(result, HandshakeError)
+            assert f"unsupported protocol version 0x{version:02x}" in str(result)
+    run(scenario)
+    assert "unsupported protocol version" in caplog.text
+
+
+@pytest.mark.parametrize("stage", ["truncated msg1", "truncated msg3", "bad msg3 MAC", "garbage msg1"])
+def test_malformed_handshake_messages_close_the_connection(stage):
+    async def scenario():
+        async with Listener() as listener:
+            raw = await RawInitiator().open(listener.port, finish=False)
+            msg1 = raw.handshake.write_message()
+            if stage == "truncated msg1":
+                raw.writer.write(msg1[:900])
+                raw.writer.write_eof()
+            elif stage == "garbage msg1":
+                raw.writer.write(b"\x02" + os.urandom(MSG1_LENGTH - 1))
+            else:
+                raw.writer.write(msg1)
+                raw.handshake.read_message(await raw.reader.readexactly(MSG2_LENGTH))
+                msg3 = raw.handshake.write_message()
+                if stage == "truncated msg3":
+                    raw.writer.write(msg3[:100])
+                    raw.writer.write_eof()
+                else:
+                    raw.writer.write(msg3[:-1] + bytes([msg3[-1] ^ 0x80]))
+            await raw.expect_closed()
+            result = await listener.sessions.get()
+            assert isinstance(result, HandshakeError), result
+    run(scenario)
+
+
+def test_stalling_initiator_hits_the_handshake_timeout(caplog):
+    caplog.set_level(logging.INFO, logger="katzenpost.wire")
+
+    async def scenario():
+        async with Listener(handshake_timeout=0.3) as listener:
+            raw = await RawInitiator().open(listener.port, finish=False)
+            raw.writer.write(raw.handshake.write_message()[:500])  # then nothing
+            assert await raw.expect_closed() == b""
+            assert isinstance(await listener.sessions.get(), HandshakeTimeout)
+    run(scenario)
+    assert "did not finish within 0.3 s" in caplog.text
+
+
+@pytest.mark.parametrize("stall_after", ["nothing", "msg2"])
+def test_stalling_responder_hits_the_handshake_timeout(stall_after):
+    async def scenario():
+        async def stalling_responder(reader, writer):
+            handshake = Handshake(initiator=False, link_key=os.urandom(32), additional_data=b"")
+            try:
+                handshake.read_message(await reader.readexactly(MSG1_LENGTH))
+                if stall_after == "msg2":
+                    writer.write(handshake.write_message())
+                await reader.read()  # until the initiator gives up
+            finally:
+                writer.close()
+        server = await asyncio.start_server(stalling_responder, LOOPBACK, 0)
+        port = server.sockets[0].getsockname()[1]
+        with pytest.raises(HandshakeTimeout):
+            await connect(LOOPBACK, port, link_key=os.urandom(32), additional_data=b"",
+                          authenticator=allow, handshake_timeout=0.3)
+        server.close()
+        await server.wait_closed()
+    run(scenario)
+
+
+@pytest.mark.parametrize("first_frame", [SendPacket(b"early"), Disconnect()])
+def test_initiator_requires_noop_as_the_first_frame(first_frame):
+    async def scenario():
+        async def impatient_responder(reader, writer):
+            handshake = Handshake(initiator=False, link_key=os.urandom(32), additional_data=b"")
+            try:
+                handshake.read_message(await reader.readexactly(MSG1_LENGTH))
+                writer.write(handshake.write_message())
+                handshake.read_message(await reader.readexactly(MSG3_LENGTH))
+                writer.write(FrameSealer(handshake.split()[0]).seal(first_frame.to_bytes()))
+                await reader.read()
+            finally:
+                writer.close()
+        server = await asyncio.start_server(impatient_responder, LOOPBACK, 0)
+        port = server.sockets[0].getsockname()[1]
+        with pytest.raises(HandshakeError, match=f"expected NoOp .* got {type(first_frame).__name__}"):
+            await connect(LOOPBACK, port, link_key=os.urandom(32), additional_data=b"",
+                          authenticator=allow, handshake_timeout=5)
+        server.close()
+        await server.wait_closed()
+    run(scenario)
+
+
+def test_oversized_additional_data_is_refused_before_any_io():
+    async def scenario():
+        with pytest.raises(ValueError, match="additional_data is 256 bytes"):
+            await connect(LOOPBACK, 1, link_key=os.urandom(32), additional_data=bytes(256),
+                          authenticator=allow, handshake_timeout=1)
+        async with Listener(additional_data=bytes(300)) as listener:
+            reader, writer = await asyncio.open_connection(LOOPBACK, listener.port)
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+            writer.close()
+            await writer.wait_closed()
+    run(scenario)
+
+
+def test_connect_to_a_closed_port_is_a_connect_error():
+    async def scenario():
+        server = await asyncio.start_server(lambda r, w: None, LOOPBACK, 0)
+        port = server.sockets[0].getsockname()[1]
+        server.close()
+        await server.wait_closed()
+        with pytest.raises(ConnectError, match=f"connecting to 127.0.0.1:{port} failed"):
+            await connect(LOOPBACK, port, link_key=os.urandom(32), additional_data=b"",
+                          authenticator=allow, handshake_timeout=1)
+    run(scenario)
+
+
+# -- transport bad input ---------------------------------------------------------------------
+
+BAD_FRAMES = {  # name -> (bytes to send, half-close after?, error type, reason)
+    "random header": (lambda raw: os.urandom(20), False, FrameError, "frame header authentication failed"),
+    "oversized length": (lambda raw: raw.forged_header(1048577), False, FrameError,
+                         "frame length 1048577 outside"),
+    "length below tag": (lambda raw: raw.forged_header(15), False, FrameError, "frame length 15 outside"),
+    "truncated body": (lambda raw: raw.seal(SendPacket(bytes(100)).to_bytes())[:60], True, FrameError,
+                       "truncated frame body (40 of 122 bytes)"),
+    "truncated header": (lambda raw: b"\x00" * 7, True, FrameError, "truncated frame header (7 of 20 bytes)"),
+    "bad body MAC": (lambda raw: _flip_last(raw.seal(NoOp().to_bytes())), False, FrameError,
+                     "frame body authentication failed"),
+    "unknown command": (lambda raw: raw.seal(b"\x63\x00\x00\x00\x00\x00"), False, CommandError,
+                        "unknown command id 99"),
+    "reserved byte": (lambda raw: raw.seal(b"\x02\x01\x00\x00\x00\x00"), False, CommandError,
+                      "reserved byte 0x01"),
+    "non-zero padding": (lambda raw: raw.seal(b"\x00\x00\x00\x00\x00\x00\x00\x05"), False, CommandError,
+                         "non-zero padding"),
+    "short command": (lambda raw: raw.seal(b"\x02\x00"), False, CommandError,
+                      "shorter than the 6-byte header"),
+}
+
+
+def _flip_last(frame: bytes) -> bytes:
+    return frame[:-1] + bytes([frame[-1] ^ 1])
+
+
+@pytest.mark.parametrize("name", list(BAD_FRAMES))
+def test_bad_frame_closes_the_session_with_a_logged_reason(name, caplog):
+    caplog.set_level(logging.INFO, logger="katzenpost.wire")
+
+    async def scenario():
+        async with Listener() as listener:
+            listener.recv_loop = True
+            raw = await RawInitiator().open(listener.port)
+            session = await listener.sessions.get()
+            raw.writer.write(raw.seal(SendPacket(b"fine").to_bytes()))
+            assert await listener.received.get() == SendPacket(b"fine")
+            make_data, half_close, error_type, reason = BAD_FRAMES[name]
+            raw.writer.write(make_data(raw))
+            if half_close:
+                raw.writer.write_eof()
+            result = await listener.received.get()
+            assert type(result) is error_type, result
+            assert reason in str(result)
+            assert session.closed and reason in session.close_reason
+            assert await raw.expect_closed() == b""  # never an error reply
+    run(scenario)
+    assert "closed: " in caplog.text
+
+
+def test_receive_timeout_closes_the_session():
+    async def scenario():
+        async with Listener() as listener:
+            raw = await RawInitiator().open(listener.port)
+            session = await listener.sessions.get()
+            with pytest.raises(WireTimeout, match="no command within 0.2 s"):
+                await session.recv_command(timeout=0.2)
+            assert session.closed
+            assert await raw.expect_closed() == b""
+    run(scenario)
+
+
+def test_write_timeout_closes_a_session_whose_peer_stops_reading():
+    async def scenario():
+        async with Listener() as listener:
+            raw = await RawInitiator().open(listener.port)
+            session = await listener.sessions.get()
+            session.write_timeout = 0.3
+            with pytest.raises(WireTimeout, match="write stalled"):
+                for _ in range(10000):  # the raw peer never reads: buffers fill up
+                    await session.send_command(SendPacket(bytes(60000)))
+            assert session.closed
+            raw.writer.transport.abort()
+    run(scenario)
+
+
+def test_close_while_a_receiver_waits_ends_it_with_connection_closed():
+    async def scenario():
+        async with Listener() as listener:
+            raw = await RawInitiator().open(listener.port)
+            session = await listener.sessions.get()
+            waiter = asyncio.ensure_future(session.recv_command())
+            await asyncio.sleep(0.05)
+            await session.close("shutting down")
+            with pytest.raises(ConnectionClosed, match="shutting down"):
+                await waiter
+            assert await raw.expect_closed() == b""
+    run(scenario)
+
+
+def test_many_sessions_leave_nothing_behind():
+    async def scenario():
+        async with Listener() as listener:
+            for _ in range(10):
+                session = await connect(LOOPBACK, listener.port, link_key=os.urandom(32),
+                                        additional_data=b"", authenticator=allow,
+                                        handshake_timeout=5)
+                server_session = await listener.sessions.get()
+                await session.send_command(Disconnect())
+                assert isinstance(await server_session.recv_command(), Disconnect)
+                await server_session.close()
+                await session.close()
+    run(scenario)
