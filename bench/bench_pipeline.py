@@ -62,20 +62,16 @@ def replay_filters(tmpdir, count):
 
 def make_sphinx_pool(count, delay_ms, path):
     """`count` distinct 2-hop forward packets for a node key, with the key the sink will read."""
-    from katzenpost.reference import sphinx as ref
-    from katzenpost.sphinx import batch
-    from katzenpost.sphinx import commands as cmds
-    from katzenpost.sphinx.types import PathHop
+    import katzenpost.sphinx as sphinx
+    from katzenpost.sphinx import NodeDelay, PathHop, batch
 
     node_key = os.urandom(32)
-    node_pub = ref.public_key(node_key)
-    sink_pub = ref.public_key(os.urandom(32))
-    route = [PathHop(b"N" * 32, node_pub, [cmds.NodeDelay(delay_ms)]),
-             PathHop(NEXT_HOP, sink_pub, [cmds.NodeDelay(0)])]
+    route = [PathHop(b"N" * 32, sphinx.public_key(node_key), [NodeDelay(delay_ms)]),
+             PathHop(NEXT_HOP, sphinx.public_key(os.urandom(32)), [NodeDelay(0)])]
     packets = np.zeros((count, L), dtype=np.uint8)
+    payload = bytes(geometry.FORWARD_PAYLOAD_LENGTH)
     for i in range(count):
-        header, _ = ref.create_header(route)
-        packets[i] = np.frombuffer(header + os.urandom(L - len(header)), np.uint8)
+        packets[i] = np.frombuffer(sphinx.new_packet(route, payload), np.uint8)
     out = packets.copy()
     keys_arr = batch.keys_array([node_key])
     result = batch.UnwrapBatch(256)

@@ -162,3 +162,23 @@ def test_backends_agree():
         assert api.encrypt(key, nonce, [b"a"], 16, msg) == fast
     finally:
         core._set_backend("auto")
+
+
+@pytest.mark.parametrize("length", [20, 64, 2064])
+@pytest.mark.parametrize("shift", [-5, 3, 17])
+def test_overlapping_buffers(backend, length, shift):
+    """out may overlap the input at any offset, not only coincide with it."""
+    key, nonce, msg = os.urandom(48), os.urandom(16), os.urandom(length)
+    for tau in (0, 16):
+        expected = api.encrypt(key, nonce, [], tau, msg)
+        buf = bytearray(length + tau + 40)
+        src, dst = 20, 20 + shift
+        buf[src:src + length] = msg
+        view = memoryview(buf)
+        api.encrypt_into(key, nonce, [], tau, view[src:src + length], view[dst:dst + length + tau])
+        assert bytes(buf[dst:dst + length + tau]) == expected
+        ct_at = dst
+        out_at = dst - shift
+        assert api.decrypt_into(key, nonce, [], tau, view[ct_at:ct_at + length + tau],
+                                view[out_at:out_at + length])
+        assert bytes(buf[out_at:out_at + length]) == msg

@@ -6,11 +6,13 @@ import pytest
 from katzenpost._core import unwrap_standin as su
 from katzenpost.server.counters import DropReason, Event, PipelineCounters
 from katzenpost.server.scheduler import clamp_max_delay, decode_due, encode_due_meta
+from katzenpost._core import classify as core_classify
+from katzenpost.reference import classify as ref_classify
+from katzenpost.server import workers
 from katzenpost.server.workers import (
     KIND_DECOY_SURB_REPLY, KIND_FORWARD, KIND_KAETZCHEN, KIND_NONE, KIND_SURB_REPLY, KIND_TO_USER,
     KIND_UNRELIABLE_TO_USER, MAX_NODE_DELAY_MS, MS, NO_DROP, EndpointSet, LocalBatch, MixKeySet, RouteTable,
-    adjust_forward_delay, classify, decode_ingress, decode_schedule, encode_ingress_meta,
-    encode_schedule_meta)
+    classify, decode_ingress, decode_schedule, encode_ingress_meta, encode_schedule_meta)
 from pipeline_support import FWD, L, SetReplayFilter, make_packet
 
 HOP = b"H" * 32
@@ -26,14 +28,27 @@ def unwrap(packets):
     return arr, result
 
 
-def run_classify(packets, *, from_client=None, is_provider=False, dwell_ns=0, replayed=None, endpoints=()):
+IMPLS = [pytest.param(core_classify, id="core"), pytest.param(ref_classify, id="reference")]
+
+
+@pytest.fixture(params=IMPLS)
+def impl(request):
+    return request.param
+
+
+def run_classify(packets, *, from_client=None, is_provider=False, dwell_ns=0, replayed=None, endpoints=(),
+                 impl=core_classify):
     n = len(packets)
     _, result = unwrap(packets)
     recv_at = np.full(n, 1_000 * MS, np.int64)
-    return classify(result, n, from_client=np.zeros(n, bool) if from_client is None else np.array(from_client),
-                    recv_at_ns=recv_at, dequeue_ns=1_000 * MS + dwell_ns, now_ns=2_000 * MS,
-                    replayed=np.zeros(n, bool) if replayed is None else np.array(replayed),
-                    is_provider=is_provider, routes=RouteTable({HOP: 7}), endpoints=EndpointSet(endpoints))
+    cls = classify(result, n, from_client=np.zeros(n, bool) if from_client is None else np.array(from_client),
+                   recv_at_ns=recv_at, dequeue_ns=1_000 * MS + dwell_ns, now_ns=2_000 * MS,
+                   replayed=np.zeros(n, bool) if replayed is None else np.array(replayed),
+                   is_provider=is_provider, routes=RouteTable({HOP: 7}), endpoints=EndpointSet(endpoints),
+                   impl=impl)
+    dropped = cls.reason != NO_DROP
+    assert list(np.bincount(cls.reason[dropped], minlength=32)) == list(cls.drop_counts)
+    return cls
 
 
 # ---------------------------------------------------------------- stand-in unwrap entry point
@@ -84,53 +99,54 @@ def test_standin_cost_is_spent_per_packet():
 
 # ---------------------------------------------------------------- classification table (§1.4)
 
-def test_forward_packet_at_a_mix_goes_to_the_scheduler_with_its_hop():
-    cls = run_classify([make_packet(flags=FWD, delay_ms=50, next_hop=HOP)])
+def test_forward_packet_at_a_mix_goes_to_the_scheduler_with_its_hop(impl):
+    cls = run_classify([make_packet(flags=FWD, delay_ms=50, next_hop=HOP)], impl=impl)
     assert cls.reason[0] == NO_DROP and cls.kind[0] == KIND_FORWARD and cls.hop[0] == 7
     assert cls.deadline_ms[0] == 2_000 + 50
 
 
-def test_drop_reasons_for_unwrap_failure_duplicate_replay_and_invalid_commands():
+def test_drop_reasons_for_unwrap_failure_duplicate_replay_and_invalid_commands(impl):
     packets = [make_packet(status=3), make_packet(flags=FWD | su.FLAG_DUPLICATE, next_hop=HOP),
                make_packet(flags=FWD, next_hop=HOP, delay_ms=5), make_packet(flags=su.FLAG_NEXT_HOP, next_hop=HOP),
                make_packet(flags=FWD | su.FLAG_RECIPIENT, next_hop=HOP)]
-    cls = run_classify(packets, replayed=[False, False, True, False, False])
+    cls = run_classify(packets, replayed=[False, False, True, False, False], impl=impl)
     assert list(cls.reason) == [DropReason.UNWRAP_FAILED, DropReason.DUPLICATE_COMMAND, DropReason.REPLAY,
                                 DropReason.INVALID_COMMANDS, DropReason.INVALID_COMMANDS]
     assert (cls.kind == KIND_NONE).all()
+    assert cls.drop_counts[DropReason.INVALID_COMMANDS] == 2
 
 
-def test_unknown_next_hop_is_dropped_as_no_route():
-    cls = run_classify([make_packet(flags=FWD, next_hop=b"X" * 32, delay_ms=5)])
+def test_unknown_next_hop_is_dropped_as_no_route(impl):
+    cls = run_classify([make_packet(flags=FWD, next_hop=b"X" * 32, delay_ms=5)], impl=impl)
     assert cls.reason[0] == DropReason.NO_ROUTE
 
 
-def test_mix_passes_surb_replies_to_decoy_and_drops_other_terminal_packets():
-    cls = run_classify([make_packet(flags=SURB), make_packet(flags=TO_USER), make_packet(flags=UNRELIABLE)])
+def test_mix_passes_surb_replies_to_decoy_and_drops_other_terminal_packets(impl):
+    cls = run_classify([make_packet(flags=SURB), make_packet(flags=TO_USER), make_packet(flags=UNRELIABLE)], impl=impl)
     assert cls.kind[0] == KIND_DECOY_SURB_REPLY and cls.reason[0] == NO_DROP
     assert list(cls.reason[1:]) == [DropReason.TERMINAL_AT_MIX] * 2
 
 
-def test_provider_classifies_terminal_packets_and_kaetzchen():
+def test_provider_classifies_terminal_packets_and_kaetzchen(impl):
     packets = [make_packet(flags=TO_USER, recipient=b"alice"), make_packet(flags=UNRELIABLE, recipient=b"bob"),
                make_packet(flags=SURB, recipient=b"carol"), make_packet(flags=TO_USER, recipient=b"loop"),
                make_packet(flags=SURB, recipient=b"loop")]
-    cls = run_classify(packets, is_provider=True, endpoints=[b"loop"])
+    cls = run_classify(packets, is_provider=True, endpoints=[b"loop"], impl=impl)
     assert list(cls.kind[:4]) == [KIND_TO_USER, KIND_UNRELIABLE_TO_USER, KIND_SURB_REPLY, KIND_KAETZCHEN]
     assert cls.reason[4] == DropReason.KAETZCHEN_SURB_REPLY
 
 
-def test_provider_drops_forward_from_a_mix_and_terminal_from_a_client():
+def test_provider_drops_forward_from_a_mix_and_terminal_from_a_client(impl):
     packets = [make_packet(flags=FWD, next_hop=HOP, delay_ms=5), make_packet(flags=FWD, next_hop=HOP, delay_ms=5),
                make_packet(flags=TO_USER, recipient=b"alice")]
-    cls = run_classify(packets, is_provider=True, from_client=[False, True, True])
+    cls = run_classify(packets, is_provider=True, from_client=[False, True, True], impl=impl)
     assert cls.reason[0] == DropReason.FORWARD_AT_PROVIDER      # MustTerminate
     assert cls.reason[1] == NO_DROP and cls.kind[1] == KIND_FORWARD
     assert cls.reason[2] == DropReason.CLIENT_BYPASS            # MustForward
 
 
-def test_delay_above_three_epochs_is_dropped():
-    cls = run_classify([make_packet(flags=FWD, next_hop=HOP, delay_ms=MAX_NODE_DELAY_MS + 1)])
+def test_delay_above_three_epochs_is_dropped(impl):
+    cls = run_classify([make_packet(flags=FWD, next_hop=HOP, delay_ms=MAX_NODE_DELAY_MS + 1)], impl=impl)
     assert cls.reason[0] == DropReason.DELAY_TOO_LONG
 
 
@@ -142,15 +158,19 @@ def test_delay_above_three_epochs_is_dropped():
     (0, 1_000, None, True),           # zero delay, dwell >= 1 ms: drop
     (2, 5_000, 1_000, False),         # dwell >= non-zero delay: 1 ms
 ])
-def test_dwell_adjustment(node_delay_ms, dwell_us, expect_us, dropped):
-    delay, drop = adjust_forward_delay(np.array([node_delay_ms], np.uint32), np.array([dwell_us * 1000]))
-    assert bool(drop[0]) is dropped
+def test_dwell_adjustment(impl, node_delay_ms, dwell_us, expect_us, dropped):
+    cls = run_classify([make_packet(flags=FWD, next_hop=HOP, delay_ms=node_delay_ms)], dwell_ns=dwell_us * 1000,
+                       impl=impl)
+    assert bool(cls.reason[0] == DropReason.DWELL_EXCEEDED) is dropped
     if not dropped:
-        assert delay[0] == expect_us * 1000
+        # deadline = now (2000 ms) + adjusted delay, rounded up to a whole millisecond
+        assert cls.deadline_ms[0] == 2_000 + -(-expect_us // 1000)
+    assert ref_classify.dwell_adjusted_delay(node_delay_ms, dwell_us * 1000) == (
+        None if dropped else expect_us * 1000)
 
 
-def test_zero_delay_packet_that_dwelt_is_counted_as_dwell_exceeded():
-    cls = run_classify([make_packet(flags=FWD, next_hop=HOP, delay_ms=0)], dwell_ns=2 * MS)
+def test_zero_delay_packet_that_dwelt_is_counted_as_dwell_exceeded(impl):
+    cls = run_classify([make_packet(flags=FWD, next_hop=HOP, delay_ms=0)], dwell_ns=2 * MS, impl=impl)
     assert cls.reason[0] == DropReason.DWELL_EXCEEDED
 
 
@@ -164,11 +184,67 @@ def test_max_delay_clamp():
 
 def test_route_table_lookup_and_validation():
     table = RouteTable({b"A" * 32: 0, b"B" * 31 + b"\0": 3})
-    rows = np.frombuffer(b"B" * 31 + b"\0" + b"C" * 32 + b"A" * 32, np.uint8).reshape(3, 32)
-    assert list(table.lookup(rows)) == [3, -1, 0]
-    assert list(RouteTable().lookup(rows)) == [-1, -1, -1]
+    assert table.lookup(b"B" * 31 + b"\0") == 3 and table.lookup(b"C" * 32) == -1
+    assert [bytes(r) for r in table.ids] == [b"A" * 32, b"B" * 31 + b"\0"] and list(table.index) == [0, 3]
+    assert RouteTable().ids.shape == (0, 32)
     with pytest.raises(ValueError):
         RouteTable({b"short": 1})
+
+
+def test_codes_of_the_core_match_the_server_enums():
+    for impl in (core_classify, ref_classify):
+        for name, code in impl.REASON_CODES.items():
+            assert DropReason[name] == code
+        for name, code in impl.KIND_CODES.items():
+            assert getattr(workers, f"KIND_{name}") == code
+        assert impl.NO_DROP_CODE == NO_DROP and impl.REASON_SLOTS >= len(DropReason)
+
+
+def test_core_and_reference_agree_on_random_batches():
+    rng = np.random.default_rng(7)
+    hops = [bytes(rng.integers(0, 256, 32, np.uint8)) for _ in range(5)]
+    endpoints = [b"loop", b"keyserver"]
+    for trial in range(40):
+        n = int(rng.integers(1, 65))
+        packets = []
+        for _ in range(n):
+            flags = int(rng.choice([FWD, TO_USER, UNRELIABLE, SURB, FWD | su.FLAG_DUPLICATE, su.FLAG_NEXT_HOP,
+                                    int(rng.integers(0, 32))]))
+            packets.append(make_packet(
+                flags=flags, delay_ms=int(rng.choice([0, 1, 2, 5, 50, MAX_NODE_DELAY_MS + 1])),
+                next_hop=hops[int(rng.integers(0, 5))] if rng.random() < 0.9 else b"?" * 32,
+                recipient=endpoints[int(rng.integers(0, 2))] if rng.random() < 0.3 else b"user",
+                status=int(rng.choice([0, 0, 0, 3]))))
+        _, result = unwrap(packets)
+        args = dict(from_client=rng.random(n) < 0.3, recv_at_ns=1_000 * MS - rng.integers(0, 3 * MS, n),
+                    dequeue_ns=1_000 * MS, now_ns=1_001 * MS, replayed=rng.random(n) < 0.1,
+                    is_provider=bool(trial % 2), routes=RouteTable({h: i for i, h in enumerate(hops)}),
+                    endpoints=EndpointSet(endpoints))
+        core = classify(result, n, impl=core_classify, **args)
+        ref = classify(result, n, impl=ref_classify, **args)
+        for field in ("reason", "kind", "deadline_ms", "hop", "drop_counts"):
+            assert (getattr(core, field) == getattr(ref, field)).all(), (trial, field)
+
+
+def test_replay_masks_select_rows_by_key(impl):
+    packets = [make_packet(), make_packet(status=3), make_packet(flags=FWD | su.FLAG_DUPLICATE), make_packet()]
+    _, result = unwrap(packets)
+    result.key_index[3] = 1
+    masks = np.full((3, 4), 9, np.uint8)
+    impl.replay_masks(result, 4, masks)
+    assert masks.tolist() == [[1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]]
+
+
+def test_core_classify_rejects_short_outputs():
+    _, result = unwrap([make_packet()])
+    z = np.zeros(0, np.int32)
+    with pytest.raises(ValueError, match="fwd_rows"):
+        core_classify.classify_batch(result, 1, np.zeros(1, np.int64), np.zeros(1, np.uint8), np.zeros(1, np.uint8),
+                                     0, 0, False, np.zeros((0, 32), np.uint8), z, np.zeros((0, 64), np.uint8),
+                                     np.zeros(32, np.int64), z, np.zeros(1, np.int64), np.zeros(1, np.int32),
+                                     np.zeros(1, np.int32), np.zeros(1, np.uint8), np.zeros(1, np.uint8))
+    with pytest.raises(ValueError):
+        core_classify.replay_masks(result, 5, np.zeros((3, 1), np.uint8))
 
 
 def test_endpoint_set_rejects_oversized_endpoint():

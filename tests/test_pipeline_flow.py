@@ -59,6 +59,11 @@ def accounted(pipeline):
     return c.event_total(Event.SENT) + c.event_total(Event.LOCAL_DELIVERED) + c.total_dropped()
 
 
+def rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def stamp(i):
     return i.to_bytes(8, "big")
 
@@ -164,9 +169,10 @@ def test_flood_above_capacity_is_shed_with_counted_drops_and_bounded_queues(tmp_
     async def scenario():
         # One slow worker (2 ms per packet), tiny queues: the I/O thread must never block.
         pipeline, sender = await started(tmp_path, engine=FaultyEngine(2_000_000), NumSphinxWorkers=1,
-                                         SphinxBatchSize=8, SphinxQueueHWM=2)
-        total = 3000
+                                         SphinxBatchSize=8, SphinxQueueHWM=2, UnwrapDelay=60_000)
+        total = 20000                                        # 50 MB if the node kept them all
         template = make_packet(next_hop=HOP, delay_ms=1)
+        rss_before = rss_bytes()
         packet = bytearray(template)
         t0 = time.monotonic()
         for i in range(total):
@@ -175,11 +181,13 @@ def test_flood_above_capacity_is_shed_with_counted_drops_and_bounded_queues(tmp_
             if i % 64 == 0:
                 await asyncio.sleep(0)
         submit_seconds = time.monotonic() - t0
+        rss_growth = rss_bytes() - rss_before
         pipeline.flush()
         await wait_for(lambda: accounted(pipeline) == total, timeout=15)
         snap = pipeline.counters.snapshot()
         await pipeline.halt()
-        assert submit_seconds < 2.0                          # never blocked on the slow worker
+        assert submit_seconds < 5.0                          # never blocked on the slow worker
+        assert rss_growth < 16 * 2**20                       # queues bounded by their high-water marks
         assert snap["drops"]["ingress_queue_full"] > 0
         assert len(sender.packets) + sum(snap["drops"].values()) == total
         # In flight at most: sender HWM + receiver HWM per worker pipe, plus the open batch.

@@ -58,7 +58,7 @@ def test_test_network_epoch_period():
     (base("[Debug]\nLayers = 4\n"), r"Debug\.Layers must be <= 3"),
     (base("[Debug]\nEpochPeriod = 3\n"), r"Debug\.EpochPeriod"),
     (base(mixes=5), r"Mixes: 5 configured.*6 required"),
-    (base(authority='[Authority]\nDataDir = "/tmp/x"\n'), r"Authority\.Addresses is not set"),
+    (base(authority='[Authority]\nAddresses = []\nDataDir = "/tmp/x"\n'), r"Authority\.Addresses is empty"),
     (base(authority='[Authority]\nAddresses = ["localhost:5"]\nDataDir = "/tmp/x"\n'),
      r"Authority\.Addresses.*literal"),
     (base(authority='[Authority]\nAddresses = ["127.0.0.1:0"]\nDataDir = "/tmp/x"\n'),
@@ -110,3 +110,12 @@ def test_at_least_one_provider_is_required():
 def test_load_reports_a_missing_file(tmp_path):
     with pytest.raises(ac.AuthorityConfigError, match="cannot read"):
         ac.load(str(tmp_path / "missing.toml"))
+
+
+def test_missing_addresses_default_to_the_global_ipv4_or_fail_clearly(monkeypatch):
+    text = base(authority='[Authority]\nDataDir = "/tmp/x"\n')
+    monkeypatch.setattr(ac, "discover_global_ipv4", lambda: "198.51.100.7")
+    assert ac.parse(text).addresses == ["198.51.100.7:62472"]
+    monkeypatch.setattr(ac, "discover_global_ipv4", lambda: None)
+    with pytest.raises(ac.AuthorityConfigError, match=r"Authority\.Addresses is not set"):
+        ac.parse(text)

@@ -8,7 +8,6 @@ from _pki_fixtures import (
     make_descriptor,
     public_for,
     seed_for,
-    signed_descriptor,
 )
 from katzenpost.pki import authority_config as ac
 from katzenpost.pki.authority_state import AuthorityState

@@ -148,3 +148,16 @@ def test_garbage_document_bytes_are_rejected():
     for raw in (b"", b"\x00" * 50, b"\xa5garbage", cert.sign(AUTHORITY_SEED, b"{}", NOW + 5, now=NOW)):
         with pytest.raises(DocumentError):
             verify_and_parse_document(raw, AUTHORITY, NOW)
+
+
+def test_top_level_shape_equals_the_reference_sample():
+    import re
+    doc = make_document(EPOCH, NOW, layers=1, providers=1)
+    text = re.sub(r'"[A-Za-z0-9+/]{40,}={0,2}"', '"<b64>"', doc.to_json().decode())
+    assert text == (
+        '{"Epoch":"123456","GenesisEpoch":"123456","LambdaD":0.00025,"LambdaDMaxDelay":"46051",'
+        '"LambdaL":0.00025,"LambdaLMaxDelay":"46051","LambdaM":0.00025,"LambdaMMaxDelay":"46051",'
+        '"LambdaP":0.0001234,"LambdaPMaxDelay":"30000","Mu":0.001,"MuMaxDelay":"90000",'
+        '"PriorSharedRandom":["<b64>","<b64>"],"Providers":["<b64>"],'
+        '"SendRatePerMinute":"100","SharedRandomCommit":null,"SharedRandomValue":"<b64>",'
+        '"Topology":[["<b64>"]],"Version":"document-v0"}')

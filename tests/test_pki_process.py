@@ -199,3 +199,28 @@ def test_unreachable_fetch_before_anyone_posts_is_not_found(generated):
             asyncio.run(asyncio.wait_for(client.get_document(CLOCK.current() + 1), 30))
     finally:
         assert stop(proc) == 0
+
+
+def test_sighup_reopens_the_log_file_after_rotation(generated):
+    port, config_path, data_dir = generated
+    authority_key = keys.load_identity_key(data_dir).public
+    proc = authority(config_path)
+    try:
+        wait_listening(port, proc)
+        log_path = pathlib.Path(data_dir, "authority.log")
+        log_path.rename(log_path.with_suffix(".old"))
+        proc.send_signal(signal.SIGHUP)
+        client = AuthorityClient("127.0.0.1", port, authority_key, clock=CLOCK,
+                                 connect_timeout=5, handshake_timeout=5, response_timeout=5)
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            with pytest.raises(DocumentNotFoundError):
+                asyncio.run(asyncio.wait_for(client.get_document(CLOCK.current() + 1), 30))
+            if log_path.exists() and "GetConsensus" in log_path.read_text():
+                break
+            time.sleep(0.2)
+        assert "GetConsensus" in log_path.read_text()
+        assert stat.S_IMODE(os.stat(log_path).st_mode) == 0o600
+        assert proc.poll() is None
+    finally:
+        assert stop(proc) == 0

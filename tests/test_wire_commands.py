@@ -214,3 +214,9 @@ def test_bounded_fuzz_of_the_decoder_only_raises_command_error():
             expected[7] = 0  # the hint is ignored on receive and sent as 0
         assert command.to_bytes() == bytes(expected)
     assert decoded > 100  # the fuzz also reaches the success paths
+
+
+def test_repr_summarises_long_byte_fields():
+    assert repr(SendPacket(bytes(PACKET_LENGTH))) == "SendPacket(sphinx_packet=<2524 bytes>)"
+    assert repr(Consensus(1, b"doc")) == "Consensus(error_code=1, payload=b'doc')"
+    assert repr(NoOp()) == "NoOp()"

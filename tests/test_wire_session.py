@@ -2,11 +2,13 @@
 framed commands, the Go transcript on the wire, and the bad-input suite (spec wire.md §1.3-1.4,
 server.md §1.6, §6). Every test is bounded in time and checks that no task or socket leaks."""
 import asyncio
+import gc
 import hashlib
 import json
 import logging
 import os
 import struct
+import warnings
 from pathlib import Path
 
 import pytest
@@ -33,7 +35,7 @@ def allow(creds):
 
 
 def run(coro_fn, timeout: float = TEST_TIMEOUT):
-    """Run a test coroutine with a hard bound, then check it left no task behind."""
+    """Run a test coroutine with a hard bound, then check it left no task, socket or transport."""
     async def wrapper():
         result = await asyncio.wait_for(coro_fn(), timeout)
         await asyncio.sleep(0)
@@ -45,7 +47,13 @@ def run(coro_fn, timeout: float = TEST_TIMEOUT):
             await asyncio.sleep(0.02)
         assert not leftover, f"leaked tasks: {leftover}"
         return result
-    return asyncio.run(wrapper())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        result = asyncio.run(wrapper())
+        gc.collect()
+    leaked = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert not leaked, f"leaked sockets or transports: {leaked}"
+    return result
 
 
 class ShakeStream:
@@ -572,4 +580,59 @@ def test_many_sessions_leave_nothing_behind():
                 assert isinstance(await server_session.recv_command(), Disconnect)
                 await server_session.close()
                 await session.close()
+    run(scenario)
+
+
+def test_cancelling_a_receive_mid_frame_closes_the_session():
+    async def scenario():
+        async with Listener() as listener:
+            raw = await RawInitiator().open(listener.port)
+            session = await listener.sessions.get()
+            frame = raw.seal(SendPacket(bytes(500)).to_bytes())
+            raw.writer.write(frame[:100])  # header and part of the body
+            receiver = asyncio.ensure_future(session.recv_command())
+            await asyncio.sleep(0.1)
+            receiver.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await receiver
+            assert session.closed and "cancelled in the middle of a frame" in session.close_reason
+            with pytest.raises(ConnectionClosed):
+                await session.recv_command()
+            assert await raw.expect_closed() == b""
+    run(scenario)
+
+
+def test_cancelling_a_receive_between_frames_keeps_the_session():
+    async def scenario():
+        async with Listener() as listener:
+            raw = await RawInitiator().open(listener.port)
+            session = await listener.sessions.get()
+            receiver = asyncio.ensure_future(session.recv_command())
+            await asyncio.sleep(0.05)
+            receiver.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await receiver
+            assert not session.closed
+            raw.writer.write(raw.seal(SendPacket(b"after").to_bytes()))
+            assert await session.recv_command() == SendPacket(b"after")
+            await session.close()
+            assert await raw.expect_closed() == b""
+    run(scenario)
+
+
+@pytest.mark.parametrize("oracle_side", ["responder", "initiator"])
+def test_adapter_interoperates_with_the_round3_oracle_over_tcp(oracle_side):
+    """ML-KEM adapter on one side, kyber-py round 3 on the other, in both roles."""
+    async def scenario():
+        listener_options = {"kem": KyberPyKyber1024()} if oracle_side == "responder" else {}
+        client_kem = KyberPyKyber1024() if oracle_side == "initiator" else None
+        async with Listener(**listener_options) as listener:
+            session = await connect(LOOPBACK, listener.port, link_key=os.urandom(32),
+                                    additional_data=b"mixed", authenticator=allow,
+                                    handshake_timeout=10, kem=client_kem)
+            server_session = await listener.sessions.get()
+            await server_session.send_command(SendPacket(b"round three"))
+            assert await session.recv_command() == SendPacket(b"round three")
+            await session.close()
+            await server_session.close()
     run(scenario)

@@ -19,6 +19,9 @@
 
 typedef uint8_t blk[16];
 
+/* A bit plane of the portable backend: two 64-bit lanes (GCC/Clang vector extension). */
+typedef uint64_t bsw __attribute__((vector_size(16)));
+
 /* The AES work is done in batches of up to this many independent blocks: it fills the
  * AES-NI pipeline and the 4-block bitsliced lanes. */
 #define BATCH 8
@@ -100,8 +103,8 @@ typedef struct aez_run {
     const aez_ctx *ctx;
     aes_batch_fn aes4;      /* 4 rounds, keys J, I, L, 0 */
     aes_batch_fn aes10;     /* 10 rounds, keys I, J, L, I, J, L, I, J, L, I */
-    const uint64_t (*bs)[8];
-    uint64_t bs_local[3][8];
+    const bsw (*bs)[8];     /* portable backend: I, J, L as bit planes */
+    bsw bs_keys[3][8];
 } aez_run;
 
 static int g_backend = -1; /* resolved lazily; races resolve to the same value */
@@ -210,22 +213,24 @@ AEZ_NI_TARGET static void ni_aes10(const aez_run *run, blk *blocks, size_t n)
 #endif
 
 /* ------------------------------------------------------------------------------------ */
-/* Portable backend: a bitsliced AES round over 4 blocks at once.                        */
-/* q[b] bit p holds bit b of byte p of the 64-byte group (byte p = 16*block + 4*col + row), */
-/* so SubBytes is Boolean logic on the 8 planes and ShiftRows/MixColumns are fixed bit    */
-/* moves: nothing depends on secret data except the values computed.                    */
+/* Portable backend: a bitsliced AES round over 8 blocks at once.                        */
+/* A bit plane is two 64-bit lanes (GCC/Clang vector extension: SSE2 on x86-64, plain     */
+/* integer code elsewhere), each lane one group of 4 blocks. In a lane, q[b] bit p holds  */
+/* bit b of byte p of the group (byte p = 16*block + 4*col + row), so SubBytes is Boolean */
+/* logic on the 8 planes and ShiftRows/MixColumns are fixed bit moves: no memory access   */
+/* or branch depends on secret data.                                                      */
 
 /* Exchanges the bits of b under mask with the bits of a under mask << shift. */
-static inline void swap_bits(uint64_t *a, uint64_t *b, uint64_t mask, int shift)
+static inline void swap_bits(bsw *a, bsw *b, uint64_t mask, int shift)
 {
-    uint64_t t = ((*a >> shift) ^ *b) & mask;
+    bsw t = ((*a >> shift) ^ *b) & mask;
     *b ^= t;
     *a ^= t << shift;
 }
 
-static inline uint64_t transpose8x8(uint64_t x)
+static inline bsw transpose8x8(bsw x)
 {
-    uint64_t t;
+    bsw t;
     t = (x ^ (x >> 7)) & 0x00AA00AA00AA00AAULL;  x ^= t ^ (t << 7);
     t = (x ^ (x >> 14)) & 0x0000CCCC0000CCCCULL; x ^= t ^ (t << 14);
     t = (x ^ (x >> 28)) & 0x00000000F0F0F0F0ULL; x ^= t ^ (t << 28);
@@ -250,7 +255,7 @@ static inline void store_le64(uint8_t *p, uint64_t v)
 
 /* The word index (which 8 bytes) and the bit-in-byte index trade places, then each word's
  * 8x8 (byte, word) matrix is transposed, giving bit p of plane b = bit b of byte p. */
-static void bs_swap_index_bits(uint64_t q[8])
+static void bs_swap_index_bits(bsw q[8])
 {
     for (int k = 0; k < 8; k += 2)
         swap_bits(&q[k], &q[k + 1], 0x5555555555555555ULL, 1);
@@ -261,87 +266,110 @@ static void bs_swap_index_bits(uint64_t q[8])
         swap_bits(&q[k], &q[k + 4], 0x0F0F0F0F0F0F0F0FULL, 4);
 }
 
-static void bs_pack(uint64_t q[8], const uint8_t in[64])
+/* 128 bytes (8 blocks) -> 8 planes; lane 0 holds bytes 0..63, lane 1 bytes 64..127. */
+static void bs_pack(bsw q[8], const uint8_t in[128])
 {
-    for (int k = 0; k < 8; k++)
-        q[k] = load_le64(in + 8 * k);
+    for (int k = 0; k < 8; k++) {
+        bsw w = {load_le64(in + 8 * k), load_le64(in + 64 + 8 * k)};
+        q[k] = w;
+    }
     bs_swap_index_bits(q);
     for (int k = 0; k < 8; k++)
         q[k] = transpose8x8(q[k]);
 }
 
-static void bs_unpack(uint8_t out[64], const uint64_t q_in[8])
+static void bs_unpack(uint8_t out[128], const bsw q_in[8])
 {
-    uint64_t q[8];
+    bsw q[8];
     for (int k = 0; k < 8; k++)
         q[k] = transpose8x8(q_in[k]);
     bs_swap_index_bits(q);
-    for (int k = 0; k < 8; k++)
-        store_le64(out + 8 * k, q[k]);
-}
-
-/* Reduce a 15-coefficient bitsliced product modulo x^8 + x^4 + x^3 + x + 1. */
-static inline void gf_reduce(uint64_t c[15], uint64_t r[8])
-{
-    for (int k = 14; k >= 8; k--) {
-        c[k - 4] ^= c[k];
-        c[k - 5] ^= c[k];
-        c[k - 7] ^= c[k];
-        c[k - 8] ^= c[k];
+    for (int k = 0; k < 8; k++) {
+        store_le64(out + 8 * k, q[k][0]);
+        store_le64(out + 64 + 8 * k, q[k][1]);
     }
-    for (int k = 0; k < 8; k++)
-        r[k] = c[k];
 }
 
-static inline void gf_mul(uint64_t r[8], const uint64_t a[8], const uint64_t b[8])
+/* SubBytes through the tower field GF((2^4)^2): GF(16) = GF(2)[z]/(z^4 + z + 1) and
+ * GF(256) = GF(16)[y]/(y^2 + y + 8). The AES field maps into it linearly (x -> 0x20, a root
+ * of the AES polynomial there), where a1 y + a0 has inverse (a1 y + a0 + a1) / d with
+ * d = 8 a1^2 + a0 a1 + a0^2 in GF(16); the way back is merged with the affine map. All
+ * matrices were derived offline and the whole circuit is checked on all 256 inputs by the
+ * tests (through the vectors and the differential tests). */
+
+/* r = a * b in GF(16), bitsliced (a[i] is the z^i coefficient plane). */
+static inline void gf16_mul(bsw r[4], const bsw a[4], const bsw b[4])
 {
-    uint64_t c[15] = {0};
-    for (int i = 0; i < 8; i++)
-        for (int j = 0; j < 8; j++)
-            c[i + j] ^= a[i] & b[j];
-    gf_reduce(c, r);
+    bsw c0 = a[0] & b[0];
+    bsw c1 = (a[0] & b[1]) ^ (a[1] & b[0]);
+    bsw c2 = (a[0] & b[2]) ^ (a[1] & b[1]) ^ (a[2] & b[0]);
+    bsw c3 = (a[0] & b[3]) ^ (a[1] & b[2]) ^ (a[2] & b[1]) ^ (a[3] & b[0]);
+    bsw c4 = (a[1] & b[3]) ^ (a[2] & b[2]) ^ (a[3] & b[1]);
+    bsw c5 = (a[2] & b[3]) ^ (a[3] & b[2]);
+    bsw c6 = a[3] & b[3];
+    /* z^4 = z + 1, z^5 = z^2 + z, z^6 = z^3 + z^2 */
+    r[0] = c0 ^ c4;
+    r[1] = c1 ^ c4 ^ c5;
+    r[2] = c2 ^ c5 ^ c6;
+    r[3] = c3 ^ c6;
 }
 
-static inline void gf_sqr(uint64_t r[8], const uint64_t a[8])
+static inline void gf16_sqr(bsw r[4], const bsw a[4])
 {
-    uint64_t c[15] = {0};
-    for (int i = 0; i < 8; i++)
-        c[2 * i] = a[i];
-    gf_reduce(c, r);
+    r[0] = a[0] ^ a[2];
+    r[1] = a[2];
+    r[2] = a[1] ^ a[3];
+    r[3] = a[3];
 }
 
-/* SubBytes: inversion in GF(2^8) as x^254 (0 -> 0), then the affine map plus 0x63. */
-static void bs_sub_bytes(uint64_t q[8])
+static void bs_sub_bytes(bsw q[8])
 {
-    uint64_t x2[8], x3[8], x12[8], x15[8], t[8], x252[8], inv[8];
-    gf_sqr(x2, q);
-    gf_mul(x3, x2, q);
-    gf_sqr(t, x3);
-    gf_sqr(x12, t);          /* x^12 */
-    gf_mul(x15, x12, x3);    /* x^15 */
-    gf_sqr(t, x15);          /* x^30 */
-    gf_sqr(t, t);            /* x^60 */
-    gf_sqr(t, t);            /* x^120 */
-    gf_sqr(t, t);            /* x^240 */
-    gf_mul(x252, t, x12);    /* x^252 */
-    gf_mul(inv, x252, x2);   /* x^254 */
-    for (int i = 0; i < 8; i++)
-        q[i] = inv[i] ^ inv[(i + 4) & 7] ^ inv[(i + 5) & 7] ^ inv[(i + 6) & 7] ^
-               inv[(i + 7) & 7];
-    q[0] = ~q[0];
-    q[1] = ~q[1];
-    q[5] = ~q[5];
-    q[6] = ~q[6];
+    bsw t[8], p[4], d[4], d2[4], d4[4], d8[4], d6[4], d_inv[4], sum[4], u[8];
+    /* Into the tower basis: t[0..3] = a0, t[4..7] = a1. */
+    t[0] = q[0] ^ q[5] ^ q[7];
+    t[1] = q[2];
+    t[2] = q[2] ^ q[3] ^ q[4] ^ q[5] ^ q[6] ^ q[7];
+    t[3] = q[3] ^ q[4];
+    t[4] = q[4] ^ q[5] ^ q[6];
+    t[5] = q[1] ^ q[4] ^ q[6] ^ q[7];
+    t[6] = q[2] ^ q[3] ^ q[5] ^ q[7];
+    t[7] = q[5] ^ q[7];
+    /* d = 8 a1^2 + a0^2 (linear) + a0 a1 */
+    gf16_mul(p, t, t + 4);
+    d[0] = t[0] ^ t[2] ^ t[6] ^ p[0];
+    d[1] = t[2] ^ t[5] ^ t[6] ^ t[7] ^ p[1];
+    d[2] = t[1] ^ t[3] ^ t[5] ^ p[2];
+    d[3] = t[3] ^ t[4] ^ t[6] ^ t[7] ^ p[3];
+    /* d^-1 = d^14 = d^2 d^4 d^8 (0 -> 0) */
+    gf16_sqr(d2, d);
+    gf16_sqr(d4, d2);
+    gf16_sqr(d8, d4);
+    gf16_mul(d6, d2, d4);
+    gf16_mul(d_inv, d6, d8);
+    /* inverse = a1 d^-1 y + (a0 + a1) d^-1 */
+    for (int k = 0; k < 4; k++)
+        sum[k] = t[k] ^ t[k + 4];
+    gf16_mul(u, sum, d_inv);
+    gf16_mul(u + 4, t + 4, d_inv);
+    /* Back to the AES basis and the affine map, then + 0x63. */
+    q[0] = ~(u[0] ^ u[2] ^ u[6]);
+    q[1] = ~(u[0] ^ u[1] ^ u[2] ^ u[3] ^ u[4] ^ u[5]);
+    q[2] = u[0] ^ u[3] ^ u[5] ^ u[6];
+    q[3] = u[0] ^ u[2] ^ u[5];
+    q[4] = u[0] ^ u[1] ^ u[3] ^ u[4] ^ u[5];
+    q[5] = ~(u[1] ^ u[2] ^ u[3] ^ u[5] ^ u[6] ^ u[7]);
+    q[6] = ~(u[4] ^ u[6] ^ u[7]);
+    q[7] = u[1] ^ u[2];
 }
 
 /* Row r of every block rotates left by r columns: new byte 4c+r = old byte 4((c+r)%4)+r,
- * i.e. a right rotation by 4r bits inside each 16-bit (one block) lane. */
-static inline uint64_t shift_rows_plane(uint64_t x)
+ * i.e. a right rotation by 4r bits inside each 16-bit (one block) field. */
+static inline bsw shift_rows_plane(bsw x)
 {
-    uint64_t r0 = x & 0x1111111111111111ULL;
-    uint64_t r1 = x & 0x2222222222222222ULL;
-    uint64_t r2 = x & 0x4444444444444444ULL;
-    uint64_t r3 = x & 0x8888888888888888ULL;
+    bsw r0 = x & 0x1111111111111111ULL;
+    bsw r1 = x & 0x2222222222222222ULL;
+    bsw r2 = x & 0x4444444444444444ULL;
+    bsw r3 = x & 0x8888888888888888ULL;
     r1 = ((r1 >> 4) & 0x0FFF0FFF0FFF0FFFULL) | ((r1 << 12) & 0xF000F000F000F000ULL);
     r2 = ((r2 >> 8) & 0x00FF00FF00FF00FFULL) | ((r2 << 8) & 0xFF00FF00FF00FF00ULL);
     r3 = ((r3 >> 12) & 0x000F000F000F000FULL) | ((r3 << 4) & 0xFFF0FFF0FFF0FFF0ULL);
@@ -349,22 +377,22 @@ static inline uint64_t shift_rows_plane(uint64_t x)
 }
 
 /* Inside each column (a nibble of the plane), new row r takes old row r+k (mod 4). */
-static inline uint64_t rot_rows1(uint64_t x)
+static inline bsw rot_rows1(bsw x)
 {
     return ((x >> 1) & 0x7777777777777777ULL) | ((x << 3) & 0x8888888888888888ULL);
 }
-static inline uint64_t rot_rows2(uint64_t x)
+static inline bsw rot_rows2(bsw x)
 {
     return ((x >> 2) & 0x3333333333333333ULL) | ((x << 2) & 0xCCCCCCCCCCCCCCCCULL);
 }
 
 /* out_r = 2 a_r + 3 a_{r+1} + a_{r+2} + a_{r+3} = 2 (a_r + a_{r+1}) + a_{r+1} + a_{r+2} + a_{r+3} */
-static void bs_mix_columns(uint64_t q[8])
+static void bs_mix_columns(bsw q[8])
 {
-    uint64_t t[8], rest[8];
+    bsw t[8], rest[8];
     for (int b = 0; b < 8; b++) {
-        uint64_t a1 = rot_rows1(q[b]);
-        uint64_t a23 = rot_rows2(q[b] ^ a1);    /* a_{r+2} + a_{r+3} */
+        bsw a1 = rot_rows1(q[b]);
+        bsw a23 = rot_rows2(q[b] ^ a1);    /* a_{r+2} + a_{r+3} */
         t[b] = q[b] ^ a1;
         rest[b] = a1 ^ a23;
     }
@@ -379,7 +407,7 @@ static void bs_mix_columns(uint64_t q[8])
     q[7] = t[6] ^ rest[7];
 }
 
-static inline void bs_round(uint64_t q[8], const uint64_t *key)
+static inline void bs_round(bsw q[8], const bsw *key)
 {
     bs_sub_bytes(q);
     for (int b = 0; b < 8; b++)
@@ -390,12 +418,16 @@ static inline void bs_round(uint64_t q[8], const uint64_t *key)
             q[b] ^= key[b];
 }
 
+/* The round key replicated over 4 blocks, as one 64-bit lane per plane. */
 static void bs_key(uint64_t q[8], const uint8_t key[16])
 {
-    uint8_t four[64];
-    for (int k = 0; k < 4; k++)
-        memcpy(four + 16 * k, key, 16);
-    bs_pack(q, four);
+    uint8_t eight[128];
+    bsw planes[8];
+    for (int k = 0; k < 8; k++)
+        memcpy(eight + 16 * k, key, 16);
+    bs_pack(planes, eight);
+    for (int b = 0; b < 8; b++)
+        q[b] = planes[b][0];
 }
 
 static void bs_keys_fill(uint64_t keys[3][8], const aez_ctx *ctx)
@@ -407,11 +439,11 @@ static void bs_keys_fill(uint64_t keys[3][8], const aez_ctx *ctx)
 
 static void bs_batch(const aez_run *run, blk *blocks, size_t n, int ten_rounds)
 {
-    const uint64_t *ki = run->bs[0], *kj = run->bs[1], *kl = run->bs[2];
-    for (size_t k = 0; k < n; k += 4) {
-        size_t lanes = n - k < 4 ? n - k : 4;
-        uint8_t group[64] = {0};
-        uint64_t q[8];
+    const bsw *ki = run->bs[0], *kj = run->bs[1], *kl = run->bs[2];
+    for (size_t k = 0; k < n; k += 8) {
+        size_t lanes = n - k < 8 ? n - k : 8;
+        uint8_t group[128] = {0};
+        bsw q[8];
         memcpy(group, blocks[k], 16 * lanes);
         bs_pack(q, group);
         if (ten_rounds) {
@@ -448,12 +480,16 @@ static void run_init(aez_run *run, const aez_ctx *ctx)
 #endif
     run->aes4 = bs_aes4;
     run->aes10 = bs_aes10;
-    if (ctx->bs_ready) {
-        run->bs = (const uint64_t (*)[8])ctx->bs_keys;
-    } else {
-        bs_keys_fill(run->bs_local, ctx);
-        run->bs = (const uint64_t (*)[8])run->bs_local;
+    uint64_t fresh[3][8];
+    const uint64_t (*keys)[8] = (const uint64_t (*)[8])ctx->bs_keys;
+    if (!ctx->bs_ready) {       /* the backend was switched after aez_setup */
+        bs_keys_fill(fresh, ctx);
+        keys = (const uint64_t (*)[8])fresh;
     }
+    for (int k = 0; k < 3; k++)
+        for (int b = 0; b < 8; b++)
+            run->bs_keys[k][b] = (bsw){keys[k][b], keys[k][b]};
+    run->bs = (const bsw (*)[8])run->bs_keys;
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -915,6 +951,11 @@ static void cipher_run(const aez_run *run, const uint8_t delta[16], const uint8_
 {
     if (len == 0)
         return;
+    /* core and tiny handle out == in or disjoint buffers; other overlaps go in place. */
+    if (in != out && in < out + len && out < in + len) {
+        memmove(out, in, len);
+        in = out;
+    }
     if (len < 32)
         tiny(run, delta, in, len, out, d);
     else
@@ -958,6 +999,30 @@ void aez_encrypt(const aez_ctx *ctx, const uint8_t *nonce, size_t nonce_len,
     cipher_run(&run, delta, out, msg_len + tau, out, 0);
 }
 
+/* Decipher into a scratch buffer, check the tau zero bytes, copy out on success. Kept out
+ * of aez_decrypt so that the tau == 0 (Sphinx) path does not reserve the stack buffer. */
+__attribute__((noinline)) static int decrypt_checked(const aez_run *run,
+                                                     const uint8_t delta[16], size_t tau,
+                                                     const uint8_t *ct, size_t ct_len,
+                                                     uint8_t *out)
+{
+    uint8_t stack_buf[AEZ_STACK_MAX];
+    uint8_t *plain = ct_len <= AEZ_STACK_MAX ? stack_buf : malloc(ct_len);
+    if (plain == NULL)
+        return AEZ_NO_MEMORY;
+    cipher_run(run, delta, ct, ct_len, plain, 1);
+    uint8_t nonzero = 0;
+    for (size_t k = ct_len - tau; k < ct_len; k++)
+        nonzero |= plain[k];
+    int rc = nonzero == 0 ? AEZ_OK : AEZ_AUTH_FAIL;
+    if (rc == AEZ_OK)
+        memmove(out, plain, ct_len - tau);
+    memset(plain, 0, ct_len);
+    if (plain != stack_buf)
+        free(plain);
+    return rc;
+}
+
 int aez_decrypt(const aez_ctx *ctx, const uint8_t *nonce, size_t nonce_len,
                 const uint8_t *const *ad, const size_t *ad_len, size_t n_ad,
                 size_t tau, const uint8_t *ct, size_t ct_len, uint8_t *out)
@@ -977,19 +1042,5 @@ int aez_decrypt(const aez_ctx *ctx, const uint8_t *nonce, size_t nonce_len,
         cipher_run(&run, delta, ct, ct_len, out, 1);
         return AEZ_OK;
     }
-    uint8_t stack_buf[AEZ_STACK_MAX];
-    uint8_t *plain = ct_len <= AEZ_STACK_MAX ? stack_buf : malloc(ct_len);
-    if (plain == NULL)
-        return AEZ_NO_MEMORY;
-    cipher_run(&run, delta, ct, ct_len, plain, 1);
-    uint8_t nonzero = 0;
-    for (size_t k = ct_len - tau; k < ct_len; k++)
-        nonzero |= plain[k];
-    int rc = nonzero == 0 ? AEZ_OK : AEZ_AUTH_FAIL;
-    if (rc == AEZ_OK)
-        memcpy(out, plain, ct_len - tau);
-    memset(plain, 0, ct_len);
-    if (plain != stack_buf)
-        free(plain);
-    return rc;
+    return decrypt_checked(&run, delta, tau, ct, ct_len, out);
 }

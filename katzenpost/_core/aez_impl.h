@@ -45,8 +45,8 @@ void aez_setup(aez_ctx *ctx, const uint8_t *key, size_t key_len);
 
 /* Encrypt msg (msg_len bytes, any length) with a nonce of any length, n_ad associated-data
  * strings (ad[k] of ad_len[k] bytes; ad/ad_len may be NULL when n_ad == 0) and tau bytes of
- * authenticator. Writes msg_len + tau bytes to out. out may equal msg (in place; the buffer
- * must then hold msg_len + tau bytes). Never fails. */
+ * authenticator. Writes msg_len + tau bytes to out. out may equal or overlap msg (in place;
+ * the buffer must then hold msg_len + tau bytes). Never fails. */
 void aez_encrypt(const aez_ctx *ctx, const uint8_t *nonce, size_t nonce_len,
                  const uint8_t *const *ad, const size_t *ad_len, size_t n_ad,
                  size_t tau, const uint8_t *msg, size_t msg_len, uint8_t *out);
@@ -54,7 +54,7 @@ void aez_encrypt(const aez_ctx *ctx, const uint8_t *nonce, size_t nonce_len,
 /* Decrypt ct (ct_len bytes); on success writes ct_len - tau bytes to out and returns AEZ_OK.
  * Returns AEZ_AUTH_FAIL if ct_len < tau or the tag does not verify (out is then not
  * written), AEZ_NO_MEMORY only if tau > 0, ct_len > AEZ_STACK_MAX and malloc failed.
- * out may equal ct (in place). With tau == 0 it never fails and never allocates. */
+ * out may equal or overlap ct (in place). With tau == 0 it never fails and never allocates. */
 int aez_decrypt(const aez_ctx *ctx, const uint8_t *nonce, size_t nonce_len,
                 const uint8_t *const *ad, const size_t *ad_len, size_t n_ad,
                 size_t tau, const uint8_t *ct, size_t ct_len, uint8_t *out);
@@ -71,7 +71,7 @@ void aez_hash(const aez_ctx *ctx, uint64_t tau_bits, const uint8_t *const *strin
 /* AEZ-prf: out_len bytes of E^{-1,3}(delta xor [k]_128), k = 0, 1, ... */
 void aez_prf(const aez_ctx *ctx, const uint8_t delta[16], uint8_t *out, size_t out_len);
 
-/* Encipher (d = 0) / decipher (d = 1) len bytes under delta; out may equal in. */
+/* Encipher (d = 0) / decipher (d = 1) len bytes under delta; out may equal or overlap in. */
 void aez_encipher(const aez_ctx *ctx, const uint8_t delta[16], const uint8_t *in, size_t len,
                   uint8_t *out);
 void aez_decipher(const aez_ctx *ctx, const uint8_t delta[16], const uint8_t *in, size_t len,

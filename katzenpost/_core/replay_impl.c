@@ -92,10 +92,10 @@ void replay_bloom_indexes(uint64_t m_bits, uint32_t k_probes, const uint8_t key[
     tag_indexes(load_le64(key), load_le64(key + 8), m_bits, k_probes, tag, idx_out);
 }
 
-/* Rows hashed and prefetched ahead of the test-and-set; enough to keep the memory system busy
- * (k probes each), small enough to stay in L1. */
+/* Rows hashed and prefetched one group ahead of the test-and-set (double buffering), so the hash
+ * work of the next group overlaps the cache misses of the current one. */
 #ifndef REPLAY_GROUP
-#define REPLAY_GROUP 8
+#define REPLAY_GROUP 4
 #endif
 #define GROUP REPLAY_GROUP
 #define MAX_PROBES 64
@@ -105,18 +105,29 @@ size_t replay_bloom_check_and_add(uint64_t *bits, uint64_t m_bits, uint32_t k_pr
                                   const uint8_t *mask, uint8_t *out, uint64_t *added_out)
 {
     uint64_t k0 = load_le64(key), k1 = load_le64(key + 8);
-    uint64_t idx[GROUP][MAX_PROBES];
+    uint64_t idx[2][GROUP][MAX_PROBES];
     size_t present_total = 0;
     uint64_t added = 0;
+    int cur = 0;
+    size_t first = n < GROUP ? n : GROUP;
+    for (size_t g = 0; g < first; g++) {
+        if (mask && !mask[g])
+            continue;
+        tag_indexes(k0, k1, m_bits, k_probes, tags + g * REPLAY_TAG_LEN, idx[cur][g]);
+        for (uint32_t j = 0; j < k_probes; j++)
+            __builtin_prefetch(&bits[idx[cur][g][j] >> 6], 1, 0);
+    }
     for (size_t base = 0; base < n; base += GROUP) {
         size_t group = n - base < GROUP ? n - base : GROUP;
-        for (size_t g = 0; g < group; g++) {
-            size_t row = base + g;
+        size_t next_base = base + GROUP;
+        size_t next_group = next_base >= n ? 0 : (n - next_base < GROUP ? n - next_base : GROUP);
+        for (size_t g = 0; g < next_group; g++) {
+            size_t row = next_base + g;
             if (mask && !mask[row])
                 continue;
-            tag_indexes(k0, k1, m_bits, k_probes, tags + row * REPLAY_TAG_LEN, idx[g]);
+            tag_indexes(k0, k1, m_bits, k_probes, tags + row * REPLAY_TAG_LEN, idx[cur ^ 1][g]);
             for (uint32_t j = 0; j < k_probes; j++)
-                __builtin_prefetch(&bits[idx[g][j] >> 6], 1, 0);
+                __builtin_prefetch(&bits[idx[cur ^ 1][g][j] >> 6], 1, 0);
         }
         for (size_t g = 0; g < group; g++) {
             size_t row = base + g;
@@ -124,7 +135,7 @@ size_t replay_bloom_check_and_add(uint64_t *bits, uint64_t m_bits, uint32_t k_pr
                 continue;
             uint64_t all_set = 1;
             for (uint32_t j = 0; j < k_probes; j++) {
-                uint64_t word = idx[g][j] >> 6, bit = 1ULL << (idx[g][j] & 63);
+                uint64_t word = idx[cur][g][j] >> 6, bit = 1ULL << (idx[cur][g][j] & 63);
                 uint64_t old = bits[word];
                 all_set &= (old & bit) != 0;
                 bits[word] = old | bit;
@@ -133,6 +144,7 @@ size_t replay_bloom_check_and_add(uint64_t *bits, uint64_t m_bits, uint32_t k_pr
             present_total += all_set;
             added += !all_set;
         }
+        cur ^= 1;
     }
     if (added_out)
         *added_out = added;

@@ -8,14 +8,15 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
+import tomllib
 from dataclasses import dataclass, field
 
-import tomllib
-
-from katzenpost.config import idna_lookup_to_ascii
+from katzenpost.config import discover_global_ipv4, idna_lookup_to_ascii
 from katzenpost.keys import decode_key_string
 from katzenpost.pki.epochtime import DEFAULT_PERIOD, MIN_TEST_PERIOD
 
+DEFAULT_PORT = 62472
 DEFAULT_SEND_RATE_PER_MINUTE = 100
 DEFAULT_LAMBDA = 0.00025
 MAX_DELAY_PERCENTILE = 0.99999
@@ -26,6 +27,7 @@ DEFAULT_MIN_NODES_PER_LAYER = 2
 LOG_LEVELS = ("ERROR", "WARNING", "NOTICE", "INFO", "DEBUG")
 IDENTITY_KEY_LEN = 32
 
+_PORT = re.compile(r"[0-9]{1,5}")
 _LAMBDAS = (("Mu", "MuMaxDelay"), ("LambdaP", "LambdaPMaxDelay"), ("LambdaL", "LambdaLMaxDelay"),
             ("LambdaD", "LambdaDMaxDelay"), ("LambdaM", "LambdaMMaxDelay"))
 
@@ -130,7 +132,7 @@ def _typed(value, kind, where: str):
 def split_ip_port(address: str, where: str) -> tuple[str, int]:
     """A literal `IP:port` (IPv6 in brackets); hostnames are not allowed."""
     host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) <= 65535:
+    if not sep or not _PORT.fullmatch(port) or not 0 < int(port) <= 65535:
         raise AuthorityConfigError(f"config: {where}: '{address}' is not a valid IP:port")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
@@ -166,12 +168,23 @@ def normalize_identifier(text: str, where: str) -> str:
 
 # --- sections --------------------------------------------------------------------------------
 
+def _default_addresses() -> list[str]:
+    """The reference's default: the host's globally routable IPv4 address, port 62472."""
+    address = discover_global_ipv4()
+    if address is None:
+        raise AuthorityConfigError("config: Authority.Addresses is not set and the host has no "
+                                   "globally routable IPv4 address to default to")
+    return [f"{address}:{DEFAULT_PORT}"]
+
+
 def _parse_authority(table: dict) -> tuple[str, list[str], str]:
     values = _take(table, "Authority", {"Identifier": str, "Addresses": list, "DataDir": str})
     identifier = values.get("Identifier", "authority") or "authority"
     addresses = values.get("Addresses")
+    if addresses is None:
+        addresses = _default_addresses()
     if not addresses:
-        raise AuthorityConfigError("config: Authority.Addresses is not set")
+        raise AuthorityConfigError("config: Authority.Addresses is empty")
     for address in addresses:
         split_ip_port(address, "Authority.Addresses")
     data_dir = values.get("DataDir", "")
@@ -220,15 +233,8 @@ def _parse_parameters(table: dict) -> Parameters:
 
 
 def _attr(name: str) -> str:
-    """Go field name -> snake_case attribute (MuMaxDelay -> mu_max_delay)."""
-    out = []
-    for i, ch in enumerate(name):
-        if ch.isupper() and i and not name[i - 1].isupper():
-            out.append("_")
-        elif ch.isupper() and i and name[i - 1].isupper():
-            out.append("_")
-        out.append(ch.lower())
-    return "".join(out)
+    """Go field name -> attribute name (LambdaPMaxDelay -> lambda_p_max_delay)."""
+    return re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
 
 
 def _parse_debug(table: dict) -> DebugConfig:

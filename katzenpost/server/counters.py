@@ -58,23 +58,22 @@ class Event(enum.IntEnum):
     WORKER_EXCEPTIONS = 14  # count of exceptions (not packets)
 
 
+DROP_SLOTS = 32      # room for every DropReason; `_core.classify` adds into this array directly
+
+
 class StageCounters:
     """Event and drop counters of one stage; written only by the thread that runs the stage."""
 
     def __init__(self, stage):
         self.stage = stage
         self.events = np.zeros(len(Event), dtype=np.int64)
-        self.drops = np.zeros(len(DropReason), dtype=np.int64)
+        self.drops = np.zeros(DROP_SLOTS, dtype=np.int64)
 
     def count(self, event, n=1):
         self.events[event] += n
 
     def drop(self, reason, n=1):
         self.drops[reason] += n
-
-    def drop_many(self, per_reason):
-        """Add a whole per-reason count vector (from np.bincount over a batch)."""
-        self.drops += per_reason[: len(DropReason)]
 
 
 class PipelineCounters:
@@ -92,7 +91,7 @@ class PipelineCounters:
     def snapshot(self):
         """{'events': {name: n}, 'drops': {reason: n}, 'stages': {stage: {...}}} summed over stages."""
         events = np.zeros(len(Event), dtype=np.int64)
-        drops = np.zeros(len(DropReason), dtype=np.int64)
+        drops = np.zeros(DROP_SLOTS, dtype=np.int64)
         stages = {}
         for name, block in list(self._stages.items()):
             ev, dr = block.events.copy(), block.drops.copy()

@@ -22,7 +22,7 @@ from katzenpost.server.workers import (
 
 log = logging.getLogger("katzenpost.server.pipeline")
 
-DEFAULT_WHEEL_CAPACITY = 32768        # SchedulerQueueSize 0 ("unlimited") still needs a bounded arena
+DEFAULT_WHEEL_CAPACITY = 65536        # SchedulerQueueSize 0 ("unlimited" in Go) still gets a bound (~165 MB)
 
 
 @dataclasses.dataclass

@@ -120,7 +120,11 @@ class SchedulerThread(threading.Thread):
         poller.register(ctl, zmq.POLLIN)
         more_due = False
         while True:
-            ready = dict(poller.poll(0 if more_due else self._poll_timeout_ms()))
+            timeout_ms, remaining_ns = (0, 0) if more_due else self._poll_timeout()
+            ready = dict(poller.poll(timeout_ms))
+            if not ready and 0 < remaining_ns < MS:
+                # Under a millisecond to go: poll's whole-millisecond timeout would overshoot.
+                time.sleep(remaining_ns / 1e9)
             if ctl in ready:
                 while ctl.poll(0):
                     ctl.recv()
@@ -132,11 +136,15 @@ class SchedulerThread(threading.Thread):
                 self._drain_input(pull, limit=64)
             more_due = self._dispatch_due(pull, out)
 
-    def _poll_timeout_ms(self):
+    def _poll_timeout(self):
+        """(poll timeout in whole ms or None, ns until the next deadline or 0)."""
         deadline = self._wheel.next_deadline()
         if deadline < 0:
-            return None
-        return max(0, deadline - now_ms())
+            return None, 0
+        remaining_ns = deadline * MS - time.monotonic_ns()
+        if remaining_ns <= 0:
+            return 0, 0
+        return remaining_ns // MS, remaining_ns
 
     def _apply_control(self):
         halt = False

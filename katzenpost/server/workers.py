@@ -12,6 +12,7 @@ import time
 import numpy as np
 import zmq
 
+from katzenpost._core import classify as core_classify
 from katzenpost.server.counters import DropReason, Event
 from katzenpost.sphinx import geometry
 
@@ -28,7 +29,6 @@ FLAG_RECIPIENT = 2
 FLAG_SURB_REPLY = 4
 FLAG_NODE_DELAY = 8
 FLAG_DUPLICATE = 16
-_COMMAND_BITS = FLAG_NEXT_HOP | FLAG_RECIPIENT | FLAG_SURB_REPLY | FLAG_NODE_DELAY
 
 # Packet kinds after classification (spec/server.md §1.4), also the `kind` of a LocalBatch row.
 KIND_FORWARD = 0
@@ -127,36 +127,34 @@ class LocalBatch:
 # ---------------------------------------------------------------- read-only tables handed to workers
 
 class RouteTable:
-    """Immutable map from 32-byte next-hop node IDs to the scheduler's int32 hop indices."""
+    """Immutable map from 32-byte next-hop node IDs to the scheduler's int32 hop indices.
+
+    `ids` (uint8[R, 32], rows sorted bytewise) and `index` (int32[R]) feed `_core.classify`.
+    """
 
     def __init__(self, hops=None):
         hops = dict(hops or {})
         for node_id, index in hops.items():
             if len(node_id) != geometry.NODE_ID_LENGTH or not 0 <= index < 2**31:
                 raise ValueError(f"workers: bad route {node_id!r} -> {index}")
-        ids = sorted(hops)
-        self._ids = np.array(ids, dtype=f"S{geometry.NODE_ID_LENGTH}")
-        self._index = np.array([hops[i] for i in ids], dtype=np.int32)
+        self._hops = {bytes(k): int(v) for k, v in hops.items()}
+        ordered = sorted(self._hops)
+        self.ids = np.frombuffer(b"".join(ordered), np.uint8).reshape(len(ordered), geometry.NODE_ID_LENGTH).copy()
+        self.index = np.array([self._hops[k] for k in ordered], dtype=np.int32)
 
     def __len__(self):
-        return len(self._ids)
+        return len(self._hops)
 
-    def lookup(self, next_hop):
-        """int32[k] hop index per row of uint8[k, 32] `next_hop`, -1 where the node is unknown."""
-        k = len(next_hop)
-        out = np.full(k, -1, dtype=np.int32)
-        if k == 0 or len(self._ids) == 0:
-            return out
-        keys = np.ascontiguousarray(next_hop, dtype=np.uint8).view(f"S{geometry.NODE_ID_LENGTH}").ravel()
-        pos = np.searchsorted(self._ids, keys)
-        pos[pos == len(self._ids)] = 0
-        found = self._ids[pos] == keys
-        out[found] = self._index[pos[found]]
-        return out
+    def lookup(self, node_id):
+        """Hop index of `node_id`, or -1 (not for the hot path)."""
+        return self._hops.get(bytes(node_id), -1)
 
 
 class EndpointSet:
-    """Immutable set of 64-byte recipient IDs (Kaetzchen and plugin endpoints, NUL padded)."""
+    """Immutable set of 64-byte recipient IDs (Kaetzchen and plugin endpoints, NUL padded).
+
+    `ids` (uint8[E, 64], rows sorted bytewise) feeds `_core.classify`.
+    """
 
     def __init__(self, endpoints=()):
         width = geometry.RECIPIENT_ID_LENGTH
@@ -166,16 +164,12 @@ class EndpointSet:
             if not 0 < len(ep) <= width:
                 raise ValueError(f"workers: Kaetzchen endpoint must be 1..{width} bytes: {ep!r}")
             padded.add(ep.ljust(width, b"\0"))
-        self._ids = np.array(sorted(padded), dtype=f"S{width}")
+        self._set = frozenset(padded)
+        ordered = sorted(padded)
+        self.ids = np.frombuffer(b"".join(ordered), np.uint8).reshape(len(ordered), width).copy()
 
-    def contains(self, recipient):
-        k = len(recipient)
-        if k == 0 or len(self._ids) == 0:
-            return np.zeros(k, dtype=bool)
-        keys = np.ascontiguousarray(recipient, np.uint8).view(f"S{geometry.RECIPIENT_ID_LENGTH}").ravel()
-        pos = np.searchsorted(self._ids, keys)
-        pos[pos == len(self._ids)] = 0
-        return self._ids[pos] == keys
+    def __contains__(self, recipient):
+        return bytes(recipient).ljust(geometry.RECIPIENT_ID_LENGTH, b"\0") in self._set
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,101 +205,51 @@ class SphinxUnwrapEngine:
         self._unwrap(packets, n, keys, result)
 
 
-# ---------------------------------------------------------------- classification (pure, vectorised)
-
-def adjust_forward_delay(node_delay_ms, dwell_ns):
-    """Dwell-adjusted delay in ns per spec/server.md §1.5, and a mask of packets to drop."""
-    delay = node_delay_ms.astype(np.int64) * MS
-    dwell = np.asarray(dwell_ns, dtype=np.int64)
-    longer = delay > dwell
-    zero = node_delay_ms == 0
-    adjusted = np.where(longer, delay - dwell, MS)                     # dwell >= non-zero delay: 1 ms
-    adjusted = np.where(~longer & zero, MS - dwell, adjusted)          # zero delay: 1 ms - dwell
-    drop = ~longer & zero & (dwell >= MS)
-    return adjusted, drop
-
+# ---------------------------------------------------------------- classification
 
 @dataclasses.dataclass
 class Classification:
+    """Per-row view of one classified batch (tests and diagnostics; workers use the raw outputs)."""
+
     reason: np.ndarray        # uint8[n], NO_DROP or a DropReason
-    kind: np.ndarray          # uint8[n], KIND_*
-    deadline_ms: np.ndarray   # int64[n], monotonic ms (forward packets only)
-    hop: np.ndarray           # int32[n] (forward packets only)
+    kind: np.ndarray          # uint8[n], KIND_* (KIND_NONE for dropped rows)
+    deadline_ms: np.ndarray   # int64[n], monotonic ms (forward rows)
+    hop: np.ndarray           # int32[n], -1 except forward rows
+    drop_counts: np.ndarray   # int64[REASON_SLOTS]
 
 
-def classify(result, n, *, from_client, recv_at_ns, dequeue_ns, now_ns, replayed, is_provider,
-             routes, endpoints):
-    """Sort unwrapped packets into forward / local kinds / drops (spec/server.md §1.3-1.5)."""
-    reason = np.full(n, NO_DROP, dtype=np.uint8)
-    kind = np.full(n, KIND_NONE, dtype=np.uint8)
-    deadline = np.zeros(n, dtype=np.int64)
-    hop = np.full(n, -1, dtype=np.int32)
-    status = result.status[:n]
-    flags = result.flags[:n]
-    from_client = np.asarray(from_client, dtype=bool)
-
-    def drop(mask, why):
-        reason[mask & (reason == NO_DROP)] = why
-
-    drop(status != 0, DropReason.UNWRAP_FAILED)
-    drop((flags & FLAG_DUPLICATE) != 0, DropReason.DUPLICATE_COMMAND)
-    drop(np.asarray(replayed, dtype=bool), DropReason.REPLAY)
-    commands = flags & _COMMAND_BITS
-    live = reason == NO_DROP
-    forward = live & (commands == (FLAG_NEXT_HOP | FLAG_NODE_DELAY))
-    to_user = live & (commands == (FLAG_RECIPIENT | FLAG_NODE_DELAY))
-    unreliable = live & (commands == FLAG_RECIPIENT)
-    surb_reply = live & (commands == (FLAG_RECIPIENT | FLAG_SURB_REPLY))
-    drop(live & ~(forward | to_user | unreliable | surb_reply), DropReason.INVALID_COMMANDS)
-    terminal = to_user | unreliable | surb_reply
-
-    if is_provider:
-        drop(forward & ~from_client, DropReason.FORWARD_AT_PROVIDER)      # MustTerminate
-        drop(terminal & from_client, DropReason.CLIENT_BYPASS)            # MustForward
-        at_endpoint = terminal & endpoints.contains(result.recipient[:n])
-        drop(at_endpoint & surb_reply, DropReason.KAETZCHEN_SURB_REPLY)
-        live = reason == NO_DROP
-        kind[live & to_user] = KIND_TO_USER
-        kind[live & unreliable] = KIND_UNRELIABLE_TO_USER
-        kind[live & surb_reply] = KIND_SURB_REPLY
-        kind[live & at_endpoint] = KIND_KAETZCHEN
-    else:
-        drop(to_user | unreliable, DropReason.TERMINAL_AT_MIX)
-        kind[(reason == NO_DROP) & surb_reply] = KIND_DECOY_SURB_REPLY
-
-    fwd = np.flatnonzero(forward & (reason == NO_DROP))
-    if len(fwd):
-        node_delay = result.delay_ms[fwd]
-        too_long = node_delay.astype(np.int64) > MAX_NODE_DELAY_MS
-        delay_ns, dwell_drop = adjust_forward_delay(node_delay, dequeue_ns - recv_at_ns[fwd])
-        hops = routes.lookup(result.next_hop[fwd])
-        why = np.full(len(fwd), NO_DROP, dtype=np.uint8)
-        why[(hops < 0)] = DropReason.NO_ROUTE
-        why[dwell_drop] = DropReason.DWELL_EXCEEDED
-        why[too_long] = DropReason.DELAY_TOO_LONG
-        reason[fwd] = why
-        ok = fwd[why == NO_DROP]
-        kind[ok] = KIND_FORWARD
-        # Round the deadline up: a packet never leaves before its delay has passed.
-        deadline[fwd] = (now_ns + delay_ns + MS - 1) // MS
-        hop[fwd] = hops
-    return Classification(reason=reason, kind=kind, deadline_ms=deadline, hop=hop)
+def classify(result, n, *, from_client, recv_at_ns, dequeue_ns, now_ns, replayed, is_provider, routes,
+             endpoints, impl=core_classify):
+    """Run `impl.classify_batch` (the compiled core, or its reference twin) and spread it per row."""
+    out = _ClassifyBuffers(max(n, 1))
+    n_fwd, n_local = impl.classify_batch(
+        result, n, np.ascontiguousarray(recv_at_ns, np.int64), np.ascontiguousarray(from_client, np.uint8),
+        np.ascontiguousarray(replayed, np.uint8), dequeue_ns, now_ns, is_provider, routes.ids, routes.index,
+        endpoints.ids, out.drop_counts, out.fwd_rows, out.fwd_deadline, out.fwd_hop, out.local_rows,
+        out.local_kind, out.row_reason)
+    kind = np.full(n, KIND_NONE, np.uint8)
+    deadline = np.zeros(n, np.int64)
+    hop = np.full(n, -1, np.int32)
+    rows = out.fwd_rows[:n_fwd]
+    kind[rows], deadline[rows], hop[rows] = KIND_FORWARD, out.fwd_deadline[:n_fwd], out.fwd_hop[:n_fwd]
+    kind[out.local_rows[:n_local]] = out.local_kind[:n_local]
+    return Classification(reason=out.row_reason[:n].copy(), kind=kind, deadline_ms=deadline, hop=hop,
+                          drop_counts=out.drop_counts)
 
 
-def check_replays(result, n, keyset, eligible):
-    """bool[n]: packets whose replay tag was already in the filter of the key that opened them."""
-    replayed = np.zeros(n, dtype=bool)
-    seen = np.zeros(n, dtype=np.uint8)
-    key_index = result.key_index[:n]
-    tags = result.tags[:n]
-    for j, replay_filter in enumerate(keyset.filters):
-        mask = eligible & (key_index == j)
-        if not mask.any():
-            continue
-        seen[:] = 0
-        replay_filter.check_and_add(tags, mask.view(np.uint8), seen)
-        replayed |= mask & (seen != 0)
-    return replayed
+class _ClassifyBuffers:
+    """Output arrays of `classify_batch` for batches of up to `capacity`, reused per batch."""
+
+    def __init__(self, capacity):
+        self.drop_counts = np.zeros(core_classify.REASON_SLOTS, np.int64)
+        self.fwd_rows = np.zeros(capacity, np.int32)
+        self.fwd_deadline = np.zeros(capacity, np.int64)
+        self.fwd_hop = np.zeros(capacity, np.int32)
+        self.local_rows = np.zeros(capacity, np.int32)
+        self.local_kind = np.zeros(capacity, np.uint8)
+        self.row_reason = np.zeros(capacity, np.uint8)
+        self.masks = np.zeros((geometry.MAX_TRIAL_KEYS, capacity), np.uint8)
+        self.seen = np.zeros(capacity, np.uint8)
 
 
 # ---------------------------------------------------------------- the worker threads
@@ -382,6 +326,7 @@ class CryptoWorker(threading.Thread):
             self._to_local = open_socket(zmq.PUSH, self._endpoints.local, self._hwm)
             ctl = open_socket(zmq.PAIR, self._ctl_addr)
             self._result = self._engine.new_result(self._capacity)
+            self._out = _ClassifyBuffers(self._capacity)
             self.started_ok.set()
             self._loop(pull, ctl)
         except Exception:
@@ -471,43 +416,47 @@ class CryptoWorker(threading.Thread):
         if keyset is None:
             counters.drop(DropReason.NO_MIX_KEYS, n)
             return
-        result = self._result
+        result, out = self._result, self._out
         self._engine.unwrap(packets, n, keyset.keys, result)     # GIL released inside
-        ok = result.status[:n] == 0
-        counters.count(Event.UNWRAPPED, int(ok.sum()))
-        eligible = ok & ((result.flags[:n] & FLAG_DUPLICATE) == 0)
-        replayed = check_replays(result, n, keyset, eligible)
-        cls = classify(result, n, from_client=from_client, recv_at_ns=recv_at, dequeue_ns=dequeue_ns,
-                       now_ns=time.monotonic_ns(), replayed=replayed, is_provider=self._is_provider,
-                       routes=self._routes, endpoints=self._endpoints_set)
-        counters.drop_many(np.bincount(cls.reason, minlength=NO_DROP + 1))
-        self._push_forward(cls, packets)
-        self._push_local(cls, result, recv_at, packets)
+        core_classify.replay_masks(result, n, out.masks)
+        seen = out.seen[:n]
+        seen[:] = 0
+        tags = result.tags[:n]
+        for j, replay_filter in enumerate(keyset.filters):      # masks are disjoint: one seen array
+            replay_filter.check_and_add(tags, out.masks[j, :n], seen)
+        routes, endpoints = self._routes, self._endpoints_set
+        n_fwd, n_local = core_classify.classify_batch(
+            result, n, recv_at, from_client, seen, dequeue_ns, time.monotonic_ns(), self._is_provider,
+            routes.ids, routes.index, endpoints.ids, counters.drops, out.fwd_rows, out.fwd_deadline,
+            out.fwd_hop, out.local_rows, out.local_kind, out.row_reason)
+        counters.count(Event.UNWRAPPED, n - int(np.count_nonzero(result.status[:n])))
+        if n_fwd:
+            self._push_forward(packets, n, n_fwd)
+        if n_local:
+            self._push_local(result, recv_at, packets, n_local)
 
-    def _push_forward(self, cls, packets):
-        idx = np.flatnonzero(cls.kind == KIND_FORWARD)
-        if len(idx) == 0:
-            return
-        frames = [encode_schedule_meta(cls.deadline_ms[idx], cls.hop[idx]), packets[idx]]
+    def _push_forward(self, packets, n, n_fwd):
+        out = self._out
+        meta = out.fwd_deadline[:n_fwd].tobytes() + out.fwd_hop[:n_fwd].tobytes()
+        chosen = packets if n_fwd == n else packets.take(out.fwd_rows[:n_fwd], axis=0)
         try:
-            self._to_sched.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            self._to_sched.send_multipart([meta, chosen], flags=zmq.NOBLOCK, copy=True)
         except zmq.Again:
-            self._counters.drop(DropReason.SCHEDULER_QUEUE_FULL, len(idx))
+            self._counters.drop(DropReason.SCHEDULER_QUEUE_FULL, n_fwd)
             return
-        self._counters.count(Event.FORWARD, len(idx))
+        self._counters.count(Event.FORWARD, n_fwd)
 
-    def _push_local(self, cls, result, recv_at, packets):
-        local = (cls.kind != KIND_FORWARD) & (cls.kind != KIND_NONE)
-        idx = np.flatnonzero(local)
-        if len(idx) == 0:
-            return
-        batch = LocalBatch(kind=cls.kind[idx], recv_at_ns=recv_at[idx], delay_ms=result.delay_ms[idx],
-                           recipient=result.recipient[idx], surb_id=result.surb_id[idx],
-                           packets=packets[idx])
+    def _push_local(self, result, recv_at, packets, n_local):
+        rows = self._out.local_rows[:n_local]
+        kind = self._out.local_kind[:n_local].copy()
+        batch = LocalBatch(kind=kind, recv_at_ns=recv_at[rows], delay_ms=result.delay_ms[rows],
+                           recipient=result.recipient[rows], surb_id=result.surb_id[rows],
+                           packets=packets.take(rows, axis=0))
         try:
-            self._to_local.send_multipart(batch.to_frames(), flags=zmq.NOBLOCK, copy=False)
+            self._to_local.send_multipart(batch.to_frames(), flags=zmq.NOBLOCK, copy=True)
         except zmq.Again:
-            self._counters.drop(DropReason.LOCAL_QUEUE_FULL, len(idx))
+            self._counters.drop(DropReason.LOCAL_QUEUE_FULL, n_local)
             return
-        for kind, count in zip(*np.unique(batch.kind, return_counts=True)):
-            self._counters.count(_KIND_EVENT[int(kind)], int(count))
+        for code, count in enumerate(np.bincount(kind, minlength=KIND_DECOY_SURB_REPLY + 1)):
+            if count:
+                self._counters.count(_KIND_EVENT[code], int(count))

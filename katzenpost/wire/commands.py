@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hmac
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import IntEnum
 from typing import Callable, ClassVar
 
@@ -119,6 +119,17 @@ class Command:
     def to_bytes(self) -> bytes:
         raise NotImplementedError
 
+    def __repr__(self) -> str:
+        """Fields, with long byte strings shown by length only (commands end up in logs)."""
+        parts = []
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, (bytes, bytearray)) and len(value) > 32:
+                parts.append(f"{field.name}=<{len(value)} bytes>")
+            else:
+                parts.append(f"{field.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
     @classmethod
     def from_bytes(cls, data: bytes) -> "Command":
         command = parse_command(data)
@@ -127,7 +138,7 @@ class Command:
         return command
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class NoOp(Command):
     command_id: ClassVar[int] = CommandID.NO_OP
 
@@ -135,7 +146,7 @@ class NoOp(Command):
         return _frame(self.command_id, b"")
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class Disconnect(Command):
     command_id: ClassVar[int] = CommandID.DISCONNECT
 
@@ -143,7 +154,7 @@ class Disconnect(Command):
         return _frame(self.command_id, b"")
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class SendPacket(Command):
     """A Sphinx packet; any length decodes (even 0), the server insists on PACKET_LENGTH."""
 
@@ -154,7 +165,7 @@ class SendPacket(Command):
         return _HEADER.pack(2, 0, len(self.sphinx_packet)) + self.sphinx_packet
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class RetrieveMessage(Command):
     sequence: int
     command_id: ClassVar[int] = CommandID.RETRIEVE_MESSAGE
@@ -164,7 +175,7 @@ class RetrieveMessage(Command):
         return _frame(self.command_id, _U32.pack(self.sequence))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class Message(Command):
     """A spooled user message: exactly USER_FORWARD_PAYLOAD_LENGTH bytes, zero padded on the wire."""
 
@@ -181,7 +192,7 @@ class Message(Command):
         return _frame(self.command_id, prefix + bytes(self.payload) + _ZERO_MESSAGE_PADDING)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class MessageACK(Command):
     """A SURB-ACK: SURB ID and the 2064-byte still-encrypted Sphinx payload."""
 
@@ -200,7 +211,7 @@ class MessageACK(Command):
         return _frame(self.command_id, prefix + bytes(self.surb_id) + bytes(self.payload))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class MessageEmpty(Command):
     """The spool is empty; sent with hint 0, the hint is ignored on receive."""
 
@@ -213,7 +224,7 @@ class MessageEmpty(Command):
         return _frame(self.command_id, prefix + _ZERO_MESSAGE_VARIANT)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class GetConsensus(Command):
     epoch: int
     command_id: ClassVar[int] = CommandID.GET_CONSENSUS
@@ -223,7 +234,7 @@ class GetConsensus(Command):
         return _frame(self.command_id, _U64.pack(self.epoch))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class Consensus(Command):
     error_code: int
     payload: bytes = b""
@@ -234,7 +245,7 @@ class Consensus(Command):
         return _frame(self.command_id, bytes([self.error_code]) + bytes(self.payload))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class PostDescriptor(Command):
     epoch: int
     payload: bytes
@@ -245,7 +256,7 @@ class PostDescriptor(Command):
         return _frame(self.command_id, _U64.pack(self.epoch) + bytes(self.payload))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class PostDescriptorStatus(Command):
     error_code: int
     command_id: ClassVar[int] = CommandID.POST_DESCRIPTOR_STATUS
@@ -255,7 +266,7 @@ class PostDescriptorStatus(Command):
         return _frame(self.command_id, bytes([self.error_code]))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class Vote(Command):
     epoch: int
     public_key: bytes
@@ -266,7 +277,7 @@ class Vote(Command):
         return _frame(self.command_id, _epoch_key_body("Vote", self.epoch, self.public_key) + bytes(self.payload))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class VoteStatus(Command):
     error_code: int
     command_id: ClassVar[int] = CommandID.VOTE_STATUS
@@ -276,7 +287,7 @@ class VoteStatus(Command):
         return _frame(self.command_id, bytes([self.error_code]))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class GetVote(Command):
     epoch: int
     public_key: bytes
@@ -286,7 +297,7 @@ class GetVote(Command):
         return _frame(self.command_id, _epoch_key_body("GetVote", self.epoch, self.public_key))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class Reveal(Command):
     epoch: int
     public_key: bytes
@@ -297,7 +308,7 @@ class Reveal(Command):
         return _frame(self.command_id, _epoch_key_body("Reveal", self.epoch, self.public_key) + bytes(self.payload))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class RevealStatus(Command):
     error_code: int
     command_id: ClassVar[int] = CommandID.REVEAL_STATUS

@@ -167,6 +167,18 @@ class Session:
             if self.closed:
                 raise ConnectionClosed(f"wire: session closed ({self.close_reason})") from None
             raise await self._close_with(f"read failed: {exc!r}", ConnectionClosed) from None
+        except asyncio.CancelledError:
+            if reading == "body":  # the stream is mid-frame: it can never be read again
+                self._abort("receive cancelled in the middle of a frame")
+            raise
+
+    def _abort(self, reason: str) -> None:
+        """Synchronous close for paths that cannot await (cancellation)."""
+        if not self.closed:
+            self.closed = True
+            self.close_reason = reason
+            log.info("wire: session with %s closed: %s", self.peer_name, reason)
+            self._writer.transport.abort()
 
     async def _close_with(self, reason: str, error: type[WireError],
                           level: int = logging.INFO, abort: bool = False) -> WireError:
