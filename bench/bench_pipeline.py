@@ -55,7 +55,8 @@ def replay_filters(tmpdir, count):
         from pipeline_support import SetReplayFilter
         print("# WARNING: server.replay missing, using the set test double (figures not valid)", flush=True)
         return tuple(SetReplayFilter() for _ in range(count))
-    return tuple(ReplayFilter.create(str(Path(tmpdir) / f"replay-{i}"), 4_000_000, 1e-6) for i in range(count))
+    return tuple(ReplayFilter.create(str(Path(tmpdir) / f"replay-{os.urandom(6).hex()}"), 4_000_000, 1e-6)
+                 for _ in range(count))
 
 
 # ------------------------------------------------------------------ real Sphinx packets for case (b)
@@ -81,8 +82,20 @@ def make_sphinx_pool(count, delay_ms, path):
         if (result.status[:n] != 0).any():
             raise RuntimeError("bench: a generated Sphinx packet did not unwrap")
     sink_keys = np.array([int.from_bytes(out[i, 2:10].tobytes(), "big") for i in range(count)], np.uint64)
-    np.savez(path, packets=packets, keys=sink_keys)
+    np.savez(path, packets=packets, keys=sink_keys, node_key=np.frombuffer(node_key, np.uint8))
     return node_key
+
+
+def load_or_make_pool(count, delay_ms, path):
+    """Reuse a pool saved at `path` when it is big enough and has the same delay; else make one."""
+    if Path(path).exists():
+        pool = np.load(path)
+        if len(pool["packets"]) >= count and int(pool.get("delay_ms", -1)) == delay_ms:
+            return pool["node_key"].tobytes(), False
+    node_key = make_sphinx_pool(count, delay_ms, path)
+    data = dict(np.load(path))
+    np.savez(path, delay_ms=delay_ms, **data)
+    return node_key, True
 
 
 # ------------------------------------------------------------------ one case
@@ -110,7 +123,7 @@ class Sink:
         self.proc.wait(10)
 
 
-async def run_case(name, args, tmpdir, *, engine=None, workers=0, pool=None, node_key=None):
+async def run_case(name, args, tmpdir, *, engine=None, workers=0, pool=None, node_key=None, inline=False):
     loop = asyncio.get_running_loop()
     sink = Sink(2 if pool else 200)
     _, sender = await loop.create_connection(FramedSender, "127.0.0.1", sink.port)
@@ -119,7 +132,8 @@ async def run_case(name, args, tmpdir, *, engine=None, workers=0, pool=None, nod
         server = await loop.create_server(lambda: RelayIngressProtocol(sender), "127.0.0.1", 0)
     else:
         settings = PipelineSettings(NumSphinxWorkers=workers, SphinxBatchSize=args.batch,
-                                    SphinxBatchWindowUs=args.window_us, OutgoingQueueSize=4096)
+                                    SphinxBatchWindowUs=args.window_us, OutgoingQueueSize=4096,
+                                    SchedulerInline=inline, UnwrapDelay=args.unwrap_delay_ms)
         pipeline = Pipeline(settings, engine=engine, wheel_factory=wheel_type())
         await pipeline.start()
         key = np.frombuffer(node_key or bytes(32), np.uint8).reshape(1, 32)
@@ -137,12 +151,22 @@ async def run_case(name, args, tmpdir, *, engine=None, workers=0, pool=None, nod
     first_key = 0
     try:
         assert (await gen.stdout.readline()).strip() == b"ready"
+        if args.warmup_seconds:
+            # Unmeasured: touches the replay filter's and the wheel's pages, warms caches.
+            saved, args.seconds = args.seconds, args.warmup_seconds
+            await run_step(name + "_warmup", args, tmpdir, sink, gen, pipeline, args.rates[0], 0)
+            args.seconds = saved
+            first_key = int(args.rates[0] * args.warmup_seconds)
         idle_cpu_per_s = await measure_idle(pipeline, args)
         for rate in args.rates:
             row = await run_step(name, args, tmpdir, sink, gen, pipeline, rate, first_key)
             row["io_cpu_us_per_packet_net_of_idle"] = max(
                 0.0, (row.pop("_cpu") - idle_cpu_per_s * row["_wall"]) * 1e6 / max(row["sent"], 1))
             row.pop("_wall")
+            if "_threads_us" in row:
+                node_us = row.pop("_threads_us") + row["io_cpu_us_per_packet_net_of_idle"]
+                row["node_cpu_us_per_packet"] = node_us
+                row["projected_pps_on_2_free_cores"] = 2e6 / node_us if node_us else None
             rows.append(row)
             first_key += int(rate * args.seconds)
             print(json.dumps(rows[-1]), flush=True)
@@ -170,12 +194,14 @@ async def run_step(name, args, tmpdir, sink, gen, pipeline, rate, first_key):
     gen_log = Path(tmpdir) / f"gen-{name}-{rate}.npz"
     sink_log = Path(tmpdir) / f"sink-{name}-{rate}.npz"
     before = pipeline.counters.snapshot() if pipeline else None
+    threads0 = thread_cpu(pipeline)
     cpu0, wall0 = time.thread_time(), time.monotonic()
     gen.stdin.write(f"{rate} {args.seconds} {first_key} {gen_log}\n".encode())
     sent, gen_seconds = (await gen.stdout.readline()).split()
     sent = int(sent)
     await settle(pipeline, args.delay_ms)
     cpu, wall = time.thread_time() - cpu0, time.monotonic() - wall0
+    threads1 = thread_cpu(pipeline)
     received = await sink.dump(sink_log)
     gen = np.load(gen_log)
     got = np.load(sink_log)
@@ -191,9 +217,27 @@ async def run_step(name, args, tmpdir, sink, gen, pipeline, rate, first_key):
            "added_latency_ms_p50": float(np.percentile(latency_ms, 50)) if len(latency_ms) else None,
            "added_latency_ms_p99": float(np.percentile(latency_ms, 99)) if len(latency_ms) else None}
     if pipeline:
+        per_thread = {name: (threads1[name] - threads0.get(name, 0.0)) * 1e6 / max(sent, 1) for name in threads1}
+        row["thread_cpu_us_per_packet"] = {k: round(v, 2) for k, v in per_thread.items()}
+        # CPU the node spends per packet, all its threads (I/O thread net of idle is added by the caller).
+        row["_threads_us"] = sum(per_thread.values())
         after = pipeline.counters.snapshot()
         row["drops"] = {k: v - before["drops"][k] for k, v in after["drops"].items() if v != before["drops"][k]}
     return row
+
+
+def thread_cpu(pipeline):
+    """CPU seconds used so far by each worker/scheduler thread of the pipeline."""
+    if pipeline is None:
+        return {}
+    out = {}
+    for thread in pipeline.threads():
+        if thread is not None and thread.ident is not None and thread.is_alive():
+            try:
+                out[thread.name] = time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+            except OSError:
+                pass
+    return out
 
 
 async def settle(pipeline, delay_ms):
@@ -246,25 +290,34 @@ async def main_async(args):
     rows = []
     with tempfile.TemporaryDirectory() as tmpdir:
         for case in args.cases:
-            if case == "relay":
+            base, _, variant = case.partition("-")
+            inline = variant == "inline"
+            suffix = "_inline" if inline else ""
+            if base == "relay":
                 rows += await run_case("relay", args, tmpdir)
-            elif case == "a":
-                rows += await run_case("a_zero_cost", args, tmpdir, engine=unwrap_standin.StandinUnwrapEngine(0),
-                                       workers=args.workers)
-            elif case.startswith("cost"):          # e.g. cost66: stand-in at 66 us per packet
-                cost_us = int(case[4:])
-                rows += await run_case(f"standin_{cost_us}us_w{args.workers}", args, tmpdir,
+            elif base == "a":
+                rows += await run_case(f"a_zero_cost_w{args.workers}{suffix}", args, tmpdir,
+                                       engine=unwrap_standin.StandinUnwrapEngine(0), workers=args.workers,
+                                       inline=inline)
+            elif base.startswith("cost"):          # e.g. cost66: stand-in at 66 us per packet
+                cost_us = int(base[4:])
+                rows += await run_case(f"standin_{cost_us}us_w{args.workers}{suffix}", args, tmpdir,
                                        engine=unwrap_standin.StandinUnwrapEngine(cost_us * 1000),
-                                       workers=args.workers)
-            elif case == "b":
+                                       workers=args.workers, inline=inline)
+            elif base == "b":
                 from katzenpost.server.workers import SphinxUnwrapEngine
-                pool = str(Path(tmpdir) / "pool.npz")
-                total = int(sum(args.rates) * args.seconds) + 16
+                pool = args.pool_cache or str(Path(tmpdir) / "pool.npz")
+                total = int(sum(args.rates) * args.seconds + args.rates[0] * args.warmup_seconds) + 16
                 t0 = time.monotonic()
-                node_key = make_sphinx_pool(total, args.delay_ms, pool)
-                print(f"# made {total} Sphinx packets in {time.monotonic() - t0:.1f} s", flush=True)
-                rows += await run_case(f"b_sphinx_w{args.workers}", args, tmpdir, engine=SphinxUnwrapEngine(),
-                                       workers=args.workers, pool=pool, node_key=node_key)
+                node_key, made = load_or_make_pool(total, args.delay_ms, pool)
+                if made:
+                    print(f"# made {total} Sphinx packets in {time.monotonic() - t0:.1f} s", flush=True)
+                for workers in args.b_workers:          # each case has a fresh replay filter
+                    rows += await run_case(f"b_sphinx_w{workers}{suffix}", args, tmpdir,
+                                           engine=SphinxUnwrapEngine(), workers=workers, pool=pool,
+                                           node_key=node_key, inline=inline)
+            else:
+                raise SystemExit(f"bench: unknown case {case!r}")
     summary = summarise(rows)
     print(json.dumps(summary, indent=1))
     if args.json:
@@ -276,13 +329,19 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=[2000, 5000, 10000])
     ap.add_argument("--seconds", type=float, default=2.0)
-    ap.add_argument("--cases", type=lambda s: s.split(","), default=["relay", "a"])
+    ap.add_argument("--cases", type=lambda s: s.split(","), default=["relay", "a", "a-inline"],
+                    help="relay, a, b, costNN, each optionally with -inline (wheel on the I/O thread)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--b-workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2],
+                    help="worker counts for case b (real unwrap)")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--window-us", type=int, default=0)
     ap.add_argument("--delay-ms", type=int, default=5)
+    ap.add_argument("--unwrap-delay-ms", type=int, default=10, help="Debug.UnwrapDelay for the node")
     ap.add_argument("--switch-interval-us", type=float, default=0,
                     help="sys.setswitchinterval for the node (0: Python's default 5 ms)")
+    ap.add_argument("--pool-cache", help="case b: keep the generated Sphinx packets in this .npz")
+    ap.add_argument("--warmup-seconds", type=float, default=1.0)
     ap.add_argument("--json")
     args = ap.parse_args()
     if args.switch_interval_us:

@@ -2,7 +2,8 @@
 time, the batch API with one and two threads, the pure-Python reference, and X25519 from
 libsodium against OpenSSL's EVP path. Ratios are printed from medians of the same run.
 
-    python3 bench/bench_sphinx.py --fast        (or -p 4 -n 5 for steadier figures)
+    python3 bench/bench_sphinx.py               (3 processes x 3 values: a short run)
+    python3 bench/bench_sphinx.py -p 10 -n 5    (steadier figures on a quiet machine)
 """
 import sys
 import threading
@@ -95,7 +96,8 @@ def unwrap_batch_threads(loops, threads):
 
 
 def main():
-    runner = pyperf.Runner()
+    # Short by default: the development machines are small and shared.
+    runner = pyperf.Runner(processes=3, values=3, warmups=1, min_time=0.05)
     runner.metadata["x25519_default_backend"] = core.x25519_backend()
     backends = core.available_x25519_backends()
     results = {}

@@ -37,7 +37,7 @@ def main():
     ap.add_argument("--packets", help="sphinx mode: .npz with packets uint8[N,L] and keys uint64[N]")
     args = ap.parse_args()
     packets = pool_keys = None
-    if packets is not None:
+    if args.packets:
         pool = np.load(args.packets)
         packets, pool_keys = pool["packets"], pool["keys"]
     template = bytearray(PREFIX + standin_template(args.delay_ms, bytes.fromhex(args.next_hop)))

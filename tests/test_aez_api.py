@@ -115,3 +115,32 @@ def test_empty_message_and_zero_tau_give_empty_output():
     assert api.encrypt(KEY, NONCE, [], 0, b"") == b""
     assert api.decrypt(KEY, NONCE, [], 0, b"") == b""
     assert api.decrypt(KEY, NONCE, [], 16, b"") is None
+
+
+def test_cpu_specific_instructions_stay_in_the_aesni_functions():
+    """The module must load and run on x86-64 CPUs without AES-NI: AES, SSSE3, SSE4.1 and
+    AVX instructions may appear only in the target-attributed ni_* functions."""
+    import platform
+    import re
+    import shutil
+    import subprocess
+
+    if platform.machine() not in ("x86_64", "AMD64") or shutil.which("objdump") is None:
+        pytest.skip("needs x86-64 and objdump")
+    listing = subprocess.run(["objdump", "-d", "--no-show-raw-insn", core.__file__],
+                             capture_output=True, text=True, timeout=120, check=True).stdout
+    special = re.compile(r"\s(aes\w+|pshufb|palignr|pinsr[bdq]|pextr[bdq]|ptest|pblend\w+|"
+                         r"pmov[sz]x\w+|v[a-z]\w*\s+%[xyz]mm)")
+    offenders, function, seen_aesni = set(), "", False
+    for line in listing.splitlines():
+        header = re.match(r"^[0-9a-f]+ <(.+)>:$", line)
+        if header:
+            function = header.group(1)
+            continue
+        if special.search(line):
+            if function.startswith("ni_aes"):
+                seen_aesni = True
+            else:
+                offenders.add(function)
+    assert seen_aesni, "the AES-NI functions were not found in the disassembly"
+    assert not offenders, f"CPU-specific instructions outside ni_*: {sorted(offenders)}"

@@ -16,7 +16,15 @@ keys = st.one_of(st.binary(min_size=48, max_size=48), st.binary(min_size=0, max_
 nonces = st.binary(min_size=0, max_size=40)
 ads = st.lists(st.binary(min_size=0, max_size=40), min_size=0, max_size=3)
 taus = st.one_of(st.just(0), st.just(16), st.integers(min_value=0, max_value=40))
-messages = st.binary(min_size=0, max_size=300)
+
+
+def sized_bytes(low, high):
+    """Bytes whose length is drawn uniformly (plain st.binary favours short strings)."""
+    return st.integers(min_value=low, max_value=high).flatmap(
+        lambda n: st.binary(min_size=n, max_size=n))
+
+
+messages = sized_bytes(0, 300)
 
 SETTINGS = settings(max_examples=120, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -34,7 +42,7 @@ def test_compiled_matches_reference(backend, key, nonce, ad, tau, msg):
 
 @SETTINGS
 @given(key=keys, delta=st.binary(min_size=16, max_size=16),
-       x=st.binary(min_size=1, max_size=300))
+       x=sized_bytes(1, 300))
 def test_encipher_and_decipher_match_reference(backend, key, delta, x):
     c = core._encipher(key, delta, x)
     assert c == ref.encipher(key, delta, x)

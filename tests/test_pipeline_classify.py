@@ -224,6 +224,20 @@ def test_core_and_reference_agree_on_random_batches():
         ref = classify(result, n, impl=ref_classify, **args)
         for field in ("reason", "kind", "deadline_ms", "hop", "drop_counts"):
             assert (getattr(core, field) == getattr(ref, field)).all(), (trial, field)
+        # The bound classifier the workers use gives the same answer.
+        drops = np.zeros(32, np.int64)
+        bound = core_classify.BatchClassifier(result, drops, args["is_provider"])
+        bound.set_routes(args["routes"].ids, args["routes"].index)
+        bound.set_endpoints(args["endpoints"].ids)
+        bound.seen[:n] = args["replayed"]
+        n_fwd, n_local = bound.classify(n, np.ascontiguousarray(args["recv_at_ns"], np.int64),
+                                        args["from_client"].astype(np.uint8), args["dequeue_ns"], args["now_ns"])
+        assert (bound.row_reason[:n] == core.reason).all() and (drops == core.drop_counts).all()
+        fwd = bound.fwd_rows[:n_fwd]
+        assert (core.kind[fwd] == KIND_FORWARD).all() and n_fwd == int((core.kind == KIND_FORWARD).sum())
+        assert (bound.fwd_deadline_ms[:n_fwd] == core.deadline_ms[fwd]).all()
+        assert (bound.fwd_hop[:n_fwd] == core.hop[fwd]).all()
+        assert (bound.local_kind[:n_local] == core.kind[bound.local_rows[:n_local]]).all()
 
 
 def test_replay_masks_select_rows_by_key(impl):
@@ -233,6 +247,27 @@ def test_replay_masks_select_rows_by_key(impl):
     masks = np.full((3, 4), 9, np.uint8)
     impl.replay_masks(result, 4, masks)
     assert masks.tolist() == [[1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]]
+
+
+def test_batch_classifier_replay_masks_and_bad_input():
+    packets = [make_packet(), make_packet(status=3), make_packet(flags=FWD | su.FLAG_DUPLICATE), make_packet()]
+    _, result = unwrap(packets)
+    result.key_index[3] = 2
+    bound = core_classify.BatchClassifier(result, np.zeros(32, np.int64), False)
+    bound.seen[:] = 7
+    bound.replay_masks(4)
+    assert bound.masks.tolist() == [[1, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1]] and not bound.seen.any()
+    with pytest.raises(ValueError):
+        bound.replay_masks(5)
+    with pytest.raises(ValueError):
+        bound.classify(2, np.zeros(1, np.int64), np.zeros(2, np.uint8), 0, 0)
+    with pytest.raises(ValueError):
+        bound.set_routes(np.zeros((1, 31), np.uint8), np.zeros(1, np.int32))
+    with pytest.raises(ValueError):
+        bound.set_endpoints(np.zeros((1, 32), np.uint8))
+    with pytest.raises(ValueError):
+        core_classify.BatchClassifier(result, np.zeros(8, np.int64), False)
+    assert bound.classify(0, np.zeros(0, np.int64), np.zeros(0, np.uint8), 0, 0) == (0, 0)
 
 
 def test_core_classify_rejects_short_outputs():

@@ -29,6 +29,11 @@ class FaultyEngine(su.StandinUnwrapEngine):
         super().unwrap(packets, n, keys, result)
 
 
+@pytest.fixture(params=[False, True], ids=["scheduler-thread", "scheduler-inline"])
+def inline(request):
+    return request.param
+
+
 def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 30))
 
@@ -72,9 +77,9 @@ def stamp_of(packet):
     return int.from_bytes(packet[200:208], "big")
 
 
-def test_forward_packets_leave_after_their_delay(tmp_path):
+def test_forward_packets_leave_after_their_delay(tmp_path, inline):
     async def scenario():
-        pipeline, sender = await started(tmp_path)
+        pipeline, sender = await started(tmp_path, SchedulerInline=inline)
         t0 = time.monotonic_ns()
         for i in range(20):
             pipeline.submit(make_packet(delay_ms=30, next_hop=HOP, stamp=stamp(i)), time.monotonic_ns())
@@ -87,9 +92,9 @@ def test_forward_packets_leave_after_their_delay(tmp_path):
     run(scenario())
 
 
-def test_packets_leave_in_deadline_order(tmp_path):
+def test_packets_leave_in_deadline_order(tmp_path, inline):
     async def scenario():
-        pipeline, sender = await started(tmp_path)
+        pipeline, sender = await started(tmp_path, SchedulerInline=inline)
         delays = [120, 20, 80, 50, 100, 35, 65]
         now = time.monotonic_ns()
         for i, d in enumerate(delays):
@@ -102,9 +107,9 @@ def test_packets_leave_in_deadline_order(tmp_path):
     run(scenario())
 
 
-def test_every_drop_is_counted_with_its_reason(tmp_path):
+def test_every_drop_is_counted_with_its_reason(tmp_path, inline):
     async def scenario():
-        pipeline, sender = await started(tmp_path)
+        pipeline, sender = await started(tmp_path, SchedulerInline=inline)
         replayed_tag = os.urandom(32)
         now = time.monotonic_ns()
         packets = [make_packet(status=3),                                           # unwrap failed
@@ -126,10 +131,10 @@ def test_every_drop_is_counted_with_its_reason(tmp_path):
     run(scenario())
 
 
-def test_provider_hands_terminal_packets_to_the_local_handler(tmp_path):
+def test_provider_hands_terminal_packets_to_the_local_handler(tmp_path, inline):
     async def scenario():
         batches = []
-        pipeline, _ = await started(tmp_path, is_provider=True, on_local=batches.append)
+        pipeline, _ = await started(tmp_path, SchedulerInline=inline, is_provider=True, on_local=batches.append)
         now = time.monotonic_ns()
         pipeline.submit(make_packet(flags=su.FLAG_RECIPIENT | su.FLAG_NODE_DELAY, recipient=b"alice",
                                     delay_ms=7), now)
@@ -146,9 +151,9 @@ def test_provider_hands_terminal_packets_to_the_local_handler(tmp_path):
     run(scenario())
 
 
-def test_worker_exception_is_logged_counted_and_survived(tmp_path, caplog):
+def test_worker_exception_is_logged_counted_and_survived(tmp_path, caplog, inline):
     async def scenario():
-        pipeline, sender = await started(tmp_path, NumSphinxWorkers=1)
+        pipeline, sender = await started(tmp_path, SchedulerInline=inline, NumSphinxWorkers=1)
         now = time.monotonic_ns()
         pipeline.submit(make_packet(status=POISON), now)
         pipeline.submit(make_packet(next_hop=HOP, delay_ms=1), now)
@@ -157,7 +162,7 @@ def test_worker_exception_is_logged_counted_and_survived(tmp_path, caplog):
         pipeline.submit(make_packet(next_hop=HOP, delay_ms=1), time.monotonic_ns())
         await wait_for(lambda: len(sender.packets) == 1)
         snap = pipeline.counters.snapshot()
-        alive = all(t.is_alive() for t in pipeline.threads())
+        alive = all(t.is_alive() for t in pipeline.threads() if t is not None)
         await pipeline.halt()
         assert alive
         assert snap["drops"]["worker_error"] == 2           # the whole poisoned batch
@@ -165,10 +170,10 @@ def test_worker_exception_is_logged_counted_and_survived(tmp_path, caplog):
     run(scenario())
 
 
-def test_flood_above_capacity_is_shed_with_counted_drops_and_bounded_queues(tmp_path):
+def test_flood_above_capacity_is_shed_with_counted_drops_and_bounded_queues(tmp_path, inline):
     async def scenario():
         # One slow worker (2 ms per packet), tiny queues: the I/O thread must never block.
-        pipeline, sender = await started(tmp_path, engine=FaultyEngine(2_000_000), NumSphinxWorkers=1,
+        pipeline, sender = await started(tmp_path, SchedulerInline=inline, engine=FaultyEngine(2_000_000), NumSphinxWorkers=1,
                                          SphinxBatchSize=8, SphinxQueueHWM=2, UnwrapDelay=60_000)
         total = 20000                                        # 50 MB if the node kept them all
         template = make_packet(next_hop=HOP, delay_ms=1)
@@ -195,19 +200,19 @@ def test_flood_above_capacity_is_shed_with_counted_drops_and_bounded_queues(tmp_
     run(scenario())
 
 
-def test_start_halt_cycles_leave_no_threads_or_sockets(tmp_path):
+def test_start_halt_cycles_leave_no_threads_or_sockets(tmp_path, inline):
     def fds():
         return len(os.listdir("/proc/self/fd"))
 
     async def cycle():
-        pipeline, sender = await started(tmp_path)
+        pipeline, sender = await started(tmp_path, SchedulerInline=inline)
         pipeline.submit(make_packet(next_hop=HOP, delay_ms=1), time.monotonic_ns())
         await wait_for(lambda: len(sender.packets) == 1)
         pipeline.submit(make_packet(next_hop=HOP, delay_ms=60_000), time.monotonic_ns())
         await wait_for(lambda: pipeline.counters.event_total(Event.SCHEDULED) == 2)
         await pipeline.halt()
         assert pipeline.counters.snapshot()["drops"]["halt"] == 1       # held in the wheel at halt
-        assert not any(t.is_alive() for t in pipeline.threads())
+        assert not any(t.is_alive() for t in pipeline.threads() if t is not None)
 
     run(cycle())                                            # warm-up: pyzmq's gc thread starts once
     gc.collect()
@@ -219,9 +224,9 @@ def test_start_halt_cycles_leave_no_threads_or_sockets(tmp_path):
     assert fds() <= open_fds
 
 
-def test_submit_rejects_wrong_length_and_counts_after_halt(tmp_path):
+def test_submit_rejects_wrong_length_and_counts_after_halt(tmp_path, inline):
     async def scenario():
-        pipeline, _ = await started(tmp_path)
+        pipeline, _ = await started(tmp_path, SchedulerInline=inline)
         with pytest.raises(ValueError, match="2524"):
             pipeline.submit(b"x" * 100, time.monotonic_ns())
         await pipeline.halt()
@@ -230,9 +235,9 @@ def test_submit_rejects_wrong_length_and_counts_after_halt(tmp_path):
     run(scenario())
 
 
-def test_paused_destination_queues_then_drops_tail_and_send_slack(tmp_path):
+def test_paused_destination_queues_then_drops_tail_and_send_slack(tmp_path, inline):
     async def scenario():
-        pipeline, sender = await started(tmp_path, OutgoingQueueSize=4, SendSlack=50)
+        pipeline, sender = await started(tmp_path, SchedulerInline=inline, OutgoingQueueSize=4, SendSlack=50)
         sender.paused = True
         now = time.monotonic_ns()
         for i in range(10):

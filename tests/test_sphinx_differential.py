@@ -15,7 +15,7 @@ from katzenpost.sphinx import geometry as g
 from sphinx_support import keypair, packet_for_secret
 
 NODES = [keypair(bytes([i + 1]) * 32) for i in range(5)]
-SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def outcome(api, key, packet):
@@ -139,7 +139,7 @@ def expand(seed):
 
 # ---------------------------------------------------------------- bounded fuzz
 
-FUZZ = settings(max_examples=150, deadline=None)
+FUZZ = settings(max_examples=300, deadline=None)
 
 
 @FUZZ

@@ -220,3 +220,32 @@ def test_repr_summarises_long_byte_fields():
     assert repr(SendPacket(bytes(PACKET_LENGTH))) == "SendPacket(sphinx_packet=<2524 bytes>)"
     assert repr(Consensus(1, b"doc")) == "Consensus(error_code=1, payload=b'doc')"
     assert repr(NoOp()) == "NoOp()"
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+U8, U32, U64 = st.integers(0, 255), st.integers(0, 2**32 - 1), st.integers(0, 2**64 - 1)
+COMMAND_STRATEGY = st.one_of(
+    st.just(NoOp()), st.just(Disconnect()),
+    st.builds(SendPacket, st.binary(max_size=3000)),
+    st.builds(RetrieveMessage, U32),
+    st.builds(Message, U8, U32, st.binary(min_size=USER_FORWARD_PAYLOAD_LENGTH,
+                                          max_size=USER_FORWARD_PAYLOAD_LENGTH)),
+    st.builds(MessageACK, U8, U32, st.binary(min_size=16, max_size=16),
+              st.binary(min_size=MESSAGE_ACK_PAYLOAD_LENGTH, max_size=MESSAGE_ACK_PAYLOAD_LENGTH)),
+    st.builds(MessageEmpty, U32), st.builds(GetConsensus, U64),
+    st.builds(Consensus, U8, st.binary(max_size=200)),
+    st.builds(PostDescriptor, U64, st.binary(max_size=200)), st.builds(PostDescriptorStatus, U8),
+    st.builds(Vote, U64, st.binary(min_size=32, max_size=32), st.binary(max_size=100)),
+    st.builds(VoteStatus, U8), st.builds(GetVote, U64, st.binary(min_size=32, max_size=32)),
+    st.builds(Reveal, U64, st.binary(min_size=32, max_size=32), st.binary(max_size=100)),
+    st.builds(RevealStatus, U8),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(COMMAND_STRATEGY, st.integers(0, 16))
+def test_property_every_command_round_trips_with_any_zero_padding(command, padding):
+    data = command.to_bytes()
+    assert parse_command(data + bytes(padding)) == command

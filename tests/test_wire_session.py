@@ -636,3 +636,109 @@ def test_adapter_interoperates_with_the_round3_oracle_over_tcp(oracle_side):
             await session.close()
             await server_session.close()
     run(scenario)
+
+
+@pytest.mark.parametrize("fault", ["bad msg2 MAC", "truncated msg2", "garbage msg2"])
+def test_malformed_msg2_fails_the_initiator_without_msg3(fault):
+    async def scenario():
+        outcome = asyncio.Queue()
+
+        async def faulty_responder(reader, writer):
+            handshake = Handshake(initiator=False, link_key=os.urandom(32), additional_data=b"")
+            try:
+                handshake.read_message(await reader.readexactly(MSG1_LENGTH))
+                msg2 = handshake.write_message()
+                if fault == "bad msg2 MAC":
+                    writer.write(msg2[:-1] + bytes([msg2[-1] ^ 0x01]))
+                elif fault == "truncated msg2":
+                    writer.write(msg2[:1000])
+                    writer.write_eof()
+                else:
+                    writer.write(os.urandom(MSG2_LENGTH))
+                await outcome.put(await asyncio.wait_for(reader.read(), 5))
+            finally:
+                writer.close()
+        server = await asyncio.start_server(faulty_responder, LOOPBACK, 0)
+        port = server.sockets[0].getsockname()[1]
+        with pytest.raises(HandshakeError):
+            await connect(LOOPBACK, port, link_key=os.urandom(32), additional_data=b"",
+                          authenticator=allow, handshake_timeout=5)
+        assert await outcome.get() == b""  # the initiator never sent msg3
+        server.close()
+        await server.wait_closed()
+    run(scenario)
+
+
+def test_bounded_fuzz_of_post_handshake_bytes():
+    """Random bytes (and random valid-looking frames with random bodies) after the handshake:
+    the receiving session ends with a WireError and closes; nothing else escapes."""
+    import random
+    rng = random.Random(0xC0FFEE)
+
+    async def scenario():
+        async with Listener() as listener:
+            listener.recv_loop = True
+            for trial in range(12):
+                raw = await RawInitiator().open(listener.port)
+                session = await listener.sessions.get()
+                if trial % 3 == 0:
+                    junk = bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 200)))
+                elif trial % 3 == 1:  # authentic frame, random command bytes
+                    junk = raw.seal(bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 64))))
+                else:  # authentic frame followed by a junk tail
+                    junk = raw.seal(NoOp().to_bytes()) + os.urandom(rng.randrange(1, 40))
+                raw.writer.write(junk)
+                raw.writer.write_eof()
+                while True:
+                    item = await listener.received.get()
+                    if isinstance(item, WireError):
+                        break
+                    assert not isinstance(item, tuple), item  # ("escaped", exc)
+                assert session.closed
+                await raw.expect_closed()
+    run(scenario)
+
+
+def test_write_packets_sends_a_batch_without_waiting():
+    import numpy as np
+
+    async def scenario():
+        async with Listener() as listener:
+            session = await connect(LOOPBACK, listener.port, link_key=os.urandom(32),
+                                    additional_data=b"mix", authenticator=allow, handshake_timeout=5)
+            server_session = await listener.sessions.get()
+            batch = np.random.default_rng(1).integers(0, 256, size=(8, PACKET_LENGTH), dtype=np.uint8)
+            assert session.is_writable()
+            session.write_packets(batch)
+            session.write_packets([b"tail"])
+            await session.wait_writable()
+            for row in batch:
+                assert await server_session.recv_command() == SendPacket(row.tobytes())
+            assert await server_session.recv_command() == SendPacket(b"tail")
+            await server_session.close()
+            with pytest.raises(ConnectionClosed):
+                await session.recv_command()
+            assert not session.is_writable()
+            with pytest.raises(ConnectionClosed):
+                session.write_packets([b"late"])
+            with pytest.raises(ConnectionClosed):
+                await session.wait_writable()
+    run(scenario)
+
+
+def test_is_writable_reports_back_pressure():
+    async def scenario():
+        async with Listener() as listener:
+            raw = await RawInitiator().open(listener.port)
+            session = await listener.sessions.get()
+            rounds = 0
+            while session.is_writable() and rounds < 10000:  # the raw peer never reads
+                session.write_packets([bytes(PACKET_LENGTH)] * 16)
+                await asyncio.sleep(0)
+                rounds += 1
+            assert not session.is_writable() and rounds < 10000
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(session.wait_writable(), 0.2)
+            await session.close(abort=True)
+            raw.writer.transport.abort()
+    run(scenario)

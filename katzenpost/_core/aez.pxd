@@ -28,6 +28,7 @@ cdef extern from "aez_impl.h" nogil:
                     const uint8_t *const *ad, const size_t *ad_len, size_t n_ad,
                     size_t tau, const uint8_t *ct, size_t ct_len, uint8_t *out)
     int aez_hw_accelerated()
+    void aez_wipe(aez_ctx *ctx)
 
     void aez_hash(const aez_ctx *ctx, uint64_t tau_bits, const uint8_t *const *strings,
                   const size_t *lens, size_t n_strings, uint8_t *delta)

@@ -8,9 +8,10 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport uint8_t, uint64_t
 
 # The AD vector is passed to C through these arrays; longer vectors use PyMem_Malloc.
-DEF AD_ON_STACK = 8
+cdef enum:
+    AD_ON_STACK = 8
 # A bound on tau (bytes) so that a typo gives a clear error instead of a huge allocation.
-MAX_TAU = 1 << 30
+MAX_TAU = 1 << 24
 
 _BACKEND_NAMES = {AEZ_BACKEND_PORTABLE: "portable", AEZ_BACKEND_AESNI: "aesni"}
 _BACKEND_CODES = {"auto": AEZ_BACKEND_AUTO, "portable": AEZ_BACKEND_PORTABLE,
@@ -138,6 +139,7 @@ def encrypt(key, nonce, ad, tau, msg):
                     aez_encrypt(&ctx, <const uint8_t *>nonce_b.buf, nonce_b.len, ad_v.ptrs,
                                 ad_v.lens, ad_v.count, tau_n, <const uint8_t *>msg_b.buf,
                                 msg_b.len, out_p)
+                    aez_wipe(&ctx)
             finally:
                 PyBuffer_Release(&msg_b)
         finally:
@@ -170,6 +172,7 @@ def decrypt(key, nonce, ad, tau, ct):
                         rc = aez_decrypt(&ctx, <const uint8_t *>nonce_b.buf, nonce_b.len,
                                          ad_v.ptrs, ad_v.lens, ad_v.count, tau_n,
                                          <const uint8_t *>ct_b.buf, ct_b.len, out_p)
+                        aez_wipe(&ctx)
             finally:
                 PyBuffer_Release(&ct_b)
         finally:
@@ -205,6 +208,7 @@ def encrypt_into(key, nonce, ad, tau, msg, out):
                                     ad_v.ptrs, ad_v.lens, ad_v.count, tau_n,
                                     <const uint8_t *>msg_b.buf, msg_b.len,
                                     <uint8_t *>out_b.buf)
+                        aez_wipe(&ctx)
                 finally:
                     PyBuffer_Release(&msg_b)
             finally:
@@ -242,6 +246,7 @@ def decrypt_into(key, nonce, ad, tau, ct, out):
                                          ad_v.ptrs, ad_v.lens, ad_v.count, tau_n,
                                          <const uint8_t *>ct_b.buf, ct_b.len,
                                          <uint8_t *>out_b.buf)
+                        aez_wipe(&ctx)
                 finally:
                     PyBuffer_Release(&ct_b)
             finally:
@@ -263,7 +268,9 @@ def _extract(key):
     cdef aez_ctx ctx
     with nogil:
         aez_setup(&ctx, _ptr(key_v), key_v.shape[0])
-    return bytes(ctx.I[:16]) + bytes(ctx.J[:16]) + bytes(ctx.L[:16])
+    extracted = bytes(ctx.I[:16]) + bytes(ctx.J[:16]) + bytes(ctx.L[:16])
+    aez_wipe(&ctx)
+    return extracted
 
 
 def _hash(key, tau_bits, data):
@@ -279,6 +286,7 @@ def _hash(key, tau_bits, data):
     with nogil:
         aez_setup(&ctx, _ptr(key_v), key_v.shape[0])
         aez_hash(&ctx, tau_b, strings.ptrs, strings.lens, strings.count, delta)
+        aez_wipe(&ctx)
     return bytes(delta[:16])
 
 
@@ -295,6 +303,7 @@ def _prf(key, delta, tau):
     with nogil:
         aez_setup(&ctx, _ptr(key_v), key_v.shape[0])
         aez_prf(&ctx, &delta_v[0], out_p, tau_n)
+        aez_wipe(&ctx)
     return out
 
 
@@ -314,6 +323,7 @@ def _cipher(key, delta, data, bint decipher):
             aez_decipher(&ctx, &delta_v[0], _ptr(data_v), data_v.shape[0], out_p)
         else:
             aez_encipher(&ctx, &delta_v[0], _ptr(data_v), data_v.shape[0], out_p)
+        aez_wipe(&ctx)
     return out
 
 

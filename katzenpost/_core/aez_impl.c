@@ -89,7 +89,8 @@ static void mul_small(uint8_t r[16], size_t k, const uint8_t x[16])
 static void pad_block(uint8_t r[16], const uint8_t *z, size_t len)
 {
     memset(r, 0, 16);
-    memcpy(r, z, len);
+    if (len > 0)
+        memcpy(r, z, len);
     r[len] = 0x80;
 }
 
@@ -492,6 +493,21 @@ static void run_init(aez_run *run, const aez_ctx *ctx)
     run->bs = (const bsw (*)[8])run->bs_keys;
 }
 
+/* memset through a volatile pointer so that wiping a buffer about to die is not elided. */
+static void *(*const volatile wipe_memset)(void *, int, size_t) = memset;
+
+void aez_wipe(aez_ctx *ctx)
+{
+    wipe_memset(ctx, 0, sizeof *ctx);
+}
+
+/* The portable backend copies the key planes into the run: wipe them when done. */
+static void run_done(aez_run *run)
+{
+    if (run->bs != NULL)
+        wipe_memset(run->bs_keys, 0, sizeof run->bs_keys);
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* BLAKE2b (RFC 7693), unkeyed, for Extract on keys that are not 48 bytes.              */
 
@@ -602,7 +618,7 @@ void aez_setup(aez_ctx *ctx, const uint8_t *key, size_t key_len)
         bs_keys_fill(ctx->bs_keys, ctx);
         ctx->bs_ready = 1;
     }
-    memset(extracted, 0, sizeof extracted);
+    wipe_memset(extracted, 0, sizeof extracted);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -663,7 +679,7 @@ static void hash_string(const aez_run *run, size_t j, const uint8_t *s, size_t l
         }
     }
     if (len % 16 != 0 || len == 0) {
-        pad_block(batch[0], s + 16 * full, len % 16);
+        pad_block(batch[0], len ? s + 16 * full : NULL, len % 16);
         xor16_3(batch[0], batch[0], jj, ctx->I);      /* E^{j,0}: offset j*J + I */
         run->aes4(run, batch, 1);
         xor16(delta, delta, batch[0]);
@@ -694,6 +710,7 @@ void aez_hash(const aez_ctx *ctx, uint64_t tau_bits, const uint8_t *const *strin
     else
         hash_run(&run, tau_bits, strings[0], lens[0], 1, strings + 1, lens + 1,
                  n_strings - 1, delta);
+    run_done(&run);
 }
 
 /* Writes out_len prf bytes to out, or (out == NULL) ORs their difference from expect into
@@ -731,6 +748,7 @@ void aez_prf(const aez_ctx *ctx, const uint8_t delta[16], uint8_t *out, size_t o
     aez_run run;
     run_init(&run, ctx);
     prf_run(&run, delta, out, NULL, out_len, NULL);
+    run_done(&run);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -968,6 +986,7 @@ void aez_encipher(const aez_ctx *ctx, const uint8_t delta[16], const uint8_t *in
     aez_run run;
     run_init(&run, ctx);
     cipher_run(&run, delta, in, len, out, 0);
+    run_done(&run);
 }
 
 void aez_decipher(const aez_ctx *ctx, const uint8_t delta[16], const uint8_t *in, size_t len,
@@ -976,6 +995,7 @@ void aez_decipher(const aez_ctx *ctx, const uint8_t delta[16], const uint8_t *in
     aez_run run;
     run_init(&run, ctx);
     cipher_run(&run, delta, in, len, out, 1);
+    run_done(&run);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -991,12 +1011,13 @@ void aez_encrypt(const aez_ctx *ctx, const uint8_t *nonce, size_t nonce_len,
     hash_run(&run, (uint64_t)tau * 8, nonce, nonce_len, 1, ad, ad_len, n_ad, delta);
     if (msg_len == 0) {
         prf_run(&run, delta, out, NULL, tau, NULL);
-        return;
+    } else {
+        if (out != msg)
+            memmove(out, msg, msg_len);
+        memset(out + msg_len, 0, tau);
+        cipher_run(&run, delta, out, msg_len + tau, out, 0);
     }
-    if (out != msg)
-        memmove(out, msg, msg_len);
-    memset(out + msg_len, 0, tau);
-    cipher_run(&run, delta, out, msg_len + tau, out, 0);
+    run_done(&run);
 }
 
 /* Decipher into a scratch buffer, check the tau zero bytes, copy out on success. Kept out
@@ -1017,7 +1038,7 @@ __attribute__((noinline)) static int decrypt_checked(const aez_run *run,
     int rc = nonzero == 0 ? AEZ_OK : AEZ_AUTH_FAIL;
     if (rc == AEZ_OK)
         memmove(out, plain, ct_len - tau);
-    memset(plain, 0, ct_len);
+    wipe_memset(plain, 0, ct_len);
     if (plain != stack_buf)
         free(plain);
     return rc;
@@ -1033,14 +1054,16 @@ int aez_decrypt(const aez_ctx *ctx, const uint8_t *nonce, size_t nonce_len,
         return AEZ_AUTH_FAIL;
     run_init(&run, ctx);
     hash_run(&run, (uint64_t)tau * 8, nonce, nonce_len, 1, ad, ad_len, n_ad, delta);
+    int rc = AEZ_OK;
     if (ct_len == tau) {
         uint8_t diff = 0;
         prf_run(&run, delta, NULL, ct, tau, &diff);
-        return diff == 0 ? AEZ_OK : AEZ_AUTH_FAIL;
-    }
-    if (tau == 0) {
+        rc = diff == 0 ? AEZ_OK : AEZ_AUTH_FAIL;
+    } else if (tau == 0) {
         cipher_run(&run, delta, ct, ct_len, out, 1);
-        return AEZ_OK;
+    } else {
+        rc = decrypt_checked(&run, delta, tau, ct, ct_len, out);
     }
-    return decrypt_checked(&run, delta, tau, ct, ct_len, out);
+    run_done(&run);
+    return rc;
 }

@@ -59,6 +59,9 @@ int aez_decrypt(const aez_ctx *ctx, const uint8_t *nonce, size_t nonce_len,
                 const uint8_t *const *ad, const size_t *ad_len, size_t n_ad,
                 size_t tau, const uint8_t *ct, size_t ct_len, uint8_t *out);
 
+/* Zeroes an expanded key (a memset the compiler may not drop). */
+void aez_wipe(aez_ctx *ctx);
+
 /* 1 if the AES-NI backend is in use, 0 for the portable (bitsliced, constant-time) one. */
 int aez_hw_accelerated(void);
 

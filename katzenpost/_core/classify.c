@@ -1763,10 +1763,13 @@ typedef struct {
 /* #### Code section: type_declarations ### */
 
 /*--- Type declarations ---*/
+struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier;
 struct __pyx_array_obj;
 struct __pyx_MemviewEnum_obj;
 struct __pyx_memoryview_obj;
 struct __pyx_memoryviewslice_obj;
+struct __pyx_t_10katzenpost_5_core_8classify_RowsIn;
+struct __pyx_t_10katzenpost_5_core_8classify_RowsOut;
 
 /* "katzenpost/_core/classify.pyx":11
  * from libc.string cimport memcmp
@@ -1846,6 +1849,82 @@ enum  {
   __pyx_e_10katzenpost_5_core_8classify_NODE_ID_LEN = 32,
   __pyx_e_10katzenpost_5_core_8classify_RECIPIENT_LEN = 64
 };
+
+/* "katzenpost/_core/classify.pyx":102
+ * 
+ * 
+ * cdef struct RowsIn:             # <<<<<<<<<<<<<<
+ *     const int32_t *status
+ *     const uint8_t *flags
+*/
+struct __pyx_t_10katzenpost_5_core_8classify_RowsIn {
+  int32_t const *status;
+  uint8_t const *flags;
+  uint32_t const *delay_ms;
+  uint8_t const *next_hop;
+  uint8_t const *recipient;
+  int64_t const *recv_at_ns;
+  uint8_t const *from_client;
+  uint8_t const *replayed;
+  int64_t dequeue_ns;
+  int64_t now_ns;
+  int is_provider;
+  uint8_t const *route_ids;
+  int32_t const *route_index;
+  Py_ssize_t n_routes;
+  uint8_t const *endpoint_ids;
+  Py_ssize_t n_endpoints;
+};
+
+/* "katzenpost/_core/classify.pyx":121
+ * 
+ * 
+ * cdef struct RowsOut:             # <<<<<<<<<<<<<<
+ *     int64_t *drop_counts
+ *     int32_t *fwd_rows
+*/
+struct __pyx_t_10katzenpost_5_core_8classify_RowsOut {
+  int64_t *drop_counts;
+  int32_t *fwd_rows;
+  int64_t *fwd_deadline_ms;
+  int32_t *fwd_hop;
+  int32_t *local_rows;
+  uint8_t *local_kind;
+  uint8_t *row_reason;
+  Py_ssize_t n_fwd;
+  Py_ssize_t n_local;
+};
+
+/* "katzenpost/_core/classify.pyx":284
+ * 
+ * 
+ * cdef class BatchClassifier:             # <<<<<<<<<<<<<<
+ *     """A crypto worker's classifier bound once to its unwrap result and output arrays, so each
+ *     batch costs two buffer look-ups instead of twenty (the per-batch cost is what holds the GIL).
+*/
+struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier {
+  PyObject_HEAD
+  struct __pyx_t_10katzenpost_5_core_8classify_RowsIn a;
+  struct __pyx_t_10katzenpost_5_core_8classify_RowsOut o;
+  Py_ssize_t capacity;
+  PyObject *result;
+  PyObject *drop_counts;
+  PyObject *fwd_rows;
+  PyObject *fwd_deadline_ms;
+  PyObject *fwd_hop;
+  PyObject *local_rows;
+  PyObject *local_kind;
+  PyObject *row_reason;
+  PyObject *masks;
+  PyObject *seen;
+  PyObject *_routes;
+  PyObject *_route_index;
+  PyObject *_endpoints;
+  __Pyx_memviewslice key_index;
+  __Pyx_memviewslice mask_view;
+  __Pyx_memviewslice seen_view;
+};
+
 
 /* "View.MemoryView":128
  * 
@@ -2822,6 +2901,14 @@ static CYTHON_INLINE int __pyx_memoryview_slice_memviewslice(
         int have_start, int have_stop, int have_step,
         int is_slice);
 
+/* DivInt[int64_t].proto */
+static CYTHON_INLINE int64_t __Pyx_div_int64_t(int64_t, int64_t, int b_is_constant);
+
+/* WriteUnraisableException.proto */
+static void __Pyx_WriteUnraisable(const char *name, int clineno,
+                                  int lineno, const char *filename,
+                                  int full_traceback, int nogil);
+
 /* PyUnicode_Unicode.proto */
 static CYTHON_INLINE PyObject* __Pyx_PyUnicode_Unicode(PyObject *obj);
 
@@ -2833,9 +2920,6 @@ static CYTHON_INLINE PyObject* __Pyx_PyUnicode_Unicode(PyObject *obj);
     )
 static CYTHON_INLINE PyObject* __Pyx_uchar___Pyx_PyUnicode_From___pyx_anon_enum(int value, Py_ssize_t width, char padding_char);
 static CYTHON_INLINE PyObject* __Pyx____Pyx_PyUnicode_From___pyx_anon_enum(int value, Py_ssize_t width, char padding_char, char format_char);
-
-/* DivInt[int64_t].proto */
-static CYTHON_INLINE int64_t __Pyx_div_int64_t(int64_t, int64_t, int b_is_constant);
 
 /* AllocateExtensionType.proto */
 static PyObject *__Pyx_AllocateExtensionType(PyTypeObject *t, int is_final);
@@ -2851,20 +2935,6 @@ static PyObject * __Pyx_CallTpnewAsVectorcall(__Pyx_tpnewvectorcallfunc f, PyTyp
 static PyObject *__Pyx_CallNewInitFromVectorcall(PyTypeObject *t, PyObject *const *args, size_t nargsf, PyObject *kwnames);
 #endif
 
-/* DeallocKeepAlive.proto */
-#if CYTHON_COMPILING_IN_CPYTHON_FREETHREADING
-#define __Pyx_DeallocKeepAliveBegin(o) do {\
-        _Py_atomic_store_uintptr_relaxed(&(o)->ob_tid, _Py_ThreadId());\
-        _Py_atomic_store_uint32_relaxed(&(o)->ob_ref_local, 1);\
-        _Py_atomic_store_ssize_relaxed(&(o)->ob_ref_shared, 0);\
-    } while (0)
-#define __Pyx_DeallocKeepAliveEnd(o)\
-        _Py_atomic_store_uint32_relaxed(&(o)->ob_ref_local, 0)
-#else
-#define __Pyx_DeallocKeepAliveBegin(o) Py_SET_REFCNT(o, Py_REFCNT(o) + 1)
-#define __Pyx_DeallocKeepAliveEnd(o)   Py_SET_REFCNT(o, Py_REFCNT(o) - 1)
-#endif
-
 /* CallSlotAsVectorcall.proto */
 #if CYTHON_VECTORCALL_TPNEW
 typedef int (*__Pyx_tpinitvectorcallfunc)(PyObject* o, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
@@ -2878,11 +2948,18 @@ static int __Pyx_CallTpinitAsVectorcall(__Pyx_tpinitvectorcallfunc f, PyObject* 
 static int __Pyx_call_type_traverse(PyObject *o, int always_call, visitproc visit, void *arg);
 #endif
 
-/* ApplySequenceOrMappingFlag.proto */
-#if CYTHON_COMPILING_IN_LIMITED_API || CYTHON_COMPILING_IN_PYPY
-int __Pyx_ApplySequenceOrMappingFlag(PyTypeObject *tp, int is_sequence);
+/* DeallocKeepAlive.proto */
+#if CYTHON_COMPILING_IN_CPYTHON_FREETHREADING
+#define __Pyx_DeallocKeepAliveBegin(o) do {\
+        _Py_atomic_store_uintptr_relaxed(&(o)->ob_tid, _Py_ThreadId());\
+        _Py_atomic_store_uint32_relaxed(&(o)->ob_ref_local, 1);\
+        _Py_atomic_store_ssize_relaxed(&(o)->ob_ref_shared, 0);\
+    } while (0)
+#define __Pyx_DeallocKeepAliveEnd(o)\
+        _Py_atomic_store_uint32_relaxed(&(o)->ob_ref_local, 0)
 #else
-#define __Pyx_ApplySequenceOrMappingFlag(tp, is_sequence) (0)
+#define __Pyx_DeallocKeepAliveBegin(o) Py_SET_REFCNT(o, Py_REFCNT(o) + 1)
+#define __Pyx_DeallocKeepAliveEnd(o)   Py_SET_REFCNT(o, Py_REFCNT(o) - 1)
 #endif
 
 /* PyObjectCallMethod0.proto (used by PyType_Ready) */
@@ -2900,15 +2977,6 @@ static int __Pyx_validate_bases_tuple(const char *type_name, int has_dictoffset,
 
 /* PyType_Ready.export */
 CYTHON_UNUSED static int __Pyx_PyType_Ready(PyTypeObject *t);
-
-/* GetVTable.proto (used by MergeVTables) */
-static int __Pyx_GetVtable(PyTypeObject *type, void** table);
-
-/* MergeVTables.proto (used by SetVTable) */
-static int __Pyx_MergeVtables(PyTypeObject *type);
-
-/* SetVTable.export */
-static int __Pyx_SetVtable(PyTypeObject* typeptr , void* vtable);
 
 /* LimitedApiGetTypeTypeDict.proto (used by DelItemOnTypeDict) */
 #if CYTHON_COMPILING_IN_LIMITED_API
@@ -2929,6 +2997,22 @@ static int __Pyx__SetItemOnTypeDict(PyTypeObject *tp, PyObject *k, PyObject *v);
 
 /* SetupReduce.export */
 static int __Pyx_setup_reduce(PyObject* type_obj);
+
+/* ApplySequenceOrMappingFlag.proto */
+#if CYTHON_COMPILING_IN_LIMITED_API || CYTHON_COMPILING_IN_PYPY
+int __Pyx_ApplySequenceOrMappingFlag(PyTypeObject *tp, int is_sequence);
+#else
+#define __Pyx_ApplySequenceOrMappingFlag(tp, is_sequence) (0)
+#endif
+
+/* GetVTable.proto (used by MergeVTables) */
+static int __Pyx_GetVtable(PyTypeObject *type, void** table);
+
+/* MergeVTables.proto (used by SetVTable) */
+static int __Pyx_MergeVtables(PyTypeObject *type);
+
+/* SetVTable.export */
+static int __Pyx_SetVtable(PyTypeObject* typeptr , void* vtable);
 
 /* dict_setdefault.proto (used by FetchCommonType) */
 static CYTHON_INLINE PyObject *__Pyx_PyDict_SetDefault(PyObject *d, PyObject *key, PyObject *default_value);
@@ -3206,6 +3290,16 @@ static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_dc_nn_
 /* ObjectToMemviewSlice.proto */
 static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_dc_nn_uint32_t__const__(PyObject *, int writable_flag);
 
+/* MemviewDtypeToObject.proto */
+static CYTHON_INLINE PyObject *__pyx_memview_get_nn_int64_t(const char *itemp);
+static CYTHON_INLINE int __pyx_memview_set_nn_int64_t(char *itemp, PyObject *obj);
+
+/* MemviewDtypeToObject.proto */
+static CYTHON_INLINE PyObject *__pyx_memview_get_nn_uint8_t__const__(const char *itemp);
+
+/* MemviewDtypeToObject.proto */
+static CYTHON_INLINE PyObject *__pyx_memview_get_nn_int32_t__const__(const char *itemp);
+
 /* MemviewSliceCopy.proto */
 static __Pyx_memviewslice
 __pyx_memoryview_copy_new_contig(const __Pyx_memviewslice *from_mvs,
@@ -3235,6 +3329,15 @@ static CYTHON_INLINE PyObject* __Pyx_PyLong_From___pyx_anon_enum(int value);
 
 /* CIntFromPy.proto */
 static CYTHON_INLINE int64_t __Pyx_PyLong_As_int64_t(PyObject *);
+
+/* CIntToPy.proto */
+static CYTHON_INLINE PyObject* __Pyx_PyLong_From_int64_t(int64_t value);
+
+/* CIntToPy.proto */
+static CYTHON_INLINE PyObject* __Pyx_PyLong_From_uint8_t(uint8_t value);
+
+/* CIntToPy.proto */
+static CYTHON_INLINE PyObject* __Pyx_PyLong_From_int32_t(int32_t value);
 
 /* PyObjectCallMethod1.proto (used by UpdateUnpickledDict) */
 static CYTHON_INLINE PyObject* __Pyx_PyObject_CallMethod1(PyObject* obj, PyObject* method_name, PyObject* arg);
@@ -3383,6 +3486,8 @@ static PyObject *indirect_contiguous = 0;
 static int __pyx_memoryview_thread_locks_used;
 static PyThread_type_lock __pyx_memoryview_thread_locks[8];
 static Py_ssize_t __pyx_f_10katzenpost_5_core_8classify_find_row(uint8_t const *, Py_ssize_t, Py_ssize_t, uint8_t const *); /*proto*/
+static void __pyx_f_10katzenpost_5_core_8classify_classify_rows(struct __pyx_t_10katzenpost_5_core_8classify_RowsIn const *, struct __pyx_t_10katzenpost_5_core_8classify_RowsOut *, Py_ssize_t); /*proto*/
+static int __pyx_f_10katzenpost_5_core_8classify_fill_rows_in(struct __pyx_t_10katzenpost_5_core_8classify_RowsIn *, PyObject *, Py_ssize_t); /*proto*/
 static int __pyx_array_allocate_buffer(struct __pyx_array_obj *); /*proto*/
 static struct __pyx_array_obj *__pyx_array_new(PyObject *, Py_ssize_t, char *, char const *, char *); /*proto*/
 static PyObject *__pyx_memoryview_new(PyObject *, int, int, __Pyx_TypeInfo const *); /*proto*/
@@ -3501,6 +3606,53 @@ static PyObject *__pyx_pf___pyx_memoryviewslice_2__setstate_cython__(CYTHON_UNUS
 static PyObject *__pyx_pf_15View_dot_MemoryView___pyx_unpickle_Enum(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v___pyx_type, long __pyx_v___pyx_checksum, PyObject *__pyx_v___pyx_state); /* proto */
 static PyObject *__pyx_pf_10katzenpost_5_core_8classify_replay_masks(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_result, Py_ssize_t __pyx_v_n, __Pyx_memviewslice __pyx_v_masks); /* proto */
 static PyObject *__pyx_pf_10katzenpost_5_core_8classify_2classify_batch(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_result, Py_ssize_t __pyx_v_n, __Pyx_memviewslice __pyx_v_recv_at_ns, __Pyx_memviewslice __pyx_v_from_client, __Pyx_memviewslice __pyx_v_replayed, int64_t __pyx_v_dequeue_ns, int64_t __pyx_v_now_ns, int __pyx_v_is_provider, __Pyx_memviewslice __pyx_v_route_ids, __Pyx_memviewslice __pyx_v_route_index, __Pyx_memviewslice __pyx_v_endpoint_ids, __Pyx_memviewslice __pyx_v_drop_counts, __Pyx_memviewslice __pyx_v_fwd_rows, __Pyx_memviewslice __pyx_v_fwd_deadline_ms, __Pyx_memviewslice __pyx_v_fwd_hop, __Pyx_memviewslice __pyx_v_local_rows, __Pyx_memviewslice __pyx_v_local_kind, __Pyx_memviewslice __pyx_v_row_reason); /* proto */
+static int __pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier___init__(struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self, PyObject *__pyx_v_result, __Pyx_memviewslice __pyx_v_drop_counts, int __pyx_v_is_provider); /* proto */
+static PyObject *__pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_2set_routes(struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self, __Pyx_memviewslice __pyx_v_route_ids, __Pyx_memviewslice __pyx_v_route_index); /* proto */
+static PyObject *__pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_4set_endpoints(struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self, __Pyx_memviewslice __pyx_v_endpoint_ids); /* proto */
+static PyObject *__pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_6replay_masks(struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self, Py_ssize_t __pyx_v_n); /* proto */
+static PyObject *__pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_8classify(struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self, Py_ssize_t __pyx_v_n, __Pyx_memviewslice __pyx_v_recv_at_ns, __Pyx_memviewslice __pyx_v_from_client, int64_t __pyx_v_dequeue_ns, int64_t __pyx_v_now_ns); /* proto */
+static PyObject *__pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_8capacity___get__(struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_6result___get__(struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_11drop_counts___get__(struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_8fwd_rows___get__(struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_15fwd_deadline_ms___get__(struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_7fwd_hop___get__(struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_10local_rows___get__(struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_10local_kind___get__(struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_10row_reason___get__(struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_5masks___get__(struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_4seen___get__(struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_10__reduce_cython__(CYTHON_UNUSED struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_12__setstate_cython__(CYTHON_UNUSED struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self, CYTHON_UNUSED PyObject *__pyx_v___pyx_state); /* proto */
+static PyObject *__pyx_tp_new__initialisation_10katzenpost_5_core_8classify_BatchClassifier(PyObject *o, 
+#if CYTHON_VECTORCALL_TPNEW
+    PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
+#else
+    PyObject *a, PyObject *k
+#endif
+); /*proto*/
+static PyObject *__pyx_tp_new_vectorcall_10katzenpost_5_core_8classify_BatchClassifier(PyTypeObject *t, 
+#if CYTHON_VECTORCALL_TPNEW
+    PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
+#else
+    PyObject *a, PyObject *k
+#endif
+); /*proto*/
+#if CYTHON_VECTORCALL_TPNEW
+static PyObject *__pyx_tp_new_10katzenpost_5_core_8classify_BatchClassifier(PyTypeObject *t, PyObject *a, PyObject *k); /*proto*/
+#endif
+#if !CYTHON_VECTORCALL_TPNEW
+#define __pyx_tp_new_10katzenpost_5_core_8classify_BatchClassifier __pyx_tp_new_vectorcall_10katzenpost_5_core_8classify_BatchClassifier
+#endif
+#if CYTHON_VECTORCALL_TPNEW
+static PyObject *__pyx_tp_vectorcall_10katzenpost_5_core_8classify_BatchClassifier(PyObject *t, PyObject *const *args, size_t nargsf, PyObject *kwnames); /*proto*/
+#endif
+#if CYTHON_VECTORCALL_TPNEW
+static int __pyx_tp_init_10katzenpost_5_core_8classify_BatchClassifier(PyObject *o, PyObject *args, PyObject *kwds); /*proto*/
+#endif
+#if !CYTHON_VECTORCALL_TPNEW
+#define __pyx_tp_init_10katzenpost_5_core_8classify_BatchClassifier __pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_1__init__
+#endif
 static PyObject *__pyx_tp_new__initialisation_array(PyObject *o, 
 #if CYTHON_VECTORCALL_TPNEW
     PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
@@ -3622,10 +3774,12 @@ namespace {
     PyObject *__pyx_empty_tuple;
     PyObject *__pyx_empty_bytes;
     PyObject *__pyx_empty_unicode;
+    PyObject *__pyx_type_10katzenpost_5_core_8classify_BatchClassifier;
     PyObject *__pyx_type___pyx_array;
     PyObject *__pyx_type___pyx_MemviewEnum;
     PyObject *__pyx_type___pyx_memoryview;
     PyObject *__pyx_type___pyx_memoryviewslice;
+    PyTypeObject *__pyx_ptype_10katzenpost_5_core_8classify_BatchClassifier;
     PyTypeObject *__pyx_array_type;
     PyTypeObject *__pyx_MemviewEnum_type;
     PyTypeObject *__pyx_memoryview_type;
@@ -3634,10 +3788,10 @@ namespace {
     __Pyx_CachedCFunction __pyx_umethod_PyDict_Type_pop;
     __Pyx_CachedCFunction __pyx_umethod_PyDict_Type_values;
     PyObject *__pyx_slice[1];
-    PyObject *__pyx_tuple[2];
-    PyObject *__pyx_codeobj_tab[2];
-    PyObject *__pyx_string_tab[170];
-    PyObject *__pyx_number_tab[3];
+    PyObject *__pyx_tuple[3];
+    PyObject *__pyx_codeobj_tab[8];
+    PyObject *__pyx_string_tab[191];
+    PyObject *__pyx_number_tab[4];
 /* #### Code section: module_state_contents ### */
 /* PyFrozenDict.module_state_decls */
 #if CYTHON_COMPILING_IN_LIMITED_API
@@ -3687,178 +3841,200 @@ static __pyx_mstatetype * const __pyx_mstate_global = &__pyx_mstate_global_stati
 #endif
 /* #### Code section: constant_name_defines ### */
 #define __pyx_kp_u_at_0x __pyx_string_tab[0]
-#define __pyx_kp_u_exceeds_the_result_or_mask_capa __pyx_string_tab[1]
-#define __pyx_kp_u_holds __pyx_string_tab[2]
-#define __pyx_kp_u_object __pyx_string_tab[3]
-#define __pyx_kp_u_outside_0 __pyx_string_tab[4]
-#define __pyx_kp_u_rows_need __pyx_string_tab[5]
-#define __pyx_kp_u_slots __pyx_string_tab[6]
-#define __pyx_kp_u__3 __pyx_string_tab[7]
-#define __pyx_kp_u__2 __pyx_string_tab[8]
-#define __pyx_kp_u_MemoryView_of __pyx_string_tab[9]
-#define __pyx_kp_u_contiguous_and_direct __pyx_string_tab[10]
-#define __pyx_kp_u_contiguous_and_indirect __pyx_string_tab[11]
-#define __pyx_kp_u_strided_and_direct_or_indirect __pyx_string_tab[12]
-#define __pyx_kp_u_strided_and_direct __pyx_string_tab[13]
-#define __pyx_kp_u_strided_and_indirect __pyx_string_tab[14]
-#define __pyx_kp_u__4 __pyx_string_tab[15]
-#define __pyx_kp_u_ __pyx_string_tab[16]
-#define __pyx_kp_u_Cannot_assign_to_read_only_memor __pyx_string_tab[17]
-#define __pyx_kp_u_Invalid_mode_expected_c_or_fortr __pyx_string_tab[18]
-#define __pyx_kp_u_Invalid_shape_in_axis __pyx_string_tab[19]
-#define __pyx_kp_u_None __pyx_string_tab[20]
-#define __pyx_kp_u_Note_that_Cython_is_deliberately __pyx_string_tab[21]
-#define __pyx_kp_u_add_note __pyx_string_tab[22]
-#define __pyx_kp_u_classify __pyx_string_tab[23]
-#define __pyx_kp_u_classify_drop_counts_needs __pyx_string_tab[24]
-#define __pyx_kp_u_classify_endpoint_table_must_be __pyx_string_tab[25]
-#define __pyx_kp_u_classify_n __pyx_string_tab[26]
-#define __pyx_kp_u_classify_route_table_must_be_uin __pyx_string_tab[27]
-#define __pyx_kp_u_collections_abc __pyx_string_tab[28]
-#define __pyx_kp_u_disable __pyx_string_tab[29]
-#define __pyx_kp_u_enable __pyx_string_tab[30]
-#define __pyx_kp_u_gc __pyx_string_tab[31]
-#define __pyx_kp_u_isenabled __pyx_string_tab[32]
-#define __pyx_kp_u_katzenpost__core_classify_pyx __pyx_string_tab[33]
-#define __pyx_kp_u_no_default___reduce___due_to_non __pyx_string_tab[34]
-#define __pyx_kp_u_unable_to_allocate_array_data __pyx_string_tab[35]
-#define __pyx_kp_u_unable_to_allocate_shape_and_str __pyx_string_tab[36]
-#define __pyx_n_u_ASCII __pyx_string_tab[37]
-#define __pyx_n_u_CLIENT_BYPASS __pyx_string_tab[38]
-#define __pyx_n_u_DECOY_SURB_REPLY __pyx_string_tab[39]
-#define __pyx_n_u_DELAY_TOO_LONG __pyx_string_tab[40]
-#define __pyx_n_u_DUPLICATE_COMMAND __pyx_string_tab[41]
-#define __pyx_n_u_DWELL_EXCEEDED __pyx_string_tab[42]
-#define __pyx_n_u_Ellipsis __pyx_string_tab[43]
-#define __pyx_n_u_FORWARD __pyx_string_tab[44]
-#define __pyx_n_u_FORWARD_AT_PROVIDER __pyx_string_tab[45]
-#define __pyx_n_u_INVALID_COMMANDS __pyx_string_tab[46]
-#define __pyx_n_u_KAETZCHEN __pyx_string_tab[47]
-#define __pyx_n_u_KAETZCHEN_SURB_REPLY __pyx_string_tab[48]
-#define __pyx_n_u_KIND_CODES __pyx_string_tab[49]
-#define __pyx_n_u_NO_DROP_CODE __pyx_string_tab[50]
-#define __pyx_n_u_NO_ROUTE __pyx_string_tab[51]
-#define __pyx_n_u_REASON_CODES __pyx_string_tab[52]
-#define __pyx_n_u_REASON_SLOTS __pyx_string_tab[53]
-#define __pyx_n_u_REPLAY __pyx_string_tab[54]
-#define __pyx_n_u_SURB_REPLY __pyx_string_tab[55]
-#define __pyx_n_u_Sequence __pyx_string_tab[56]
-#define __pyx_n_u_TERMINAL_AT_MIX __pyx_string_tab[57]
-#define __pyx_n_u_TO_USER __pyx_string_tab[58]
-#define __pyx_n_u_UNRELIABLE_TO_USER __pyx_string_tab[59]
-#define __pyx_n_u_UNWRAP_FAILED __pyx_string_tab[60]
-#define __pyx_n_u_View_MemoryView __pyx_string_tab[61]
-#define __pyx_n_u_Pyx_PyDict_NextRef __pyx_string_tab[62]
-#define __pyx_n_u_annotate __pyx_string_tab[63]
-#define __pyx_n_u_class __pyx_string_tab[64]
-#define __pyx_n_u_class_getitem __pyx_string_tab[65]
-#define __pyx_n_u_dict __pyx_string_tab[66]
-#define __pyx_n_u_func __pyx_string_tab[67]
-#define __pyx_n_u_getstate __pyx_string_tab[68]
-#define __pyx_n_u_import __pyx_string_tab[69]
-#define __pyx_n_u_main __pyx_string_tab[70]
-#define __pyx_n_u_module __pyx_string_tab[71]
-#define __pyx_n_u_name_2 __pyx_string_tab[72]
-#define __pyx_n_u_new __pyx_string_tab[73]
-#define __pyx_n_u_pyx_checksum __pyx_string_tab[74]
-#define __pyx_n_u_pyx_state __pyx_string_tab[75]
-#define __pyx_n_u_pyx_type __pyx_string_tab[76]
-#define __pyx_n_u_pyx_unpickle_Enum __pyx_string_tab[77]
-#define __pyx_n_u_pyx_vtable __pyx_string_tab[78]
-#define __pyx_n_u_qualname __pyx_string_tab[79]
-#define __pyx_n_u_reduce __pyx_string_tab[80]
-#define __pyx_n_u_reduce_cython __pyx_string_tab[81]
-#define __pyx_n_u_reduce_ex __pyx_string_tab[82]
-#define __pyx_n_u_set_name __pyx_string_tab[83]
-#define __pyx_n_u_setstate __pyx_string_tab[84]
-#define __pyx_n_u_setstate_cython __pyx_string_tab[85]
-#define __pyx_n_u_test __pyx_string_tab[86]
-#define __pyx_n_u_is_coroutine __pyx_string_tab[87]
-#define __pyx_n_u_abc __pyx_string_tab[88]
-#define __pyx_n_u_allocate_buffer __pyx_string_tab[89]
-#define __pyx_n_u_arr_len __pyx_string_tab[90]
-#define __pyx_n_u_asyncio_coroutines __pyx_string_tab[91]
-#define __pyx_n_u_base __pyx_string_tab[92]
-#define __pyx_n_u_c __pyx_string_tab[93]
-#define __pyx_n_u_classify_batch __pyx_string_tab[94]
-#define __pyx_n_u_cline_in_traceback __pyx_string_tab[95]
-#define __pyx_n_u_cmd __pyx_string_tab[96]
-#define __pyx_n_u_count __pyx_string_tab[97]
-#define __pyx_n_u_delay __pyx_string_tab[98]
-#define __pyx_n_u_delay_ms __pyx_string_tab[99]
-#define __pyx_n_u_dequeue_ns __pyx_string_tab[100]
-#define __pyx_n_u_drop_counts __pyx_string_tab[101]
-#define __pyx_n_u_dtype_is_object __pyx_string_tab[102]
-#define __pyx_n_u_dwell __pyx_string_tab[103]
-#define __pyx_n_u_encode __pyx_string_tab[104]
-#define __pyx_n_u_endpoint_base __pyx_string_tab[105]
-#define __pyx_n_u_endpoint_ids __pyx_string_tab[106]
-#define __pyx_n_u_enumerate __pyx_string_tab[107]
-#define __pyx_n_u_error __pyx_string_tab[108]
-#define __pyx_n_u_flags __pyx_string_tab[109]
-#define __pyx_n_u_format __pyx_string_tab[110]
-#define __pyx_n_u_fortran __pyx_string_tab[111]
-#define __pyx_n_u_from_client __pyx_string_tab[112]
-#define __pyx_n_u_fwd_deadline_ms __pyx_string_tab[113]
-#define __pyx_n_u_fwd_hop __pyx_string_tab[114]
-#define __pyx_n_u_fwd_rows __pyx_string_tab[115]
-#define __pyx_n_u_i __pyx_string_tab[116]
-#define __pyx_n_u_id __pyx_string_tab[117]
-#define __pyx_n_u_index __pyx_string_tab[118]
-#define __pyx_n_u_is_provider __pyx_string_tab[119]
-#define __pyx_n_u_items __pyx_string_tab[120]
-#define __pyx_n_u_itemsize __pyx_string_tab[121]
-#define __pyx_n_u_j __pyx_string_tab[122]
-#define __pyx_n_u_katzenpost__core_classify __pyx_string_tab[123]
-#define __pyx_n_u_key_index __pyx_string_tab[124]
-#define __pyx_n_u_kind __pyx_string_tab[125]
-#define __pyx_n_u_local_kind __pyx_string_tab[126]
-#define __pyx_n_u_local_rows __pyx_string_tab[127]
-#define __pyx_n_u_masks __pyx_string_tab[128]
-#define __pyx_n_u_memview __pyx_string_tab[129]
-#define __pyx_n_u_mode __pyx_string_tab[130]
-#define __pyx_n_u_n __pyx_string_tab[131]
-#define __pyx_n_u_n_endpoints __pyx_string_tab[132]
-#define __pyx_n_u_n_fwd __pyx_string_tab[133]
-#define __pyx_n_u_n_local __pyx_string_tab[134]
-#define __pyx_n_u_n_routes __pyx_string_tab[135]
-#define __pyx_n_u_name __pyx_string_tab[136]
-#define __pyx_n_u_ndim __pyx_string_tab[137]
-#define __pyx_n_u_next_hop __pyx_string_tab[138]
-#define __pyx_n_u_now_ns __pyx_string_tab[139]
-#define __pyx_n_u_obj __pyx_string_tab[140]
-#define __pyx_n_u_pack __pyx_string_tab[141]
-#define __pyx_n_u_pop __pyx_string_tab[142]
-#define __pyx_n_u_pos __pyx_string_tab[143]
-#define __pyx_n_u_reason __pyx_string_tab[144]
-#define __pyx_n_u_recipient __pyx_string_tab[145]
-#define __pyx_n_u_recv_at_ns __pyx_string_tab[146]
-#define __pyx_n_u_register __pyx_string_tab[147]
-#define __pyx_n_u_replay_masks __pyx_string_tab[148]
-#define __pyx_n_u_replayed __pyx_string_tab[149]
-#define __pyx_n_u_result __pyx_string_tab[150]
-#define __pyx_n_u_route_base __pyx_string_tab[151]
-#define __pyx_n_u_route_ids __pyx_string_tab[152]
-#define __pyx_n_u_route_index __pyx_string_tab[153]
-#define __pyx_n_u_row_reason __pyx_string_tab[154]
-#define __pyx_n_u_setdefault __pyx_string_tab[155]
-#define __pyx_n_u_shape __pyx_string_tab[156]
-#define __pyx_n_u_size __pyx_string_tab[157]
-#define __pyx_n_u_start __pyx_string_tab[158]
-#define __pyx_n_u_status __pyx_string_tab[159]
-#define __pyx_n_u_step __pyx_string_tab[160]
-#define __pyx_n_u_stop __pyx_string_tab[161]
-#define __pyx_n_u_struct __pyx_string_tab[162]
-#define __pyx_n_u_unpack __pyx_string_tab[163]
-#define __pyx_n_u_update __pyx_string_tab[164]
-#define __pyx_n_u_values __pyx_string_tab[165]
-#define __pyx_n_u_x __pyx_string_tab[166]
-#define __pyx_n_b_O __pyx_string_tab[167]
-#define __pyx_kp_b_iso88591_V1_F_vQ_r_2S_F_Cr_5_aq_j_q_U_q __pyx_string_tab[168]
-#define __pyx_kp_b_iso88591_V1_F_a_6_M_y_a_A_VSTTU_Qiq_6_q __pyx_string_tab[169]
+#define __pyx_kp_u_exceeds_the_capacity_or_the_inp __pyx_string_tab[1]
+#define __pyx_kp_u_exceeds_the_result_or_mask_capa __pyx_string_tab[2]
+#define __pyx_kp_u_holds __pyx_string_tab[3]
+#define __pyx_kp_u_object __pyx_string_tab[4]
+#define __pyx_kp_u_outside_0 __pyx_string_tab[5]
+#define __pyx_kp_u_outside_the_result_capacity __pyx_string_tab[6]
+#define __pyx_kp_u_rows_need __pyx_string_tab[7]
+#define __pyx_kp_u_slots __pyx_string_tab[8]
+#define __pyx_kp_u_tree_fragment __pyx_string_tab[9]
+#define __pyx_kp_u__3 __pyx_string_tab[10]
+#define __pyx_kp_u__2 __pyx_string_tab[11]
+#define __pyx_kp_u_MemoryView_of __pyx_string_tab[12]
+#define __pyx_kp_u_contiguous_and_direct __pyx_string_tab[13]
+#define __pyx_kp_u_contiguous_and_indirect __pyx_string_tab[14]
+#define __pyx_kp_u_strided_and_direct_or_indirect __pyx_string_tab[15]
+#define __pyx_kp_u_strided_and_direct __pyx_string_tab[16]
+#define __pyx_kp_u_strided_and_indirect __pyx_string_tab[17]
+#define __pyx_kp_u__4 __pyx_string_tab[18]
+#define __pyx_kp_u_ __pyx_string_tab[19]
+#define __pyx_kp_u_Cannot_assign_to_read_only_memor __pyx_string_tab[20]
+#define __pyx_kp_u_Invalid_mode_expected_c_or_fortr __pyx_string_tab[21]
+#define __pyx_kp_u_Invalid_shape_in_axis __pyx_string_tab[22]
+#define __pyx_kp_u_None __pyx_string_tab[23]
+#define __pyx_kp_u_Note_that_Cython_is_deliberately __pyx_string_tab[24]
+#define __pyx_kp_u_add_note __pyx_string_tab[25]
+#define __pyx_kp_u_classify __pyx_string_tab[26]
+#define __pyx_kp_u_classify_drop_counts_needs __pyx_string_tab[27]
+#define __pyx_kp_u_classify_endpoint_table_must_be __pyx_string_tab[28]
+#define __pyx_kp_u_classify_n __pyx_string_tab[29]
+#define __pyx_kp_u_classify_result_key_index_shorte __pyx_string_tab[30]
+#define __pyx_kp_u_classify_result_next_hop_must_be __pyx_string_tab[31]
+#define __pyx_kp_u_classify_route_table_must_be_uin __pyx_string_tab[32]
+#define __pyx_kp_u_collections_abc __pyx_string_tab[33]
+#define __pyx_kp_u_disable __pyx_string_tab[34]
+#define __pyx_kp_u_enable __pyx_string_tab[35]
+#define __pyx_kp_u_gc __pyx_string_tab[36]
+#define __pyx_kp_u_isenabled __pyx_string_tab[37]
+#define __pyx_kp_u_katzenpost__core_classify_pyx __pyx_string_tab[38]
+#define __pyx_kp_u_no_default___reduce___due_to_non __pyx_string_tab[39]
+#define __pyx_kp_u_self_a_self_o_cannot_be_converte __pyx_string_tab[40]
+#define __pyx_kp_u_unable_to_allocate_array_data __pyx_string_tab[41]
+#define __pyx_kp_u_unable_to_allocate_shape_and_str __pyx_string_tab[42]
+#define __pyx_n_u_ASCII __pyx_string_tab[43]
+#define __pyx_n_u_BatchClassifier __pyx_string_tab[44]
+#define __pyx_n_u_BatchClassifier___reduce_cython __pyx_string_tab[45]
+#define __pyx_n_u_BatchClassifier___setstate_cytho __pyx_string_tab[46]
+#define __pyx_n_u_BatchClassifier_classify __pyx_string_tab[47]
+#define __pyx_n_u_BatchClassifier_replay_masks __pyx_string_tab[48]
+#define __pyx_n_u_BatchClassifier_set_endpoints __pyx_string_tab[49]
+#define __pyx_n_u_BatchClassifier_set_routes __pyx_string_tab[50]
+#define __pyx_n_u_CLIENT_BYPASS __pyx_string_tab[51]
+#define __pyx_n_u_DECOY_SURB_REPLY __pyx_string_tab[52]
+#define __pyx_n_u_DELAY_TOO_LONG __pyx_string_tab[53]
+#define __pyx_n_u_DUPLICATE_COMMAND __pyx_string_tab[54]
+#define __pyx_n_u_DWELL_EXCEEDED __pyx_string_tab[55]
+#define __pyx_n_u_Ellipsis __pyx_string_tab[56]
+#define __pyx_n_u_FORWARD __pyx_string_tab[57]
+#define __pyx_n_u_FORWARD_AT_PROVIDER __pyx_string_tab[58]
+#define __pyx_n_u_INVALID_COMMANDS __pyx_string_tab[59]
+#define __pyx_n_u_KAETZCHEN __pyx_string_tab[60]
+#define __pyx_n_u_KAETZCHEN_SURB_REPLY __pyx_string_tab[61]
+#define __pyx_n_u_KIND_CODES __pyx_string_tab[62]
+#define __pyx_n_u_NO_DROP_CODE __pyx_string_tab[63]
+#define __pyx_n_u_NO_ROUTE __pyx_string_tab[64]
+#define __pyx_n_u_REASON_CODES __pyx_string_tab[65]
+#define __pyx_n_u_REASON_SLOTS __pyx_string_tab[66]
+#define __pyx_n_u_REPLAY __pyx_string_tab[67]
+#define __pyx_n_u_SURB_REPLY __pyx_string_tab[68]
+#define __pyx_n_u_Sequence __pyx_string_tab[69]
+#define __pyx_n_u_TERMINAL_AT_MIX __pyx_string_tab[70]
+#define __pyx_n_u_TO_USER __pyx_string_tab[71]
+#define __pyx_n_u_UNRELIABLE_TO_USER __pyx_string_tab[72]
+#define __pyx_n_u_UNWRAP_FAILED __pyx_string_tab[73]
+#define __pyx_n_u_View_MemoryView __pyx_string_tab[74]
+#define __pyx_n_u_Pyx_PyDict_NextRef __pyx_string_tab[75]
+#define __pyx_n_u_annotate __pyx_string_tab[76]
+#define __pyx_n_u_class __pyx_string_tab[77]
+#define __pyx_n_u_class_getitem __pyx_string_tab[78]
+#define __pyx_n_u_dict __pyx_string_tab[79]
+#define __pyx_n_u_func __pyx_string_tab[80]
+#define __pyx_n_u_getstate __pyx_string_tab[81]
+#define __pyx_n_u_import __pyx_string_tab[82]
+#define __pyx_n_u_main __pyx_string_tab[83]
+#define __pyx_n_u_module __pyx_string_tab[84]
+#define __pyx_n_u_name_2 __pyx_string_tab[85]
+#define __pyx_n_u_new __pyx_string_tab[86]
+#define __pyx_n_u_pyx_checksum __pyx_string_tab[87]
+#define __pyx_n_u_pyx_state __pyx_string_tab[88]
+#define __pyx_n_u_pyx_type __pyx_string_tab[89]
+#define __pyx_n_u_pyx_unpickle_Enum __pyx_string_tab[90]
+#define __pyx_n_u_pyx_vtable __pyx_string_tab[91]
+#define __pyx_n_u_qualname __pyx_string_tab[92]
+#define __pyx_n_u_reduce __pyx_string_tab[93]
+#define __pyx_n_u_reduce_cython __pyx_string_tab[94]
+#define __pyx_n_u_reduce_ex __pyx_string_tab[95]
+#define __pyx_n_u_set_name __pyx_string_tab[96]
+#define __pyx_n_u_setstate __pyx_string_tab[97]
+#define __pyx_n_u_setstate_cython __pyx_string_tab[98]
+#define __pyx_n_u_test __pyx_string_tab[99]
+#define __pyx_n_u_is_coroutine __pyx_string_tab[100]
+#define __pyx_n_u_a __pyx_string_tab[101]
+#define __pyx_n_u_abc __pyx_string_tab[102]
+#define __pyx_n_u_allocate_buffer __pyx_string_tab[103]
+#define __pyx_n_u_arr_len __pyx_string_tab[104]
+#define __pyx_n_u_asyncio_coroutines __pyx_string_tab[105]
+#define __pyx_n_u_base __pyx_string_tab[106]
+#define __pyx_n_u_c __pyx_string_tab[107]
+#define __pyx_n_u_classify_2 __pyx_string_tab[108]
+#define __pyx_n_u_classify_batch __pyx_string_tab[109]
+#define __pyx_n_u_cline_in_traceback __pyx_string_tab[110]
+#define __pyx_n_u_count __pyx_string_tab[111]
+#define __pyx_n_u_delay_ms __pyx_string_tab[112]
+#define __pyx_n_u_dequeue_ns __pyx_string_tab[113]
+#define __pyx_n_u_drop_counts __pyx_string_tab[114]
+#define __pyx_n_u_dtype_is_object __pyx_string_tab[115]
+#define __pyx_n_u_e __pyx_string_tab[116]
+#define __pyx_n_u_encode __pyx_string_tab[117]
+#define __pyx_n_u_endpoint_ids __pyx_string_tab[118]
+#define __pyx_n_u_enumerate __pyx_string_tab[119]
+#define __pyx_n_u_error __pyx_string_tab[120]
+#define __pyx_n_u_flags __pyx_string_tab[121]
+#define __pyx_n_u_format __pyx_string_tab[122]
+#define __pyx_n_u_fortran __pyx_string_tab[123]
+#define __pyx_n_u_from_client __pyx_string_tab[124]
+#define __pyx_n_u_fwd_deadline_ms __pyx_string_tab[125]
+#define __pyx_n_u_fwd_hop __pyx_string_tab[126]
+#define __pyx_n_u_fwd_rows __pyx_string_tab[127]
+#define __pyx_n_u_i __pyx_string_tab[128]
+#define __pyx_n_u_id __pyx_string_tab[129]
+#define __pyx_n_u_index __pyx_string_tab[130]
+#define __pyx_n_u_int32 __pyx_string_tab[131]
+#define __pyx_n_u_int64 __pyx_string_tab[132]
+#define __pyx_n_u_is_provider __pyx_string_tab[133]
+#define __pyx_n_u_items __pyx_string_tab[134]
+#define __pyx_n_u_itemsize __pyx_string_tab[135]
+#define __pyx_n_u_j __pyx_string_tab[136]
+#define __pyx_n_u_katzenpost__core_classify __pyx_string_tab[137]
+#define __pyx_n_u_key_index __pyx_string_tab[138]
+#define __pyx_n_u_local_kind __pyx_string_tab[139]
+#define __pyx_n_u_local_rows __pyx_string_tab[140]
+#define __pyx_n_u_masks __pyx_string_tab[141]
+#define __pyx_n_u_memview __pyx_string_tab[142]
+#define __pyx_n_u_mode __pyx_string_tab[143]
+#define __pyx_n_u_n __pyx_string_tab[144]
+#define __pyx_n_u_n_endpoints __pyx_string_tab[145]
+#define __pyx_n_u_n_routes __pyx_string_tab[146]
+#define __pyx_n_u_name __pyx_string_tab[147]
+#define __pyx_n_u_ndim __pyx_string_tab[148]
+#define __pyx_n_u_next_hop __pyx_string_tab[149]
+#define __pyx_n_u_now_ns __pyx_string_tab[150]
+#define __pyx_n_u_numpy __pyx_string_tab[151]
+#define __pyx_n_u_o __pyx_string_tab[152]
+#define __pyx_n_u_obj __pyx_string_tab[153]
+#define __pyx_n_u_pack __pyx_string_tab[154]
+#define __pyx_n_u_pop __pyx_string_tab[155]
+#define __pyx_n_u_r __pyx_string_tab[156]
+#define __pyx_n_u_recipient __pyx_string_tab[157]
+#define __pyx_n_u_recv_at_ns __pyx_string_tab[158]
+#define __pyx_n_u_register __pyx_string_tab[159]
+#define __pyx_n_u_replay_masks __pyx_string_tab[160]
+#define __pyx_n_u_replayed __pyx_string_tab[161]
+#define __pyx_n_u_result __pyx_string_tab[162]
+#define __pyx_n_u_route_ids __pyx_string_tab[163]
+#define __pyx_n_u_route_index __pyx_string_tab[164]
+#define __pyx_n_u_row_reason __pyx_string_tab[165]
+#define __pyx_n_u_self __pyx_string_tab[166]
+#define __pyx_n_u_set_endpoints __pyx_string_tab[167]
+#define __pyx_n_u_set_routes __pyx_string_tab[168]
+#define __pyx_n_u_setdefault __pyx_string_tab[169]
+#define __pyx_n_u_shape __pyx_string_tab[170]
+#define __pyx_n_u_size __pyx_string_tab[171]
+#define __pyx_n_u_start __pyx_string_tab[172]
+#define __pyx_n_u_status __pyx_string_tab[173]
+#define __pyx_n_u_step __pyx_string_tab[174]
+#define __pyx_n_u_stop __pyx_string_tab[175]
+#define __pyx_n_u_struct __pyx_string_tab[176]
+#define __pyx_n_u_uint8 __pyx_string_tab[177]
+#define __pyx_n_u_unpack __pyx_string_tab[178]
+#define __pyx_n_u_update __pyx_string_tab[179]
+#define __pyx_n_u_values __pyx_string_tab[180]
+#define __pyx_n_u_x __pyx_string_tab[181]
+#define __pyx_n_u_zeros __pyx_string_tab[182]
+#define __pyx_n_b_O __pyx_string_tab[183]
+#define __pyx_kp_b_iso88591_Q __pyx_string_tab[184]
+#define __pyx_kp_b_iso88591_V1_F_vQ_r_2S_F_Cr_5_aq_j_q_U_q __pyx_string_tab[185]
+#define __pyx_kp_b_iso88591_y_a_A_VSTTU_r_A_s_XQ_V1D0_6QRRV __pyx_string_tab[186]
+#define __pyx_kp_b_iso88591_A_IV1A_2U_6_S_C_Cq_AQ_Jd_Q_Bm1IQ __pyx_string_tab[187]
+#define __pyx_kp_b_iso88591_A_L_aq_2T_V1Cs_AQ_N_B_a_1CvWA_Bo __pyx_string_tab[188]
+#define __pyx_kp_b_iso88591_A_2Rr_Bb_Jc_6_Rr_KvUVVYY_A_1A_2S __pyx_string_tab[189]
+#define __pyx_kp_b_iso88591_A_2Rr_Bb_A_A_1N_4q_uA_E_U_1_D_1 __pyx_string_tab[190]
 #define __pyx_int_0 __pyx_number_tab[0]
 #define __pyx_int_neg_1 __pyx_number_tab[1]
-#define __pyx_int_136983863 __pyx_number_tab[2]
+#define __pyx_int_3 __pyx_number_tab[2]
+#define __pyx_int_136983863 __pyx_number_tab[3]
 /* #### Code section: module_state_clear ### */
 #if CYTHON_USE_MODULE_STATE
 static CYTHON_SMALL_CODE int __pyx_m_clear(PyObject *m) {
@@ -3873,6 +4049,8 @@ static CYTHON_SMALL_CODE int __pyx_m_clear(PyObject *m) {
   #if CYTHON_PEP489_MULTI_PHASE_INIT
   __Pyx_State_RemoveModule(NULL);
   #endif
+  Py_CLEAR(clear_module_state->__pyx_ptype_10katzenpost_5_core_8classify_BatchClassifier);
+  Py_CLEAR(clear_module_state->__pyx_type_10katzenpost_5_core_8classify_BatchClassifier);
   Py_CLEAR(clear_module_state->__pyx_array_type);
   Py_CLEAR(clear_module_state->__pyx_type___pyx_array);
   Py_CLEAR(clear_module_state->__pyx_MemviewEnum_type);
@@ -3885,10 +4063,10 @@ static CYTHON_SMALL_CODE int __pyx_m_clear(PyObject *m) {
   Py_CLEAR(clear_module_state->__pyx_umethod_PyDict_Type_pop.method);
   Py_CLEAR(clear_module_state->__pyx_umethod_PyDict_Type_values.method);
   for (int i=0; i<1; ++i) { Py_CLEAR(clear_module_state->__pyx_slice[i]); }
-  for (int i=0; i<2; ++i) { Py_CLEAR(clear_module_state->__pyx_tuple[i]); }
-  for (int i=0; i<2; ++i) { Py_CLEAR(clear_module_state->__pyx_codeobj_tab[i]); }
-  for (int i=0; i<170; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
-  for (int i=0; i<3; ++i) { Py_CLEAR(clear_module_state->__pyx_number_tab[i]); }
+  for (int i=0; i<3; ++i) { Py_CLEAR(clear_module_state->__pyx_tuple[i]); }
+  for (int i=0; i<8; ++i) { Py_CLEAR(clear_module_state->__pyx_codeobj_tab[i]); }
+  for (int i=0; i<191; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<4; ++i) { Py_CLEAR(clear_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_clear_contents ### */
 /* CommonTypesMetaclass.module_state_clear */
 Py_CLEAR(clear_module_state->__pyx_CommonTypesMetaclassType);
@@ -3911,6 +4089,8 @@ static CYTHON_SMALL_CODE int __pyx_m_traverse(PyObject *m, visitproc visit, void
   __Pyx_VISIT_CONST(traverse_module_state->__pyx_empty_tuple);
   __Pyx_VISIT_CONST(traverse_module_state->__pyx_empty_bytes);
   __Pyx_VISIT_CONST(traverse_module_state->__pyx_empty_unicode);
+  Py_VISIT(traverse_module_state->__pyx_ptype_10katzenpost_5_core_8classify_BatchClassifier);
+  Py_VISIT(traverse_module_state->__pyx_type_10katzenpost_5_core_8classify_BatchClassifier);
   Py_VISIT(traverse_module_state->__pyx_array_type);
   Py_VISIT(traverse_module_state->__pyx_type___pyx_array);
   Py_VISIT(traverse_module_state->__pyx_MemviewEnum_type);
@@ -3923,10 +4103,10 @@ static CYTHON_SMALL_CODE int __pyx_m_traverse(PyObject *m, visitproc visit, void
   Py_VISIT(traverse_module_state->__pyx_umethod_PyDict_Type_pop.method);
   Py_VISIT(traverse_module_state->__pyx_umethod_PyDict_Type_values.method);
   for (int i=0; i<1; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_slice[i]); }
-  for (int i=0; i<2; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_tuple[i]); }
-  for (int i=0; i<2; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_codeobj_tab[i]); }
-  for (int i=0; i<170; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
-  for (int i=0; i<3; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_number_tab[i]); }
+  for (int i=0; i<3; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_tuple[i]); }
+  for (int i=0; i<8; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_codeobj_tab[i]); }
+  for (int i=0; i<191; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<4; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_traverse_contents ### */
 /* CommonTypesMetaclass.module_state_traverse */
 Py_VISIT(traverse_module_state->__pyx_CommonTypesMetaclassType);
@@ -18754,7 +18934,1380 @@ __pyx_t_11 = -1;
   return __pyx_r;
 }
 
-/* "katzenpost/_core/classify.pyx":102
+/* "katzenpost/_core/classify.pyx":133
+ * 
+ * 
+ * cdef void classify_rows(const RowsIn *a, RowsOut *o, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
+ *     """The classification table of spec/server.md 1.4 with 1.3 drops and 1.5 dwell adjustment."""
+ *     cdef Py_ssize_t i, pos
+*/
+
+static void __pyx_f_10katzenpost_5_core_8classify_classify_rows(struct __pyx_t_10katzenpost_5_core_8classify_RowsIn const *__pyx_v_a, struct __pyx_t_10katzenpost_5_core_8classify_RowsOut *__pyx_v_o, Py_ssize_t __pyx_v_n) {
+  Py_ssize_t __pyx_v_i;
+  Py_ssize_t __pyx_v_pos;
+  int __pyx_v_reason;
+  int __pyx_v_kind;
+  int __pyx_v_cmd;
+  int64_t __pyx_v_delay;
+  int64_t __pyx_v_dwell;
+  Py_ssize_t __pyx_t_1;
+  Py_ssize_t __pyx_t_2;
+  Py_ssize_t __pyx_t_3;
+  int __pyx_t_4;
+  int __pyx_t_5;
+  int64_t __pyx_t_6;
+  int __pyx_t_7;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  PyGILState_STATE __pyx_gilstate_save;
+
+  /* "katzenpost/_core/classify.pyx":138
+ *     cdef int reason, kind, cmd
+ *     cdef int64_t delay, dwell
+ *     o.n_fwd = 0             # <<<<<<<<<<<<<<
+ *     o.n_local = 0
+ *     for i in range(n):
+*/
+  __pyx_v_o->n_fwd = 0;
+
+  /* "katzenpost/_core/classify.pyx":139
+ *     cdef int64_t delay, dwell
+ *     o.n_fwd = 0
+ *     o.n_local = 0             # <<<<<<<<<<<<<<
+ *     for i in range(n):
+ *         reason = NO_DROP
+*/
+  __pyx_v_o->n_local = 0;
+
+  /* "katzenpost/_core/classify.pyx":140
+ *     o.n_fwd = 0
+ *     o.n_local = 0
+ *     for i in range(n):             # <<<<<<<<<<<<<<
+ *         reason = NO_DROP
+ *         kind = -1
+*/
+
+  __pyx_t_1 = __pyx_v_n;
+  __pyx_t_2 = __pyx_t_1;
+
+  for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
+    __pyx_v_i = __pyx_t_3;
+
+    /* "katzenpost/_core/classify.pyx":141
+ *     o.n_local = 0
+ *     for i in range(n):
+ *         reason = NO_DROP             # <<<<<<<<<<<<<<
+ *         kind = -1
+ *         cmd = a.flags[i] & CMD_BITS
+*/
+    __pyx_v_reason = __pyx_e_10katzenpost_5_core_8classify_NO_DROP;
+
+    /* "katzenpost/_core/classify.pyx":142
+ *     for i in range(n):
+ *         reason = NO_DROP
+ *         kind = -1             # <<<<<<<<<<<<<<
+ *         cmd = a.flags[i] & CMD_BITS
+ *         if a.status[i] != 0:
+*/
+    __pyx_v_kind = -1;
+
+    /* "katzenpost/_core/classify.pyx":143
+ *         reason = NO_DROP
+ *         kind = -1
+ *         cmd = a.flags[i] & CMD_BITS             # <<<<<<<<<<<<<<
+ *         if a.status[i] != 0:
+ *             reason = R_UNWRAP_FAILED
+*/
+    __pyx_v_cmd = ((__pyx_v_a->flags[__pyx_v_i]) & __pyx_e_10katzenpost_5_core_8classify_CMD_BITS);
+
+    /* "katzenpost/_core/classify.pyx":144
+ *         kind = -1
+ *         cmd = a.flags[i] & CMD_BITS
+ *         if a.status[i] != 0:             # <<<<<<<<<<<<<<
+ *             reason = R_UNWRAP_FAILED
+ *         elif a.flags[i] & FLAG_DUPLICATE:
+*/
+    __pyx_t_4 = ((__pyx_v_a->status[__pyx_v_i]) != 0);
+
+    if (__pyx_t_4) {
+
+
+      /* "katzenpost/_core/classify.pyx":145
+ *         cmd = a.flags[i] & CMD_BITS
+ *         if a.status[i] != 0:
+ *             reason = R_UNWRAP_FAILED             # <<<<<<<<<<<<<<
+ *         elif a.flags[i] & FLAG_DUPLICATE:
+ *             reason = R_DUPLICATE_COMMAND
+*/
+      __pyx_v_reason = __pyx_e_10katzenpost_5_core_8classify_R_UNWRAP_FAILED;
+
+      /* "katzenpost/_core/classify.pyx":144
+ *         kind = -1
+ *         cmd = a.flags[i] & CMD_BITS
+ *         if a.status[i] != 0:             # <<<<<<<<<<<<<<
+ *             reason = R_UNWRAP_FAILED
+ *         elif a.flags[i] & FLAG_DUPLICATE:
+*/
+      goto __pyx_L5;
+    }
+
+    /* "katzenpost/_core/classify.pyx":146
+ *         if a.status[i] != 0:
+ *             reason = R_UNWRAP_FAILED
+ *         elif a.flags[i] & FLAG_DUPLICATE:             # <<<<<<<<<<<<<<
+ *             reason = R_DUPLICATE_COMMAND
+ *         elif a.replayed[i]:
+*/
+    __pyx_t_4 = (((__pyx_v_a->flags[__pyx_v_i]) & __pyx_e_10katzenpost_5_core_8classify_FLAG_DUPLICATE) != 0);
+
+    if (__pyx_t_4) {
+
+
+      /* "katzenpost/_core/classify.pyx":147
+ *             reason = R_UNWRAP_FAILED
+ *         elif a.flags[i] & FLAG_DUPLICATE:
+ *             reason = R_DUPLICATE_COMMAND             # <<<<<<<<<<<<<<
+ *         elif a.replayed[i]:
+ *             reason = R_REPLAY
+*/
+      __pyx_v_reason = __pyx_e_10katzenpost_5_core_8classify_R_DUPLICATE_COMMAND;
+
+      /* "katzenpost/_core/classify.pyx":146
+ *         if a.status[i] != 0:
+ *             reason = R_UNWRAP_FAILED
+ *         elif a.flags[i] & FLAG_DUPLICATE:             # <<<<<<<<<<<<<<
+ *             reason = R_DUPLICATE_COMMAND
+ *         elif a.replayed[i]:
+*/
+      goto __pyx_L5;
+    }
+
+    /* "katzenpost/_core/classify.pyx":148
+ *         elif a.flags[i] & FLAG_DUPLICATE:
+ *             reason = R_DUPLICATE_COMMAND
+ *         elif a.replayed[i]:             # <<<<<<<<<<<<<<
+ *             reason = R_REPLAY
+ *         elif cmd == CMD_FORWARD:
+*/
+    __pyx_t_4 = ((__pyx_v_a->replayed[__pyx_v_i]) != 0);
+
+    if (__pyx_t_4) {
+
+
+      /* "katzenpost/_core/classify.pyx":149
+ *             reason = R_DUPLICATE_COMMAND
+ *         elif a.replayed[i]:
+ *             reason = R_REPLAY             # <<<<<<<<<<<<<<
+ *         elif cmd == CMD_FORWARD:
+ *             if a.is_provider and not a.from_client[i]:
+*/
+      __pyx_v_reason = __pyx_e_10katzenpost_5_core_8classify_R_REPLAY;
+
+      /* "katzenpost/_core/classify.pyx":148
+ *         elif a.flags[i] & FLAG_DUPLICATE:
+ *             reason = R_DUPLICATE_COMMAND
+ *         elif a.replayed[i]:             # <<<<<<<<<<<<<<
+ *             reason = R_REPLAY
+ *         elif cmd == CMD_FORWARD:
+*/
+      goto __pyx_L5;
+    }
+
+    /* "katzenpost/_core/classify.pyx":150
+ *         elif a.replayed[i]:
+ *             reason = R_REPLAY
+ *         elif cmd == CMD_FORWARD:             # <<<<<<<<<<<<<<
+ *             if a.is_provider and not a.from_client[i]:
+ *                 reason = R_FORWARD_AT_PROVIDER              # MustTerminate
+*/
+    __pyx_t_4 = (__pyx_v_cmd == __pyx_e_10katzenpost_5_core_8classify_CMD_FORWARD);
+
+    if (__pyx_t_4) {
+
+
+      /* "katzenpost/_core/classify.pyx":151
+ *             reason = R_REPLAY
+ *         elif cmd == CMD_FORWARD:
+ *             if a.is_provider and not a.from_client[i]:             # <<<<<<<<<<<<<<
+ *                 reason = R_FORWARD_AT_PROVIDER              # MustTerminate
+ *             elif a.delay_ms[i] > MAX_NODE_DELAY_MS:
+*/
+      __pyx_t_5 = (__pyx_v_a->is_provider != 0);
+
+      if (__pyx_t_5) {
+
+      } else {
+
+        __pyx_t_4 = __pyx_t_5;
+
+        goto __pyx_L7_bool_binop_done;
+      }
+      __pyx_t_5 = (!((__pyx_v_a->from_client[__pyx_v_i]) != 0));
+
+
+      __pyx_t_4 = __pyx_t_5;
+
+      __pyx_L7_bool_binop_done:;
+      if (__pyx_t_4) {
+
+
+        /* "katzenpost/_core/classify.pyx":152
+ *         elif cmd == CMD_FORWARD:
+ *             if a.is_provider and not a.from_client[i]:
+ *                 reason = R_FORWARD_AT_PROVIDER              # MustTerminate             # <<<<<<<<<<<<<<
+ *             elif a.delay_ms[i] > MAX_NODE_DELAY_MS:
+ *                 reason = R_DELAY_TOO_LONG
+*/
+        __pyx_v_reason = __pyx_e_10katzenpost_5_core_8classify_R_FORWARD_AT_PROVIDER;
+
+        /* "katzenpost/_core/classify.pyx":151
+ *             reason = R_REPLAY
+ *         elif cmd == CMD_FORWARD:
+ *             if a.is_provider and not a.from_client[i]:             # <<<<<<<<<<<<<<
+ *                 reason = R_FORWARD_AT_PROVIDER              # MustTerminate
+ *             elif a.delay_ms[i] > MAX_NODE_DELAY_MS:
+*/
+        goto __pyx_L6;
+      }
+
+      /* "katzenpost/_core/classify.pyx":153
+ *             if a.is_provider and not a.from_client[i]:
+ *                 reason = R_FORWARD_AT_PROVIDER              # MustTerminate
+ *             elif a.delay_ms[i] > MAX_NODE_DELAY_MS:             # <<<<<<<<<<<<<<
+ *                 reason = R_DELAY_TOO_LONG
+ *             else:
+*/
+      __pyx_t_4 = ((__pyx_v_a->delay_ms[__pyx_v_i]) > __pyx_v_10katzenpost_5_core_8classify_MAX_NODE_DELAY_MS);
+
+      if (__pyx_t_4) {
+
+
+        /* "katzenpost/_core/classify.pyx":154
+ *                 reason = R_FORWARD_AT_PROVIDER              # MustTerminate
+ *             elif a.delay_ms[i] > MAX_NODE_DELAY_MS:
+ *                 reason = R_DELAY_TOO_LONG             # <<<<<<<<<<<<<<
+ *             else:
+ *                 # Dwell adjustment, spec/server.md 1.5 (unwrap time excluded).
+*/
+        __pyx_v_reason = __pyx_e_10katzenpost_5_core_8classify_R_DELAY_TOO_LONG;
+
+        /* "katzenpost/_core/classify.pyx":153
+ *             if a.is_provider and not a.from_client[i]:
+ *                 reason = R_FORWARD_AT_PROVIDER              # MustTerminate
+ *             elif a.delay_ms[i] > MAX_NODE_DELAY_MS:             # <<<<<<<<<<<<<<
+ *                 reason = R_DELAY_TOO_LONG
+ *             else:
+*/
+        goto __pyx_L6;
+      }
+
+      /* "katzenpost/_core/classify.pyx":157
+ *             else:
+ *                 # Dwell adjustment, spec/server.md 1.5 (unwrap time excluded).
+ *                 delay = <int64_t>a.delay_ms[i] * MS             # <<<<<<<<<<<<<<
+ *                 dwell = a.dequeue_ns - a.recv_at_ns[i]
+ *                 if delay > dwell:
+*/
+      /*else*/ {
+        __pyx_v_delay = (((int64_t)(__pyx_v_a->delay_ms[__pyx_v_i])) * __pyx_v_10katzenpost_5_core_8classify_MS);
+
+        /* "katzenpost/_core/classify.pyx":158
+ *                 # Dwell adjustment, spec/server.md 1.5 (unwrap time excluded).
+ *                 delay = <int64_t>a.delay_ms[i] * MS
+ *                 dwell = a.dequeue_ns - a.recv_at_ns[i]             # <<<<<<<<<<<<<<
+ *                 if delay > dwell:
+ *                     delay = delay - dwell
+*/
+        __pyx_v_dwell = (__pyx_v_a->dequeue_ns - (__pyx_v_a->recv_at_ns[__pyx_v_i]));
+
+        /* "katzenpost/_core/classify.pyx":159
+ *                 delay = <int64_t>a.delay_ms[i] * MS
+ *                 dwell = a.dequeue_ns - a.recv_at_ns[i]
+ *                 if delay > dwell:             # <<<<<<<<<<<<<<
+ *                     delay = delay - dwell
+ *                 elif a.delay_ms[i] == 0:
+*/
+        __pyx_t_4 = (__pyx_v_delay > __pyx_v_dwell);
+
+        if (__pyx_t_4) {
+
+
+          /* "katzenpost/_core/classify.pyx":160
+ *                 dwell = a.dequeue_ns - a.recv_at_ns[i]
+ *                 if delay > dwell:
+ *                     delay = delay - dwell             # <<<<<<<<<<<<<<
+ *                 elif a.delay_ms[i] == 0:
+ *                     if dwell < MS:
+*/
+          __pyx_v_delay = (__pyx_v_delay - __pyx_v_dwell);
+
+          /* "katzenpost/_core/classify.pyx":159
+ *                 delay = <int64_t>a.delay_ms[i] * MS
+ *                 dwell = a.dequeue_ns - a.recv_at_ns[i]
+ *                 if delay > dwell:             # <<<<<<<<<<<<<<
+ *                     delay = delay - dwell
+ *                 elif a.delay_ms[i] == 0:
+*/
+          goto __pyx_L9;
+        }
+
+        /* "katzenpost/_core/classify.pyx":161
+ *                 if delay > dwell:
+ *                     delay = delay - dwell
+ *                 elif a.delay_ms[i] == 0:             # <<<<<<<<<<<<<<
+ *                     if dwell < MS:
+ *                         delay = MS - dwell
+*/
+        __pyx_t_4 = ((__pyx_v_a->delay_ms[__pyx_v_i]) == 0);
+
+        if (__pyx_t_4) {
+
+
+          /* "katzenpost/_core/classify.pyx":162
+ *                     delay = delay - dwell
+ *                 elif a.delay_ms[i] == 0:
+ *                     if dwell < MS:             # <<<<<<<<<<<<<<
+ *                         delay = MS - dwell
+ *                     else:
+*/
+          __pyx_t_4 = (__pyx_v_dwell < __pyx_v_10katzenpost_5_core_8classify_MS);
+
+          if (__pyx_t_4) {
+
+
+            /* "katzenpost/_core/classify.pyx":163
+ *                 elif a.delay_ms[i] == 0:
+ *                     if dwell < MS:
+ *                         delay = MS - dwell             # <<<<<<<<<<<<<<
+ *                     else:
+ *                         reason = R_DWELL_EXCEEDED
+*/
+            __pyx_v_delay = (__pyx_v_10katzenpost_5_core_8classify_MS - __pyx_v_dwell);
+
+            /* "katzenpost/_core/classify.pyx":162
+ *                     delay = delay - dwell
+ *                 elif a.delay_ms[i] == 0:
+ *                     if dwell < MS:             # <<<<<<<<<<<<<<
+ *                         delay = MS - dwell
+ *                     else:
+*/
+            goto __pyx_L10;
+          }
+
+          /* "katzenpost/_core/classify.pyx":165
+ *                         delay = MS - dwell
+ *                     else:
+ *                         reason = R_DWELL_EXCEEDED             # <<<<<<<<<<<<<<
+ *                 else:
+ *                     delay = MS
+*/
+          /*else*/ {
+            __pyx_v_reason = __pyx_e_10katzenpost_5_core_8classify_R_DWELL_EXCEEDED;
+          }
+          __pyx_L10:;
+
+          /* "katzenpost/_core/classify.pyx":161
+ *                 if delay > dwell:
+ *                     delay = delay - dwell
+ *                 elif a.delay_ms[i] == 0:             # <<<<<<<<<<<<<<
+ *                     if dwell < MS:
+ *                         delay = MS - dwell
+*/
+          goto __pyx_L9;
+        }
+
+        /* "katzenpost/_core/classify.pyx":167
+ *                         reason = R_DWELL_EXCEEDED
+ *                 else:
+ *                     delay = MS             # <<<<<<<<<<<<<<
+ *                 if reason == NO_DROP:
+ *                     pos = -1
+*/
+        /*else*/ {
+          __pyx_v_delay = __pyx_v_10katzenpost_5_core_8classify_MS;
+        }
+        __pyx_L9:;
+
+        /* "katzenpost/_core/classify.pyx":168
+ *                 else:
+ *                     delay = MS
+ *                 if reason == NO_DROP:             # <<<<<<<<<<<<<<
+ *                     pos = -1
+ *                     if a.n_routes:
+*/
+        __pyx_t_4 = (__pyx_v_reason == __pyx_e_10katzenpost_5_core_8classify_NO_DROP);
+
+        if (__pyx_t_4) {
+
+
+          /* "katzenpost/_core/classify.pyx":169
+ *                     delay = MS
+ *                 if reason == NO_DROP:
+ *                     pos = -1             # <<<<<<<<<<<<<<
+ *                     if a.n_routes:
+ *                         pos = find_row(a.route_ids, a.n_routes, NODE_ID_LEN, a.next_hop + i * NODE_ID_LEN)
+*/
+          __pyx_v_pos = -1L;
+
+          /* "katzenpost/_core/classify.pyx":170
+ *                 if reason == NO_DROP:
+ *                     pos = -1
+ *                     if a.n_routes:             # <<<<<<<<<<<<<<
+ *                         pos = find_row(a.route_ids, a.n_routes, NODE_ID_LEN, a.next_hop + i * NODE_ID_LEN)
+ *                     if pos < 0:
+*/
+          __pyx_t_4 = (__pyx_v_a->n_routes != 0);
+
+          if (__pyx_t_4) {
+
+
+            /* "katzenpost/_core/classify.pyx":171
+ *                     pos = -1
+ *                     if a.n_routes:
+ *                         pos = find_row(a.route_ids, a.n_routes, NODE_ID_LEN, a.next_hop + i * NODE_ID_LEN)             # <<<<<<<<<<<<<<
+ *                     if pos < 0:
+ *                         reason = R_NO_ROUTE
+*/
+            __pyx_v_pos = __pyx_f_10katzenpost_5_core_8classify_find_row(__pyx_v_a->route_ids, __pyx_v_a->n_routes, __pyx_e_10katzenpost_5_core_8classify_NODE_ID_LEN, (__pyx_v_a->next_hop + (__pyx_v_i * __pyx_e_10katzenpost_5_core_8classify_NODE_ID_LEN)));
+
+            /* "katzenpost/_core/classify.pyx":170
+ *                 if reason == NO_DROP:
+ *                     pos = -1
+ *                     if a.n_routes:             # <<<<<<<<<<<<<<
+ *                         pos = find_row(a.route_ids, a.n_routes, NODE_ID_LEN, a.next_hop + i * NODE_ID_LEN)
+ *                     if pos < 0:
+*/
+          }
+
+          /* "katzenpost/_core/classify.pyx":172
+ *                     if a.n_routes:
+ *                         pos = find_row(a.route_ids, a.n_routes, NODE_ID_LEN, a.next_hop + i * NODE_ID_LEN)
+ *                     if pos < 0:             # <<<<<<<<<<<<<<
+ *                         reason = R_NO_ROUTE
+ *                     else:
+*/
+          __pyx_t_4 = (__pyx_v_pos < 0);
+
+          if (__pyx_t_4) {
+
+
+            /* "katzenpost/_core/classify.pyx":173
+ *                         pos = find_row(a.route_ids, a.n_routes, NODE_ID_LEN, a.next_hop + i * NODE_ID_LEN)
+ *                     if pos < 0:
+ *                         reason = R_NO_ROUTE             # <<<<<<<<<<<<<<
+ *                     else:
+ *                         o.fwd_rows[o.n_fwd] = <int32_t>i
+*/
+            __pyx_v_reason = __pyx_e_10katzenpost_5_core_8classify_R_NO_ROUTE;
+
+            /* "katzenpost/_core/classify.pyx":172
+ *                     if a.n_routes:
+ *                         pos = find_row(a.route_ids, a.n_routes, NODE_ID_LEN, a.next_hop + i * NODE_ID_LEN)
+ *                     if pos < 0:             # <<<<<<<<<<<<<<
+ *                         reason = R_NO_ROUTE
+ *                     else:
+*/
+            goto __pyx_L13;
+          }
+
+          /* "katzenpost/_core/classify.pyx":175
+ *                         reason = R_NO_ROUTE
+ *                     else:
+ *                         o.fwd_rows[o.n_fwd] = <int32_t>i             # <<<<<<<<<<<<<<
+ *                         # Rounded up: a packet never leaves before its delay has passed.
+ *                         o.fwd_deadline_ms[o.n_fwd] = (a.now_ns + delay + MS - 1) // MS
+*/
+          /*else*/ {
+            (__pyx_v_o->fwd_rows[__pyx_v_o->n_fwd]) = ((int32_t)__pyx_v_i);
+
+            /* "katzenpost/_core/classify.pyx":177
+ *                         o.fwd_rows[o.n_fwd] = <int32_t>i
+ *                         # Rounded up: a packet never leaves before its delay has passed.
+ *                         o.fwd_deadline_ms[o.n_fwd] = (a.now_ns + delay + MS - 1) // MS             # <<<<<<<<<<<<<<
+ *                         o.fwd_hop[o.n_fwd] = a.route_index[pos]
+ *                         o.n_fwd += 1
+*/
+            __pyx_t_6 = (((__pyx_v_a->now_ns + __pyx_v_delay) + __pyx_v_10katzenpost_5_core_8classify_MS) - 1);
+
+            if (unlikely(__pyx_v_10katzenpost_5_core_8classify_MS == 0)) {
+              PyGILState_STATE __pyx_gilstate_save = __Pyx_PyGILState_Ensure();
+              PyErr_SetString(PyExc_ZeroDivisionError, "integer division or modulo by zero");
+              __Pyx_PyGILState_Release(__pyx_gilstate_save);
+              __PYX_ERR(0, 177, __pyx_L1_error)
+            }
+            else if (sizeof(int64_t) == sizeof(long) && (!(((int64_t)-1) > 0)) && unlikely(__pyx_v_10katzenpost_5_core_8classify_MS == (int64_t)-1)  && unlikely(__Pyx_UNARY_NEG_WOULD_OVERFLOW(__pyx_t_6))) {
+              PyGILState_STATE __pyx_gilstate_save = __Pyx_PyGILState_Ensure();
+              PyErr_SetString(PyExc_OverflowError, "value too large to perform division");
+              __Pyx_PyGILState_Release(__pyx_gilstate_save);
+              __PYX_ERR(0, 177, __pyx_L1_error)
+            }
+            (__pyx_v_o->fwd_deadline_ms[__pyx_v_o->n_fwd]) = __Pyx_div_int64_t(__pyx_t_6, __pyx_v_10katzenpost_5_core_8classify_MS, 0);
+
+
+            /* "katzenpost/_core/classify.pyx":178
+ *                         # Rounded up: a packet never leaves before its delay has passed.
+ *                         o.fwd_deadline_ms[o.n_fwd] = (a.now_ns + delay + MS - 1) // MS
+ *                         o.fwd_hop[o.n_fwd] = a.route_index[pos]             # <<<<<<<<<<<<<<
+ *                         o.n_fwd += 1
+ *         elif cmd == CMD_TO_USER or cmd == CMD_UNRELIABLE or cmd == CMD_SURB_REPLY:
+*/
+            (__pyx_v_o->fwd_hop[__pyx_v_o->n_fwd]) = (__pyx_v_a->route_index[__pyx_v_pos]);
+
+            /* "katzenpost/_core/classify.pyx":179
+ *                         o.fwd_deadline_ms[o.n_fwd] = (a.now_ns + delay + MS - 1) // MS
+ *                         o.fwd_hop[o.n_fwd] = a.route_index[pos]
+ *                         o.n_fwd += 1             # <<<<<<<<<<<<<<
+ *         elif cmd == CMD_TO_USER or cmd == CMD_UNRELIABLE or cmd == CMD_SURB_REPLY:
+ *             if a.is_provider:
+*/
+            __pyx_v_o->n_fwd = (__pyx_v_o->n_fwd + 1);
+          }
+          __pyx_L13:;
+
+          /* "katzenpost/_core/classify.pyx":168
+ *                 else:
+ *                     delay = MS
+ *                 if reason == NO_DROP:             # <<<<<<<<<<<<<<
+ *                     pos = -1
+ *                     if a.n_routes:
+*/
+        }
+      }
+      __pyx_L6:;
+
+      /* "katzenpost/_core/classify.pyx":150
+ *         elif a.replayed[i]:
+ *             reason = R_REPLAY
+ *         elif cmd == CMD_FORWARD:             # <<<<<<<<<<<<<<
+ *             if a.is_provider and not a.from_client[i]:
+ *                 reason = R_FORWARD_AT_PROVIDER              # MustTerminate
+*/
+      goto __pyx_L5;
+    }
+
+    /* "katzenpost/_core/classify.pyx":180
+ *                         o.fwd_hop[o.n_fwd] = a.route_index[pos]
+ *                         o.n_fwd += 1
+ *         elif cmd == CMD_TO_USER or cmd == CMD_UNRELIABLE or cmd == CMD_SURB_REPLY:             # <<<<<<<<<<<<<<
+ *             if a.is_provider:
+ *                 if a.from_client[i]:
+*/
+    switch (__pyx_v_cmd) {
+      case __pyx_e_10katzenpost_5_core_8classify_CMD_TO_USER:
+      case __pyx_e_10katzenpost_5_core_8classify_CMD_UNRELIABLE:
+      case __pyx_e_10katzenpost_5_core_8classify_CMD_SURB_REPLY:
+      __pyx_t_4 = 1;
+      break;
+      default:
+      __pyx_t_4 = 0;
+      break;
+    }
+    if (__pyx_t_4) {
+
+
+      /* "katzenpost/_core/classify.pyx":181
+ *                         o.n_fwd += 1
+ *         elif cmd == CMD_TO_USER or cmd == CMD_UNRELIABLE or cmd == CMD_SURB_REPLY:
+ *             if a.is_provider:             # <<<<<<<<<<<<<<
+ *                 if a.from_client[i]:
+ *                     reason = R_CLIENT_BYPASS                  # MustForward
+*/
+      __pyx_t_4 = (__pyx_v_a->is_provider != 0);
+
+      if (__pyx_t_4) {
+
+
+        /* "katzenpost/_core/classify.pyx":182
+ *         elif cmd == CMD_TO_USER or cmd == CMD_UNRELIABLE or cmd == CMD_SURB_REPLY:
+ *             if a.is_provider:
+ *                 if a.from_client[i]:             # <<<<<<<<<<<<<<
+ *                     reason = R_CLIENT_BYPASS                  # MustForward
+ *                 elif a.n_endpoints and find_row(a.endpoint_ids, a.n_endpoints, RECIPIENT_LEN,
+*/
+        __pyx_t_4 = ((__pyx_v_a->from_client[__pyx_v_i]) != 0);
+
+        if (__pyx_t_4) {
+
+
+          /* "katzenpost/_core/classify.pyx":183
+ *             if a.is_provider:
+ *                 if a.from_client[i]:
+ *                     reason = R_CLIENT_BYPASS                  # MustForward             # <<<<<<<<<<<<<<
+ *                 elif a.n_endpoints and find_row(a.endpoint_ids, a.n_endpoints, RECIPIENT_LEN,
+ *                                                 a.recipient + i * RECIPIENT_LEN) >= 0:
+*/
+          __pyx_v_reason = __pyx_e_10katzenpost_5_core_8classify_R_CLIENT_BYPASS;
+
+          /* "katzenpost/_core/classify.pyx":182
+ *         elif cmd == CMD_TO_USER or cmd == CMD_UNRELIABLE or cmd == CMD_SURB_REPLY:
+ *             if a.is_provider:
+ *                 if a.from_client[i]:             # <<<<<<<<<<<<<<
+ *                     reason = R_CLIENT_BYPASS                  # MustForward
+ *                 elif a.n_endpoints and find_row(a.endpoint_ids, a.n_endpoints, RECIPIENT_LEN,
+*/
+          goto __pyx_L15;
+        }
+
+        /* "katzenpost/_core/classify.pyx":184
+ *                 if a.from_client[i]:
+ *                     reason = R_CLIENT_BYPASS                  # MustForward
+ *                 elif a.n_endpoints and find_row(a.endpoint_ids, a.n_endpoints, RECIPIENT_LEN,             # <<<<<<<<<<<<<<
+ *                                                 a.recipient + i * RECIPIENT_LEN) >= 0:
+ *                     if cmd == CMD_SURB_REPLY:
+*/
+        __pyx_t_5 = (__pyx_v_a->n_endpoints != 0);
+
+        if (__pyx_t_5) {
+
+        } else {
+
+          __pyx_t_4 = __pyx_t_5;
+
+          goto __pyx_L16_bool_binop_done;
+        }
+
+        /* "katzenpost/_core/classify.pyx":185
+ *                     reason = R_CLIENT_BYPASS                  # MustForward
+ *                 elif a.n_endpoints and find_row(a.endpoint_ids, a.n_endpoints, RECIPIENT_LEN,
+ *                                                 a.recipient + i * RECIPIENT_LEN) >= 0:             # <<<<<<<<<<<<<<
+ *                     if cmd == CMD_SURB_REPLY:
+ *                         reason = R_KAETZCHEN_SURB_REPLY
+*/
+        __pyx_t_5 = (__pyx_f_10katzenpost_5_core_8classify_find_row(__pyx_v_a->endpoint_ids, __pyx_v_a->n_endpoints, __pyx_e_10katzenpost_5_core_8classify_RECIPIENT_LEN, (__pyx_v_a->recipient + (__pyx_v_i * __pyx_e_10katzenpost_5_core_8classify_RECIPIENT_LEN))) >= 0);
+
+
+        __pyx_t_4 = __pyx_t_5;
+
+        __pyx_L16_bool_binop_done:;
+
+        /* "katzenpost/_core/classify.pyx":184
+ *                 if a.from_client[i]:
+ *                     reason = R_CLIENT_BYPASS                  # MustForward
+ *                 elif a.n_endpoints and find_row(a.endpoint_ids, a.n_endpoints, RECIPIENT_LEN,             # <<<<<<<<<<<<<<
+ *                                                 a.recipient + i * RECIPIENT_LEN) >= 0:
+ *                     if cmd == CMD_SURB_REPLY:
+*/
+        if (__pyx_t_4) {
+
+
+          /* "katzenpost/_core/classify.pyx":186
+ *                 elif a.n_endpoints and find_row(a.endpoint_ids, a.n_endpoints, RECIPIENT_LEN,
+ *                                                 a.recipient + i * RECIPIENT_LEN) >= 0:
+ *                     if cmd == CMD_SURB_REPLY:             # <<<<<<<<<<<<<<
+ *                         reason = R_KAETZCHEN_SURB_REPLY
+ *                     else:
+*/
+          __pyx_t_4 = (__pyx_v_cmd == __pyx_e_10katzenpost_5_core_8classify_CMD_SURB_REPLY);
+
+          if (__pyx_t_4) {
+
+
+            /* "katzenpost/_core/classify.pyx":187
+ *                                                 a.recipient + i * RECIPIENT_LEN) >= 0:
+ *                     if cmd == CMD_SURB_REPLY:
+ *                         reason = R_KAETZCHEN_SURB_REPLY             # <<<<<<<<<<<<<<
+ *                     else:
+ *                         kind = K_KAETZCHEN
+*/
+            __pyx_v_reason = __pyx_e_10katzenpost_5_core_8classify_R_KAETZCHEN_SURB_REPLY;
+
+            /* "katzenpost/_core/classify.pyx":186
+ *                 elif a.n_endpoints and find_row(a.endpoint_ids, a.n_endpoints, RECIPIENT_LEN,
+ *                                                 a.recipient + i * RECIPIENT_LEN) >= 0:
+ *                     if cmd == CMD_SURB_REPLY:             # <<<<<<<<<<<<<<
+ *                         reason = R_KAETZCHEN_SURB_REPLY
+ *                     else:
+*/
+            goto __pyx_L18;
+          }
+
+          /* "katzenpost/_core/classify.pyx":189
+ *                         reason = R_KAETZCHEN_SURB_REPLY
+ *                     else:
+ *                         kind = K_KAETZCHEN             # <<<<<<<<<<<<<<
+ *                 elif cmd == CMD_TO_USER:
+ *                     kind = K_TO_USER
+*/
+          /*else*/ {
+            __pyx_v_kind = __pyx_e_10katzenpost_5_core_8classify_K_KAETZCHEN;
+          }
+          __pyx_L18:;
+
+          /* "katzenpost/_core/classify.pyx":184
+ *                 if a.from_client[i]:
+ *                     reason = R_CLIENT_BYPASS                  # MustForward
+ *                 elif a.n_endpoints and find_row(a.endpoint_ids, a.n_endpoints, RECIPIENT_LEN,             # <<<<<<<<<<<<<<
+ *                                                 a.recipient + i * RECIPIENT_LEN) >= 0:
+ *                     if cmd == CMD_SURB_REPLY:
+*/
+          goto __pyx_L15;
+        }
+
+        /* "katzenpost/_core/classify.pyx":190
+ *                     else:
+ *                         kind = K_KAETZCHEN
+ *                 elif cmd == CMD_TO_USER:             # <<<<<<<<<<<<<<
+ *                     kind = K_TO_USER
+ *                 elif cmd == CMD_UNRELIABLE:
+*/
+        __pyx_t_4 = (__pyx_v_cmd == __pyx_e_10katzenpost_5_core_8classify_CMD_TO_USER);
+
+        if (__pyx_t_4) {
+
+
+          /* "katzenpost/_core/classify.pyx":191
+ *                         kind = K_KAETZCHEN
+ *                 elif cmd == CMD_TO_USER:
+ *                     kind = K_TO_USER             # <<<<<<<<<<<<<<
+ *                 elif cmd == CMD_UNRELIABLE:
+ *                     kind = K_UNRELIABLE_TO_USER
+*/
+          __pyx_v_kind = __pyx_e_10katzenpost_5_core_8classify_K_TO_USER;
+
+          /* "katzenpost/_core/classify.pyx":190
+ *                     else:
+ *                         kind = K_KAETZCHEN
+ *                 elif cmd == CMD_TO_USER:             # <<<<<<<<<<<<<<
+ *                     kind = K_TO_USER
+ *                 elif cmd == CMD_UNRELIABLE:
+*/
+          goto __pyx_L15;
+        }
+
+        /* "katzenpost/_core/classify.pyx":192
+ *                 elif cmd == CMD_TO_USER:
+ *                     kind = K_TO_USER
+ *                 elif cmd == CMD_UNRELIABLE:             # <<<<<<<<<<<<<<
+ *                     kind = K_UNRELIABLE_TO_USER
+ *                 else:
+*/
+        __pyx_t_4 = (__pyx_v_cmd == __pyx_e_10katzenpost_5_core_8classify_CMD_UNRELIABLE);
+
+        if (__pyx_t_4) {
+
+
+          /* "katzenpost/_core/classify.pyx":193
+ *                     kind = K_TO_USER
+ *                 elif cmd == CMD_UNRELIABLE:
+ *                     kind = K_UNRELIABLE_TO_USER             # <<<<<<<<<<<<<<
+ *                 else:
+ *                     kind = K_SURB_REPLY
+*/
+          __pyx_v_kind = __pyx_e_10katzenpost_5_core_8classify_K_UNRELIABLE_TO_USER;
+
+          /* "katzenpost/_core/classify.pyx":192
+ *                 elif cmd == CMD_TO_USER:
+ *                     kind = K_TO_USER
+ *                 elif cmd == CMD_UNRELIABLE:             # <<<<<<<<<<<<<<
+ *                     kind = K_UNRELIABLE_TO_USER
+ *                 else:
+*/
+          goto __pyx_L15;
+        }
+
+        /* "katzenpost/_core/classify.pyx":195
+ *                     kind = K_UNRELIABLE_TO_USER
+ *                 else:
+ *                     kind = K_SURB_REPLY             # <<<<<<<<<<<<<<
+ *             elif cmd == CMD_SURB_REPLY:
+ *                 kind = K_DECOY_SURB_REPLY
+*/
+        /*else*/ {
+          __pyx_v_kind = __pyx_e_10katzenpost_5_core_8classify_K_SURB_REPLY;
+        }
+        __pyx_L15:;
+
+        /* "katzenpost/_core/classify.pyx":181
+ *                         o.n_fwd += 1
+ *         elif cmd == CMD_TO_USER or cmd == CMD_UNRELIABLE or cmd == CMD_SURB_REPLY:
+ *             if a.is_provider:             # <<<<<<<<<<<<<<
+ *                 if a.from_client[i]:
+ *                     reason = R_CLIENT_BYPASS                  # MustForward
+*/
+        goto __pyx_L14;
+      }
+
+      /* "katzenpost/_core/classify.pyx":196
+ *                 else:
+ *                     kind = K_SURB_REPLY
+ *             elif cmd == CMD_SURB_REPLY:             # <<<<<<<<<<<<<<
+ *                 kind = K_DECOY_SURB_REPLY
+ *             else:
+*/
+      __pyx_t_4 = (__pyx_v_cmd == __pyx_e_10katzenpost_5_core_8classify_CMD_SURB_REPLY);
+
+      if (__pyx_t_4) {
+
+
+        /* "katzenpost/_core/classify.pyx":197
+ *                     kind = K_SURB_REPLY
+ *             elif cmd == CMD_SURB_REPLY:
+ *                 kind = K_DECOY_SURB_REPLY             # <<<<<<<<<<<<<<
+ *             else:
+ *                 reason = R_TERMINAL_AT_MIX
+*/
+        __pyx_v_kind = __pyx_e_10katzenpost_5_core_8classify_K_DECOY_SURB_REPLY;
+
+        /* "katzenpost/_core/classify.pyx":196
+ *                 else:
+ *                     kind = K_SURB_REPLY
+ *             elif cmd == CMD_SURB_REPLY:             # <<<<<<<<<<<<<<
+ *                 kind = K_DECOY_SURB_REPLY
+ *             else:
+*/
+        goto __pyx_L14;
+      }
+
+      /* "katzenpost/_core/classify.pyx":199
+ *                 kind = K_DECOY_SURB_REPLY
+ *             else:
+ *                 reason = R_TERMINAL_AT_MIX             # <<<<<<<<<<<<<<
+ *         else:
+ *             reason = R_INVALID_COMMANDS
+*/
+      /*else*/ {
+        __pyx_v_reason = __pyx_e_10katzenpost_5_core_8classify_R_TERMINAL_AT_MIX;
+      }
+      __pyx_L14:;
+
+      /* "katzenpost/_core/classify.pyx":180
+ *                         o.fwd_hop[o.n_fwd] = a.route_index[pos]
+ *                         o.n_fwd += 1
+ *         elif cmd == CMD_TO_USER or cmd == CMD_UNRELIABLE or cmd == CMD_SURB_REPLY:             # <<<<<<<<<<<<<<
+ *             if a.is_provider:
+ *                 if a.from_client[i]:
+*/
+      goto __pyx_L5;
+    }
+
+    /* "katzenpost/_core/classify.pyx":201
+ *                 reason = R_TERMINAL_AT_MIX
+ *         else:
+ *             reason = R_INVALID_COMMANDS             # <<<<<<<<<<<<<<
+ *         o.row_reason[i] = <uint8_t>reason
+ *         if reason != NO_DROP:
+*/
+    /*else*/ {
+      __pyx_v_reason = __pyx_e_10katzenpost_5_core_8classify_R_INVALID_COMMANDS;
+    }
+    __pyx_L5:;
+
+    /* "katzenpost/_core/classify.pyx":202
+ *         else:
+ *             reason = R_INVALID_COMMANDS
+ *         o.row_reason[i] = <uint8_t>reason             # <<<<<<<<<<<<<<
+ *         if reason != NO_DROP:
+ *             o.drop_counts[reason] += 1
+*/
+    (__pyx_v_o->row_reason[__pyx_v_i]) = ((uint8_t)__pyx_v_reason);
+
+    /* "katzenpost/_core/classify.pyx":203
+ *             reason = R_INVALID_COMMANDS
+ *         o.row_reason[i] = <uint8_t>reason
+ *         if reason != NO_DROP:             # <<<<<<<<<<<<<<
+ *             o.drop_counts[reason] += 1
+ *         elif kind >= 0:
+*/
+    __pyx_t_4 = (__pyx_v_reason != __pyx_e_10katzenpost_5_core_8classify_NO_DROP);
+
+    if (__pyx_t_4) {
+
+
+      /* "katzenpost/_core/classify.pyx":204
+ *         o.row_reason[i] = <uint8_t>reason
+ *         if reason != NO_DROP:
+ *             o.drop_counts[reason] += 1             # <<<<<<<<<<<<<<
+ *         elif kind >= 0:
+ *             o.local_rows[o.n_local] = <int32_t>i
+*/
+
+      __pyx_t_7 = __pyx_v_reason;
+      (__pyx_v_o->drop_counts[__pyx_t_7]) = ((__pyx_v_o->drop_counts[__pyx_t_7]) + 1);
+
+      /* "katzenpost/_core/classify.pyx":203
+ *             reason = R_INVALID_COMMANDS
+ *         o.row_reason[i] = <uint8_t>reason
+ *         if reason != NO_DROP:             # <<<<<<<<<<<<<<
+ *             o.drop_counts[reason] += 1
+ *         elif kind >= 0:
+*/
+      goto __pyx_L19;
+    }
+
+    /* "katzenpost/_core/classify.pyx":205
+ *         if reason != NO_DROP:
+ *             o.drop_counts[reason] += 1
+ *         elif kind >= 0:             # <<<<<<<<<<<<<<
+ *             o.local_rows[o.n_local] = <int32_t>i
+ *             o.local_kind[o.n_local] = <uint8_t>kind
+*/
+    __pyx_t_4 = (__pyx_v_kind >= 0);
+
+    if (__pyx_t_4) {
+
+
+      /* "katzenpost/_core/classify.pyx":206
+ *             o.drop_counts[reason] += 1
+ *         elif kind >= 0:
+ *             o.local_rows[o.n_local] = <int32_t>i             # <<<<<<<<<<<<<<
+ *             o.local_kind[o.n_local] = <uint8_t>kind
+ *             o.n_local += 1
+*/
+      (__pyx_v_o->local_rows[__pyx_v_o->n_local]) = ((int32_t)__pyx_v_i);
+
+      /* "katzenpost/_core/classify.pyx":207
+ *         elif kind >= 0:
+ *             o.local_rows[o.n_local] = <int32_t>i
+ *             o.local_kind[o.n_local] = <uint8_t>kind             # <<<<<<<<<<<<<<
+ *             o.n_local += 1
+ * 
+*/
+      (__pyx_v_o->local_kind[__pyx_v_o->n_local]) = ((uint8_t)__pyx_v_kind);
+
+      /* "katzenpost/_core/classify.pyx":208
+ *             o.local_rows[o.n_local] = <int32_t>i
+ *             o.local_kind[o.n_local] = <uint8_t>kind
+ *             o.n_local += 1             # <<<<<<<<<<<<<<
+ * 
+ * 
+*/
+      __pyx_v_o->n_local = (__pyx_v_o->n_local + 1);
+
+      /* "katzenpost/_core/classify.pyx":205
+ *         if reason != NO_DROP:
+ *             o.drop_counts[reason] += 1
+ *         elif kind >= 0:             # <<<<<<<<<<<<<<
+ *             o.local_rows[o.n_local] = <int32_t>i
+ *             o.local_kind[o.n_local] = <uint8_t>kind
+*/
+    }
+    __pyx_L19:;
+  }
+
+
+  /* "katzenpost/_core/classify.pyx":133
+ * 
+ * 
+ * cdef void classify_rows(const RowsIn *a, RowsOut *o, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
+ *     """The classification table of spec/server.md 1.4 with 1.3 drops and 1.5 dwell adjustment."""
+ *     cdef Py_ssize_t i, pos
+*/
+
+  /* function exit code */
+  goto __pyx_L0;
+  __pyx_L1_error:;
+  __pyx_gilstate_save = __Pyx_PyGILState_Ensure();
+  __Pyx_WriteUnraisable("katzenpost._core.classify.classify_rows", __pyx_clineno, __pyx_lineno, __pyx_filename, 1, 0);
+  __Pyx_PyGILState_Release(__pyx_gilstate_save);
+  __pyx_L0:;
+
+
+
+
+
+
+
+}
+
+/* "katzenpost/_core/classify.pyx":211
+ * 
+ * 
+ * cdef int fill_rows_in(RowsIn *a, result, Py_ssize_t n) except -1:             # <<<<<<<<<<<<<<
+ *     """Point `a` at the result arrays after checking their shapes hold n rows."""
+ *     cdef const int32_t[::1] status = result.status
+*/
+
+static int __pyx_f_10katzenpost_5_core_8classify_fill_rows_in(struct __pyx_t_10katzenpost_5_core_8classify_RowsIn *__pyx_v_a, PyObject *__pyx_v_result, Py_ssize_t __pyx_v_n) {
+  __Pyx_memviewslice __pyx_v_status = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_flags = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_delay_ms = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_next_hop = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_recipient = { 0, 0, { 0 }, { 0 }, { 0 } };
+  int __pyx_r;
+  __Pyx_RefNannyDeclarations
+  PyObject *__pyx_t_1 = NULL;
+  __Pyx_memviewslice __pyx_t_2 = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_t_3 = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_t_4 = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_t_5 = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_t_6 = { 0, 0, { 0 }, { 0 }, { 0 } };
+  int __pyx_t_7;
+  int __pyx_t_8;
+  PyObject *__pyx_t_9 = NULL;
+  PyObject *__pyx_t_10 = NULL;
+  PyObject *__pyx_t_11 = NULL;
+  PyObject *__pyx_t_12[4];
+  Py_ssize_t __pyx_t_13;
+  int __pyx_t_14;
+  PyObject *__pyx_t_15 = NULL;
+  size_t __pyx_t_16;
+  Py_ssize_t __pyx_t_17;
+  Py_ssize_t __pyx_t_18;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("fill_rows_in", 0);
+
+  /* "katzenpost/_core/classify.pyx":213
+ * cdef int fill_rows_in(RowsIn *a, result, Py_ssize_t n) except -1:
+ *     """Point `a` at the result arrays after checking their shapes hold n rows."""
+ *     cdef const int32_t[::1] status = result.status             # <<<<<<<<<<<<<<
+ *     cdef const uint8_t[::1] flags = result.flags
+ *     cdef const uint32_t[::1] delay_ms = result.delay_ms
+*/
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_result, __pyx_mstate_global->__pyx_n_u_status); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 213, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
+  __pyx_t_2 = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_int32_t__const__(__pyx_t_1, 0); if (unlikely(!__pyx_t_2.memview)) __PYX_ERR(0, 213, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  __pyx_v_status = __pyx_t_2;
+  __pyx_t_2.memview = NULL;
+  __pyx_t_2.data = NULL;
+
+  /* "katzenpost/_core/classify.pyx":214
+ *     """Point `a` at the result arrays after checking their shapes hold n rows."""
+ *     cdef const int32_t[::1] status = result.status
+ *     cdef const uint8_t[::1] flags = result.flags             # <<<<<<<<<<<<<<
+ *     cdef const uint32_t[::1] delay_ms = result.delay_ms
+ *     cdef const uint8_t[:, ::1] next_hop = result.next_hop
+*/
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_result, __pyx_mstate_global->__pyx_n_u_flags); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 214, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
+  __pyx_t_3 = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_uint8_t__const__(__pyx_t_1, 0); if (unlikely(!__pyx_t_3.memview)) __PYX_ERR(0, 214, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  __pyx_v_flags = __pyx_t_3;
+  __pyx_t_3.memview = NULL;
+  __pyx_t_3.data = NULL;
+
+  /* "katzenpost/_core/classify.pyx":215
+ *     cdef const int32_t[::1] status = result.status
+ *     cdef const uint8_t[::1] flags = result.flags
+ *     cdef const uint32_t[::1] delay_ms = result.delay_ms             # <<<<<<<<<<<<<<
+ *     cdef const uint8_t[:, ::1] next_hop = result.next_hop
+ *     cdef const uint8_t[:, ::1] recipient = result.recipient
+*/
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_result, __pyx_mstate_global->__pyx_n_u_delay_ms); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 215, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
+  __pyx_t_4 = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_uint32_t__const__(__pyx_t_1, 0); if (unlikely(!__pyx_t_4.memview)) __PYX_ERR(0, 215, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  __pyx_v_delay_ms = __pyx_t_4;
+  __pyx_t_4.memview = NULL;
+  __pyx_t_4.data = NULL;
+
+  /* "katzenpost/_core/classify.pyx":216
+ *     cdef const uint8_t[::1] flags = result.flags
+ *     cdef const uint32_t[::1] delay_ms = result.delay_ms
+ *     cdef const uint8_t[:, ::1] next_hop = result.next_hop             # <<<<<<<<<<<<<<
+ *     cdef const uint8_t[:, ::1] recipient = result.recipient
+ *     if n < 0 or n > status.shape[0] or n > flags.shape[0] or n > delay_ms.shape[0] \
+*/
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_result, __pyx_mstate_global->__pyx_n_u_next_hop); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 216, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
+  __pyx_t_5 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_nn_uint8_t__const__(__pyx_t_1, 0); if (unlikely(!__pyx_t_5.memview)) __PYX_ERR(0, 216, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  __pyx_v_next_hop = __pyx_t_5;
+  __pyx_t_5.memview = NULL;
+  __pyx_t_5.data = NULL;
+
+  /* "katzenpost/_core/classify.pyx":217
+ *     cdef const uint32_t[::1] delay_ms = result.delay_ms
+ *     cdef const uint8_t[:, ::1] next_hop = result.next_hop
+ *     cdef const uint8_t[:, ::1] recipient = result.recipient             # <<<<<<<<<<<<<<
+ *     if n < 0 or n > status.shape[0] or n > flags.shape[0] or n > delay_ms.shape[0] \
+ *             or n > next_hop.shape[0] or n > recipient.shape[0]:
+*/
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_result, __pyx_mstate_global->__pyx_n_u_recipient); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 217, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
+  __pyx_t_6 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_nn_uint8_t__const__(__pyx_t_1, 0); if (unlikely(!__pyx_t_6.memview)) __PYX_ERR(0, 217, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  __pyx_v_recipient = __pyx_t_6;
+  __pyx_t_6.memview = NULL;
+  __pyx_t_6.data = NULL;
+
+  /* "katzenpost/_core/classify.pyx":218
+ *     cdef const uint8_t[:, ::1] next_hop = result.next_hop
+ *     cdef const uint8_t[:, ::1] recipient = result.recipient
+ *     if n < 0 or n > status.shape[0] or n > flags.shape[0] or n > delay_ms.shape[0] \             # <<<<<<<<<<<<<<
+ *             or n > next_hop.shape[0] or n > recipient.shape[0]:
+ *         raise ValueError(f"classify: n={n} outside the result capacity {status.shape[0]}")
+*/
+  __pyx_t_8 = (__pyx_v_n < 0);
+
+  if (!__pyx_t_8) {
+
+  } else {
+
+    __pyx_t_7 = __pyx_t_8;
+
+    goto __pyx_L4_bool_binop_done;
+  }
+  __pyx_t_8 = (__pyx_v_n > (__pyx_v_status.shape[0]));
+
+  if (!__pyx_t_8) {
+
+  } else {
+
+    __pyx_t_7 = __pyx_t_8;
+
+    goto __pyx_L4_bool_binop_done;
+  }
+  __pyx_t_8 = (__pyx_v_n > (__pyx_v_flags.shape[0]));
+
+  if (!__pyx_t_8) {
+
+  } else {
+
+    __pyx_t_7 = __pyx_t_8;
+
+    goto __pyx_L4_bool_binop_done;
+  }
+
+  /* "katzenpost/_core/classify.pyx":219
+ *     cdef const uint8_t[:, ::1] recipient = result.recipient
+ *     if n < 0 or n > status.shape[0] or n > flags.shape[0] or n > delay_ms.shape[0] \
+ *             or n > next_hop.shape[0] or n > recipient.shape[0]:             # <<<<<<<<<<<<<<
+ *         raise ValueError(f"classify: n={n} outside the result capacity {status.shape[0]}")
+ *     if next_hop.shape[1] != NODE_ID_LEN or recipient.shape[1] != RECIPIENT_LEN:
+*/
+  __pyx_t_8 = (__pyx_v_n > (__pyx_v_delay_ms.shape[0]));
+
+  if (!__pyx_t_8) {
+
+  } else {
+
+    __pyx_t_7 = __pyx_t_8;
+
+    goto __pyx_L4_bool_binop_done;
+  }
+  __pyx_t_8 = (__pyx_v_n > (__pyx_v_next_hop.shape[0]));
+
+  if (!__pyx_t_8) {
+
+  } else {
+
+    __pyx_t_7 = __pyx_t_8;
+
+    goto __pyx_L4_bool_binop_done;
+  }
+  __pyx_t_8 = (__pyx_v_n > (__pyx_v_recipient.shape[0]));
+
+
+  __pyx_t_7 = __pyx_t_8;
+
+  __pyx_L4_bool_binop_done:;
+
+  /* "katzenpost/_core/classify.pyx":218
+ *     cdef const uint8_t[:, ::1] next_hop = result.next_hop
+ *     cdef const uint8_t[:, ::1] recipient = result.recipient
+ *     if n < 0 or n > status.shape[0] or n > flags.shape[0] or n > delay_ms.shape[0] \             # <<<<<<<<<<<<<<
+ *             or n > next_hop.shape[0] or n > recipient.shape[0]:
+ *         raise ValueError(f"classify: n={n} outside the result capacity {status.shape[0]}")
+*/
+  if (unlikely(__pyx_t_7)) {
+
+
+    /* "katzenpost/_core/classify.pyx":220
+ *     if n < 0 or n > status.shape[0] or n > flags.shape[0] or n > delay_ms.shape[0] \
+ *             or n > next_hop.shape[0] or n > recipient.shape[0]:
+ *         raise ValueError(f"classify: n={n} outside the result capacity {status.shape[0]}")             # <<<<<<<<<<<<<<
+ *     if next_hop.shape[1] != NODE_ID_LEN or recipient.shape[1] != RECIPIENT_LEN:
+ *         raise ValueError("classify: result next_hop must be [N, 32] and recipient [N, 64]")
+*/
+    __pyx_t_9 = NULL;
+    __pyx_t_10 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_n, 0, ' ', 'd'); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 220, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_10);
+    __pyx_t_11 = __Pyx_PyUnicode_From_Py_ssize_t((__pyx_v_status.shape[0]), 0, ' ', 'd'); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 220, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_11);
+    __pyx_t_12[0] = __pyx_mstate_global->__pyx_kp_u_classify_n;
+    __pyx_t_12[1] = __pyx_t_10;
+    __pyx_t_12[2] = __pyx_mstate_global->__pyx_kp_u_outside_the_result_capacity;
+    __pyx_t_12[3] = __pyx_t_11;
+    __pyx_t_13 = 41;
+    #if __Pyx_PyUnicode_Join_CAN_USE_KIND_AND_LENGTH
+    __pyx_t_13 += __Pyx_PyUnicode_GET_LENGTH(__pyx_t_12[1]) + __Pyx_PyUnicode_GET_LENGTH(__pyx_t_12[3]);
+    #endif
+    __pyx_t_14 = 0;
+    __pyx_t_15 = __Pyx_PyUnicode_Join(__pyx_t_12, 4, __pyx_t_13, __pyx_t_14);
+    if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 220, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_15);
+    __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
+    __Pyx_DECREF(__pyx_t_11); __pyx_t_11 = 0;
+    __pyx_t_16 = 1;
+    {
+      PyObject *__pyx_callargs[2] = {__pyx_t_9, __pyx_t_15};
+      __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_16, (2-__pyx_t_16) | (__pyx_t_16*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+      __Pyx_XDECREF(__pyx_t_9); __pyx_t_9 = 0;
+      __Pyx_DECREF(__pyx_t_15); __pyx_t_15 = 0;
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 220, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_1);
+    }
+    __Pyx_Raise(__pyx_t_1, 0, 0, 0);
+    __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+    __PYX_ERR(0, 220, __pyx_L1_error)
+
+    /* "katzenpost/_core/classify.pyx":218
+ *     cdef const uint8_t[:, ::1] next_hop = result.next_hop
+ *     cdef const uint8_t[:, ::1] recipient = result.recipient
+ *     if n < 0 or n > status.shape[0] or n > flags.shape[0] or n > delay_ms.shape[0] \             # <<<<<<<<<<<<<<
+ *             or n > next_hop.shape[0] or n > recipient.shape[0]:
+ *         raise ValueError(f"classify: n={n} outside the result capacity {status.shape[0]}")
+*/
+  }
+
+  /* "katzenpost/_core/classify.pyx":221
+ *             or n > next_hop.shape[0] or n > recipient.shape[0]:
+ *         raise ValueError(f"classify: n={n} outside the result capacity {status.shape[0]}")
+ *     if next_hop.shape[1] != NODE_ID_LEN or recipient.shape[1] != RECIPIENT_LEN:             # <<<<<<<<<<<<<<
+ *         raise ValueError("classify: result next_hop must be [N, 32] and recipient [N, 64]")
+ *     a.status = &status[0]
+*/
+  __pyx_t_8 = ((__pyx_v_next_hop.shape[1]) != __pyx_e_10katzenpost_5_core_8classify_NODE_ID_LEN);
+
+  if (!__pyx_t_8) {
+
+  } else {
+
+    __pyx_t_7 = __pyx_t_8;
+
+    goto __pyx_L11_bool_binop_done;
+  }
+  __pyx_t_8 = ((__pyx_v_recipient.shape[1]) != __pyx_e_10katzenpost_5_core_8classify_RECIPIENT_LEN);
+
+
+  __pyx_t_7 = __pyx_t_8;
+
+  __pyx_L11_bool_binop_done:;
+  if (unlikely(__pyx_t_7)) {
+
+
+    /* "katzenpost/_core/classify.pyx":222
+ *         raise ValueError(f"classify: n={n} outside the result capacity {status.shape[0]}")
+ *     if next_hop.shape[1] != NODE_ID_LEN or recipient.shape[1] != RECIPIENT_LEN:
+ *         raise ValueError("classify: result next_hop must be [N, 32] and recipient [N, 64]")             # <<<<<<<<<<<<<<
+ *     a.status = &status[0]
+ *     a.flags = &flags[0]
+*/
+    __pyx_t_15 = NULL;
+    __pyx_t_16 = 1;
+    {
+      PyObject *__pyx_callargs[2] = {__pyx_t_15, __pyx_mstate_global->__pyx_kp_u_classify_result_next_hop_must_be};
+      __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_16, (2-__pyx_t_16) | (__pyx_t_16*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+      __Pyx_XDECREF(__pyx_t_15); __pyx_t_15 = 0;
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 222, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_1);
+    }
+    __Pyx_Raise(__pyx_t_1, 0, 0, 0);
+    __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+    __PYX_ERR(0, 222, __pyx_L1_error)
+
+    /* "katzenpost/_core/classify.pyx":221
+ *             or n > next_hop.shape[0] or n > recipient.shape[0]:
+ *         raise ValueError(f"classify: n={n} outside the result capacity {status.shape[0]}")
+ *     if next_hop.shape[1] != NODE_ID_LEN or recipient.shape[1] != RECIPIENT_LEN:             # <<<<<<<<<<<<<<
+ *         raise ValueError("classify: result next_hop must be [N, 32] and recipient [N, 64]")
+ *     a.status = &status[0]
+*/
+  }
+
+  /* "katzenpost/_core/classify.pyx":223
+ *     if next_hop.shape[1] != NODE_ID_LEN or recipient.shape[1] != RECIPIENT_LEN:
+ *         raise ValueError("classify: result next_hop must be [N, 32] and recipient [N, 64]")
+ *     a.status = &status[0]             # <<<<<<<<<<<<<<
+ *     a.flags = &flags[0]
+ *     a.delay_ms = &delay_ms[0]
+*/
+  __pyx_t_17 = 0;
+  __pyx_v_a->status = (&(*((int32_t const  *) ( /* dim=0 */ ((char *) (((int32_t const  *) __pyx_v_status.data) + __pyx_t_17)) ))));
+
+  /* "katzenpost/_core/classify.pyx":224
+ *         raise ValueError("classify: result next_hop must be [N, 32] and recipient [N, 64]")
+ *     a.status = &status[0]
+ *     a.flags = &flags[0]             # <<<<<<<<<<<<<<
+ *     a.delay_ms = &delay_ms[0]
+ *     a.next_hop = &next_hop[0, 0]
+*/
+  __pyx_t_17 = 0;
+  __pyx_v_a->flags = (&(*((uint8_t const  *) ( /* dim=0 */ ((char *) (((uint8_t const  *) __pyx_v_flags.data) + __pyx_t_17)) ))));
+
+  /* "katzenpost/_core/classify.pyx":225
+ *     a.status = &status[0]
+ *     a.flags = &flags[0]
+ *     a.delay_ms = &delay_ms[0]             # <<<<<<<<<<<<<<
+ *     a.next_hop = &next_hop[0, 0]
+ *     a.recipient = &recipient[0, 0]
+*/
+  __pyx_t_17 = 0;
+  __pyx_v_a->delay_ms = (&(*((uint32_t const  *) ( /* dim=0 */ ((char *) (((uint32_t const  *) __pyx_v_delay_ms.data) + __pyx_t_17)) ))));
+
+  /* "katzenpost/_core/classify.pyx":226
+ *     a.flags = &flags[0]
+ *     a.delay_ms = &delay_ms[0]
+ *     a.next_hop = &next_hop[0, 0]             # <<<<<<<<<<<<<<
+ *     a.recipient = &recipient[0, 0]
+ *     return 0
+*/
+  __pyx_t_17 = 0;
+  __pyx_t_18 = 0;
+  __pyx_v_a->next_hop = (&(*((uint8_t const  *) ( /* dim=1 */ ((char *) (((uint8_t const  *) ( /* dim=0 */ (__pyx_v_next_hop.data + __pyx_t_17 * __pyx_v_next_hop.strides[0]) )) + __pyx_t_18)) ))));
+
+  /* "katzenpost/_core/classify.pyx":227
+ *     a.delay_ms = &delay_ms[0]
+ *     a.next_hop = &next_hop[0, 0]
+ *     a.recipient = &recipient[0, 0]             # <<<<<<<<<<<<<<
+ *     return 0
+ * 
+*/
+  __pyx_t_18 = 0;
+  __pyx_t_17 = 0;
+  __pyx_v_a->recipient = (&(*((uint8_t const  *) ( /* dim=1 */ ((char *) (((uint8_t const  *) ( /* dim=0 */ (__pyx_v_recipient.data + __pyx_t_18 * __pyx_v_recipient.strides[0]) )) + __pyx_t_17)) ))));
+
+  /* "katzenpost/_core/classify.pyx":228
+ *     a.next_hop = &next_hop[0, 0]
+ *     a.recipient = &recipient[0, 0]
+ *     return 0             # <<<<<<<<<<<<<<
+ * 
+ * 
+*/
+  {
+
+    __pyx_r = 0;
+  }
+  goto __pyx_L0;
+
+  /* "katzenpost/_core/classify.pyx":211
+ * 
+ * 
+ * cdef int fill_rows_in(RowsIn *a, result, Py_ssize_t n) except -1:             # <<<<<<<<<<<<<<
+ *     """Point `a` at the result arrays after checking their shapes hold n rows."""
+ *     cdef const int32_t[::1] status = result.status
+*/
+
+  /* function exit code */
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_t_2, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_t_3, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_t_4, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_t_5, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_t_6, 1);
+  __Pyx_XDECREF(__pyx_t_9);
+  __Pyx_XDECREF(__pyx_t_10);
+  __Pyx_XDECREF(__pyx_t_11);
+  __Pyx_XDECREF(__pyx_t_15);
+  __Pyx_AddTraceback("katzenpost._core.classify.fill_rows_in", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = -1;
+  __pyx_L0:;
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_status, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_flags, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_delay_ms, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_next_hop, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_recipient, 1);
+
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* "katzenpost/_core/classify.pyx":231
  * 
  * 
  * def classify_batch(result, Py_ssize_t n, const int64_t[::1] recv_at_ns, const uint8_t[::1] from_client,             # <<<<<<<<<<<<<<
@@ -18819,151 +20372,151 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_result,&__pyx_mstate_global->__pyx_n_u_n,&__pyx_mstate_global->__pyx_n_u_recv_at_ns,&__pyx_mstate_global->__pyx_n_u_from_client,&__pyx_mstate_global->__pyx_n_u_replayed,&__pyx_mstate_global->__pyx_n_u_dequeue_ns,&__pyx_mstate_global->__pyx_n_u_now_ns,&__pyx_mstate_global->__pyx_n_u_is_provider,&__pyx_mstate_global->__pyx_n_u_route_ids,&__pyx_mstate_global->__pyx_n_u_route_index,&__pyx_mstate_global->__pyx_n_u_endpoint_ids,&__pyx_mstate_global->__pyx_n_u_drop_counts,&__pyx_mstate_global->__pyx_n_u_fwd_rows,&__pyx_mstate_global->__pyx_n_u_fwd_deadline_ms,&__pyx_mstate_global->__pyx_n_u_fwd_hop,&__pyx_mstate_global->__pyx_n_u_local_rows,&__pyx_mstate_global->__pyx_n_u_local_kind,&__pyx_mstate_global->__pyx_n_u_row_reason,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 102, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 231, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case 18:
         values[17] = __Pyx_ArgRef_FASTCALL(__pyx_args, 17);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[17])) __PYX_ERR(0, 102, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[17])) __PYX_ERR(0, 231, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case 17:
         values[16] = __Pyx_ArgRef_FASTCALL(__pyx_args, 16);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[16])) __PYX_ERR(0, 102, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[16])) __PYX_ERR(0, 231, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case 16:
         values[15] = __Pyx_ArgRef_FASTCALL(__pyx_args, 15);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[15])) __PYX_ERR(0, 102, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[15])) __PYX_ERR(0, 231, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case 15:
         values[14] = __Pyx_ArgRef_FASTCALL(__pyx_args, 14);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[14])) __PYX_ERR(0, 102, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[14])) __PYX_ERR(0, 231, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case 14:
         values[13] = __Pyx_ArgRef_FASTCALL(__pyx_args, 13);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[13])) __PYX_ERR(0, 102, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[13])) __PYX_ERR(0, 231, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case 13:
         values[12] = __Pyx_ArgRef_FASTCALL(__pyx_args, 12);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[12])) __PYX_ERR(0, 102, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[12])) __PYX_ERR(0, 231, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case 12:
         values[11] = __Pyx_ArgRef_FASTCALL(__pyx_args, 11);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[11])) __PYX_ERR(0, 102, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[11])) __PYX_ERR(0, 231, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case 11:
         values[10] = __Pyx_ArgRef_FASTCALL(__pyx_args, 10);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[10])) __PYX_ERR(0, 102, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[10])) __PYX_ERR(0, 231, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case 10:
         values[9] = __Pyx_ArgRef_FASTCALL(__pyx_args, 9);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(0, 102, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(0, 231, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  9:
         values[8] = __Pyx_ArgRef_FASTCALL(__pyx_args, 8);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(0, 102, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(0, 231, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  8:
         values[7] = __Pyx_ArgRef_FASTCALL(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(0, 102, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(0, 231, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_FASTCALL(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(0, 102, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(0, 231, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_FASTCALL(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 102, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 231, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_FASTCALL(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 102, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 231, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_FASTCALL(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 102, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 231, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 102, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 231, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 102, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 231, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 102, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 231, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "classify_batch", 0) < (0)) __PYX_ERR(0, 102, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "classify_batch", 0) < (0)) __PYX_ERR(0, 231, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 18; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("classify_batch", 1, 18, 18, i); __PYX_ERR(0, 102, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("classify_batch", 1, 18, 18, i); __PYX_ERR(0, 231, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 18)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 102, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 231, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 102, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 231, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 102, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 231, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_FASTCALL(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 102, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 231, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_FASTCALL(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 102, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 231, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_FASTCALL(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 102, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 231, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_FASTCALL(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(0, 102, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(0, 231, __pyx_L3_error)
       values[7] = __Pyx_ArgRef_FASTCALL(__pyx_args, 7);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(0, 102, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(0, 231, __pyx_L3_error)
       values[8] = __Pyx_ArgRef_FASTCALL(__pyx_args, 8);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(0, 102, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(0, 231, __pyx_L3_error)
       values[9] = __Pyx_ArgRef_FASTCALL(__pyx_args, 9);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(0, 102, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(0, 231, __pyx_L3_error)
       values[10] = __Pyx_ArgRef_FASTCALL(__pyx_args, 10);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[10])) __PYX_ERR(0, 102, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[10])) __PYX_ERR(0, 231, __pyx_L3_error)
       values[11] = __Pyx_ArgRef_FASTCALL(__pyx_args, 11);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[11])) __PYX_ERR(0, 102, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[11])) __PYX_ERR(0, 231, __pyx_L3_error)
       values[12] = __Pyx_ArgRef_FASTCALL(__pyx_args, 12);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[12])) __PYX_ERR(0, 102, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[12])) __PYX_ERR(0, 231, __pyx_L3_error)
       values[13] = __Pyx_ArgRef_FASTCALL(__pyx_args, 13);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[13])) __PYX_ERR(0, 102, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[13])) __PYX_ERR(0, 231, __pyx_L3_error)
       values[14] = __Pyx_ArgRef_FASTCALL(__pyx_args, 14);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[14])) __PYX_ERR(0, 102, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[14])) __PYX_ERR(0, 231, __pyx_L3_error)
       values[15] = __Pyx_ArgRef_FASTCALL(__pyx_args, 15);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[15])) __PYX_ERR(0, 102, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[15])) __PYX_ERR(0, 231, __pyx_L3_error)
       values[16] = __Pyx_ArgRef_FASTCALL(__pyx_args, 16);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[16])) __PYX_ERR(0, 102, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[16])) __PYX_ERR(0, 231, __pyx_L3_error)
       values[17] = __Pyx_ArgRef_FASTCALL(__pyx_args, 17);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[17])) __PYX_ERR(0, 102, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[17])) __PYX_ERR(0, 231, __pyx_L3_error)
     }
     __pyx_v_result = values[0];
-    __pyx_v_n = __Pyx_PyIndex_AsSsize_t(values[1]); if (unlikely((__pyx_v_n == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 102, __pyx_L3_error)
-    __pyx_v_recv_at_ns = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_int64_t__const__(values[2], 0); if (unlikely(!__pyx_v_recv_at_ns.memview)) __PYX_ERR(0, 102, __pyx_L3_error)
-    __pyx_v_from_client = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_uint8_t__const__(values[3], 0); if (unlikely(!__pyx_v_from_client.memview)) __PYX_ERR(0, 102, __pyx_L3_error)
-    __pyx_v_replayed = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_uint8_t__const__(values[4], 0); if (unlikely(!__pyx_v_replayed.memview)) __PYX_ERR(0, 103, __pyx_L3_error)
-    __pyx_v_dequeue_ns = __Pyx_PyLong_As_int64_t(values[5]); if (unlikely((__pyx_v_dequeue_ns == ((int64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 103, __pyx_L3_error)
-    __pyx_v_now_ns = __Pyx_PyLong_As_int64_t(values[6]); if (unlikely((__pyx_v_now_ns == ((int64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 103, __pyx_L3_error)
-    __pyx_v_is_provider = __Pyx_PyObject_IsTrue(values[7]); if (unlikely((__pyx_v_is_provider == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 103, __pyx_L3_error)
-    __pyx_v_route_ids = __Pyx_PyObject_to_MemoryviewSlice_d_dc_nn_uint8_t__const__(values[8], 0); if (unlikely(!__pyx_v_route_ids.memview)) __PYX_ERR(0, 104, __pyx_L3_error)
-    __pyx_v_route_index = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_int32_t__const__(values[9], 0); if (unlikely(!__pyx_v_route_index.memview)) __PYX_ERR(0, 104, __pyx_L3_error)
-    __pyx_v_endpoint_ids = __Pyx_PyObject_to_MemoryviewSlice_d_dc_nn_uint8_t__const__(values[10], 0); if (unlikely(!__pyx_v_endpoint_ids.memview)) __PYX_ERR(0, 105, __pyx_L3_error)
-    __pyx_v_drop_counts = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_int64_t(values[11], PyBUF_WRITABLE); if (unlikely(!__pyx_v_drop_counts.memview)) __PYX_ERR(0, 105, __pyx_L3_error)
-    __pyx_v_fwd_rows = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_int32_t(values[12], PyBUF_WRITABLE); if (unlikely(!__pyx_v_fwd_rows.memview)) __PYX_ERR(0, 106, __pyx_L3_error)
-    __pyx_v_fwd_deadline_ms = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_int64_t(values[13], PyBUF_WRITABLE); if (unlikely(!__pyx_v_fwd_deadline_ms.memview)) __PYX_ERR(0, 106, __pyx_L3_error)
-    __pyx_v_fwd_hop = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_int32_t(values[14], PyBUF_WRITABLE); if (unlikely(!__pyx_v_fwd_hop.memview)) __PYX_ERR(0, 106, __pyx_L3_error)
-    __pyx_v_local_rows = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_int32_t(values[15], PyBUF_WRITABLE); if (unlikely(!__pyx_v_local_rows.memview)) __PYX_ERR(0, 107, __pyx_L3_error)
-    __pyx_v_local_kind = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_uint8_t(values[16], PyBUF_WRITABLE); if (unlikely(!__pyx_v_local_kind.memview)) __PYX_ERR(0, 107, __pyx_L3_error)
-    __pyx_v_row_reason = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_uint8_t(values[17], PyBUF_WRITABLE); if (unlikely(!__pyx_v_row_reason.memview)) __PYX_ERR(0, 107, __pyx_L3_error)
+    __pyx_v_n = __Pyx_PyIndex_AsSsize_t(values[1]); if (unlikely((__pyx_v_n == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 231, __pyx_L3_error)
+    __pyx_v_recv_at_ns = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_int64_t__const__(values[2], 0); if (unlikely(!__pyx_v_recv_at_ns.memview)) __PYX_ERR(0, 231, __pyx_L3_error)
+    __pyx_v_from_client = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_uint8_t__const__(values[3], 0); if (unlikely(!__pyx_v_from_client.memview)) __PYX_ERR(0, 231, __pyx_L3_error)
+    __pyx_v_replayed = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_uint8_t__const__(values[4], 0); if (unlikely(!__pyx_v_replayed.memview)) __PYX_ERR(0, 232, __pyx_L3_error)
+    __pyx_v_dequeue_ns = __Pyx_PyLong_As_int64_t(values[5]); if (unlikely((__pyx_v_dequeue_ns == ((int64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 232, __pyx_L3_error)
+    __pyx_v_now_ns = __Pyx_PyLong_As_int64_t(values[6]); if (unlikely((__pyx_v_now_ns == ((int64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 232, __pyx_L3_error)
+    __pyx_v_is_provider = __Pyx_PyObject_IsTrue(values[7]); if (unlikely((__pyx_v_is_provider == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 232, __pyx_L3_error)
+    __pyx_v_route_ids = __Pyx_PyObject_to_MemoryviewSlice_d_dc_nn_uint8_t__const__(values[8], 0); if (unlikely(!__pyx_v_route_ids.memview)) __PYX_ERR(0, 233, __pyx_L3_error)
+    __pyx_v_route_index = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_int32_t__const__(values[9], 0); if (unlikely(!__pyx_v_route_index.memview)) __PYX_ERR(0, 233, __pyx_L3_error)
+    __pyx_v_endpoint_ids = __Pyx_PyObject_to_MemoryviewSlice_d_dc_nn_uint8_t__const__(values[10], 0); if (unlikely(!__pyx_v_endpoint_ids.memview)) __PYX_ERR(0, 234, __pyx_L3_error)
+    __pyx_v_drop_counts = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_int64_t(values[11], PyBUF_WRITABLE); if (unlikely(!__pyx_v_drop_counts.memview)) __PYX_ERR(0, 234, __pyx_L3_error)
+    __pyx_v_fwd_rows = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_int32_t(values[12], PyBUF_WRITABLE); if (unlikely(!__pyx_v_fwd_rows.memview)) __PYX_ERR(0, 235, __pyx_L3_error)
+    __pyx_v_fwd_deadline_ms = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_int64_t(values[13], PyBUF_WRITABLE); if (unlikely(!__pyx_v_fwd_deadline_ms.memview)) __PYX_ERR(0, 235, __pyx_L3_error)
+    __pyx_v_fwd_hop = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_int32_t(values[14], PyBUF_WRITABLE); if (unlikely(!__pyx_v_fwd_hop.memview)) __PYX_ERR(0, 235, __pyx_L3_error)
+    __pyx_v_local_rows = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_int32_t(values[15], PyBUF_WRITABLE); if (unlikely(!__pyx_v_local_rows.memview)) __PYX_ERR(0, 236, __pyx_L3_error)
+    __pyx_v_local_kind = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_uint8_t(values[16], PyBUF_WRITABLE); if (unlikely(!__pyx_v_local_kind.memview)) __PYX_ERR(0, 236, __pyx_L3_error)
+    __pyx_v_row_reason = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_uint8_t(values[17], PyBUF_WRITABLE); if (unlikely(!__pyx_v_row_reason.memview)) __PYX_ERR(0, 236, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("classify_batch", 1, 18, 18, __pyx_nargs); __PYX_ERR(0, 102, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("classify_batch", 1, 18, 18, __pyx_nargs); __PYX_ERR(0, 231, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -19015,545 +20568,371 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
 }
 
 static PyObject *__pyx_pf_10katzenpost_5_core_8classify_2classify_batch(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_result, Py_ssize_t __pyx_v_n, __Pyx_memviewslice __pyx_v_recv_at_ns, __Pyx_memviewslice __pyx_v_from_client, __Pyx_memviewslice __pyx_v_replayed, int64_t __pyx_v_dequeue_ns, int64_t __pyx_v_now_ns, int __pyx_v_is_provider, __Pyx_memviewslice __pyx_v_route_ids, __Pyx_memviewslice __pyx_v_route_index, __Pyx_memviewslice __pyx_v_endpoint_ids, __Pyx_memviewslice __pyx_v_drop_counts, __Pyx_memviewslice __pyx_v_fwd_rows, __Pyx_memviewslice __pyx_v_fwd_deadline_ms, __Pyx_memviewslice __pyx_v_fwd_hop, __Pyx_memviewslice __pyx_v_local_rows, __Pyx_memviewslice __pyx_v_local_kind, __Pyx_memviewslice __pyx_v_row_reason) {
-  __Pyx_memviewslice __pyx_v_status = { 0, 0, { 0 }, { 0 }, { 0 } };
-  __Pyx_memviewslice __pyx_v_flags = { 0, 0, { 0 }, { 0 }, { 0 } };
-  __Pyx_memviewslice __pyx_v_delay_ms = { 0, 0, { 0 }, { 0 }, { 0 } };
-  __Pyx_memviewslice __pyx_v_next_hop = { 0, 0, { 0 }, { 0 }, { 0 } };
-  __Pyx_memviewslice __pyx_v_recipient = { 0, 0, { 0 }, { 0 }, { 0 } };
-  Py_ssize_t __pyx_v_i;
-  Py_ssize_t __pyx_v_pos;
-  Py_ssize_t __pyx_v_n_fwd;
-  Py_ssize_t __pyx_v_n_local;
+  struct __pyx_t_10katzenpost_5_core_8classify_RowsIn __pyx_v_a;
+  struct __pyx_t_10katzenpost_5_core_8classify_RowsOut __pyx_v_o;
   Py_ssize_t __pyx_v_n_routes;
   Py_ssize_t __pyx_v_n_endpoints;
-  int __pyx_v_reason;
-  int __pyx_v_kind;
-  int __pyx_v_cmd;
-  int64_t __pyx_v_delay;
-  int64_t __pyx_v_dwell;
-  uint8_t const *__pyx_v_route_base;
-  uint8_t const *__pyx_v_endpoint_base;
   Py_ssize_t __pyx_v_arr_len;
   PyObject *__pyx_v_name = NULL;
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
-  PyObject *__pyx_t_1 = NULL;
-  __Pyx_memviewslice __pyx_t_2 = { 0, 0, { 0 }, { 0 }, { 0 } };
-  __Pyx_memviewslice __pyx_t_3 = { 0, 0, { 0 }, { 0 }, { 0 } };
-  __Pyx_memviewslice __pyx_t_4 = { 0, 0, { 0 }, { 0 }, { 0 } };
-  __Pyx_memviewslice __pyx_t_5 = { 0, 0, { 0 }, { 0 }, { 0 } };
-  __Pyx_memviewslice __pyx_t_6 = { 0, 0, { 0 }, { 0 }, { 0 } };
-  uint8_t const *__pyx_t_7;
-  int __pyx_t_8;
-  Py_ssize_t __pyx_t_9;
-  Py_ssize_t __pyx_t_10;
-  uint8_t const *__pyx_t_11;
-  int __pyx_t_12;
-  PyObject *__pyx_t_13 = NULL;
-  PyObject *__pyx_t_14 = NULL;
-  PyObject *__pyx_t_15 = NULL;
-  PyObject *__pyx_t_16[4];
-  Py_ssize_t __pyx_t_17;
+  int __pyx_t_1;
+  int __pyx_t_2;
+  PyObject *__pyx_t_3 = NULL;
+  PyObject *__pyx_t_4 = NULL;
+  PyObject *__pyx_t_5 = NULL;
+  PyObject *__pyx_t_6 = NULL;
+  PyObject *__pyx_t_7 = NULL;
+  PyObject *__pyx_t_8 = NULL;
+  PyObject *__pyx_t_9 = NULL;
+  PyObject *__pyx_t_10 = NULL;
+  PyObject *__pyx_t_11 = NULL;
+  PyObject *__pyx_t_12 = NULL;
+  Py_ssize_t __pyx_t_13;
+  Py_ssize_t __pyx_t_14;
+  PyObject *__pyx_t_15[6];
+  size_t __pyx_t_16;
+  PyObject *__pyx_t_17[3];
   int __pyx_t_18;
-  PyObject *__pyx_t_19 = NULL;
-  size_t __pyx_t_20;
-  PyObject *__pyx_t_21 = NULL;
-  PyObject *__pyx_t_22 = NULL;
-  PyObject *__pyx_t_23 = NULL;
-  PyObject *__pyx_t_24 = NULL;
-  PyObject *__pyx_t_25 = NULL;
-  Py_ssize_t __pyx_t_26;
-  PyObject *__pyx_t_27[6];
-  PyObject *__pyx_t_28[3];
-  Py_ssize_t __pyx_t_29;
-  Py_ssize_t __pyx_t_30;
-  int64_t __pyx_t_31;
+  Py_ssize_t __pyx_t_19;
+  uint8_t const *__pyx_t_20;
+  Py_ssize_t __pyx_t_21;
+  int32_t const *__pyx_t_22;
+  uint8_t const *__pyx_t_23;
   int __pyx_lineno = 0;
   const char *__pyx_filename = NULL;
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("classify_batch", 0);
 
-  /* "katzenpost/_core/classify.pyx":113
- *     Route rows must be sorted (bytewise) with route_index aligned; endpoint rows sorted, 64 bytes.
- *     """
- *     cdef const int32_t[::1] status = result.status             # <<<<<<<<<<<<<<
- *     cdef const uint8_t[::1] flags = result.flags
- *     cdef const uint32_t[::1] delay_ms = result.delay_ms
-*/
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_result, __pyx_mstate_global->__pyx_n_u_status); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 113, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_int32_t__const__(__pyx_t_1, 0); if (unlikely(!__pyx_t_2.memview)) __PYX_ERR(0, 113, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_v_status = __pyx_t_2;
-  __pyx_t_2.memview = NULL;
-  __pyx_t_2.data = NULL;
-
-  /* "katzenpost/_core/classify.pyx":114
- *     """
- *     cdef const int32_t[::1] status = result.status
- *     cdef const uint8_t[::1] flags = result.flags             # <<<<<<<<<<<<<<
- *     cdef const uint32_t[::1] delay_ms = result.delay_ms
- *     cdef const uint8_t[:, ::1] next_hop = result.next_hop
-*/
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_result, __pyx_mstate_global->__pyx_n_u_flags); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 114, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_3 = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_uint8_t__const__(__pyx_t_1, 0); if (unlikely(!__pyx_t_3.memview)) __PYX_ERR(0, 114, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_v_flags = __pyx_t_3;
-  __pyx_t_3.memview = NULL;
-  __pyx_t_3.data = NULL;
-
-  /* "katzenpost/_core/classify.pyx":115
- *     cdef const int32_t[::1] status = result.status
- *     cdef const uint8_t[::1] flags = result.flags
- *     cdef const uint32_t[::1] delay_ms = result.delay_ms             # <<<<<<<<<<<<<<
- *     cdef const uint8_t[:, ::1] next_hop = result.next_hop
- *     cdef const uint8_t[:, ::1] recipient = result.recipient
-*/
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_result, __pyx_mstate_global->__pyx_n_u_delay_ms); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 115, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_4 = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_uint32_t__const__(__pyx_t_1, 0); if (unlikely(!__pyx_t_4.memview)) __PYX_ERR(0, 115, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_v_delay_ms = __pyx_t_4;
-  __pyx_t_4.memview = NULL;
-  __pyx_t_4.data = NULL;
-
-  /* "katzenpost/_core/classify.pyx":116
- *     cdef const uint8_t[::1] flags = result.flags
- *     cdef const uint32_t[::1] delay_ms = result.delay_ms
- *     cdef const uint8_t[:, ::1] next_hop = result.next_hop             # <<<<<<<<<<<<<<
- *     cdef const uint8_t[:, ::1] recipient = result.recipient
- *     cdef Py_ssize_t i, pos, n_fwd = 0, n_local = 0
-*/
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_result, __pyx_mstate_global->__pyx_n_u_next_hop); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 116, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_5 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_nn_uint8_t__const__(__pyx_t_1, 0); if (unlikely(!__pyx_t_5.memview)) __PYX_ERR(0, 116, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_v_next_hop = __pyx_t_5;
-  __pyx_t_5.memview = NULL;
-  __pyx_t_5.data = NULL;
-
-  /* "katzenpost/_core/classify.pyx":117
- *     cdef const uint32_t[::1] delay_ms = result.delay_ms
- *     cdef const uint8_t[:, ::1] next_hop = result.next_hop
- *     cdef const uint8_t[:, ::1] recipient = result.recipient             # <<<<<<<<<<<<<<
- *     cdef Py_ssize_t i, pos, n_fwd = 0, n_local = 0
- *     cdef Py_ssize_t n_routes = route_ids.shape[0], n_endpoints = endpoint_ids.shape[0]
-*/
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_result, __pyx_mstate_global->__pyx_n_u_recipient); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 117, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_6 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_nn_uint8_t__const__(__pyx_t_1, 0); if (unlikely(!__pyx_t_6.memview)) __PYX_ERR(0, 117, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_v_recipient = __pyx_t_6;
-  __pyx_t_6.memview = NULL;
-  __pyx_t_6.data = NULL;
-
-  /* "katzenpost/_core/classify.pyx":118
- *     cdef const uint8_t[:, ::1] next_hop = result.next_hop
- *     cdef const uint8_t[:, ::1] recipient = result.recipient
- *     cdef Py_ssize_t i, pos, n_fwd = 0, n_local = 0             # <<<<<<<<<<<<<<
- *     cdef Py_ssize_t n_routes = route_ids.shape[0], n_endpoints = endpoint_ids.shape[0]
- *     cdef int reason, kind, cmd
-*/
-  __pyx_v_n_fwd = 0;
-  __pyx_v_n_local = 0;
-
-  /* "katzenpost/_core/classify.pyx":119
- *     cdef const uint8_t[:, ::1] recipient = result.recipient
- *     cdef Py_ssize_t i, pos, n_fwd = 0, n_local = 0
+  /* "katzenpost/_core/classify.pyx":244
+ *     cdef RowsIn a
+ *     cdef RowsOut o
  *     cdef Py_ssize_t n_routes = route_ids.shape[0], n_endpoints = endpoint_ids.shape[0]             # <<<<<<<<<<<<<<
- *     cdef int reason, kind, cmd
- *     cdef int64_t delay, dwell
+ *     if n == 0:
+ *         return 0, 0
 */
   __pyx_v_n_routes = (__pyx_v_route_ids.shape[0]);
   __pyx_v_n_endpoints = (__pyx_v_endpoint_ids.shape[0]);
 
-  /* "katzenpost/_core/classify.pyx":122
- *     cdef int reason, kind, cmd
- *     cdef int64_t delay, dwell
- *     cdef const uint8_t *route_base = &route_ids[0, 0] if n_routes else NULL             # <<<<<<<<<<<<<<
- *     cdef const uint8_t *endpoint_base = &endpoint_ids[0, 0] if n_endpoints else NULL
- *     if n < 0 or n > status.shape[0]:
+  /* "katzenpost/_core/classify.pyx":245
+ *     cdef RowsOut o
+ *     cdef Py_ssize_t n_routes = route_ids.shape[0], n_endpoints = endpoint_ids.shape[0]
+ *     if n == 0:             # <<<<<<<<<<<<<<
+ *         return 0, 0
+ *     fill_rows_in(&a, result, n)
 */
-  __pyx_t_8 = (__pyx_v_n_routes != 0);
+  __pyx_t_1 = (__pyx_v_n == 0);
 
-  if (__pyx_t_8) {
-    __pyx_t_9 = 0;
-    __pyx_t_10 = 0;
+  if (__pyx_t_1) {
 
-    __pyx_t_7 = (&(*((uint8_t const  *) ( /* dim=1 */ ((char *) (((uint8_t const  *) ( /* dim=0 */ (__pyx_v_route_ids.data + __pyx_t_9 * __pyx_v_route_ids.strides[0]) )) + __pyx_t_10)) ))));
-  } else {
 
-    __pyx_t_7 = NULL;
-  }
-
-  __pyx_v_route_base = __pyx_t_7;
-
-  /* "katzenpost/_core/classify.pyx":123
- *     cdef int64_t delay, dwell
- *     cdef const uint8_t *route_base = &route_ids[0, 0] if n_routes else NULL
- *     cdef const uint8_t *endpoint_base = &endpoint_ids[0, 0] if n_endpoints else NULL             # <<<<<<<<<<<<<<
- *     if n < 0 or n > status.shape[0]:
- *         raise ValueError(f"classify: n={n} outside 0..{status.shape[0]}")
-*/
-  __pyx_t_8 = (__pyx_v_n_endpoints != 0);
-
-  if (__pyx_t_8) {
-    __pyx_t_10 = 0;
-    __pyx_t_9 = 0;
-
-    __pyx_t_11 = (&(*((uint8_t const  *) ( /* dim=1 */ ((char *) (((uint8_t const  *) ( /* dim=0 */ (__pyx_v_endpoint_ids.data + __pyx_t_10 * __pyx_v_endpoint_ids.strides[0]) )) + __pyx_t_9)) ))));
-  } else {
-
-    __pyx_t_11 = NULL;
-  }
-
-  __pyx_v_endpoint_base = __pyx_t_11;
-
-  /* "katzenpost/_core/classify.pyx":124
- *     cdef const uint8_t *route_base = &route_ids[0, 0] if n_routes else NULL
- *     cdef const uint8_t *endpoint_base = &endpoint_ids[0, 0] if n_endpoints else NULL
- *     if n < 0 or n > status.shape[0]:             # <<<<<<<<<<<<<<
- *         raise ValueError(f"classify: n={n} outside 0..{status.shape[0]}")
+    /* "katzenpost/_core/classify.pyx":246
+ *     cdef Py_ssize_t n_routes = route_ids.shape[0], n_endpoints = endpoint_ids.shape[0]
+ *     if n == 0:
+ *         return 0, 0             # <<<<<<<<<<<<<<
+ *     fill_rows_in(&a, result, n)
  *     for arr_len, name in ((recv_at_ns.shape[0], "recv_at_ns"), (from_client.shape[0], "from_client"),
 */
-  __pyx_t_12 = (__pyx_v_n < 0);
+    {
+      PyObject *__pyx_temp;
+      {
+        __pyx_temp = __pyx_r;
+        __Pyx_INCREF(__pyx_mstate_global->__pyx_tuple[2]);
+        __pyx_r = __pyx_mstate_global->__pyx_tuple[2];
+      }
+      __Pyx_XDECREF(__pyx_temp);
+    }
+    goto __pyx_L0;
 
-  if (!__pyx_t_12) {
-
-  } else {
-
-    __pyx_t_8 = __pyx_t_12;
-
-    goto __pyx_L4_bool_binop_done;
+    /* "katzenpost/_core/classify.pyx":245
+ *     cdef RowsOut o
+ *     cdef Py_ssize_t n_routes = route_ids.shape[0], n_endpoints = endpoint_ids.shape[0]
+ *     if n == 0:             # <<<<<<<<<<<<<<
+ *         return 0, 0
+ *     fill_rows_in(&a, result, n)
+*/
   }
-  __pyx_t_12 = (__pyx_v_n > (__pyx_v_status.shape[0]));
 
-
-  __pyx_t_8 = __pyx_t_12;
-
-  __pyx_L4_bool_binop_done:;
-  if (unlikely(__pyx_t_8)) {
-
-
-    /* "katzenpost/_core/classify.pyx":125
- *     cdef const uint8_t *endpoint_base = &endpoint_ids[0, 0] if n_endpoints else NULL
- *     if n < 0 or n > status.shape[0]:
- *         raise ValueError(f"classify: n={n} outside 0..{status.shape[0]}")             # <<<<<<<<<<<<<<
+  /* "katzenpost/_core/classify.pyx":247
+ *     if n == 0:
+ *         return 0, 0
+ *     fill_rows_in(&a, result, n)             # <<<<<<<<<<<<<<
  *     for arr_len, name in ((recv_at_ns.shape[0], "recv_at_ns"), (from_client.shape[0], "from_client"),
  *                           (replayed.shape[0], "replayed"), (fwd_rows.shape[0], "fwd_rows"),
 */
-    __pyx_t_13 = NULL;
-    __pyx_t_14 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_n, 0, ' ', 'd'); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 125, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_14);
-    __pyx_t_15 = __Pyx_PyUnicode_From_Py_ssize_t((__pyx_v_status.shape[0]), 0, ' ', 'd'); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 125, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_15);
-    __pyx_t_16[0] = __pyx_mstate_global->__pyx_kp_u_classify_n;
-    __pyx_t_16[1] = __pyx_t_14;
-    __pyx_t_16[2] = __pyx_mstate_global->__pyx_kp_u_outside_0;
-    __pyx_t_16[3] = __pyx_t_15;
-    __pyx_t_17 = 24;
-    #if __Pyx_PyUnicode_Join_CAN_USE_KIND_AND_LENGTH
-    __pyx_t_17 += __Pyx_PyUnicode_GET_LENGTH(__pyx_t_16[1]) + __Pyx_PyUnicode_GET_LENGTH(__pyx_t_16[3]);
-    #endif
-    __pyx_t_18 = 0;
-    __pyx_t_19 = __Pyx_PyUnicode_Join(__pyx_t_16, 4, __pyx_t_17, __pyx_t_18);
-    if (unlikely(!__pyx_t_19)) __PYX_ERR(0, 125, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_19);
-    __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
-    __Pyx_DECREF(__pyx_t_15); __pyx_t_15 = 0;
-    __pyx_t_20 = 1;
-    {
-      PyObject *__pyx_callargs[2] = {__pyx_t_13, __pyx_t_19};
-      __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_20, (2-__pyx_t_20) | (__pyx_t_20*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
-      __Pyx_XDECREF(__pyx_t_13); __pyx_t_13 = 0;
-      __Pyx_DECREF(__pyx_t_19); __pyx_t_19 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 125, __pyx_L1_error)
-      __Pyx_GOTREF(__pyx_t_1);
-    }
-    __Pyx_Raise(__pyx_t_1, 0, 0, 0);
-    __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-    __PYX_ERR(0, 125, __pyx_L1_error)
+  __pyx_t_2 = __pyx_f_10katzenpost_5_core_8classify_fill_rows_in((&__pyx_v_a), __pyx_v_result, __pyx_v_n); if (unlikely(__pyx_t_2 == ((int)-1))) __PYX_ERR(0, 247, __pyx_L1_error)
 
-    /* "katzenpost/_core/classify.pyx":124
- *     cdef const uint8_t *route_base = &route_ids[0, 0] if n_routes else NULL
- *     cdef const uint8_t *endpoint_base = &endpoint_ids[0, 0] if n_endpoints else NULL
- *     if n < 0 or n > status.shape[0]:             # <<<<<<<<<<<<<<
- *         raise ValueError(f"classify: n={n} outside 0..{status.shape[0]}")
- *     for arr_len, name in ((recv_at_ns.shape[0], "recv_at_ns"), (from_client.shape[0], "from_client"),
-*/
-  }
 
-  /* "katzenpost/_core/classify.pyx":126
- *     if n < 0 or n > status.shape[0]:
- *         raise ValueError(f"classify: n={n} outside 0..{status.shape[0]}")
+  /* "katzenpost/_core/classify.pyx":248
+ *         return 0, 0
+ *     fill_rows_in(&a, result, n)
  *     for arr_len, name in ((recv_at_ns.shape[0], "recv_at_ns"), (from_client.shape[0], "from_client"),             # <<<<<<<<<<<<<<
  *                           (replayed.shape[0], "replayed"), (fwd_rows.shape[0], "fwd_rows"),
  *                           (fwd_deadline_ms.shape[0], "fwd_deadline_ms"), (fwd_hop.shape[0], "fwd_hop"),
 */
-  __pyx_t_1 = PyLong_FromSsize_t((__pyx_v_recv_at_ns.shape[0])); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 126, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_19 = PyTuple_New(2); if (unlikely(!__pyx_t_19)) __PYX_ERR(0, 126, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_19);
-  __Pyx_GIVEREF(__pyx_t_1);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_19, 0, __pyx_t_1) != (0)) __PYX_ERR(0, 126, __pyx_L1_error);
+  __pyx_t_3 = PyLong_FromSsize_t((__pyx_v_recv_at_ns.shape[0])); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 248, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_3);
+  __pyx_t_4 = PyTuple_New(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 248, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  __Pyx_GIVEREF(__pyx_t_3);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_4, 0, __pyx_t_3) != (0)) __PYX_ERR(0, 248, __pyx_L1_error);
   __Pyx_INCREF(__pyx_mstate_global->__pyx_n_u_recv_at_ns);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_n_u_recv_at_ns);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_19, 1, __pyx_mstate_global->__pyx_n_u_recv_at_ns) != (0)) __PYX_ERR(0, 126, __pyx_L1_error);
-  __pyx_t_1 = 0;
-  __pyx_t_1 = PyLong_FromSsize_t((__pyx_v_from_client.shape[0])); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 126, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_13 = PyTuple_New(2); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 126, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_13);
-  __Pyx_GIVEREF(__pyx_t_1);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_13, 0, __pyx_t_1) != (0)) __PYX_ERR(0, 126, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_4, 1, __pyx_mstate_global->__pyx_n_u_recv_at_ns) != (0)) __PYX_ERR(0, 248, __pyx_L1_error);
+  __pyx_t_3 = 0;
+  __pyx_t_3 = PyLong_FromSsize_t((__pyx_v_from_client.shape[0])); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 248, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_3);
+  __pyx_t_5 = PyTuple_New(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 248, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  __Pyx_GIVEREF(__pyx_t_3);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_5, 0, __pyx_t_3) != (0)) __PYX_ERR(0, 248, __pyx_L1_error);
   __Pyx_INCREF(__pyx_mstate_global->__pyx_n_u_from_client);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_n_u_from_client);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_13, 1, __pyx_mstate_global->__pyx_n_u_from_client) != (0)) __PYX_ERR(0, 126, __pyx_L1_error);
-  __pyx_t_1 = 0;
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_5, 1, __pyx_mstate_global->__pyx_n_u_from_client) != (0)) __PYX_ERR(0, 248, __pyx_L1_error);
+  __pyx_t_3 = 0;
 
-  /* "katzenpost/_core/classify.pyx":127
- *         raise ValueError(f"classify: n={n} outside 0..{status.shape[0]}")
+  /* "katzenpost/_core/classify.pyx":249
+ *     fill_rows_in(&a, result, n)
  *     for arr_len, name in ((recv_at_ns.shape[0], "recv_at_ns"), (from_client.shape[0], "from_client"),
  *                           (replayed.shape[0], "replayed"), (fwd_rows.shape[0], "fwd_rows"),             # <<<<<<<<<<<<<<
  *                           (fwd_deadline_ms.shape[0], "fwd_deadline_ms"), (fwd_hop.shape[0], "fwd_hop"),
  *                           (local_rows.shape[0], "local_rows"), (local_kind.shape[0], "local_kind"),
 */
-  __pyx_t_1 = PyLong_FromSsize_t((__pyx_v_replayed.shape[0])); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 127, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_15 = PyTuple_New(2); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 127, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_15);
-  __Pyx_GIVEREF(__pyx_t_1);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_15, 0, __pyx_t_1) != (0)) __PYX_ERR(0, 127, __pyx_L1_error);
+  __pyx_t_3 = PyLong_FromSsize_t((__pyx_v_replayed.shape[0])); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 249, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_3);
+  __pyx_t_6 = PyTuple_New(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 249, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_6);
+  __Pyx_GIVEREF(__pyx_t_3);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_3) != (0)) __PYX_ERR(0, 249, __pyx_L1_error);
   __Pyx_INCREF(__pyx_mstate_global->__pyx_n_u_replayed);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_n_u_replayed);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_15, 1, __pyx_mstate_global->__pyx_n_u_replayed) != (0)) __PYX_ERR(0, 127, __pyx_L1_error);
-  __pyx_t_1 = 0;
-  __pyx_t_1 = PyLong_FromSsize_t((__pyx_v_fwd_rows.shape[0])); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 127, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_14 = PyTuple_New(2); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 127, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_14);
-  __Pyx_GIVEREF(__pyx_t_1);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 0, __pyx_t_1) != (0)) __PYX_ERR(0, 127, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_mstate_global->__pyx_n_u_replayed) != (0)) __PYX_ERR(0, 249, __pyx_L1_error);
+  __pyx_t_3 = 0;
+  __pyx_t_3 = PyLong_FromSsize_t((__pyx_v_fwd_rows.shape[0])); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 249, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_3);
+  __pyx_t_7 = PyTuple_New(2); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 249, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_7);
+  __Pyx_GIVEREF(__pyx_t_3);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_7, 0, __pyx_t_3) != (0)) __PYX_ERR(0, 249, __pyx_L1_error);
   __Pyx_INCREF(__pyx_mstate_global->__pyx_n_u_fwd_rows);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_n_u_fwd_rows);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 1, __pyx_mstate_global->__pyx_n_u_fwd_rows) != (0)) __PYX_ERR(0, 127, __pyx_L1_error);
-  __pyx_t_1 = 0;
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_7, 1, __pyx_mstate_global->__pyx_n_u_fwd_rows) != (0)) __PYX_ERR(0, 249, __pyx_L1_error);
+  __pyx_t_3 = 0;
 
-  /* "katzenpost/_core/classify.pyx":128
+  /* "katzenpost/_core/classify.pyx":250
  *     for arr_len, name in ((recv_at_ns.shape[0], "recv_at_ns"), (from_client.shape[0], "from_client"),
  *                           (replayed.shape[0], "replayed"), (fwd_rows.shape[0], "fwd_rows"),
  *                           (fwd_deadline_ms.shape[0], "fwd_deadline_ms"), (fwd_hop.shape[0], "fwd_hop"),             # <<<<<<<<<<<<<<
  *                           (local_rows.shape[0], "local_rows"), (local_kind.shape[0], "local_kind"),
  *                           (row_reason.shape[0], "row_reason")):
 */
-  __pyx_t_1 = PyLong_FromSsize_t((__pyx_v_fwd_deadline_ms.shape[0])); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 128, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_21 = PyTuple_New(2); if (unlikely(!__pyx_t_21)) __PYX_ERR(0, 128, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_21);
-  __Pyx_GIVEREF(__pyx_t_1);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 0, __pyx_t_1) != (0)) __PYX_ERR(0, 128, __pyx_L1_error);
+  __pyx_t_3 = PyLong_FromSsize_t((__pyx_v_fwd_deadline_ms.shape[0])); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 250, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_3);
+  __pyx_t_8 = PyTuple_New(2); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 250, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_8);
+  __Pyx_GIVEREF(__pyx_t_3);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 0, __pyx_t_3) != (0)) __PYX_ERR(0, 250, __pyx_L1_error);
   __Pyx_INCREF(__pyx_mstate_global->__pyx_n_u_fwd_deadline_ms);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_n_u_fwd_deadline_ms);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 1, __pyx_mstate_global->__pyx_n_u_fwd_deadline_ms) != (0)) __PYX_ERR(0, 128, __pyx_L1_error);
-  __pyx_t_1 = 0;
-  __pyx_t_1 = PyLong_FromSsize_t((__pyx_v_fwd_hop.shape[0])); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 128, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_22 = PyTuple_New(2); if (unlikely(!__pyx_t_22)) __PYX_ERR(0, 128, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_22);
-  __Pyx_GIVEREF(__pyx_t_1);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_22, 0, __pyx_t_1) != (0)) __PYX_ERR(0, 128, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 1, __pyx_mstate_global->__pyx_n_u_fwd_deadline_ms) != (0)) __PYX_ERR(0, 250, __pyx_L1_error);
+  __pyx_t_3 = 0;
+  __pyx_t_3 = PyLong_FromSsize_t((__pyx_v_fwd_hop.shape[0])); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 250, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_3);
+  __pyx_t_9 = PyTuple_New(2); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 250, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_9);
+  __Pyx_GIVEREF(__pyx_t_3);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_9, 0, __pyx_t_3) != (0)) __PYX_ERR(0, 250, __pyx_L1_error);
   __Pyx_INCREF(__pyx_mstate_global->__pyx_n_u_fwd_hop);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_n_u_fwd_hop);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_22, 1, __pyx_mstate_global->__pyx_n_u_fwd_hop) != (0)) __PYX_ERR(0, 128, __pyx_L1_error);
-  __pyx_t_1 = 0;
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_9, 1, __pyx_mstate_global->__pyx_n_u_fwd_hop) != (0)) __PYX_ERR(0, 250, __pyx_L1_error);
+  __pyx_t_3 = 0;
 
-  /* "katzenpost/_core/classify.pyx":129
+  /* "katzenpost/_core/classify.pyx":251
  *                           (replayed.shape[0], "replayed"), (fwd_rows.shape[0], "fwd_rows"),
  *                           (fwd_deadline_ms.shape[0], "fwd_deadline_ms"), (fwd_hop.shape[0], "fwd_hop"),
  *                           (local_rows.shape[0], "local_rows"), (local_kind.shape[0], "local_kind"),             # <<<<<<<<<<<<<<
  *                           (row_reason.shape[0], "row_reason")):
  *         if arr_len < n:
 */
-  __pyx_t_1 = PyLong_FromSsize_t((__pyx_v_local_rows.shape[0])); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 129, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_23 = PyTuple_New(2); if (unlikely(!__pyx_t_23)) __PYX_ERR(0, 129, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_23);
-  __Pyx_GIVEREF(__pyx_t_1);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_23, 0, __pyx_t_1) != (0)) __PYX_ERR(0, 129, __pyx_L1_error);
+  __pyx_t_3 = PyLong_FromSsize_t((__pyx_v_local_rows.shape[0])); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 251, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_3);
+  __pyx_t_10 = PyTuple_New(2); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 251, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_10);
+  __Pyx_GIVEREF(__pyx_t_3);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_10, 0, __pyx_t_3) != (0)) __PYX_ERR(0, 251, __pyx_L1_error);
   __Pyx_INCREF(__pyx_mstate_global->__pyx_n_u_local_rows);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_n_u_local_rows);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_23, 1, __pyx_mstate_global->__pyx_n_u_local_rows) != (0)) __PYX_ERR(0, 129, __pyx_L1_error);
-  __pyx_t_1 = 0;
-  __pyx_t_1 = PyLong_FromSsize_t((__pyx_v_local_kind.shape[0])); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 129, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_24 = PyTuple_New(2); if (unlikely(!__pyx_t_24)) __PYX_ERR(0, 129, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_24);
-  __Pyx_GIVEREF(__pyx_t_1);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_24, 0, __pyx_t_1) != (0)) __PYX_ERR(0, 129, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_10, 1, __pyx_mstate_global->__pyx_n_u_local_rows) != (0)) __PYX_ERR(0, 251, __pyx_L1_error);
+  __pyx_t_3 = 0;
+  __pyx_t_3 = PyLong_FromSsize_t((__pyx_v_local_kind.shape[0])); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 251, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_3);
+  __pyx_t_11 = PyTuple_New(2); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 251, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_11);
+  __Pyx_GIVEREF(__pyx_t_3);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_11, 0, __pyx_t_3) != (0)) __PYX_ERR(0, 251, __pyx_L1_error);
   __Pyx_INCREF(__pyx_mstate_global->__pyx_n_u_local_kind);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_n_u_local_kind);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_24, 1, __pyx_mstate_global->__pyx_n_u_local_kind) != (0)) __PYX_ERR(0, 129, __pyx_L1_error);
-  __pyx_t_1 = 0;
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_11, 1, __pyx_mstate_global->__pyx_n_u_local_kind) != (0)) __PYX_ERR(0, 251, __pyx_L1_error);
+  __pyx_t_3 = 0;
 
-  /* "katzenpost/_core/classify.pyx":130
+  /* "katzenpost/_core/classify.pyx":252
  *                           (fwd_deadline_ms.shape[0], "fwd_deadline_ms"), (fwd_hop.shape[0], "fwd_hop"),
  *                           (local_rows.shape[0], "local_rows"), (local_kind.shape[0], "local_kind"),
  *                           (row_reason.shape[0], "row_reason")):             # <<<<<<<<<<<<<<
  *         if arr_len < n:
  *             raise ValueError(f"classify: {name} holds {arr_len} rows, need {n}")
 */
-  __pyx_t_1 = PyLong_FromSsize_t((__pyx_v_row_reason.shape[0])); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 130, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_25 = PyTuple_New(2); if (unlikely(!__pyx_t_25)) __PYX_ERR(0, 130, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_25);
-  __Pyx_GIVEREF(__pyx_t_1);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_25, 0, __pyx_t_1) != (0)) __PYX_ERR(0, 130, __pyx_L1_error);
+  __pyx_t_3 = PyLong_FromSsize_t((__pyx_v_row_reason.shape[0])); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 252, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_3);
+  __pyx_t_12 = PyTuple_New(2); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 252, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_12);
+  __Pyx_GIVEREF(__pyx_t_3);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_12, 0, __pyx_t_3) != (0)) __PYX_ERR(0, 252, __pyx_L1_error);
   __Pyx_INCREF(__pyx_mstate_global->__pyx_n_u_row_reason);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_n_u_row_reason);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_25, 1, __pyx_mstate_global->__pyx_n_u_row_reason) != (0)) __PYX_ERR(0, 130, __pyx_L1_error);
-  __pyx_t_1 = 0;
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_12, 1, __pyx_mstate_global->__pyx_n_u_row_reason) != (0)) __PYX_ERR(0, 252, __pyx_L1_error);
+  __pyx_t_3 = 0;
 
-  /* "katzenpost/_core/classify.pyx":126
- *     if n < 0 or n > status.shape[0]:
- *         raise ValueError(f"classify: n={n} outside 0..{status.shape[0]}")
+  /* "katzenpost/_core/classify.pyx":248
+ *         return 0, 0
+ *     fill_rows_in(&a, result, n)
  *     for arr_len, name in ((recv_at_ns.shape[0], "recv_at_ns"), (from_client.shape[0], "from_client"),             # <<<<<<<<<<<<<<
  *                           (replayed.shape[0], "replayed"), (fwd_rows.shape[0], "fwd_rows"),
  *                           (fwd_deadline_ms.shape[0], "fwd_deadline_ms"), (fwd_hop.shape[0], "fwd_hop"),
 */
-  __pyx_t_1 = PyTuple_New(9); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 126, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_1);
-  __Pyx_GIVEREF(__pyx_t_19);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 0, __pyx_t_19) != (0)) __PYX_ERR(0, 126, __pyx_L1_error);
-  __Pyx_GIVEREF(__pyx_t_13);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 1, __pyx_t_13) != (0)) __PYX_ERR(0, 126, __pyx_L1_error);
-  __Pyx_GIVEREF(__pyx_t_15);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 2, __pyx_t_15) != (0)) __PYX_ERR(0, 126, __pyx_L1_error);
-  __Pyx_GIVEREF(__pyx_t_14);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 3, __pyx_t_14) != (0)) __PYX_ERR(0, 126, __pyx_L1_error);
-  __Pyx_GIVEREF(__pyx_t_21);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 4, __pyx_t_21) != (0)) __PYX_ERR(0, 126, __pyx_L1_error);
-  __Pyx_GIVEREF(__pyx_t_22);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 5, __pyx_t_22) != (0)) __PYX_ERR(0, 126, __pyx_L1_error);
-  __Pyx_GIVEREF(__pyx_t_23);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 6, __pyx_t_23) != (0)) __PYX_ERR(0, 126, __pyx_L1_error);
-  __Pyx_GIVEREF(__pyx_t_24);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 7, __pyx_t_24) != (0)) __PYX_ERR(0, 126, __pyx_L1_error);
-  __Pyx_GIVEREF(__pyx_t_25);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 8, __pyx_t_25) != (0)) __PYX_ERR(0, 126, __pyx_L1_error);
-  __pyx_t_19 = 0;
+  __pyx_t_3 = PyTuple_New(9); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 248, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_3);
+  __Pyx_GIVEREF(__pyx_t_4);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_t_4) != (0)) __PYX_ERR(0, 248, __pyx_L1_error);
+  __Pyx_GIVEREF(__pyx_t_5);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_t_5) != (0)) __PYX_ERR(0, 248, __pyx_L1_error);
+  __Pyx_GIVEREF(__pyx_t_6);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 2, __pyx_t_6) != (0)) __PYX_ERR(0, 248, __pyx_L1_error);
+  __Pyx_GIVEREF(__pyx_t_7);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 3, __pyx_t_7) != (0)) __PYX_ERR(0, 248, __pyx_L1_error);
+  __Pyx_GIVEREF(__pyx_t_8);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 4, __pyx_t_8) != (0)) __PYX_ERR(0, 248, __pyx_L1_error);
+  __Pyx_GIVEREF(__pyx_t_9);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 5, __pyx_t_9) != (0)) __PYX_ERR(0, 248, __pyx_L1_error);
+  __Pyx_GIVEREF(__pyx_t_10);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 6, __pyx_t_10) != (0)) __PYX_ERR(0, 248, __pyx_L1_error);
+  __Pyx_GIVEREF(__pyx_t_11);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 7, __pyx_t_11) != (0)) __PYX_ERR(0, 248, __pyx_L1_error);
+  __Pyx_GIVEREF(__pyx_t_12);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 8, __pyx_t_12) != (0)) __PYX_ERR(0, 248, __pyx_L1_error);
+  __pyx_t_4 = 0;
+  __pyx_t_5 = 0;
+  __pyx_t_6 = 0;
+  __pyx_t_7 = 0;
+  __pyx_t_8 = 0;
+  __pyx_t_9 = 0;
+  __pyx_t_10 = 0;
+  __pyx_t_11 = 0;
+  __pyx_t_12 = 0;
+  __pyx_t_12 = __pyx_t_3; __Pyx_INCREF(__pyx_t_12);
   __pyx_t_13 = 0;
-  __pyx_t_15 = 0;
-  __pyx_t_14 = 0;
-  __pyx_t_21 = 0;
-  __pyx_t_22 = 0;
-  __pyx_t_23 = 0;
-  __pyx_t_24 = 0;
-  __pyx_t_25 = 0;
-  __pyx_t_25 = __pyx_t_1; __Pyx_INCREF(__pyx_t_25);
-  __pyx_t_17 = 0;
-  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   for (;;) {
-    if (__pyx_t_17 >= 9) break;
+    if (__pyx_t_13 >= 9) break;
     #if CYTHON_ASSUME_SAFE_MACROS && !CYTHON_AVOID_BORROWED_REFS
-    __pyx_t_1 = __Pyx_NewRef(PyTuple_GET_ITEM(__pyx_t_25, __pyx_t_17));
+    __pyx_t_3 = __Pyx_NewRef(PyTuple_GET_ITEM(__pyx_t_12, __pyx_t_13));
     #else
-    __pyx_t_1 = __Pyx_PySequence_ITEM(__pyx_t_25, __pyx_t_17);
+    __pyx_t_3 = __Pyx_PySequence_ITEM(__pyx_t_12, __pyx_t_13);
     #endif
-    ++__pyx_t_17;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 126, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_1);
-    if (!(likely(PyTuple_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("tuple", __pyx_t_1))) __PYX_ERR(0, 126, __pyx_L1_error)
-    if (likely(__pyx_t_1 != Py_None)) {
-      PyObject* sequence = __pyx_t_1;
+    ++__pyx_t_13;
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 248, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_3);
+    if (!(likely(PyTuple_CheckExact(__pyx_t_3))||((__pyx_t_3) == Py_None) || __Pyx_RaiseUnexpectedTypeError("tuple", __pyx_t_3))) __PYX_ERR(0, 248, __pyx_L1_error)
+    if (likely(__pyx_t_3 != Py_None)) {
+      PyObject* sequence = __pyx_t_3;
       Py_ssize_t size = __Pyx_PyTuple_GET_SIZE(sequence);
       if (unlikely(size != 2)) {
         if (size > 2) __Pyx_RaiseTooManyValuesError(2);
         else if (size >= 0) __Pyx_RaiseNeedMoreValuesError(size);
-        __PYX_ERR(0, 126, __pyx_L1_error)
+        __PYX_ERR(0, 248, __pyx_L1_error)
       }
       #if CYTHON_ASSUME_SAFE_MACROS && !CYTHON_AVOID_BORROWED_REFS
-      __pyx_t_24 = PyTuple_GET_ITEM(sequence, 0);
-      __Pyx_INCREF(__pyx_t_24);
-      __pyx_t_23 = PyTuple_GET_ITEM(sequence, 1);
-      __Pyx_INCREF(__pyx_t_23);
+      __pyx_t_11 = PyTuple_GET_ITEM(sequence, 0);
+      __Pyx_INCREF(__pyx_t_11);
+      __pyx_t_10 = PyTuple_GET_ITEM(sequence, 1);
+      __Pyx_INCREF(__pyx_t_10);
       #else
-      __pyx_t_24 = __Pyx_PySequence_ITEM(sequence, 0); if (unlikely(!__pyx_t_24)) __PYX_ERR(0, 126, __pyx_L1_error)
-      __Pyx_GOTREF(__pyx_t_24);
-      __pyx_t_23 = __Pyx_PySequence_ITEM(sequence, 1); if (unlikely(!__pyx_t_23)) __PYX_ERR(0, 126, __pyx_L1_error)
-      __Pyx_GOTREF(__pyx_t_23);
+      __pyx_t_11 = __Pyx_PySequence_ITEM(sequence, 0); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 248, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_11);
+      __pyx_t_10 = __Pyx_PySequence_ITEM(sequence, 1); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 248, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_10);
       #endif
-      __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+      __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     } else {
-      __Pyx_RaiseNoneNotIterableError(); __PYX_ERR(0, 126, __pyx_L1_error)
+      __Pyx_RaiseNoneNotIterableError(); __PYX_ERR(0, 248, __pyx_L1_error)
     }
-    __pyx_t_26 = __Pyx_PyIndex_AsSsize_t(__pyx_t_24); if (unlikely((__pyx_t_26 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 126, __pyx_L1_error)
-    __Pyx_DECREF(__pyx_t_24); __pyx_t_24 = 0;
-    if (!(likely(PyUnicode_CheckExact(__pyx_t_23))||((__pyx_t_23) == Py_None) || __Pyx_RaiseUnexpectedTypeError("str", __pyx_t_23))) __PYX_ERR(0, 126, __pyx_L1_error)
-    __pyx_v_arr_len = __pyx_t_26;
-    __Pyx_XDECREF_SET(__pyx_v_name, ((PyObject*)__pyx_t_23));
-    __pyx_t_23 = 0;
+    __pyx_t_14 = __Pyx_PyIndex_AsSsize_t(__pyx_t_11); if (unlikely((__pyx_t_14 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 248, __pyx_L1_error)
+    __Pyx_DECREF(__pyx_t_11); __pyx_t_11 = 0;
+    if (!(likely(PyUnicode_CheckExact(__pyx_t_10))||((__pyx_t_10) == Py_None) || __Pyx_RaiseUnexpectedTypeError("str", __pyx_t_10))) __PYX_ERR(0, 248, __pyx_L1_error)
+    __pyx_v_arr_len = __pyx_t_14;
+    __Pyx_XDECREF_SET(__pyx_v_name, ((PyObject*)__pyx_t_10));
+    __pyx_t_10 = 0;
 
-    /* "katzenpost/_core/classify.pyx":131
+    /* "katzenpost/_core/classify.pyx":253
  *                           (local_rows.shape[0], "local_rows"), (local_kind.shape[0], "local_kind"),
  *                           (row_reason.shape[0], "row_reason")):
  *         if arr_len < n:             # <<<<<<<<<<<<<<
  *             raise ValueError(f"classify: {name} holds {arr_len} rows, need {n}")
  *     if drop_counts.shape[0] < R_COUNT:
 */
-    __pyx_t_8 = (__pyx_v_arr_len < __pyx_v_n);
+    __pyx_t_1 = (__pyx_v_arr_len < __pyx_v_n);
 
-    if (unlikely(__pyx_t_8)) {
+    if (unlikely(__pyx_t_1)) {
 
 
-      /* "katzenpost/_core/classify.pyx":132
+      /* "katzenpost/_core/classify.pyx":254
  *                           (row_reason.shape[0], "row_reason")):
  *         if arr_len < n:
  *             raise ValueError(f"classify: {name} holds {arr_len} rows, need {n}")             # <<<<<<<<<<<<<<
  *     if drop_counts.shape[0] < R_COUNT:
  *         raise ValueError(f"classify: drop_counts needs {R_COUNT} slots")
 */
-      __pyx_t_23 = NULL;
-      __pyx_t_24 = __Pyx_PyUnicode_Unicode(__pyx_v_name); if (unlikely(!__pyx_t_24)) __PYX_ERR(0, 132, __pyx_L1_error)
-      __Pyx_GOTREF(__pyx_t_24);
-      __pyx_t_22 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_arr_len, 0, ' ', 'd'); if (unlikely(!__pyx_t_22)) __PYX_ERR(0, 132, __pyx_L1_error)
-      __Pyx_GOTREF(__pyx_t_22);
-      __pyx_t_21 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_n, 0, ' ', 'd'); if (unlikely(!__pyx_t_21)) __PYX_ERR(0, 132, __pyx_L1_error)
-      __Pyx_GOTREF(__pyx_t_21);
-      __pyx_t_27[0] = __pyx_mstate_global->__pyx_kp_u_classify;
-      __pyx_t_27[1] = __pyx_t_24;
-      __pyx_t_27[2] = __pyx_mstate_global->__pyx_kp_u_holds;
-      __pyx_t_27[3] = __pyx_t_22;
-      __pyx_t_27[4] = __pyx_mstate_global->__pyx_kp_u_rows_need;
-      __pyx_t_27[5] = __pyx_t_21;
-      __pyx_t_26 = 29;
+      __pyx_t_10 = NULL;
+      __pyx_t_11 = __Pyx_PyUnicode_Unicode(__pyx_v_name); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 254, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_11);
+      __pyx_t_9 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_arr_len, 0, ' ', 'd'); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 254, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_9);
+      __pyx_t_8 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_n, 0, ' ', 'd'); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 254, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_8);
+      __pyx_t_15[0] = __pyx_mstate_global->__pyx_kp_u_classify;
+      __pyx_t_15[1] = __pyx_t_11;
+      __pyx_t_15[2] = __pyx_mstate_global->__pyx_kp_u_holds;
+      __pyx_t_15[3] = __pyx_t_9;
+      __pyx_t_15[4] = __pyx_mstate_global->__pyx_kp_u_rows_need;
+      __pyx_t_15[5] = __pyx_t_8;
+      __pyx_t_14 = 29;
       #if __Pyx_PyUnicode_Join_CAN_USE_KIND_AND_LENGTH
-      __pyx_t_26 += __Pyx_PyUnicode_GET_LENGTH(__pyx_t_27[1]) + __Pyx_PyUnicode_GET_LENGTH(__pyx_t_27[3]) + __Pyx_PyUnicode_GET_LENGTH(__pyx_t_27[5]);
+      __pyx_t_14 += __Pyx_PyUnicode_GET_LENGTH(__pyx_t_15[1]) + __Pyx_PyUnicode_GET_LENGTH(__pyx_t_15[3]) + __Pyx_PyUnicode_GET_LENGTH(__pyx_t_15[5]);
       #endif
-      __pyx_t_18 = 0;
+      __pyx_t_2 = 0;
       #if __Pyx_PyUnicode_Join_CAN_USE_KIND_AND_LENGTH
-      __pyx_t_18 |= __Pyx_PyUnicode_KIND_04(__pyx_t_27[1]);
+      __pyx_t_2 |= __Pyx_PyUnicode_KIND_04(__pyx_t_15[1]);
       #endif
-      __pyx_t_14 = __Pyx_PyUnicode_Join(__pyx_t_27, 6, __pyx_t_26, __pyx_t_18);
-      if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 132, __pyx_L1_error)
-      __Pyx_GOTREF(__pyx_t_14);
-      __Pyx_DECREF(__pyx_t_24); __pyx_t_24 = 0;
-      __Pyx_DECREF(__pyx_t_22); __pyx_t_22 = 0;
-      __Pyx_DECREF(__pyx_t_21); __pyx_t_21 = 0;
-      __pyx_t_20 = 1;
+      __pyx_t_7 = __Pyx_PyUnicode_Join(__pyx_t_15, 6, __pyx_t_14, __pyx_t_2);
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 254, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_7);
+      __Pyx_DECREF(__pyx_t_11); __pyx_t_11 = 0;
+      __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
+      __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
+      __pyx_t_16 = 1;
       {
-        PyObject *__pyx_callargs[2] = {__pyx_t_23, __pyx_t_14};
-        __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_20, (2-__pyx_t_20) | (__pyx_t_20*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
-        __Pyx_XDECREF(__pyx_t_23); __pyx_t_23 = 0;
-        __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
-        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 132, __pyx_L1_error)
-        __Pyx_GOTREF(__pyx_t_1);
+        PyObject *__pyx_callargs[2] = {__pyx_t_10, __pyx_t_7};
+        __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_16, (2-__pyx_t_16) | (__pyx_t_16*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+        __Pyx_XDECREF(__pyx_t_10); __pyx_t_10 = 0;
+        __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
+        if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 254, __pyx_L1_error)
+        __Pyx_GOTREF(__pyx_t_3);
       }
-      __Pyx_Raise(__pyx_t_1, 0, 0, 0);
-      __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-      __PYX_ERR(0, 132, __pyx_L1_error)
+      __Pyx_Raise(__pyx_t_3, 0, 0, 0);
+      __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
+      __PYX_ERR(0, 254, __pyx_L1_error)
 
-      /* "katzenpost/_core/classify.pyx":131
+      /* "katzenpost/_core/classify.pyx":253
  *                           (local_rows.shape[0], "local_rows"), (local_kind.shape[0], "local_kind"),
  *                           (row_reason.shape[0], "row_reason")):
  *         if arr_len < n:             # <<<<<<<<<<<<<<
@@ -19562,64 +20941,64 @@ static PyObject *__pyx_pf_10katzenpost_5_core_8classify_2classify_batch(CYTHON_U
 */
     }
 
-    /* "katzenpost/_core/classify.pyx":126
- *     if n < 0 or n > status.shape[0]:
- *         raise ValueError(f"classify: n={n} outside 0..{status.shape[0]}")
+    /* "katzenpost/_core/classify.pyx":248
+ *         return 0, 0
+ *     fill_rows_in(&a, result, n)
  *     for arr_len, name in ((recv_at_ns.shape[0], "recv_at_ns"), (from_client.shape[0], "from_client"),             # <<<<<<<<<<<<<<
  *                           (replayed.shape[0], "replayed"), (fwd_rows.shape[0], "fwd_rows"),
  *                           (fwd_deadline_ms.shape[0], "fwd_deadline_ms"), (fwd_hop.shape[0], "fwd_hop"),
 */
   }
-  __Pyx_DECREF(__pyx_t_25); __pyx_t_25 = 0;
+  __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
 
-  /* "katzenpost/_core/classify.pyx":133
+  /* "katzenpost/_core/classify.pyx":255
  *         if arr_len < n:
  *             raise ValueError(f"classify: {name} holds {arr_len} rows, need {n}")
  *     if drop_counts.shape[0] < R_COUNT:             # <<<<<<<<<<<<<<
  *         raise ValueError(f"classify: drop_counts needs {R_COUNT} slots")
  *     if n_routes and (route_ids.shape[1] != NODE_ID_LEN or route_index.shape[0] != n_routes):
 */
-  __pyx_t_8 = ((__pyx_v_drop_counts.shape[0]) < __pyx_e_10katzenpost_5_core_8classify_R_COUNT);
+  __pyx_t_1 = ((__pyx_v_drop_counts.shape[0]) < __pyx_e_10katzenpost_5_core_8classify_R_COUNT);
 
-  if (unlikely(__pyx_t_8)) {
+  if (unlikely(__pyx_t_1)) {
 
 
-    /* "katzenpost/_core/classify.pyx":134
+    /* "katzenpost/_core/classify.pyx":256
  *             raise ValueError(f"classify: {name} holds {arr_len} rows, need {n}")
  *     if drop_counts.shape[0] < R_COUNT:
  *         raise ValueError(f"classify: drop_counts needs {R_COUNT} slots")             # <<<<<<<<<<<<<<
  *     if n_routes and (route_ids.shape[1] != NODE_ID_LEN or route_index.shape[0] != n_routes):
  *         raise ValueError("classify: route table must be uint8[R, 32] with int32[R] indices")
 */
-    __pyx_t_1 = NULL;
-    __pyx_t_14 = __Pyx_PyUnicode_From___pyx_anon_enum(__pyx_e_10katzenpost_5_core_8classify_R_COUNT, 0, ' ', 'd'); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 134, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_14);
-    __pyx_t_28[0] = __pyx_mstate_global->__pyx_kp_u_classify_drop_counts_needs;
-    __pyx_t_28[1] = __pyx_t_14;
-    __pyx_t_28[2] = __pyx_mstate_global->__pyx_kp_u_slots;
-    __pyx_t_17 = 34;
+    __pyx_t_3 = NULL;
+    __pyx_t_7 = __Pyx_PyUnicode_From___pyx_anon_enum(__pyx_e_10katzenpost_5_core_8classify_R_COUNT, 0, ' ', 'd'); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 256, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_7);
+    __pyx_t_17[0] = __pyx_mstate_global->__pyx_kp_u_classify_drop_counts_needs;
+    __pyx_t_17[1] = __pyx_t_7;
+    __pyx_t_17[2] = __pyx_mstate_global->__pyx_kp_u_slots;
+    __pyx_t_13 = 34;
     #if __Pyx_PyUnicode_Join_CAN_USE_KIND_AND_LENGTH
-    __pyx_t_17 += __Pyx_PyUnicode_GET_LENGTH(__pyx_t_28[1]);
+    __pyx_t_13 += __Pyx_PyUnicode_GET_LENGTH(__pyx_t_17[1]);
     #endif
-    __pyx_t_18 = 0;
-    __pyx_t_23 = __Pyx_PyUnicode_Join(__pyx_t_28, 3, __pyx_t_17, __pyx_t_18);
-    if (unlikely(!__pyx_t_23)) __PYX_ERR(0, 134, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_23);
-    __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
-    __pyx_t_20 = 1;
+    __pyx_t_2 = 0;
+    __pyx_t_10 = __Pyx_PyUnicode_Join(__pyx_t_17, 3, __pyx_t_13, __pyx_t_2);
+    if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 256, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_10);
+    __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
+    __pyx_t_16 = 1;
     {
-      PyObject *__pyx_callargs[2] = {__pyx_t_1, __pyx_t_23};
-      __pyx_t_25 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_20, (2-__pyx_t_20) | (__pyx_t_20*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
-      __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
-      __Pyx_DECREF(__pyx_t_23); __pyx_t_23 = 0;
-      if (unlikely(!__pyx_t_25)) __PYX_ERR(0, 134, __pyx_L1_error)
-      __Pyx_GOTREF(__pyx_t_25);
+      PyObject *__pyx_callargs[2] = {__pyx_t_3, __pyx_t_10};
+      __pyx_t_12 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_16, (2-__pyx_t_16) | (__pyx_t_16*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+      __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
+      __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
+      if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 256, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_12);
     }
-    __Pyx_Raise(__pyx_t_25, 0, 0, 0);
-    __Pyx_DECREF(__pyx_t_25); __pyx_t_25 = 0;
-    __PYX_ERR(0, 134, __pyx_L1_error)
+    __Pyx_Raise(__pyx_t_12, 0, 0, 0);
+    __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
+    __PYX_ERR(0, 256, __pyx_L1_error)
 
-    /* "katzenpost/_core/classify.pyx":133
+    /* "katzenpost/_core/classify.pyx":255
  *         if arr_len < n:
  *             raise ValueError(f"classify: {name} holds {arr_len} rows, need {n}")
  *     if drop_counts.shape[0] < R_COUNT:             # <<<<<<<<<<<<<<
@@ -19628,63 +21007,63 @@ static PyObject *__pyx_pf_10katzenpost_5_core_8classify_2classify_batch(CYTHON_U
 */
   }
 
-  /* "katzenpost/_core/classify.pyx":135
+  /* "katzenpost/_core/classify.pyx":257
  *     if drop_counts.shape[0] < R_COUNT:
  *         raise ValueError(f"classify: drop_counts needs {R_COUNT} slots")
  *     if n_routes and (route_ids.shape[1] != NODE_ID_LEN or route_index.shape[0] != n_routes):             # <<<<<<<<<<<<<<
  *         raise ValueError("classify: route table must be uint8[R, 32] with int32[R] indices")
  *     if n_endpoints and endpoint_ids.shape[1] != RECIPIENT_LEN:
 */
-  __pyx_t_12 = (__pyx_v_n_routes != 0);
+  __pyx_t_18 = (__pyx_v_n_routes != 0);
 
-  if (__pyx_t_12) {
-
-  } else {
-
-    __pyx_t_8 = __pyx_t_12;
-
-    goto __pyx_L12_bool_binop_done;
-  }
-  __pyx_t_12 = ((__pyx_v_route_ids.shape[1]) != __pyx_e_10katzenpost_5_core_8classify_NODE_ID_LEN);
-
-  if (!__pyx_t_12) {
+  if (__pyx_t_18) {
 
   } else {
 
-    __pyx_t_8 = __pyx_t_12;
+    __pyx_t_1 = __pyx_t_18;
 
-    goto __pyx_L12_bool_binop_done;
+    goto __pyx_L10_bool_binop_done;
   }
-  __pyx_t_12 = ((__pyx_v_route_index.shape[0]) != __pyx_v_n_routes);
+  __pyx_t_18 = ((__pyx_v_route_ids.shape[1]) != __pyx_e_10katzenpost_5_core_8classify_NODE_ID_LEN);
+
+  if (!__pyx_t_18) {
+
+  } else {
+
+    __pyx_t_1 = __pyx_t_18;
+
+    goto __pyx_L10_bool_binop_done;
+  }
+  __pyx_t_18 = ((__pyx_v_route_index.shape[0]) != __pyx_v_n_routes);
 
 
-  __pyx_t_8 = __pyx_t_12;
+  __pyx_t_1 = __pyx_t_18;
 
-  __pyx_L12_bool_binop_done:;
-  if (unlikely(__pyx_t_8)) {
+  __pyx_L10_bool_binop_done:;
+  if (unlikely(__pyx_t_1)) {
 
 
-    /* "katzenpost/_core/classify.pyx":136
+    /* "katzenpost/_core/classify.pyx":258
  *         raise ValueError(f"classify: drop_counts needs {R_COUNT} slots")
  *     if n_routes and (route_ids.shape[1] != NODE_ID_LEN or route_index.shape[0] != n_routes):
  *         raise ValueError("classify: route table must be uint8[R, 32] with int32[R] indices")             # <<<<<<<<<<<<<<
  *     if n_endpoints and endpoint_ids.shape[1] != RECIPIENT_LEN:
  *         raise ValueError("classify: endpoint table must be uint8[E, 64]")
 */
-    __pyx_t_23 = NULL;
-    __pyx_t_20 = 1;
+    __pyx_t_10 = NULL;
+    __pyx_t_16 = 1;
     {
-      PyObject *__pyx_callargs[2] = {__pyx_t_23, __pyx_mstate_global->__pyx_kp_u_classify_route_table_must_be_uin};
-      __pyx_t_25 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_20, (2-__pyx_t_20) | (__pyx_t_20*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
-      __Pyx_XDECREF(__pyx_t_23); __pyx_t_23 = 0;
-      if (unlikely(!__pyx_t_25)) __PYX_ERR(0, 136, __pyx_L1_error)
-      __Pyx_GOTREF(__pyx_t_25);
+      PyObject *__pyx_callargs[2] = {__pyx_t_10, __pyx_mstate_global->__pyx_kp_u_classify_route_table_must_be_uin};
+      __pyx_t_12 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_16, (2-__pyx_t_16) | (__pyx_t_16*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+      __Pyx_XDECREF(__pyx_t_10); __pyx_t_10 = 0;
+      if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 258, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_12);
     }
-    __Pyx_Raise(__pyx_t_25, 0, 0, 0);
-    __Pyx_DECREF(__pyx_t_25); __pyx_t_25 = 0;
-    __PYX_ERR(0, 136, __pyx_L1_error)
+    __Pyx_Raise(__pyx_t_12, 0, 0, 0);
+    __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
+    __PYX_ERR(0, 258, __pyx_L1_error)
 
-    /* "katzenpost/_core/classify.pyx":135
+    /* "katzenpost/_core/classify.pyx":257
  *     if drop_counts.shape[0] < R_COUNT:
  *         raise ValueError(f"classify: drop_counts needs {R_COUNT} slots")
  *     if n_routes and (route_ids.shape[1] != NODE_ID_LEN or route_index.shape[0] != n_routes):             # <<<<<<<<<<<<<<
@@ -19693,67 +21072,274 @@ static PyObject *__pyx_pf_10katzenpost_5_core_8classify_2classify_batch(CYTHON_U
 */
   }
 
-  /* "katzenpost/_core/classify.pyx":137
+  /* "katzenpost/_core/classify.pyx":259
  *     if n_routes and (route_ids.shape[1] != NODE_ID_LEN or route_index.shape[0] != n_routes):
  *         raise ValueError("classify: route table must be uint8[R, 32] with int32[R] indices")
  *     if n_endpoints and endpoint_ids.shape[1] != RECIPIENT_LEN:             # <<<<<<<<<<<<<<
  *         raise ValueError("classify: endpoint table must be uint8[E, 64]")
- *     with nogil:
+ *     a.recv_at_ns = &recv_at_ns[0]
 */
-  __pyx_t_12 = (__pyx_v_n_endpoints != 0);
+  __pyx_t_18 = (__pyx_v_n_endpoints != 0);
 
-  if (__pyx_t_12) {
+  if (__pyx_t_18) {
 
   } else {
 
-    __pyx_t_8 = __pyx_t_12;
+    __pyx_t_1 = __pyx_t_18;
 
-    goto __pyx_L16_bool_binop_done;
+    goto __pyx_L14_bool_binop_done;
   }
-  __pyx_t_12 = ((__pyx_v_endpoint_ids.shape[1]) != __pyx_e_10katzenpost_5_core_8classify_RECIPIENT_LEN);
+  __pyx_t_18 = ((__pyx_v_endpoint_ids.shape[1]) != __pyx_e_10katzenpost_5_core_8classify_RECIPIENT_LEN);
 
 
-  __pyx_t_8 = __pyx_t_12;
+  __pyx_t_1 = __pyx_t_18;
 
-  __pyx_L16_bool_binop_done:;
-  if (unlikely(__pyx_t_8)) {
+  __pyx_L14_bool_binop_done:;
+  if (unlikely(__pyx_t_1)) {
 
 
-    /* "katzenpost/_core/classify.pyx":138
+    /* "katzenpost/_core/classify.pyx":260
  *         raise ValueError("classify: route table must be uint8[R, 32] with int32[R] indices")
  *     if n_endpoints and endpoint_ids.shape[1] != RECIPIENT_LEN:
  *         raise ValueError("classify: endpoint table must be uint8[E, 64]")             # <<<<<<<<<<<<<<
- *     with nogil:
- *         for i in range(n):
+ *     a.recv_at_ns = &recv_at_ns[0]
+ *     a.from_client = &from_client[0]
 */
-    __pyx_t_23 = NULL;
-    __pyx_t_20 = 1;
+    __pyx_t_10 = NULL;
+    __pyx_t_16 = 1;
     {
-      PyObject *__pyx_callargs[2] = {__pyx_t_23, __pyx_mstate_global->__pyx_kp_u_classify_endpoint_table_must_be};
-      __pyx_t_25 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_20, (2-__pyx_t_20) | (__pyx_t_20*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
-      __Pyx_XDECREF(__pyx_t_23); __pyx_t_23 = 0;
-      if (unlikely(!__pyx_t_25)) __PYX_ERR(0, 138, __pyx_L1_error)
-      __Pyx_GOTREF(__pyx_t_25);
+      PyObject *__pyx_callargs[2] = {__pyx_t_10, __pyx_mstate_global->__pyx_kp_u_classify_endpoint_table_must_be};
+      __pyx_t_12 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_16, (2-__pyx_t_16) | (__pyx_t_16*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+      __Pyx_XDECREF(__pyx_t_10); __pyx_t_10 = 0;
+      if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 260, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_12);
     }
-    __Pyx_Raise(__pyx_t_25, 0, 0, 0);
-    __Pyx_DECREF(__pyx_t_25); __pyx_t_25 = 0;
-    __PYX_ERR(0, 138, __pyx_L1_error)
+    __Pyx_Raise(__pyx_t_12, 0, 0, 0);
+    __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
+    __PYX_ERR(0, 260, __pyx_L1_error)
 
-    /* "katzenpost/_core/classify.pyx":137
+    /* "katzenpost/_core/classify.pyx":259
  *     if n_routes and (route_ids.shape[1] != NODE_ID_LEN or route_index.shape[0] != n_routes):
  *         raise ValueError("classify: route table must be uint8[R, 32] with int32[R] indices")
  *     if n_endpoints and endpoint_ids.shape[1] != RECIPIENT_LEN:             # <<<<<<<<<<<<<<
  *         raise ValueError("classify: endpoint table must be uint8[E, 64]")
- *     with nogil:
+ *     a.recv_at_ns = &recv_at_ns[0]
 */
   }
 
-  /* "katzenpost/_core/classify.pyx":139
+  /* "katzenpost/_core/classify.pyx":261
  *     if n_endpoints and endpoint_ids.shape[1] != RECIPIENT_LEN:
  *         raise ValueError("classify: endpoint table must be uint8[E, 64]")
+ *     a.recv_at_ns = &recv_at_ns[0]             # <<<<<<<<<<<<<<
+ *     a.from_client = &from_client[0]
+ *     a.replayed = &replayed[0]
+*/
+  __pyx_t_19 = 0;
+  __pyx_v_a.recv_at_ns = (&(*((int64_t const  *) ( /* dim=0 */ ((char *) (((int64_t const  *) __pyx_v_recv_at_ns.data) + __pyx_t_19)) ))));
+
+  /* "katzenpost/_core/classify.pyx":262
+ *         raise ValueError("classify: endpoint table must be uint8[E, 64]")
+ *     a.recv_at_ns = &recv_at_ns[0]
+ *     a.from_client = &from_client[0]             # <<<<<<<<<<<<<<
+ *     a.replayed = &replayed[0]
+ *     a.dequeue_ns = dequeue_ns
+*/
+  __pyx_t_19 = 0;
+  __pyx_v_a.from_client = (&(*((uint8_t const  *) ( /* dim=0 */ ((char *) (((uint8_t const  *) __pyx_v_from_client.data) + __pyx_t_19)) ))));
+
+  /* "katzenpost/_core/classify.pyx":263
+ *     a.recv_at_ns = &recv_at_ns[0]
+ *     a.from_client = &from_client[0]
+ *     a.replayed = &replayed[0]             # <<<<<<<<<<<<<<
+ *     a.dequeue_ns = dequeue_ns
+ *     a.now_ns = now_ns
+*/
+  __pyx_t_19 = 0;
+  __pyx_v_a.replayed = (&(*((uint8_t const  *) ( /* dim=0 */ ((char *) (((uint8_t const  *) __pyx_v_replayed.data) + __pyx_t_19)) ))));
+
+  /* "katzenpost/_core/classify.pyx":264
+ *     a.from_client = &from_client[0]
+ *     a.replayed = &replayed[0]
+ *     a.dequeue_ns = dequeue_ns             # <<<<<<<<<<<<<<
+ *     a.now_ns = now_ns
+ *     a.is_provider = is_provider
+*/
+  __pyx_v_a.dequeue_ns = __pyx_v_dequeue_ns;
+
+  /* "katzenpost/_core/classify.pyx":265
+ *     a.replayed = &replayed[0]
+ *     a.dequeue_ns = dequeue_ns
+ *     a.now_ns = now_ns             # <<<<<<<<<<<<<<
+ *     a.is_provider = is_provider
+ *     a.route_ids = &route_ids[0, 0] if n_routes else NULL
+*/
+  __pyx_v_a.now_ns = __pyx_v_now_ns;
+
+  /* "katzenpost/_core/classify.pyx":266
+ *     a.dequeue_ns = dequeue_ns
+ *     a.now_ns = now_ns
+ *     a.is_provider = is_provider             # <<<<<<<<<<<<<<
+ *     a.route_ids = &route_ids[0, 0] if n_routes else NULL
+ *     a.route_index = &route_index[0] if n_routes else NULL
+*/
+  __pyx_v_a.is_provider = __pyx_v_is_provider;
+
+  /* "katzenpost/_core/classify.pyx":267
+ *     a.now_ns = now_ns
+ *     a.is_provider = is_provider
+ *     a.route_ids = &route_ids[0, 0] if n_routes else NULL             # <<<<<<<<<<<<<<
+ *     a.route_index = &route_index[0] if n_routes else NULL
+ *     a.n_routes = n_routes
+*/
+  __pyx_t_1 = (__pyx_v_n_routes != 0);
+
+  if (__pyx_t_1) {
+    __pyx_t_19 = 0;
+    __pyx_t_21 = 0;
+
+    __pyx_t_20 = (&(*((uint8_t const  *) ( /* dim=1 */ ((char *) (((uint8_t const  *) ( /* dim=0 */ (__pyx_v_route_ids.data + __pyx_t_19 * __pyx_v_route_ids.strides[0]) )) + __pyx_t_21)) ))));
+  } else {
+
+    __pyx_t_20 = NULL;
+  }
+
+  __pyx_v_a.route_ids = __pyx_t_20;
+
+  /* "katzenpost/_core/classify.pyx":268
+ *     a.is_provider = is_provider
+ *     a.route_ids = &route_ids[0, 0] if n_routes else NULL
+ *     a.route_index = &route_index[0] if n_routes else NULL             # <<<<<<<<<<<<<<
+ *     a.n_routes = n_routes
+ *     a.endpoint_ids = &endpoint_ids[0, 0] if n_endpoints else NULL
+*/
+  __pyx_t_1 = (__pyx_v_n_routes != 0);
+
+  if (__pyx_t_1) {
+    __pyx_t_21 = 0;
+
+    __pyx_t_22 = (&(*((int32_t const  *) ( /* dim=0 */ ((char *) (((int32_t const  *) __pyx_v_route_index.data) + __pyx_t_21)) ))));
+  } else {
+
+    __pyx_t_22 = NULL;
+  }
+
+  __pyx_v_a.route_index = __pyx_t_22;
+
+  /* "katzenpost/_core/classify.pyx":269
+ *     a.route_ids = &route_ids[0, 0] if n_routes else NULL
+ *     a.route_index = &route_index[0] if n_routes else NULL
+ *     a.n_routes = n_routes             # <<<<<<<<<<<<<<
+ *     a.endpoint_ids = &endpoint_ids[0, 0] if n_endpoints else NULL
+ *     a.n_endpoints = n_endpoints
+*/
+  __pyx_v_a.n_routes = __pyx_v_n_routes;
+
+  /* "katzenpost/_core/classify.pyx":270
+ *     a.route_index = &route_index[0] if n_routes else NULL
+ *     a.n_routes = n_routes
+ *     a.endpoint_ids = &endpoint_ids[0, 0] if n_endpoints else NULL             # <<<<<<<<<<<<<<
+ *     a.n_endpoints = n_endpoints
+ *     o.drop_counts = &drop_counts[0]
+*/
+  __pyx_t_1 = (__pyx_v_n_endpoints != 0);
+
+  if (__pyx_t_1) {
+    __pyx_t_21 = 0;
+    __pyx_t_19 = 0;
+
+    __pyx_t_23 = (&(*((uint8_t const  *) ( /* dim=1 */ ((char *) (((uint8_t const  *) ( /* dim=0 */ (__pyx_v_endpoint_ids.data + __pyx_t_21 * __pyx_v_endpoint_ids.strides[0]) )) + __pyx_t_19)) ))));
+  } else {
+
+    __pyx_t_23 = NULL;
+  }
+
+  __pyx_v_a.endpoint_ids = __pyx_t_23;
+
+  /* "katzenpost/_core/classify.pyx":271
+ *     a.n_routes = n_routes
+ *     a.endpoint_ids = &endpoint_ids[0, 0] if n_endpoints else NULL
+ *     a.n_endpoints = n_endpoints             # <<<<<<<<<<<<<<
+ *     o.drop_counts = &drop_counts[0]
+ *     o.fwd_rows = &fwd_rows[0]
+*/
+  __pyx_v_a.n_endpoints = __pyx_v_n_endpoints;
+
+  /* "katzenpost/_core/classify.pyx":272
+ *     a.endpoint_ids = &endpoint_ids[0, 0] if n_endpoints else NULL
+ *     a.n_endpoints = n_endpoints
+ *     o.drop_counts = &drop_counts[0]             # <<<<<<<<<<<<<<
+ *     o.fwd_rows = &fwd_rows[0]
+ *     o.fwd_deadline_ms = &fwd_deadline_ms[0]
+*/
+  __pyx_t_19 = 0;
+  __pyx_v_o.drop_counts = (&(*((int64_t *) ( /* dim=0 */ ((char *) (((int64_t *) __pyx_v_drop_counts.data) + __pyx_t_19)) ))));
+
+  /* "katzenpost/_core/classify.pyx":273
+ *     a.n_endpoints = n_endpoints
+ *     o.drop_counts = &drop_counts[0]
+ *     o.fwd_rows = &fwd_rows[0]             # <<<<<<<<<<<<<<
+ *     o.fwd_deadline_ms = &fwd_deadline_ms[0]
+ *     o.fwd_hop = &fwd_hop[0]
+*/
+  __pyx_t_19 = 0;
+  __pyx_v_o.fwd_rows = (&(*((int32_t *) ( /* dim=0 */ ((char *) (((int32_t *) __pyx_v_fwd_rows.data) + __pyx_t_19)) ))));
+
+  /* "katzenpost/_core/classify.pyx":274
+ *     o.drop_counts = &drop_counts[0]
+ *     o.fwd_rows = &fwd_rows[0]
+ *     o.fwd_deadline_ms = &fwd_deadline_ms[0]             # <<<<<<<<<<<<<<
+ *     o.fwd_hop = &fwd_hop[0]
+ *     o.local_rows = &local_rows[0]
+*/
+  __pyx_t_19 = 0;
+  __pyx_v_o.fwd_deadline_ms = (&(*((int64_t *) ( /* dim=0 */ ((char *) (((int64_t *) __pyx_v_fwd_deadline_ms.data) + __pyx_t_19)) ))));
+
+  /* "katzenpost/_core/classify.pyx":275
+ *     o.fwd_rows = &fwd_rows[0]
+ *     o.fwd_deadline_ms = &fwd_deadline_ms[0]
+ *     o.fwd_hop = &fwd_hop[0]             # <<<<<<<<<<<<<<
+ *     o.local_rows = &local_rows[0]
+ *     o.local_kind = &local_kind[0]
+*/
+  __pyx_t_19 = 0;
+  __pyx_v_o.fwd_hop = (&(*((int32_t *) ( /* dim=0 */ ((char *) (((int32_t *) __pyx_v_fwd_hop.data) + __pyx_t_19)) ))));
+
+  /* "katzenpost/_core/classify.pyx":276
+ *     o.fwd_deadline_ms = &fwd_deadline_ms[0]
+ *     o.fwd_hop = &fwd_hop[0]
+ *     o.local_rows = &local_rows[0]             # <<<<<<<<<<<<<<
+ *     o.local_kind = &local_kind[0]
+ *     o.row_reason = &row_reason[0]
+*/
+  __pyx_t_19 = 0;
+  __pyx_v_o.local_rows = (&(*((int32_t *) ( /* dim=0 */ ((char *) (((int32_t *) __pyx_v_local_rows.data) + __pyx_t_19)) ))));
+
+  /* "katzenpost/_core/classify.pyx":277
+ *     o.fwd_hop = &fwd_hop[0]
+ *     o.local_rows = &local_rows[0]
+ *     o.local_kind = &local_kind[0]             # <<<<<<<<<<<<<<
+ *     o.row_reason = &row_reason[0]
+ *     with nogil:
+*/
+  __pyx_t_19 = 0;
+  __pyx_v_o.local_kind = (&(*((uint8_t *) ( /* dim=0 */ ((char *) (((uint8_t *) __pyx_v_local_kind.data) + __pyx_t_19)) ))));
+
+  /* "katzenpost/_core/classify.pyx":278
+ *     o.local_rows = &local_rows[0]
+ *     o.local_kind = &local_kind[0]
+ *     o.row_reason = &row_reason[0]             # <<<<<<<<<<<<<<
+ *     with nogil:
+ *         classify_rows(&a, &o, n)
+*/
+  __pyx_t_19 = 0;
+  __pyx_v_o.row_reason = (&(*((uint8_t *) ( /* dim=0 */ ((char *) (((uint8_t *) __pyx_v_row_reason.data) + __pyx_t_19)) ))));
+
+  /* "katzenpost/_core/classify.pyx":279
+ *     o.local_kind = &local_kind[0]
+ *     o.row_reason = &row_reason[0]
  *     with nogil:             # <<<<<<<<<<<<<<
- *         for i in range(n):
- *             reason = NO_DROP
+ *         classify_rows(&a, &o, n)
+ *     return o.n_fwd, o.n_local
 */
   {
       PyThreadState * _save;
@@ -19761,956 +21347,64 @@ static PyObject *__pyx_pf_10katzenpost_5_core_8classify_2classify_batch(CYTHON_U
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "katzenpost/_core/classify.pyx":140
- *         raise ValueError("classify: endpoint table must be uint8[E, 64]")
+        /* "katzenpost/_core/classify.pyx":280
+ *     o.row_reason = &row_reason[0]
  *     with nogil:
- *         for i in range(n):             # <<<<<<<<<<<<<<
- *             reason = NO_DROP
- *             kind = -1
-*/
-
-        __pyx_t_17 = __pyx_v_n;
-        __pyx_t_26 = __pyx_t_17;
-
-        for (__pyx_t_29 = 0; __pyx_t_29 < __pyx_t_26; __pyx_t_29+=1) {
-          __pyx_v_i = __pyx_t_29;
-
-          /* "katzenpost/_core/classify.pyx":141
- *     with nogil:
- *         for i in range(n):
- *             reason = NO_DROP             # <<<<<<<<<<<<<<
- *             kind = -1
- *             cmd = flags[i] & CMD_BITS
-*/
-          __pyx_v_reason = __pyx_e_10katzenpost_5_core_8classify_NO_DROP;
-
-          /* "katzenpost/_core/classify.pyx":142
- *         for i in range(n):
- *             reason = NO_DROP
- *             kind = -1             # <<<<<<<<<<<<<<
- *             cmd = flags[i] & CMD_BITS
- *             if status[i] != 0:
-*/
-          __pyx_v_kind = -1;
-
-          /* "katzenpost/_core/classify.pyx":143
- *             reason = NO_DROP
- *             kind = -1
- *             cmd = flags[i] & CMD_BITS             # <<<<<<<<<<<<<<
- *             if status[i] != 0:
- *                 reason = R_UNWRAP_FAILED
-*/
-          __pyx_t_9 = __pyx_v_i;
-          __pyx_v_cmd = ((*((uint8_t const  *) ( /* dim=0 */ ((char *) (((uint8_t const  *) __pyx_v_flags.data) + __pyx_t_9)) ))) & __pyx_e_10katzenpost_5_core_8classify_CMD_BITS);
-
-          /* "katzenpost/_core/classify.pyx":144
- *             kind = -1
- *             cmd = flags[i] & CMD_BITS
- *             if status[i] != 0:             # <<<<<<<<<<<<<<
- *                 reason = R_UNWRAP_FAILED
- *             elif flags[i] & FLAG_DUPLICATE:
-*/
-          __pyx_t_9 = __pyx_v_i;
-          __pyx_t_8 = ((*((int32_t const  *) ( /* dim=0 */ ((char *) (((int32_t const  *) __pyx_v_status.data) + __pyx_t_9)) ))) != 0);
-
-          if (__pyx_t_8) {
-
-
-            /* "katzenpost/_core/classify.pyx":145
- *             cmd = flags[i] & CMD_BITS
- *             if status[i] != 0:
- *                 reason = R_UNWRAP_FAILED             # <<<<<<<<<<<<<<
- *             elif flags[i] & FLAG_DUPLICATE:
- *                 reason = R_DUPLICATE_COMMAND
-*/
-            __pyx_v_reason = __pyx_e_10katzenpost_5_core_8classify_R_UNWRAP_FAILED;
-
-            /* "katzenpost/_core/classify.pyx":144
- *             kind = -1
- *             cmd = flags[i] & CMD_BITS
- *             if status[i] != 0:             # <<<<<<<<<<<<<<
- *                 reason = R_UNWRAP_FAILED
- *             elif flags[i] & FLAG_DUPLICATE:
-*/
-            goto __pyx_L23;
-          }
-
-          /* "katzenpost/_core/classify.pyx":146
- *             if status[i] != 0:
- *                 reason = R_UNWRAP_FAILED
- *             elif flags[i] & FLAG_DUPLICATE:             # <<<<<<<<<<<<<<
- *                 reason = R_DUPLICATE_COMMAND
- *             elif replayed[i]:
-*/
-          __pyx_t_9 = __pyx_v_i;
-          __pyx_t_8 = (((*((uint8_t const  *) ( /* dim=0 */ ((char *) (((uint8_t const  *) __pyx_v_flags.data) + __pyx_t_9)) ))) & __pyx_e_10katzenpost_5_core_8classify_FLAG_DUPLICATE) != 0);
-
-          if (__pyx_t_8) {
-
-
-            /* "katzenpost/_core/classify.pyx":147
- *                 reason = R_UNWRAP_FAILED
- *             elif flags[i] & FLAG_DUPLICATE:
- *                 reason = R_DUPLICATE_COMMAND             # <<<<<<<<<<<<<<
- *             elif replayed[i]:
- *                 reason = R_REPLAY
-*/
-            __pyx_v_reason = __pyx_e_10katzenpost_5_core_8classify_R_DUPLICATE_COMMAND;
-
-            /* "katzenpost/_core/classify.pyx":146
- *             if status[i] != 0:
- *                 reason = R_UNWRAP_FAILED
- *             elif flags[i] & FLAG_DUPLICATE:             # <<<<<<<<<<<<<<
- *                 reason = R_DUPLICATE_COMMAND
- *             elif replayed[i]:
-*/
-            goto __pyx_L23;
-          }
-
-          /* "katzenpost/_core/classify.pyx":148
- *             elif flags[i] & FLAG_DUPLICATE:
- *                 reason = R_DUPLICATE_COMMAND
- *             elif replayed[i]:             # <<<<<<<<<<<<<<
- *                 reason = R_REPLAY
- *             elif cmd == CMD_FORWARD:
-*/
-          __pyx_t_9 = __pyx_v_i;
-          __pyx_t_8 = ((*((uint8_t const  *) ( /* dim=0 */ ((char *) (((uint8_t const  *) __pyx_v_replayed.data) + __pyx_t_9)) ))) != 0);
-
-          if (__pyx_t_8) {
-
-
-            /* "katzenpost/_core/classify.pyx":149
- *                 reason = R_DUPLICATE_COMMAND
- *             elif replayed[i]:
- *                 reason = R_REPLAY             # <<<<<<<<<<<<<<
- *             elif cmd == CMD_FORWARD:
- *                 if is_provider and not from_client[i]:
-*/
-            __pyx_v_reason = __pyx_e_10katzenpost_5_core_8classify_R_REPLAY;
-
-            /* "katzenpost/_core/classify.pyx":148
- *             elif flags[i] & FLAG_DUPLICATE:
- *                 reason = R_DUPLICATE_COMMAND
- *             elif replayed[i]:             # <<<<<<<<<<<<<<
- *                 reason = R_REPLAY
- *             elif cmd == CMD_FORWARD:
-*/
-            goto __pyx_L23;
-          }
-
-          /* "katzenpost/_core/classify.pyx":150
- *             elif replayed[i]:
- *                 reason = R_REPLAY
- *             elif cmd == CMD_FORWARD:             # <<<<<<<<<<<<<<
- *                 if is_provider and not from_client[i]:
- *                     reason = R_FORWARD_AT_PROVIDER          # MustTerminate
-*/
-          __pyx_t_8 = (__pyx_v_cmd == __pyx_e_10katzenpost_5_core_8classify_CMD_FORWARD);
-
-          if (__pyx_t_8) {
-
-
-            /* "katzenpost/_core/classify.pyx":151
- *                 reason = R_REPLAY
- *             elif cmd == CMD_FORWARD:
- *                 if is_provider and not from_client[i]:             # <<<<<<<<<<<<<<
- *                     reason = R_FORWARD_AT_PROVIDER          # MustTerminate
- *                 elif delay_ms[i] > MAX_NODE_DELAY_MS:
-*/
-            if (__pyx_v_is_provider) {
-            } else {
-
-              __pyx_t_8 = __pyx_v_is_provider;
-              goto __pyx_L25_bool_binop_done;
-            }
-            __pyx_t_9 = __pyx_v_i;
-            __pyx_t_12 = (!((*((uint8_t const  *) ( /* dim=0 */ ((char *) (((uint8_t const  *) __pyx_v_from_client.data) + __pyx_t_9)) ))) != 0));
-
-
-            __pyx_t_8 = __pyx_t_12;
-
-            __pyx_L25_bool_binop_done:;
-            if (__pyx_t_8) {
-
-
-              /* "katzenpost/_core/classify.pyx":152
- *             elif cmd == CMD_FORWARD:
- *                 if is_provider and not from_client[i]:
- *                     reason = R_FORWARD_AT_PROVIDER          # MustTerminate             # <<<<<<<<<<<<<<
- *                 elif delay_ms[i] > MAX_NODE_DELAY_MS:
- *                     reason = R_DELAY_TOO_LONG
-*/
-              __pyx_v_reason = __pyx_e_10katzenpost_5_core_8classify_R_FORWARD_AT_PROVIDER;
-
-              /* "katzenpost/_core/classify.pyx":151
- *                 reason = R_REPLAY
- *             elif cmd == CMD_FORWARD:
- *                 if is_provider and not from_client[i]:             # <<<<<<<<<<<<<<
- *                     reason = R_FORWARD_AT_PROVIDER          # MustTerminate
- *                 elif delay_ms[i] > MAX_NODE_DELAY_MS:
-*/
-              goto __pyx_L24;
-            }
-
-            /* "katzenpost/_core/classify.pyx":153
- *                 if is_provider and not from_client[i]:
- *                     reason = R_FORWARD_AT_PROVIDER          # MustTerminate
- *                 elif delay_ms[i] > MAX_NODE_DELAY_MS:             # <<<<<<<<<<<<<<
- *                     reason = R_DELAY_TOO_LONG
- *                 else:
-*/
-            __pyx_t_9 = __pyx_v_i;
-            __pyx_t_8 = ((*((uint32_t const  *) ( /* dim=0 */ ((char *) (((uint32_t const  *) __pyx_v_delay_ms.data) + __pyx_t_9)) ))) > __pyx_v_10katzenpost_5_core_8classify_MAX_NODE_DELAY_MS);
-
-            if (__pyx_t_8) {
-
-
-              /* "katzenpost/_core/classify.pyx":154
- *                     reason = R_FORWARD_AT_PROVIDER          # MustTerminate
- *                 elif delay_ms[i] > MAX_NODE_DELAY_MS:
- *                     reason = R_DELAY_TOO_LONG             # <<<<<<<<<<<<<<
- *                 else:
- *                     # Dwell adjustment, spec/server.md 1.5 (unwrap time excluded).
-*/
-              __pyx_v_reason = __pyx_e_10katzenpost_5_core_8classify_R_DELAY_TOO_LONG;
-
-              /* "katzenpost/_core/classify.pyx":153
- *                 if is_provider and not from_client[i]:
- *                     reason = R_FORWARD_AT_PROVIDER          # MustTerminate
- *                 elif delay_ms[i] > MAX_NODE_DELAY_MS:             # <<<<<<<<<<<<<<
- *                     reason = R_DELAY_TOO_LONG
- *                 else:
-*/
-              goto __pyx_L24;
-            }
-
-            /* "katzenpost/_core/classify.pyx":157
- *                 else:
- *                     # Dwell adjustment, spec/server.md 1.5 (unwrap time excluded).
- *                     delay = <int64_t>delay_ms[i] * MS             # <<<<<<<<<<<<<<
- *                     dwell = dequeue_ns - recv_at_ns[i]
- *                     if delay > dwell:
-*/
-            /*else*/ {
-              __pyx_t_9 = __pyx_v_i;
-              __pyx_v_delay = (((int64_t)(*((uint32_t const  *) ( /* dim=0 */ ((char *) (((uint32_t const  *) __pyx_v_delay_ms.data) + __pyx_t_9)) )))) * __pyx_v_10katzenpost_5_core_8classify_MS);
-
-              /* "katzenpost/_core/classify.pyx":158
- *                     # Dwell adjustment, spec/server.md 1.5 (unwrap time excluded).
- *                     delay = <int64_t>delay_ms[i] * MS
- *                     dwell = dequeue_ns - recv_at_ns[i]             # <<<<<<<<<<<<<<
- *                     if delay > dwell:
- *                         delay = delay - dwell
-*/
-              __pyx_t_9 = __pyx_v_i;
-              __pyx_v_dwell = (__pyx_v_dequeue_ns - (*((int64_t const  *) ( /* dim=0 */ ((char *) (((int64_t const  *) __pyx_v_recv_at_ns.data) + __pyx_t_9)) ))));
-
-              /* "katzenpost/_core/classify.pyx":159
- *                     delay = <int64_t>delay_ms[i] * MS
- *                     dwell = dequeue_ns - recv_at_ns[i]
- *                     if delay > dwell:             # <<<<<<<<<<<<<<
- *                         delay = delay - dwell
- *                     elif delay_ms[i] == 0:
-*/
-              __pyx_t_8 = (__pyx_v_delay > __pyx_v_dwell);
-
-              if (__pyx_t_8) {
-
-
-                /* "katzenpost/_core/classify.pyx":160
- *                     dwell = dequeue_ns - recv_at_ns[i]
- *                     if delay > dwell:
- *                         delay = delay - dwell             # <<<<<<<<<<<<<<
- *                     elif delay_ms[i] == 0:
- *                         if dwell < MS:
-*/
-                __pyx_v_delay = (__pyx_v_delay - __pyx_v_dwell);
-
-                /* "katzenpost/_core/classify.pyx":159
- *                     delay = <int64_t>delay_ms[i] * MS
- *                     dwell = dequeue_ns - recv_at_ns[i]
- *                     if delay > dwell:             # <<<<<<<<<<<<<<
- *                         delay = delay - dwell
- *                     elif delay_ms[i] == 0:
-*/
-                goto __pyx_L27;
-              }
-
-              /* "katzenpost/_core/classify.pyx":161
- *                     if delay > dwell:
- *                         delay = delay - dwell
- *                     elif delay_ms[i] == 0:             # <<<<<<<<<<<<<<
- *                         if dwell < MS:
- *                             delay = MS - dwell
-*/
-              __pyx_t_9 = __pyx_v_i;
-              __pyx_t_8 = ((*((uint32_t const  *) ( /* dim=0 */ ((char *) (((uint32_t const  *) __pyx_v_delay_ms.data) + __pyx_t_9)) ))) == 0);
-
-              if (__pyx_t_8) {
-
-
-                /* "katzenpost/_core/classify.pyx":162
- *                         delay = delay - dwell
- *                     elif delay_ms[i] == 0:
- *                         if dwell < MS:             # <<<<<<<<<<<<<<
- *                             delay = MS - dwell
- *                         else:
-*/
-                __pyx_t_8 = (__pyx_v_dwell < __pyx_v_10katzenpost_5_core_8classify_MS);
-
-                if (__pyx_t_8) {
-
-
-                  /* "katzenpost/_core/classify.pyx":163
- *                     elif delay_ms[i] == 0:
- *                         if dwell < MS:
- *                             delay = MS - dwell             # <<<<<<<<<<<<<<
- *                         else:
- *                             reason = R_DWELL_EXCEEDED
-*/
-                  __pyx_v_delay = (__pyx_v_10katzenpost_5_core_8classify_MS - __pyx_v_dwell);
-
-                  /* "katzenpost/_core/classify.pyx":162
- *                         delay = delay - dwell
- *                     elif delay_ms[i] == 0:
- *                         if dwell < MS:             # <<<<<<<<<<<<<<
- *                             delay = MS - dwell
- *                         else:
-*/
-                  goto __pyx_L28;
-                }
-
-                /* "katzenpost/_core/classify.pyx":165
- *                             delay = MS - dwell
- *                         else:
- *                             reason = R_DWELL_EXCEEDED             # <<<<<<<<<<<<<<
- *                     else:
- *                         delay = MS
-*/
-                /*else*/ {
-                  __pyx_v_reason = __pyx_e_10katzenpost_5_core_8classify_R_DWELL_EXCEEDED;
-                }
-                __pyx_L28:;
-
-                /* "katzenpost/_core/classify.pyx":161
- *                     if delay > dwell:
- *                         delay = delay - dwell
- *                     elif delay_ms[i] == 0:             # <<<<<<<<<<<<<<
- *                         if dwell < MS:
- *                             delay = MS - dwell
-*/
-                goto __pyx_L27;
-              }
-
-              /* "katzenpost/_core/classify.pyx":167
- *                             reason = R_DWELL_EXCEEDED
- *                     else:
- *                         delay = MS             # <<<<<<<<<<<<<<
- *                     if reason == NO_DROP:
- *                         pos = find_row(route_base, n_routes, NODE_ID_LEN, &next_hop[i, 0]) if n_routes else -1
-*/
-              /*else*/ {
-                __pyx_v_delay = __pyx_v_10katzenpost_5_core_8classify_MS;
-              }
-              __pyx_L27:;
-
-              /* "katzenpost/_core/classify.pyx":168
- *                     else:
- *                         delay = MS
- *                     if reason == NO_DROP:             # <<<<<<<<<<<<<<
- *                         pos = find_row(route_base, n_routes, NODE_ID_LEN, &next_hop[i, 0]) if n_routes else -1
- *                         if pos < 0:
-*/
-              __pyx_t_8 = (__pyx_v_reason == __pyx_e_10katzenpost_5_core_8classify_NO_DROP);
-
-              if (__pyx_t_8) {
-
-
-                /* "katzenpost/_core/classify.pyx":169
- *                         delay = MS
- *                     if reason == NO_DROP:
- *                         pos = find_row(route_base, n_routes, NODE_ID_LEN, &next_hop[i, 0]) if n_routes else -1             # <<<<<<<<<<<<<<
- *                         if pos < 0:
- *                             reason = R_NO_ROUTE
-*/
-                __pyx_t_8 = (__pyx_v_n_routes != 0);
-
-                if (__pyx_t_8) {
-                  __pyx_t_9 = __pyx_v_i;
-                  __pyx_t_10 = 0;
-
-                  __pyx_t_30 = __pyx_f_10katzenpost_5_core_8classify_find_row(__pyx_v_route_base, __pyx_v_n_routes, __pyx_e_10katzenpost_5_core_8classify_NODE_ID_LEN, (&(*((uint8_t const  *) ( /* dim=1 */ ((char *) (((uint8_t const  *) ( /* dim=0 */ (__pyx_v_next_hop.data + __pyx_t_9 * __pyx_v_next_hop.strides[0]) )) + __pyx_t_10)) )))));
-                } else {
-
-                  __pyx_t_30 = -1L;
-                }
-
-                __pyx_v_pos = __pyx_t_30;
-
-                /* "katzenpost/_core/classify.pyx":170
- *                     if reason == NO_DROP:
- *                         pos = find_row(route_base, n_routes, NODE_ID_LEN, &next_hop[i, 0]) if n_routes else -1
- *                         if pos < 0:             # <<<<<<<<<<<<<<
- *                             reason = R_NO_ROUTE
- *                         else:
-*/
-                __pyx_t_8 = (__pyx_v_pos < 0);
-
-                if (__pyx_t_8) {
-
-
-                  /* "katzenpost/_core/classify.pyx":171
- *                         pos = find_row(route_base, n_routes, NODE_ID_LEN, &next_hop[i, 0]) if n_routes else -1
- *                         if pos < 0:
- *                             reason = R_NO_ROUTE             # <<<<<<<<<<<<<<
- *                         else:
- *                             fwd_rows[n_fwd] = <int32_t>i
-*/
-                  __pyx_v_reason = __pyx_e_10katzenpost_5_core_8classify_R_NO_ROUTE;
-
-                  /* "katzenpost/_core/classify.pyx":170
- *                     if reason == NO_DROP:
- *                         pos = find_row(route_base, n_routes, NODE_ID_LEN, &next_hop[i, 0]) if n_routes else -1
- *                         if pos < 0:             # <<<<<<<<<<<<<<
- *                             reason = R_NO_ROUTE
- *                         else:
-*/
-                  goto __pyx_L30;
-                }
-
-                /* "katzenpost/_core/classify.pyx":173
- *                             reason = R_NO_ROUTE
- *                         else:
- *                             fwd_rows[n_fwd] = <int32_t>i             # <<<<<<<<<<<<<<
- *                             # Rounded up: a packet never leaves before its delay has passed.
- *                             fwd_deadline_ms[n_fwd] = (now_ns + delay + MS - 1) // MS
-*/
-                /*else*/ {
-                  __pyx_t_10 = __pyx_v_n_fwd;
-                  *((int32_t *) ( /* dim=0 */ ((char *) (((int32_t *) __pyx_v_fwd_rows.data) + __pyx_t_10)) )) = ((int32_t)__pyx_v_i);
-
-                  /* "katzenpost/_core/classify.pyx":175
- *                             fwd_rows[n_fwd] = <int32_t>i
- *                             # Rounded up: a packet never leaves before its delay has passed.
- *                             fwd_deadline_ms[n_fwd] = (now_ns + delay + MS - 1) // MS             # <<<<<<<<<<<<<<
- *                             fwd_hop[n_fwd] = route_index[pos]
- *                             n_fwd += 1
-*/
-                  __pyx_t_31 = (((__pyx_v_now_ns + __pyx_v_delay) + __pyx_v_10katzenpost_5_core_8classify_MS) - 1);
-
-                  if (unlikely(__pyx_v_10katzenpost_5_core_8classify_MS == 0)) {
-                    PyGILState_STATE __pyx_gilstate_save = __Pyx_PyGILState_Ensure();
-                    PyErr_SetString(PyExc_ZeroDivisionError, "integer division or modulo by zero");
-                    __Pyx_PyGILState_Release(__pyx_gilstate_save);
-                    __PYX_ERR(0, 175, __pyx_L19_error)
-                  }
-                  else if (sizeof(int64_t) == sizeof(long) && (!(((int64_t)-1) > 0)) && unlikely(__pyx_v_10katzenpost_5_core_8classify_MS == (int64_t)-1)  && unlikely(__Pyx_UNARY_NEG_WOULD_OVERFLOW(__pyx_t_31))) {
-                    PyGILState_STATE __pyx_gilstate_save = __Pyx_PyGILState_Ensure();
-                    PyErr_SetString(PyExc_OverflowError, "value too large to perform division");
-                    __Pyx_PyGILState_Release(__pyx_gilstate_save);
-                    __PYX_ERR(0, 175, __pyx_L19_error)
-                  }
-                  __pyx_t_10 = __pyx_v_n_fwd;
-                  *((int64_t *) ( /* dim=0 */ ((char *) (((int64_t *) __pyx_v_fwd_deadline_ms.data) + __pyx_t_10)) )) = __Pyx_div_int64_t(__pyx_t_31, __pyx_v_10katzenpost_5_core_8classify_MS, 0);
-
-
-                  /* "katzenpost/_core/classify.pyx":176
- *                             # Rounded up: a packet never leaves before its delay has passed.
- *                             fwd_deadline_ms[n_fwd] = (now_ns + delay + MS - 1) // MS
- *                             fwd_hop[n_fwd] = route_index[pos]             # <<<<<<<<<<<<<<
- *                             n_fwd += 1
- *             elif cmd == CMD_TO_USER or cmd == CMD_UNRELIABLE or cmd == CMD_SURB_REPLY:
-*/
-                  __pyx_t_10 = __pyx_v_pos;
-                  __pyx_t_9 = __pyx_v_n_fwd;
-                  *((int32_t *) ( /* dim=0 */ ((char *) (((int32_t *) __pyx_v_fwd_hop.data) + __pyx_t_9)) )) = (*((int32_t const  *) ( /* dim=0 */ ((char *) (((int32_t const  *) __pyx_v_route_index.data) + __pyx_t_10)) )));
-
-                  /* "katzenpost/_core/classify.pyx":177
- *                             fwd_deadline_ms[n_fwd] = (now_ns + delay + MS - 1) // MS
- *                             fwd_hop[n_fwd] = route_index[pos]
- *                             n_fwd += 1             # <<<<<<<<<<<<<<
- *             elif cmd == CMD_TO_USER or cmd == CMD_UNRELIABLE or cmd == CMD_SURB_REPLY:
- *                 if is_provider:
-*/
-                  __pyx_v_n_fwd = (__pyx_v_n_fwd + 1);
-                }
-                __pyx_L30:;
-
-                /* "katzenpost/_core/classify.pyx":168
- *                     else:
- *                         delay = MS
- *                     if reason == NO_DROP:             # <<<<<<<<<<<<<<
- *                         pos = find_row(route_base, n_routes, NODE_ID_LEN, &next_hop[i, 0]) if n_routes else -1
- *                         if pos < 0:
-*/
-              }
-            }
-            __pyx_L24:;
-
-            /* "katzenpost/_core/classify.pyx":150
- *             elif replayed[i]:
- *                 reason = R_REPLAY
- *             elif cmd == CMD_FORWARD:             # <<<<<<<<<<<<<<
- *                 if is_provider and not from_client[i]:
- *                     reason = R_FORWARD_AT_PROVIDER          # MustTerminate
-*/
-            goto __pyx_L23;
-          }
-
-          /* "katzenpost/_core/classify.pyx":178
- *                             fwd_hop[n_fwd] = route_index[pos]
- *                             n_fwd += 1
- *             elif cmd == CMD_TO_USER or cmd == CMD_UNRELIABLE or cmd == CMD_SURB_REPLY:             # <<<<<<<<<<<<<<
- *                 if is_provider:
- *                     if from_client[i]:
-*/
-          switch (__pyx_v_cmd) {
-            case __pyx_e_10katzenpost_5_core_8classify_CMD_TO_USER:
-            case __pyx_e_10katzenpost_5_core_8classify_CMD_UNRELIABLE:
-            case __pyx_e_10katzenpost_5_core_8classify_CMD_SURB_REPLY:
-            __pyx_t_8 = 1;
-            break;
-            default:
-            __pyx_t_8 = 0;
-            break;
-          }
-          if (__pyx_t_8) {
-
-
-            /* "katzenpost/_core/classify.pyx":179
- *                             n_fwd += 1
- *             elif cmd == CMD_TO_USER or cmd == CMD_UNRELIABLE or cmd == CMD_SURB_REPLY:
- *                 if is_provider:             # <<<<<<<<<<<<<<
- *                     if from_client[i]:
- *                         reason = R_CLIENT_BYPASS              # MustForward
-*/
-            if (__pyx_v_is_provider) {
-
-              /* "katzenpost/_core/classify.pyx":180
- *             elif cmd == CMD_TO_USER or cmd == CMD_UNRELIABLE or cmd == CMD_SURB_REPLY:
- *                 if is_provider:
- *                     if from_client[i]:             # <<<<<<<<<<<<<<
- *                         reason = R_CLIENT_BYPASS              # MustForward
- *                     elif n_endpoints and find_row(endpoint_base, n_endpoints, RECIPIENT_LEN,
-*/
-              __pyx_t_10 = __pyx_v_i;
-              __pyx_t_8 = ((*((uint8_t const  *) ( /* dim=0 */ ((char *) (((uint8_t const  *) __pyx_v_from_client.data) + __pyx_t_10)) ))) != 0);
-
-              if (__pyx_t_8) {
-
-
-                /* "katzenpost/_core/classify.pyx":181
- *                 if is_provider:
- *                     if from_client[i]:
- *                         reason = R_CLIENT_BYPASS              # MustForward             # <<<<<<<<<<<<<<
- *                     elif n_endpoints and find_row(endpoint_base, n_endpoints, RECIPIENT_LEN,
- *                                                   &recipient[i, 0]) >= 0:
-*/
-                __pyx_v_reason = __pyx_e_10katzenpost_5_core_8classify_R_CLIENT_BYPASS;
-
-                /* "katzenpost/_core/classify.pyx":180
- *             elif cmd == CMD_TO_USER or cmd == CMD_UNRELIABLE or cmd == CMD_SURB_REPLY:
- *                 if is_provider:
- *                     if from_client[i]:             # <<<<<<<<<<<<<<
- *                         reason = R_CLIENT_BYPASS              # MustForward
- *                     elif n_endpoints and find_row(endpoint_base, n_endpoints, RECIPIENT_LEN,
-*/
-                goto __pyx_L32;
-              }
-
-              /* "katzenpost/_core/classify.pyx":182
- *                     if from_client[i]:
- *                         reason = R_CLIENT_BYPASS              # MustForward
- *                     elif n_endpoints and find_row(endpoint_base, n_endpoints, RECIPIENT_LEN,             # <<<<<<<<<<<<<<
- *                                                   &recipient[i, 0]) >= 0:
- *                         if cmd == CMD_SURB_REPLY:
-*/
-              __pyx_t_12 = (__pyx_v_n_endpoints != 0);
-
-              if (__pyx_t_12) {
-
-              } else {
-
-                __pyx_t_8 = __pyx_t_12;
-
-                goto __pyx_L33_bool_binop_done;
-              }
-
-              /* "katzenpost/_core/classify.pyx":183
- *                         reason = R_CLIENT_BYPASS              # MustForward
- *                     elif n_endpoints and find_row(endpoint_base, n_endpoints, RECIPIENT_LEN,
- *                                                   &recipient[i, 0]) >= 0:             # <<<<<<<<<<<<<<
- *                         if cmd == CMD_SURB_REPLY:
- *                             reason = R_KAETZCHEN_SURB_REPLY
-*/
-              __pyx_t_10 = __pyx_v_i;
-              __pyx_t_9 = 0;
-
-              /* "katzenpost/_core/classify.pyx":182
- *                     if from_client[i]:
- *                         reason = R_CLIENT_BYPASS              # MustForward
- *                     elif n_endpoints and find_row(endpoint_base, n_endpoints, RECIPIENT_LEN,             # <<<<<<<<<<<<<<
- *                                                   &recipient[i, 0]) >= 0:
- *                         if cmd == CMD_SURB_REPLY:
-*/
-              __pyx_t_12 = (__pyx_f_10katzenpost_5_core_8classify_find_row(__pyx_v_endpoint_base, __pyx_v_n_endpoints, __pyx_e_10katzenpost_5_core_8classify_RECIPIENT_LEN, (&(*((uint8_t const  *) ( /* dim=1 */ ((char *) (((uint8_t const  *) ( /* dim=0 */ (__pyx_v_recipient.data + __pyx_t_10 * __pyx_v_recipient.strides[0]) )) + __pyx_t_9)) ))))) >= 0);
-
-
-              __pyx_t_8 = __pyx_t_12;
-
-              __pyx_L33_bool_binop_done:;
-              if (__pyx_t_8) {
-
-
-                /* "katzenpost/_core/classify.pyx":184
- *                     elif n_endpoints and find_row(endpoint_base, n_endpoints, RECIPIENT_LEN,
- *                                                   &recipient[i, 0]) >= 0:
- *                         if cmd == CMD_SURB_REPLY:             # <<<<<<<<<<<<<<
- *                             reason = R_KAETZCHEN_SURB_REPLY
- *                         else:
-*/
-                __pyx_t_8 = (__pyx_v_cmd == __pyx_e_10katzenpost_5_core_8classify_CMD_SURB_REPLY);
-
-                if (__pyx_t_8) {
-
-
-                  /* "katzenpost/_core/classify.pyx":185
- *                                                   &recipient[i, 0]) >= 0:
- *                         if cmd == CMD_SURB_REPLY:
- *                             reason = R_KAETZCHEN_SURB_REPLY             # <<<<<<<<<<<<<<
- *                         else:
- *                             kind = K_KAETZCHEN
-*/
-                  __pyx_v_reason = __pyx_e_10katzenpost_5_core_8classify_R_KAETZCHEN_SURB_REPLY;
-
-                  /* "katzenpost/_core/classify.pyx":184
- *                     elif n_endpoints and find_row(endpoint_base, n_endpoints, RECIPIENT_LEN,
- *                                                   &recipient[i, 0]) >= 0:
- *                         if cmd == CMD_SURB_REPLY:             # <<<<<<<<<<<<<<
- *                             reason = R_KAETZCHEN_SURB_REPLY
- *                         else:
-*/
-                  goto __pyx_L35;
-                }
-
-                /* "katzenpost/_core/classify.pyx":187
- *                             reason = R_KAETZCHEN_SURB_REPLY
- *                         else:
- *                             kind = K_KAETZCHEN             # <<<<<<<<<<<<<<
- *                     elif cmd == CMD_TO_USER:
- *                         kind = K_TO_USER
-*/
-                /*else*/ {
-                  __pyx_v_kind = __pyx_e_10katzenpost_5_core_8classify_K_KAETZCHEN;
-                }
-                __pyx_L35:;
-
-                /* "katzenpost/_core/classify.pyx":182
- *                     if from_client[i]:
- *                         reason = R_CLIENT_BYPASS              # MustForward
- *                     elif n_endpoints and find_row(endpoint_base, n_endpoints, RECIPIENT_LEN,             # <<<<<<<<<<<<<<
- *                                                   &recipient[i, 0]) >= 0:
- *                         if cmd == CMD_SURB_REPLY:
-*/
-                goto __pyx_L32;
-              }
-
-              /* "katzenpost/_core/classify.pyx":188
- *                         else:
- *                             kind = K_KAETZCHEN
- *                     elif cmd == CMD_TO_USER:             # <<<<<<<<<<<<<<
- *                         kind = K_TO_USER
- *                     elif cmd == CMD_UNRELIABLE:
-*/
-              __pyx_t_8 = (__pyx_v_cmd == __pyx_e_10katzenpost_5_core_8classify_CMD_TO_USER);
-
-              if (__pyx_t_8) {
-
-
-                /* "katzenpost/_core/classify.pyx":189
- *                             kind = K_KAETZCHEN
- *                     elif cmd == CMD_TO_USER:
- *                         kind = K_TO_USER             # <<<<<<<<<<<<<<
- *                     elif cmd == CMD_UNRELIABLE:
- *                         kind = K_UNRELIABLE_TO_USER
-*/
-                __pyx_v_kind = __pyx_e_10katzenpost_5_core_8classify_K_TO_USER;
-
-                /* "katzenpost/_core/classify.pyx":188
- *                         else:
- *                             kind = K_KAETZCHEN
- *                     elif cmd == CMD_TO_USER:             # <<<<<<<<<<<<<<
- *                         kind = K_TO_USER
- *                     elif cmd == CMD_UNRELIABLE:
-*/
-                goto __pyx_L32;
-              }
-
-              /* "katzenpost/_core/classify.pyx":190
- *                     elif cmd == CMD_TO_USER:
- *                         kind = K_TO_USER
- *                     elif cmd == CMD_UNRELIABLE:             # <<<<<<<<<<<<<<
- *                         kind = K_UNRELIABLE_TO_USER
- *                     else:
-*/
-              __pyx_t_8 = (__pyx_v_cmd == __pyx_e_10katzenpost_5_core_8classify_CMD_UNRELIABLE);
-
-              if (__pyx_t_8) {
-
-
-                /* "katzenpost/_core/classify.pyx":191
- *                         kind = K_TO_USER
- *                     elif cmd == CMD_UNRELIABLE:
- *                         kind = K_UNRELIABLE_TO_USER             # <<<<<<<<<<<<<<
- *                     else:
- *                         kind = K_SURB_REPLY
-*/
-                __pyx_v_kind = __pyx_e_10katzenpost_5_core_8classify_K_UNRELIABLE_TO_USER;
-
-                /* "katzenpost/_core/classify.pyx":190
- *                     elif cmd == CMD_TO_USER:
- *                         kind = K_TO_USER
- *                     elif cmd == CMD_UNRELIABLE:             # <<<<<<<<<<<<<<
- *                         kind = K_UNRELIABLE_TO_USER
- *                     else:
-*/
-                goto __pyx_L32;
-              }
-
-              /* "katzenpost/_core/classify.pyx":193
- *                         kind = K_UNRELIABLE_TO_USER
- *                     else:
- *                         kind = K_SURB_REPLY             # <<<<<<<<<<<<<<
- *                 elif cmd == CMD_SURB_REPLY:
- *                     kind = K_DECOY_SURB_REPLY
-*/
-              /*else*/ {
-                __pyx_v_kind = __pyx_e_10katzenpost_5_core_8classify_K_SURB_REPLY;
-              }
-              __pyx_L32:;
-
-              /* "katzenpost/_core/classify.pyx":179
- *                             n_fwd += 1
- *             elif cmd == CMD_TO_USER or cmd == CMD_UNRELIABLE or cmd == CMD_SURB_REPLY:
- *                 if is_provider:             # <<<<<<<<<<<<<<
- *                     if from_client[i]:
- *                         reason = R_CLIENT_BYPASS              # MustForward
-*/
-              goto __pyx_L31;
-            }
-
-            /* "katzenpost/_core/classify.pyx":194
- *                     else:
- *                         kind = K_SURB_REPLY
- *                 elif cmd == CMD_SURB_REPLY:             # <<<<<<<<<<<<<<
- *                     kind = K_DECOY_SURB_REPLY
- *                 else:
-*/
-            __pyx_t_8 = (__pyx_v_cmd == __pyx_e_10katzenpost_5_core_8classify_CMD_SURB_REPLY);
-
-            if (__pyx_t_8) {
-
-
-              /* "katzenpost/_core/classify.pyx":195
- *                         kind = K_SURB_REPLY
- *                 elif cmd == CMD_SURB_REPLY:
- *                     kind = K_DECOY_SURB_REPLY             # <<<<<<<<<<<<<<
- *                 else:
- *                     reason = R_TERMINAL_AT_MIX
-*/
-              __pyx_v_kind = __pyx_e_10katzenpost_5_core_8classify_K_DECOY_SURB_REPLY;
-
-              /* "katzenpost/_core/classify.pyx":194
- *                     else:
- *                         kind = K_SURB_REPLY
- *                 elif cmd == CMD_SURB_REPLY:             # <<<<<<<<<<<<<<
- *                     kind = K_DECOY_SURB_REPLY
- *                 else:
-*/
-              goto __pyx_L31;
-            }
-
-            /* "katzenpost/_core/classify.pyx":197
- *                     kind = K_DECOY_SURB_REPLY
- *                 else:
- *                     reason = R_TERMINAL_AT_MIX             # <<<<<<<<<<<<<<
- *             else:
- *                 reason = R_INVALID_COMMANDS
-*/
-            /*else*/ {
-              __pyx_v_reason = __pyx_e_10katzenpost_5_core_8classify_R_TERMINAL_AT_MIX;
-            }
-            __pyx_L31:;
-
-            /* "katzenpost/_core/classify.pyx":178
- *                             fwd_hop[n_fwd] = route_index[pos]
- *                             n_fwd += 1
- *             elif cmd == CMD_TO_USER or cmd == CMD_UNRELIABLE or cmd == CMD_SURB_REPLY:             # <<<<<<<<<<<<<<
- *                 if is_provider:
- *                     if from_client[i]:
-*/
-            goto __pyx_L23;
-          }
-
-          /* "katzenpost/_core/classify.pyx":199
- *                     reason = R_TERMINAL_AT_MIX
- *             else:
- *                 reason = R_INVALID_COMMANDS             # <<<<<<<<<<<<<<
- *             row_reason[i] = <uint8_t>reason
- *             if reason != NO_DROP:
-*/
-          /*else*/ {
-            __pyx_v_reason = __pyx_e_10katzenpost_5_core_8classify_R_INVALID_COMMANDS;
-          }
-          __pyx_L23:;
-
-          /* "katzenpost/_core/classify.pyx":200
- *             else:
- *                 reason = R_INVALID_COMMANDS
- *             row_reason[i] = <uint8_t>reason             # <<<<<<<<<<<<<<
- *             if reason != NO_DROP:
- *                 drop_counts[reason] += 1
-*/
-          __pyx_t_9 = __pyx_v_i;
-          *((uint8_t *) ( /* dim=0 */ ((char *) (((uint8_t *) __pyx_v_row_reason.data) + __pyx_t_9)) )) = ((uint8_t)__pyx_v_reason);
-
-          /* "katzenpost/_core/classify.pyx":201
- *                 reason = R_INVALID_COMMANDS
- *             row_reason[i] = <uint8_t>reason
- *             if reason != NO_DROP:             # <<<<<<<<<<<<<<
- *                 drop_counts[reason] += 1
- *             elif kind >= 0:
-*/
-          __pyx_t_8 = (__pyx_v_reason != __pyx_e_10katzenpost_5_core_8classify_NO_DROP);
-
-          if (__pyx_t_8) {
-
-
-            /* "katzenpost/_core/classify.pyx":202
- *             row_reason[i] = <uint8_t>reason
- *             if reason != NO_DROP:
- *                 drop_counts[reason] += 1             # <<<<<<<<<<<<<<
- *             elif kind >= 0:
- *                 local_rows[n_local] = <int32_t>i
-*/
-            __pyx_t_9 = __pyx_v_reason;
-            *((int64_t *) ( /* dim=0 */ ((char *) (((int64_t *) __pyx_v_drop_counts.data) + __pyx_t_9)) )) += 1;
-
-            /* "katzenpost/_core/classify.pyx":201
- *                 reason = R_INVALID_COMMANDS
- *             row_reason[i] = <uint8_t>reason
- *             if reason != NO_DROP:             # <<<<<<<<<<<<<<
- *                 drop_counts[reason] += 1
- *             elif kind >= 0:
-*/
-            goto __pyx_L36;
-          }
-
-          /* "katzenpost/_core/classify.pyx":203
- *             if reason != NO_DROP:
- *                 drop_counts[reason] += 1
- *             elif kind >= 0:             # <<<<<<<<<<<<<<
- *                 local_rows[n_local] = <int32_t>i
- *                 local_kind[n_local] = <uint8_t>kind
-*/
-          __pyx_t_8 = (__pyx_v_kind >= 0);
-
-          if (__pyx_t_8) {
-
-
-            /* "katzenpost/_core/classify.pyx":204
- *                 drop_counts[reason] += 1
- *             elif kind >= 0:
- *                 local_rows[n_local] = <int32_t>i             # <<<<<<<<<<<<<<
- *                 local_kind[n_local] = <uint8_t>kind
- *                 n_local += 1
-*/
-            __pyx_t_9 = __pyx_v_n_local;
-            *((int32_t *) ( /* dim=0 */ ((char *) (((int32_t *) __pyx_v_local_rows.data) + __pyx_t_9)) )) = ((int32_t)__pyx_v_i);
-
-            /* "katzenpost/_core/classify.pyx":205
- *             elif kind >= 0:
- *                 local_rows[n_local] = <int32_t>i
- *                 local_kind[n_local] = <uint8_t>kind             # <<<<<<<<<<<<<<
- *                 n_local += 1
- *     return n_fwd, n_local
-*/
-            __pyx_t_9 = __pyx_v_n_local;
-            *((uint8_t *) ( /* dim=0 */ ((char *) (((uint8_t *) __pyx_v_local_kind.data) + __pyx_t_9)) )) = ((uint8_t)__pyx_v_kind);
-
-            /* "katzenpost/_core/classify.pyx":206
- *                 local_rows[n_local] = <int32_t>i
- *                 local_kind[n_local] = <uint8_t>kind
- *                 n_local += 1             # <<<<<<<<<<<<<<
- *     return n_fwd, n_local
-*/
-            __pyx_v_n_local = (__pyx_v_n_local + 1);
-
-            /* "katzenpost/_core/classify.pyx":203
- *             if reason != NO_DROP:
- *                 drop_counts[reason] += 1
- *             elif kind >= 0:             # <<<<<<<<<<<<<<
- *                 local_rows[n_local] = <int32_t>i
- *                 local_kind[n_local] = <uint8_t>kind
-*/
-          }
-          __pyx_L36:;
-        }
-
+ *         classify_rows(&a, &o, n)             # <<<<<<<<<<<<<<
+ *     return o.n_fwd, o.n_local
+ * 
+*/
+        __pyx_f_10katzenpost_5_core_8classify_classify_rows((&__pyx_v_a), (&__pyx_v_o), __pyx_v_n);
       }
 
-      /* "katzenpost/_core/classify.pyx":139
- *     if n_endpoints and endpoint_ids.shape[1] != RECIPIENT_LEN:
- *         raise ValueError("classify: endpoint table must be uint8[E, 64]")
+      /* "katzenpost/_core/classify.pyx":279
+ *     o.local_kind = &local_kind[0]
+ *     o.row_reason = &row_reason[0]
  *     with nogil:             # <<<<<<<<<<<<<<
- *         for i in range(n):
- *             reason = NO_DROP
+ *         classify_rows(&a, &o, n)
+ *     return o.n_fwd, o.n_local
 */
       /*finally:*/ {
         /*normal exit:*/{
           __Pyx_FastGIL_Forget();
           PyEval_RestoreThread(_save);
-          goto __pyx_L20;
+          goto __pyx_L18;
         }
-        __pyx_L19_error: {
-          __Pyx_FastGIL_Forget();
-          PyEval_RestoreThread(_save);
-          goto __pyx_L1_error;
-        }
-        __pyx_L20:;
+        __pyx_L18:;
       }
   }
 
-  /* "katzenpost/_core/classify.pyx":207
- *                 local_kind[n_local] = <uint8_t>kind
- *                 n_local += 1
- *     return n_fwd, n_local             # <<<<<<<<<<<<<<
+  /* "katzenpost/_core/classify.pyx":281
+ *     with nogil:
+ *         classify_rows(&a, &o, n)
+ *     return o.n_fwd, o.n_local             # <<<<<<<<<<<<<<
+ * 
+ * 
 */
-  __pyx_t_25 = PyLong_FromSsize_t(__pyx_v_n_fwd); if (unlikely(!__pyx_t_25)) __PYX_ERR(0, 207, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_25);
-  __pyx_t_23 = PyLong_FromSsize_t(__pyx_v_n_local); if (unlikely(!__pyx_t_23)) __PYX_ERR(0, 207, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_23);
-  __pyx_t_1 = PyTuple_New(2); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 207, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_1);
-  __Pyx_GIVEREF(__pyx_t_25);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 0, __pyx_t_25) != (0)) __PYX_ERR(0, 207, __pyx_L1_error);
-  __Pyx_GIVEREF(__pyx_t_23);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 1, __pyx_t_23) != (0)) __PYX_ERR(0, 207, __pyx_L1_error);
-  __pyx_t_25 = 0;
-  __pyx_t_23 = 0;
+  __pyx_t_12 = PyLong_FromSsize_t(__pyx_v_o.n_fwd); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 281, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_12);
+  __pyx_t_10 = PyLong_FromSsize_t(__pyx_v_o.n_local); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 281, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_10);
+  __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 281, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_3);
+  __Pyx_GIVEREF(__pyx_t_12);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_t_12) != (0)) __PYX_ERR(0, 281, __pyx_L1_error);
+  __Pyx_GIVEREF(__pyx_t_10);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_t_10) != (0)) __PYX_ERR(0, 281, __pyx_L1_error);
+  __pyx_t_12 = 0;
+  __pyx_t_10 = 0;
   {
     PyObject *__pyx_temp;
     {
       __pyx_temp = __pyx_r;
-      __pyx_r = __pyx_t_1;
+      __pyx_r = __pyx_t_3;
     }
     __Pyx_XDECREF(__pyx_temp);
   }
-  __pyx_t_1 = 0;
+  __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "katzenpost/_core/classify.pyx":102
+  /* "katzenpost/_core/classify.pyx":231
  * 
  * 
  * def classify_batch(result, Py_ssize_t n, const int64_t[::1] recv_at_ns, const uint8_t[::1] from_client,             # <<<<<<<<<<<<<<
@@ -20720,38 +21414,19 @@ static PyObject *__pyx_pf_10katzenpost_5_core_8classify_2classify_batch(CYTHON_U
 
   /* function exit code */
   __pyx_L1_error:;
-  __Pyx_XDECREF(__pyx_t_1);
-  __PYX_XCLEAR_MEMVIEW(&__pyx_t_2, 1);
-  __PYX_XCLEAR_MEMVIEW(&__pyx_t_3, 1);
-  __PYX_XCLEAR_MEMVIEW(&__pyx_t_4, 1);
-  __PYX_XCLEAR_MEMVIEW(&__pyx_t_5, 1);
-  __PYX_XCLEAR_MEMVIEW(&__pyx_t_6, 1);
-  __Pyx_XDECREF(__pyx_t_13);
-  __Pyx_XDECREF(__pyx_t_14);
-  __Pyx_XDECREF(__pyx_t_15);
-  __Pyx_XDECREF(__pyx_t_19);
-  __Pyx_XDECREF(__pyx_t_21);
-  __Pyx_XDECREF(__pyx_t_22);
-  __Pyx_XDECREF(__pyx_t_23);
-  __Pyx_XDECREF(__pyx_t_24);
-  __Pyx_XDECREF(__pyx_t_25);
+  __Pyx_XDECREF(__pyx_t_3);
+  __Pyx_XDECREF(__pyx_t_4);
+  __Pyx_XDECREF(__pyx_t_5);
+  __Pyx_XDECREF(__pyx_t_6);
+  __Pyx_XDECREF(__pyx_t_7);
+  __Pyx_XDECREF(__pyx_t_8);
+  __Pyx_XDECREF(__pyx_t_9);
+  __Pyx_XDECREF(__pyx_t_10);
+  __Pyx_XDECREF(__pyx_t_11);
+  __Pyx_XDECREF(__pyx_t_12);
   __Pyx_AddTraceback("katzenpost._core.classify.classify_batch", __pyx_clineno, __pyx_lineno, __pyx_filename);
   __pyx_r = NULL;
   __pyx_L0:;
-  __PYX_XCLEAR_MEMVIEW(&__pyx_v_status, 1);
-  __PYX_XCLEAR_MEMVIEW(&__pyx_v_flags, 1);
-  __PYX_XCLEAR_MEMVIEW(&__pyx_v_delay_ms, 1);
-  __PYX_XCLEAR_MEMVIEW(&__pyx_v_next_hop, 1);
-  __PYX_XCLEAR_MEMVIEW(&__pyx_v_recipient, 1);
-
-
-
-
-
-
-
-
-
 
 
 
@@ -20762,7 +21437,3593 @@ static PyObject *__pyx_pf_10katzenpost_5_core_8classify_2classify_batch(CYTHON_U
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
+
+/* "katzenpost/_core/classify.pyx":301
+ *     cdef uint8_t[::1] seen_view
+ * 
+ *     def __init__(self, result, int64_t[::1] drop_counts, bint is_provider):             # <<<<<<<<<<<<<<
+ *         import numpy as np
+ *         cdef Py_ssize_t cap = len(result.status)
+*/
+
+/* Python wrapper */
+static int __pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_1__init__(PyObject *__pyx_v_self, 
+#if CYTHON_VECTORCALL_TPNEW
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+); /*proto*/
+static int __pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_1__init__(PyObject *__pyx_v_self, 
+#if CYTHON_VECTORCALL_TPNEW
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+) {
+  PyObject *__pyx_v_result = 0;
+  __Pyx_memviewslice __pyx_v_drop_counts = { 0, 0, { 0 }, { 0 }, { 0 } };
+  int __pyx_v_is_provider;
+  #if !CYTHON_VECTORCALL_TPNEW
+  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
+  #endif
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject* values[3] = {0,0,0};
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  int __pyx_r;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("__init__ (wrapper)", 0);
+  #if !CYTHON_VECTORCALL_TPNEW
+  #if CYTHON_ASSUME_SAFE_SIZE
+  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
+  #else
+  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return -1;
+  #endif
+  #endif
+  __pyx_kwvalues = __Pyx_KwValues_FASTCALL_TPNEW(__pyx_args, __pyx_nargs);
+  {
+    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_result,&__pyx_mstate_global->__pyx_n_u_drop_counts,&__pyx_mstate_global->__pyx_n_u_is_provider,0};
+    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL_TPNEW(__pyx_kwds) : 0;
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 301, __pyx_L3_error)
+    if (__pyx_kwds_len > 0) {
+      switch (__pyx_nargs) {
+        case  3:
+        values[2] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 2);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 301, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  2:
+        values[1] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 1);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 301, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  1:
+        values[0] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 301, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  0: break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      const Py_ssize_t kwd_pos_args = __pyx_nargs;
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__init__", 0) < (0)) __PYX_ERR(0, 301, __pyx_L3_error)
+      for (Py_ssize_t i = __pyx_nargs; i < 3; i++) {
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__init__", 1, 3, 3, i); __PYX_ERR(0, 301, __pyx_L3_error) }
+      }
+    } else if (unlikely(__pyx_nargs != 3)) {
+      goto __pyx_L5_argtuple_error;
+    } else {
+      values[0] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 0);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 301, __pyx_L3_error)
+      values[1] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 1);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 301, __pyx_L3_error)
+      values[2] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 2);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 301, __pyx_L3_error)
+    }
+    __pyx_v_result = values[0];
+    __pyx_v_drop_counts = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_int64_t(values[1], PyBUF_WRITABLE); if (unlikely(!__pyx_v_drop_counts.memview)) __PYX_ERR(0, 301, __pyx_L3_error)
+    __pyx_v_is_provider = __Pyx_PyObject_IsTrue(values[2]); if (unlikely((__pyx_v_is_provider == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 301, __pyx_L3_error)
+  }
+  goto __pyx_L6_skip;
+  __pyx_L5_argtuple_error:;
+  __Pyx_RaiseArgtupleInvalid("__init__", 1, 3, 3, __pyx_nargs); __PYX_ERR(0, 301, __pyx_L3_error)
+  __pyx_L6_skip:;
+  goto __pyx_L4_argument_unpacking_done;
+  __pyx_L3_error:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_drop_counts, 1);
+  __Pyx_AddTraceback("katzenpost._core.classify.BatchClassifier.__init__", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __Pyx_RefNannyFinishContext();
+  return -1;
+  __pyx_L4_argument_unpacking_done:;
+  __pyx_r = __pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier___init__(((struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *)__pyx_v_self), __pyx_v_result, __pyx_v_drop_counts, __pyx_v_is_provider);
+
+  /* function exit code */
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_drop_counts, 1);
+
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static int __pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier___init__(struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self, PyObject *__pyx_v_result, __Pyx_memviewslice __pyx_v_drop_counts, int __pyx_v_is_provider) {
+  PyObject *__pyx_v_np = NULL;
+  Py_ssize_t __pyx_v_cap;
+  __Pyx_memviewslice __pyx_v_dc = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_fr = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_fd = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_fh = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_lr = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_lk = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_rr = { 0, 0, { 0 }, { 0 }, { 0 } };
+  int __pyx_r;
+  __Pyx_RefNannyDeclarations
+  PyObject *__pyx_t_1 = NULL;
+  PyObject *__pyx_t_2 = NULL;
+  Py_ssize_t __pyx_t_3;
+  int __pyx_t_4;
+  PyObject *__pyx_t_5 = NULL;
+  PyObject *__pyx_t_6 = NULL;
+  PyObject *__pyx_t_7[3];
+  int __pyx_t_8;
+  PyObject *__pyx_t_9 = NULL;
+  size_t __pyx_t_10;
+  __Pyx_memviewslice __pyx_t_11 = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_t_12 = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_t_13 = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_t_14 = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_t_15 = { 0, 0, { 0 }, { 0 }, { 0 } };
+  Py_ssize_t __pyx_t_16;
+  PyObject *__pyx_t_17 = NULL;
+  PyObject *__pyx_t_18 = NULL;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("__init__", 0);
+
+  /* "katzenpost/_core/classify.pyx":302
+ * 
+ *     def __init__(self, result, int64_t[::1] drop_counts, bint is_provider):
+ *         import numpy as np             # <<<<<<<<<<<<<<
+ *         cdef Py_ssize_t cap = len(result.status)
+ *         if drop_counts.shape[0] < R_COUNT:
+*/
+  __pyx_t_2 = __Pyx_Import(__pyx_mstate_global->__pyx_n_u_numpy, 0, 0, NULL, 0); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 302, __pyx_L1_error)
+  __pyx_t_1 = __pyx_t_2;
+  __Pyx_GOTREF(__pyx_t_1);
+  __pyx_v_np = __pyx_t_1;
+  __pyx_t_1 = 0;
+
+  /* "katzenpost/_core/classify.pyx":303
+ *     def __init__(self, result, int64_t[::1] drop_counts, bint is_provider):
+ *         import numpy as np
+ *         cdef Py_ssize_t cap = len(result.status)             # <<<<<<<<<<<<<<
+ *         if drop_counts.shape[0] < R_COUNT:
+ *             raise ValueError(f"classify: drop_counts needs {R_COUNT} slots")
+*/
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_result, __pyx_mstate_global->__pyx_n_u_status); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 303, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
+  __pyx_t_3 = PyObject_Length(__pyx_t_1); if (unlikely(__pyx_t_3 == ((Py_ssize_t)-1))) __PYX_ERR(0, 303, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  __pyx_v_cap = __pyx_t_3;
+
+  /* "katzenpost/_core/classify.pyx":304
+ *         import numpy as np
+ *         cdef Py_ssize_t cap = len(result.status)
+ *         if drop_counts.shape[0] < R_COUNT:             # <<<<<<<<<<<<<<
+ *             raise ValueError(f"classify: drop_counts needs {R_COUNT} slots")
+ *         fill_rows_in(&self.a, result, cap)
+*/
+  __pyx_t_4 = ((__pyx_v_drop_counts.shape[0]) < __pyx_e_10katzenpost_5_core_8classify_R_COUNT);
+
+  if (unlikely(__pyx_t_4)) {
+
+
+    /* "katzenpost/_core/classify.pyx":305
+ *         cdef Py_ssize_t cap = len(result.status)
+ *         if drop_counts.shape[0] < R_COUNT:
+ *             raise ValueError(f"classify: drop_counts needs {R_COUNT} slots")             # <<<<<<<<<<<<<<
+ *         fill_rows_in(&self.a, result, cap)
+ *         self.capacity = cap
+*/
+    __pyx_t_5 = NULL;
+    __pyx_t_6 = __Pyx_PyUnicode_From___pyx_anon_enum(__pyx_e_10katzenpost_5_core_8classify_R_COUNT, 0, ' ', 'd'); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 305, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_6);
+    __pyx_t_7[0] = __pyx_mstate_global->__pyx_kp_u_classify_drop_counts_needs;
+    __pyx_t_7[1] = __pyx_t_6;
+    __pyx_t_7[2] = __pyx_mstate_global->__pyx_kp_u_slots;
+    __pyx_t_3 = 34;
+    #if __Pyx_PyUnicode_Join_CAN_USE_KIND_AND_LENGTH
+    __pyx_t_3 += __Pyx_PyUnicode_GET_LENGTH(__pyx_t_7[1]);
+    #endif
+    __pyx_t_8 = 0;
+    __pyx_t_9 = __Pyx_PyUnicode_Join(__pyx_t_7, 3, __pyx_t_3, __pyx_t_8);
+    if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 305, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_9);
+    __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
+    __pyx_t_10 = 1;
+    {
+      PyObject *__pyx_callargs[2] = {__pyx_t_5, __pyx_t_9};
+      __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+      __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
+      __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 305, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_1);
+    }
+    __Pyx_Raise(__pyx_t_1, 0, 0, 0);
+    __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+    __PYX_ERR(0, 305, __pyx_L1_error)
+
+    /* "katzenpost/_core/classify.pyx":304
+ *         import numpy as np
+ *         cdef Py_ssize_t cap = len(result.status)
+ *         if drop_counts.shape[0] < R_COUNT:             # <<<<<<<<<<<<<<
+ *             raise ValueError(f"classify: drop_counts needs {R_COUNT} slots")
+ *         fill_rows_in(&self.a, result, cap)
+*/
+  }
+
+  /* "katzenpost/_core/classify.pyx":306
+ *         if drop_counts.shape[0] < R_COUNT:
+ *             raise ValueError(f"classify: drop_counts needs {R_COUNT} slots")
+ *         fill_rows_in(&self.a, result, cap)             # <<<<<<<<<<<<<<
+ *         self.capacity = cap
+ *         self.result = result                         # keeps the arrays behind the pointers alive
+*/
+  __pyx_t_8 = __pyx_f_10katzenpost_5_core_8classify_fill_rows_in((&__pyx_v_self->a), __pyx_v_result, __pyx_v_cap); if (unlikely(__pyx_t_8 == ((int)-1))) __PYX_ERR(0, 306, __pyx_L1_error)
+
+
+  /* "katzenpost/_core/classify.pyx":307
+ *             raise ValueError(f"classify: drop_counts needs {R_COUNT} slots")
+ *         fill_rows_in(&self.a, result, cap)
+ *         self.capacity = cap             # <<<<<<<<<<<<<<
+ *         self.result = result                         # keeps the arrays behind the pointers alive
+ *         self.key_index = result.key_index
+*/
+  __pyx_v_self->capacity = __pyx_v_cap;
+
+  /* "katzenpost/_core/classify.pyx":308
+ *         fill_rows_in(&self.a, result, cap)
+ *         self.capacity = cap
+ *         self.result = result                         # keeps the arrays behind the pointers alive             # <<<<<<<<<<<<<<
+ *         self.key_index = result.key_index
+ *         if self.key_index.shape[0] < cap:
+*/
+  __Pyx_INCREF(__pyx_v_result);
+  __Pyx_GIVEREF(__pyx_v_result);
+  __Pyx_GOTREF(__pyx_v_self->result);
+  __Pyx_DECREF_SET(__pyx_v_self->result, __pyx_v_result);
+
+  /* "katzenpost/_core/classify.pyx":309
+ *         self.capacity = cap
+ *         self.result = result                         # keeps the arrays behind the pointers alive
+ *         self.key_index = result.key_index             # <<<<<<<<<<<<<<
+ *         if self.key_index.shape[0] < cap:
+ *             raise ValueError("classify: result key_index shorter than status")
+*/
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_result, __pyx_mstate_global->__pyx_n_u_key_index); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 309, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_int8_t__const__(__pyx_t_1, 0); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(0, 309, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_self->key_index, 0);
+  __pyx_v_self->key_index = __pyx_t_11;
+  __pyx_t_11.memview = NULL;
+  __pyx_t_11.data = NULL;
+
+  /* "katzenpost/_core/classify.pyx":310
+ *         self.result = result                         # keeps the arrays behind the pointers alive
+ *         self.key_index = result.key_index
+ *         if self.key_index.shape[0] < cap:             # <<<<<<<<<<<<<<
+ *             raise ValueError("classify: result key_index shorter than status")
+ *         self.drop_counts = drop_counts.base if drop_counts.base is not None else drop_counts
+*/
+  __pyx_t_4 = ((__pyx_v_self->key_index.shape[0]) < __pyx_v_cap);
+
+  if (unlikely(__pyx_t_4)) {
+
+
+    /* "katzenpost/_core/classify.pyx":311
+ *         self.key_index = result.key_index
+ *         if self.key_index.shape[0] < cap:
+ *             raise ValueError("classify: result key_index shorter than status")             # <<<<<<<<<<<<<<
+ *         self.drop_counts = drop_counts.base if drop_counts.base is not None else drop_counts
+ *         self.fwd_rows = np.zeros(cap, np.int32)
+*/
+    __pyx_t_9 = NULL;
+    __pyx_t_10 = 1;
+    {
+      PyObject *__pyx_callargs[2] = {__pyx_t_9, __pyx_mstate_global->__pyx_kp_u_classify_result_key_index_shorte};
+      __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+      __Pyx_XDECREF(__pyx_t_9); __pyx_t_9 = 0;
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 311, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_1);
+    }
+    __Pyx_Raise(__pyx_t_1, 0, 0, 0);
+    __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+    __PYX_ERR(0, 311, __pyx_L1_error)
+
+    /* "katzenpost/_core/classify.pyx":310
+ *         self.result = result                         # keeps the arrays behind the pointers alive
+ *         self.key_index = result.key_index
+ *         if self.key_index.shape[0] < cap:             # <<<<<<<<<<<<<<
+ *             raise ValueError("classify: result key_index shorter than status")
+ *         self.drop_counts = drop_counts.base if drop_counts.base is not None else drop_counts
+*/
+  }
+
+  /* "katzenpost/_core/classify.pyx":312
+ *         if self.key_index.shape[0] < cap:
+ *             raise ValueError("classify: result key_index shorter than status")
+ *         self.drop_counts = drop_counts.base if drop_counts.base is not None else drop_counts             # <<<<<<<<<<<<<<
+ *         self.fwd_rows = np.zeros(cap, np.int32)
+ *         self.fwd_deadline_ms = np.zeros(cap, np.int64)
+*/
+  __pyx_t_9 = __pyx_memoryview_fromslice(__pyx_v_drop_counts, 1, (PyObject *(*)(char *)) __pyx_memview_get_nn_int64_t, (int (*)(char *, PyObject *)) __pyx_memview_set_nn_int64_t, 0);; if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 312, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_9);
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_base); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 312, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
+  __pyx_t_4 = (__pyx_t_5 != Py_None);
+  __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
+  if (__pyx_t_4) {
+    __pyx_t_5 = __pyx_memoryview_fromslice(__pyx_v_drop_counts, 1, (PyObject *(*)(char *)) __pyx_memview_get_nn_int64_t, (int (*)(char *, PyObject *)) __pyx_memview_set_nn_int64_t, 0);; if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 312, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_5);
+    __pyx_t_9 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_base); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 312, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_9);
+    __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
+    __pyx_t_1 = __pyx_t_9;
+    __pyx_t_9 = 0;
+  } else {
+    __pyx_t_9 = __pyx_memoryview_fromslice(__pyx_v_drop_counts, 1, (PyObject *(*)(char *)) __pyx_memview_get_nn_int64_t, (int (*)(char *, PyObject *)) __pyx_memview_set_nn_int64_t, 0);; if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 312, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_9);
+    __pyx_t_1 = __pyx_t_9;
+    __pyx_t_9 = 0;
+  }
+
+  __Pyx_GIVEREF(__pyx_t_1);
+  __Pyx_GOTREF(__pyx_v_self->drop_counts);
+  __Pyx_DECREF_SET(__pyx_v_self->drop_counts, __pyx_t_1);
+  __pyx_t_1 = 0;
+
+  /* "katzenpost/_core/classify.pyx":313
+ *             raise ValueError("classify: result key_index shorter than status")
+ *         self.drop_counts = drop_counts.base if drop_counts.base is not None else drop_counts
+ *         self.fwd_rows = np.zeros(cap, np.int32)             # <<<<<<<<<<<<<<
+ *         self.fwd_deadline_ms = np.zeros(cap, np.int64)
+ *         self.fwd_hop = np.zeros(cap, np.int32)
+*/
+  __pyx_t_9 = __pyx_v_np;
+  __Pyx_INCREF(__pyx_t_9);
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_cap); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 313, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_np, __pyx_mstate_global->__pyx_n_u_int32); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 313, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_6);
+  __pyx_t_10 = 0;
+  {
+    PyObject *__pyx_callargs[3] = {__pyx_t_9, __pyx_t_5, __pyx_t_6};
+    __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_zeros, __pyx_callargs+__pyx_t_10, (3-__pyx_t_10) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+    __Pyx_XDECREF(__pyx_t_9); __pyx_t_9 = 0;
+    __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
+    __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 313, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_1);
+  }
+  __Pyx_GIVEREF(__pyx_t_1);
+  __Pyx_GOTREF(__pyx_v_self->fwd_rows);
+  __Pyx_DECREF_SET(__pyx_v_self->fwd_rows, __pyx_t_1);
+  __pyx_t_1 = 0;
+
+  /* "katzenpost/_core/classify.pyx":314
+ *         self.drop_counts = drop_counts.base if drop_counts.base is not None else drop_counts
+ *         self.fwd_rows = np.zeros(cap, np.int32)
+ *         self.fwd_deadline_ms = np.zeros(cap, np.int64)             # <<<<<<<<<<<<<<
+ *         self.fwd_hop = np.zeros(cap, np.int32)
+ *         self.local_rows = np.zeros(cap, np.int32)
+*/
+  __pyx_t_6 = __pyx_v_np;
+  __Pyx_INCREF(__pyx_t_6);
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_cap); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 314, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  __pyx_t_9 = __Pyx_PyObject_GetAttrStr(__pyx_v_np, __pyx_mstate_global->__pyx_n_u_int64); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 314, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_9);
+  __pyx_t_10 = 0;
+  {
+    PyObject *__pyx_callargs[3] = {__pyx_t_6, __pyx_t_5, __pyx_t_9};
+    __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_zeros, __pyx_callargs+__pyx_t_10, (3-__pyx_t_10) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+    __Pyx_XDECREF(__pyx_t_6); __pyx_t_6 = 0;
+    __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
+    __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 314, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_1);
+  }
+  __Pyx_GIVEREF(__pyx_t_1);
+  __Pyx_GOTREF(__pyx_v_self->fwd_deadline_ms);
+  __Pyx_DECREF_SET(__pyx_v_self->fwd_deadline_ms, __pyx_t_1);
+  __pyx_t_1 = 0;
+
+  /* "katzenpost/_core/classify.pyx":315
+ *         self.fwd_rows = np.zeros(cap, np.int32)
+ *         self.fwd_deadline_ms = np.zeros(cap, np.int64)
+ *         self.fwd_hop = np.zeros(cap, np.int32)             # <<<<<<<<<<<<<<
+ *         self.local_rows = np.zeros(cap, np.int32)
+ *         self.local_kind = np.zeros(cap, np.uint8)
+*/
+  __pyx_t_9 = __pyx_v_np;
+  __Pyx_INCREF(__pyx_t_9);
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_cap); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 315, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_np, __pyx_mstate_global->__pyx_n_u_int32); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 315, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_6);
+  __pyx_t_10 = 0;
+  {
+    PyObject *__pyx_callargs[3] = {__pyx_t_9, __pyx_t_5, __pyx_t_6};
+    __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_zeros, __pyx_callargs+__pyx_t_10, (3-__pyx_t_10) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+    __Pyx_XDECREF(__pyx_t_9); __pyx_t_9 = 0;
+    __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
+    __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 315, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_1);
+  }
+  __Pyx_GIVEREF(__pyx_t_1);
+  __Pyx_GOTREF(__pyx_v_self->fwd_hop);
+  __Pyx_DECREF_SET(__pyx_v_self->fwd_hop, __pyx_t_1);
+  __pyx_t_1 = 0;
+
+  /* "katzenpost/_core/classify.pyx":316
+ *         self.fwd_deadline_ms = np.zeros(cap, np.int64)
+ *         self.fwd_hop = np.zeros(cap, np.int32)
+ *         self.local_rows = np.zeros(cap, np.int32)             # <<<<<<<<<<<<<<
+ *         self.local_kind = np.zeros(cap, np.uint8)
+ *         self.row_reason = np.zeros(cap, np.uint8)
+*/
+  __pyx_t_6 = __pyx_v_np;
+  __Pyx_INCREF(__pyx_t_6);
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_cap); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 316, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  __pyx_t_9 = __Pyx_PyObject_GetAttrStr(__pyx_v_np, __pyx_mstate_global->__pyx_n_u_int32); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 316, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_9);
+  __pyx_t_10 = 0;
+  {
+    PyObject *__pyx_callargs[3] = {__pyx_t_6, __pyx_t_5, __pyx_t_9};
+    __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_zeros, __pyx_callargs+__pyx_t_10, (3-__pyx_t_10) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+    __Pyx_XDECREF(__pyx_t_6); __pyx_t_6 = 0;
+    __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
+    __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 316, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_1);
+  }
+  __Pyx_GIVEREF(__pyx_t_1);
+  __Pyx_GOTREF(__pyx_v_self->local_rows);
+  __Pyx_DECREF_SET(__pyx_v_self->local_rows, __pyx_t_1);
+  __pyx_t_1 = 0;
+
+  /* "katzenpost/_core/classify.pyx":317
+ *         self.fwd_hop = np.zeros(cap, np.int32)
+ *         self.local_rows = np.zeros(cap, np.int32)
+ *         self.local_kind = np.zeros(cap, np.uint8)             # <<<<<<<<<<<<<<
+ *         self.row_reason = np.zeros(cap, np.uint8)
+ *         self.masks = np.zeros((3, cap), np.uint8)
+*/
+  __pyx_t_9 = __pyx_v_np;
+  __Pyx_INCREF(__pyx_t_9);
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_cap); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 317, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_np, __pyx_mstate_global->__pyx_n_u_uint8); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 317, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_6);
+  __pyx_t_10 = 0;
+  {
+    PyObject *__pyx_callargs[3] = {__pyx_t_9, __pyx_t_5, __pyx_t_6};
+    __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_zeros, __pyx_callargs+__pyx_t_10, (3-__pyx_t_10) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+    __Pyx_XDECREF(__pyx_t_9); __pyx_t_9 = 0;
+    __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
+    __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 317, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_1);
+  }
+  __Pyx_GIVEREF(__pyx_t_1);
+  __Pyx_GOTREF(__pyx_v_self->local_kind);
+  __Pyx_DECREF_SET(__pyx_v_self->local_kind, __pyx_t_1);
+  __pyx_t_1 = 0;
+
+  /* "katzenpost/_core/classify.pyx":318
+ *         self.local_rows = np.zeros(cap, np.int32)
+ *         self.local_kind = np.zeros(cap, np.uint8)
+ *         self.row_reason = np.zeros(cap, np.uint8)             # <<<<<<<<<<<<<<
+ *         self.masks = np.zeros((3, cap), np.uint8)
+ *         self.seen = np.zeros(cap, np.uint8)
+*/
+  __pyx_t_6 = __pyx_v_np;
+  __Pyx_INCREF(__pyx_t_6);
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_cap); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 318, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  __pyx_t_9 = __Pyx_PyObject_GetAttrStr(__pyx_v_np, __pyx_mstate_global->__pyx_n_u_uint8); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 318, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_9);
+  __pyx_t_10 = 0;
+  {
+    PyObject *__pyx_callargs[3] = {__pyx_t_6, __pyx_t_5, __pyx_t_9};
+    __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_zeros, __pyx_callargs+__pyx_t_10, (3-__pyx_t_10) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+    __Pyx_XDECREF(__pyx_t_6); __pyx_t_6 = 0;
+    __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
+    __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 318, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_1);
+  }
+  __Pyx_GIVEREF(__pyx_t_1);
+  __Pyx_GOTREF(__pyx_v_self->row_reason);
+  __Pyx_DECREF_SET(__pyx_v_self->row_reason, __pyx_t_1);
+  __pyx_t_1 = 0;
+
+  /* "katzenpost/_core/classify.pyx":319
+ *         self.local_kind = np.zeros(cap, np.uint8)
+ *         self.row_reason = np.zeros(cap, np.uint8)
+ *         self.masks = np.zeros((3, cap), np.uint8)             # <<<<<<<<<<<<<<
+ *         self.seen = np.zeros(cap, np.uint8)
+ *         self.mask_view = self.masks
+*/
+  __pyx_t_9 = __pyx_v_np;
+  __Pyx_INCREF(__pyx_t_9);
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_cap); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 319, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  __pyx_t_6 = PyTuple_New(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 319, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_6);
+  __Pyx_INCREF(__pyx_mstate_global->__pyx_int_3);
+  __Pyx_GIVEREF(__pyx_mstate_global->__pyx_int_3);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_mstate_global->__pyx_int_3) != (0)) __PYX_ERR(0, 319, __pyx_L1_error);
+  __Pyx_GIVEREF(__pyx_t_5);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_5) != (0)) __PYX_ERR(0, 319, __pyx_L1_error);
+  __pyx_t_5 = 0;
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_np, __pyx_mstate_global->__pyx_n_u_uint8); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 319, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  __pyx_t_10 = 0;
+  {
+    PyObject *__pyx_callargs[3] = {__pyx_t_9, __pyx_t_6, __pyx_t_5};
+    __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_zeros, __pyx_callargs+__pyx_t_10, (3-__pyx_t_10) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+    __Pyx_XDECREF(__pyx_t_9); __pyx_t_9 = 0;
+    __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
+    __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 319, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_1);
+  }
+  __Pyx_GIVEREF(__pyx_t_1);
+  __Pyx_GOTREF(__pyx_v_self->masks);
+  __Pyx_DECREF_SET(__pyx_v_self->masks, __pyx_t_1);
+  __pyx_t_1 = 0;
+
+  /* "katzenpost/_core/classify.pyx":320
+ *         self.row_reason = np.zeros(cap, np.uint8)
+ *         self.masks = np.zeros((3, cap), np.uint8)
+ *         self.seen = np.zeros(cap, np.uint8)             # <<<<<<<<<<<<<<
+ *         self.mask_view = self.masks
+ *         self.seen_view = self.seen
+*/
+  __pyx_t_5 = __pyx_v_np;
+  __Pyx_INCREF(__pyx_t_5);
+  __pyx_t_6 = PyLong_FromSsize_t(__pyx_v_cap); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 320, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_6);
+  __pyx_t_9 = __Pyx_PyObject_GetAttrStr(__pyx_v_np, __pyx_mstate_global->__pyx_n_u_uint8); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 320, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_9);
+  __pyx_t_10 = 0;
+  {
+    PyObject *__pyx_callargs[3] = {__pyx_t_5, __pyx_t_6, __pyx_t_9};
+    __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_zeros, __pyx_callargs+__pyx_t_10, (3-__pyx_t_10) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+    __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
+    __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
+    __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 320, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_1);
+  }
+  __Pyx_GIVEREF(__pyx_t_1);
+  __Pyx_GOTREF(__pyx_v_self->seen);
+  __Pyx_DECREF_SET(__pyx_v_self->seen, __pyx_t_1);
+  __pyx_t_1 = 0;
+
+  /* "katzenpost/_core/classify.pyx":321
+ *         self.masks = np.zeros((3, cap), np.uint8)
+ *         self.seen = np.zeros(cap, np.uint8)
+ *         self.mask_view = self.masks             # <<<<<<<<<<<<<<
+ *         self.seen_view = self.seen
+ *         cdef int64_t[::1] dc = drop_counts
+*/
+  __pyx_t_12 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_nn_uint8_t(__pyx_v_self->masks, PyBUF_WRITABLE); if (unlikely(!__pyx_t_12.memview)) __PYX_ERR(0, 321, __pyx_L1_error)
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_self->mask_view, 0);
+  __pyx_v_self->mask_view = __pyx_t_12;
+  __pyx_t_12.memview = NULL;
+  __pyx_t_12.data = NULL;
+
+  /* "katzenpost/_core/classify.pyx":322
+ *         self.seen = np.zeros(cap, np.uint8)
+ *         self.mask_view = self.masks
+ *         self.seen_view = self.seen             # <<<<<<<<<<<<<<
+ *         cdef int64_t[::1] dc = drop_counts
+ *         cdef int32_t[::1] fr = self.fwd_rows
+*/
+  __pyx_t_13 = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_uint8_t(__pyx_v_self->seen, PyBUF_WRITABLE); if (unlikely(!__pyx_t_13.memview)) __PYX_ERR(0, 322, __pyx_L1_error)
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_self->seen_view, 0);
+  __pyx_v_self->seen_view = __pyx_t_13;
+  __pyx_t_13.memview = NULL;
+  __pyx_t_13.data = NULL;
+
+  /* "katzenpost/_core/classify.pyx":323
+ *         self.mask_view = self.masks
+ *         self.seen_view = self.seen
+ *         cdef int64_t[::1] dc = drop_counts             # <<<<<<<<<<<<<<
+ *         cdef int32_t[::1] fr = self.fwd_rows
+ *         cdef int64_t[::1] fd = self.fwd_deadline_ms
+*/
+  __PYX_INC_MEMVIEW(&__pyx_v_drop_counts, 1);
+  __pyx_v_dc = __pyx_v_drop_counts;
+
+  /* "katzenpost/_core/classify.pyx":324
+ *         self.seen_view = self.seen
+ *         cdef int64_t[::1] dc = drop_counts
+ *         cdef int32_t[::1] fr = self.fwd_rows             # <<<<<<<<<<<<<<
+ *         cdef int64_t[::1] fd = self.fwd_deadline_ms
+ *         cdef int32_t[::1] fh = self.fwd_hop
+*/
+  __pyx_t_14 = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_int32_t(__pyx_v_self->fwd_rows, PyBUF_WRITABLE); if (unlikely(!__pyx_t_14.memview)) __PYX_ERR(0, 324, __pyx_L1_error)
+  __pyx_v_fr = __pyx_t_14;
+  __pyx_t_14.memview = NULL;
+  __pyx_t_14.data = NULL;
+
+  /* "katzenpost/_core/classify.pyx":325
+ *         cdef int64_t[::1] dc = drop_counts
+ *         cdef int32_t[::1] fr = self.fwd_rows
+ *         cdef int64_t[::1] fd = self.fwd_deadline_ms             # <<<<<<<<<<<<<<
+ *         cdef int32_t[::1] fh = self.fwd_hop
+ *         cdef int32_t[::1] lr = self.local_rows
+*/
+  __pyx_t_15 = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_int64_t(__pyx_v_self->fwd_deadline_ms, PyBUF_WRITABLE); if (unlikely(!__pyx_t_15.memview)) __PYX_ERR(0, 325, __pyx_L1_error)
+  __pyx_v_fd = __pyx_t_15;
+  __pyx_t_15.memview = NULL;
+  __pyx_t_15.data = NULL;
+
+  /* "katzenpost/_core/classify.pyx":326
+ *         cdef int32_t[::1] fr = self.fwd_rows
+ *         cdef int64_t[::1] fd = self.fwd_deadline_ms
+ *         cdef int32_t[::1] fh = self.fwd_hop             # <<<<<<<<<<<<<<
+ *         cdef int32_t[::1] lr = self.local_rows
+ *         cdef uint8_t[::1] lk = self.local_kind
+*/
+  __pyx_t_14 = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_int32_t(__pyx_v_self->fwd_hop, PyBUF_WRITABLE); if (unlikely(!__pyx_t_14.memview)) __PYX_ERR(0, 326, __pyx_L1_error)
+  __pyx_v_fh = __pyx_t_14;
+  __pyx_t_14.memview = NULL;
+  __pyx_t_14.data = NULL;
+
+  /* "katzenpost/_core/classify.pyx":327
+ *         cdef int64_t[::1] fd = self.fwd_deadline_ms
+ *         cdef int32_t[::1] fh = self.fwd_hop
+ *         cdef int32_t[::1] lr = self.local_rows             # <<<<<<<<<<<<<<
+ *         cdef uint8_t[::1] lk = self.local_kind
+ *         cdef uint8_t[::1] rr = self.row_reason
+*/
+  __pyx_t_14 = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_int32_t(__pyx_v_self->local_rows, PyBUF_WRITABLE); if (unlikely(!__pyx_t_14.memview)) __PYX_ERR(0, 327, __pyx_L1_error)
+  __pyx_v_lr = __pyx_t_14;
+  __pyx_t_14.memview = NULL;
+  __pyx_t_14.data = NULL;
+
+  /* "katzenpost/_core/classify.pyx":328
+ *         cdef int32_t[::1] fh = self.fwd_hop
+ *         cdef int32_t[::1] lr = self.local_rows
+ *         cdef uint8_t[::1] lk = self.local_kind             # <<<<<<<<<<<<<<
+ *         cdef uint8_t[::1] rr = self.row_reason
+ *         self.o.drop_counts = &dc[0]
+*/
+  __pyx_t_13 = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_uint8_t(__pyx_v_self->local_kind, PyBUF_WRITABLE); if (unlikely(!__pyx_t_13.memview)) __PYX_ERR(0, 328, __pyx_L1_error)
+  __pyx_v_lk = __pyx_t_13;
+  __pyx_t_13.memview = NULL;
+  __pyx_t_13.data = NULL;
+
+  /* "katzenpost/_core/classify.pyx":329
+ *         cdef int32_t[::1] lr = self.local_rows
+ *         cdef uint8_t[::1] lk = self.local_kind
+ *         cdef uint8_t[::1] rr = self.row_reason             # <<<<<<<<<<<<<<
+ *         self.o.drop_counts = &dc[0]
+ *         self.o.fwd_rows = &fr[0]
+*/
+  __pyx_t_13 = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_uint8_t(__pyx_v_self->row_reason, PyBUF_WRITABLE); if (unlikely(!__pyx_t_13.memview)) __PYX_ERR(0, 329, __pyx_L1_error)
+  __pyx_v_rr = __pyx_t_13;
+  __pyx_t_13.memview = NULL;
+  __pyx_t_13.data = NULL;
+
+  /* "katzenpost/_core/classify.pyx":330
+ *         cdef uint8_t[::1] lk = self.local_kind
+ *         cdef uint8_t[::1] rr = self.row_reason
+ *         self.o.drop_counts = &dc[0]             # <<<<<<<<<<<<<<
+ *         self.o.fwd_rows = &fr[0]
+ *         self.o.fwd_deadline_ms = &fd[0]
+*/
+  __pyx_t_16 = 0;
+  __pyx_v_self->o.drop_counts = (&(*((int64_t *) ( /* dim=0 */ ((char *) (((int64_t *) __pyx_v_dc.data) + __pyx_t_16)) ))));
+
+  /* "katzenpost/_core/classify.pyx":331
+ *         cdef uint8_t[::1] rr = self.row_reason
+ *         self.o.drop_counts = &dc[0]
+ *         self.o.fwd_rows = &fr[0]             # <<<<<<<<<<<<<<
+ *         self.o.fwd_deadline_ms = &fd[0]
+ *         self.o.fwd_hop = &fh[0]
+*/
+  __pyx_t_16 = 0;
+  __pyx_v_self->o.fwd_rows = (&(*((int32_t *) ( /* dim=0 */ ((char *) (((int32_t *) __pyx_v_fr.data) + __pyx_t_16)) ))));
+
+  /* "katzenpost/_core/classify.pyx":332
+ *         self.o.drop_counts = &dc[0]
+ *         self.o.fwd_rows = &fr[0]
+ *         self.o.fwd_deadline_ms = &fd[0]             # <<<<<<<<<<<<<<
+ *         self.o.fwd_hop = &fh[0]
+ *         self.o.local_rows = &lr[0]
+*/
+  __pyx_t_16 = 0;
+  __pyx_v_self->o.fwd_deadline_ms = (&(*((int64_t *) ( /* dim=0 */ ((char *) (((int64_t *) __pyx_v_fd.data) + __pyx_t_16)) ))));
+
+  /* "katzenpost/_core/classify.pyx":333
+ *         self.o.fwd_rows = &fr[0]
+ *         self.o.fwd_deadline_ms = &fd[0]
+ *         self.o.fwd_hop = &fh[0]             # <<<<<<<<<<<<<<
+ *         self.o.local_rows = &lr[0]
+ *         self.o.local_kind = &lk[0]
+*/
+  __pyx_t_16 = 0;
+  __pyx_v_self->o.fwd_hop = (&(*((int32_t *) ( /* dim=0 */ ((char *) (((int32_t *) __pyx_v_fh.data) + __pyx_t_16)) ))));
+
+  /* "katzenpost/_core/classify.pyx":334
+ *         self.o.fwd_deadline_ms = &fd[0]
+ *         self.o.fwd_hop = &fh[0]
+ *         self.o.local_rows = &lr[0]             # <<<<<<<<<<<<<<
+ *         self.o.local_kind = &lk[0]
+ *         self.o.row_reason = &rr[0]
+*/
+  __pyx_t_16 = 0;
+  __pyx_v_self->o.local_rows = (&(*((int32_t *) ( /* dim=0 */ ((char *) (((int32_t *) __pyx_v_lr.data) + __pyx_t_16)) ))));
+
+  /* "katzenpost/_core/classify.pyx":335
+ *         self.o.fwd_hop = &fh[0]
+ *         self.o.local_rows = &lr[0]
+ *         self.o.local_kind = &lk[0]             # <<<<<<<<<<<<<<
+ *         self.o.row_reason = &rr[0]
+ *         self.a.replayed = &self.seen_view[0]
+*/
+  __pyx_t_16 = 0;
+  __pyx_v_self->o.local_kind = (&(*((uint8_t *) ( /* dim=0 */ ((char *) (((uint8_t *) __pyx_v_lk.data) + __pyx_t_16)) ))));
+
+  /* "katzenpost/_core/classify.pyx":336
+ *         self.o.local_rows = &lr[0]
+ *         self.o.local_kind = &lk[0]
+ *         self.o.row_reason = &rr[0]             # <<<<<<<<<<<<<<
+ *         self.a.replayed = &self.seen_view[0]
+ *         self.a.is_provider = is_provider
+*/
+  __pyx_t_16 = 0;
+  __pyx_v_self->o.row_reason = (&(*((uint8_t *) ( /* dim=0 */ ((char *) (((uint8_t *) __pyx_v_rr.data) + __pyx_t_16)) ))));
+
+  /* "katzenpost/_core/classify.pyx":337
+ *         self.o.local_kind = &lk[0]
+ *         self.o.row_reason = &rr[0]
+ *         self.a.replayed = &self.seen_view[0]             # <<<<<<<<<<<<<<
+ *         self.a.is_provider = is_provider
+ *         self.set_routes(np.zeros((0, NODE_ID_LEN), np.uint8), np.zeros(0, np.int32))
+*/
+  __pyx_t_16 = 0;
+  __pyx_v_self->a.replayed = (&(*((uint8_t *) ( /* dim=0 */ ((char *) (((uint8_t *) __pyx_v_self->seen_view.data) + __pyx_t_16)) ))));
+
+  /* "katzenpost/_core/classify.pyx":338
+ *         self.o.row_reason = &rr[0]
+ *         self.a.replayed = &self.seen_view[0]
+ *         self.a.is_provider = is_provider             # <<<<<<<<<<<<<<
+ *         self.set_routes(np.zeros((0, NODE_ID_LEN), np.uint8), np.zeros(0, np.int32))
+ *         self.set_endpoints(np.zeros((0, RECIPIENT_LEN), np.uint8))
+*/
+  __pyx_v_self->a.is_provider = __pyx_v_is_provider;
+
+  /* "katzenpost/_core/classify.pyx":339
+ *         self.a.replayed = &self.seen_view[0]
+ *         self.a.is_provider = is_provider
+ *         self.set_routes(np.zeros((0, NODE_ID_LEN), np.uint8), np.zeros(0, np.int32))             # <<<<<<<<<<<<<<
+ *         self.set_endpoints(np.zeros((0, RECIPIENT_LEN), np.uint8))
+ * 
+*/
+  __pyx_t_9 = ((PyObject *)__pyx_v_self);
+  __Pyx_INCREF(__pyx_t_9);
+  __pyx_t_5 = __pyx_v_np;
+  __Pyx_INCREF(__pyx_t_5);
+  __pyx_t_17 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_10katzenpost_5_core_8classify_NODE_ID_LEN); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 339, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_17);
+  __pyx_t_18 = PyTuple_New(2); if (unlikely(!__pyx_t_18)) __PYX_ERR(0, 339, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_18);
+  __Pyx_INCREF(__pyx_mstate_global->__pyx_int_0);
+  __Pyx_GIVEREF(__pyx_mstate_global->__pyx_int_0);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_18, 0, __pyx_mstate_global->__pyx_int_0) != (0)) __PYX_ERR(0, 339, __pyx_L1_error);
+  __Pyx_GIVEREF(__pyx_t_17);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_18, 1, __pyx_t_17) != (0)) __PYX_ERR(0, 339, __pyx_L1_error);
+  __pyx_t_17 = 0;
+  __pyx_t_17 = __Pyx_PyObject_GetAttrStr(__pyx_v_np, __pyx_mstate_global->__pyx_n_u_uint8); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 339, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_17);
+  __pyx_t_10 = 0;
+  {
+    PyObject *__pyx_callargs[3] = {__pyx_t_5, __pyx_t_18, __pyx_t_17};
+    __pyx_t_6 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_zeros, __pyx_callargs+__pyx_t_10, (3-__pyx_t_10) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+    __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
+    __Pyx_DECREF(__pyx_t_18); __pyx_t_18 = 0;
+    __Pyx_DECREF(__pyx_t_17); __pyx_t_17 = 0;
+    if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 339, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_6);
+  }
+  __pyx_t_18 = __pyx_v_np;
+  __Pyx_INCREF(__pyx_t_18);
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_np, __pyx_mstate_global->__pyx_n_u_int32); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 339, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  __pyx_t_10 = 0;
+  {
+    PyObject *__pyx_callargs[3] = {__pyx_t_18, __pyx_mstate_global->__pyx_int_0, __pyx_t_5};
+    __pyx_t_17 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_zeros, __pyx_callargs+__pyx_t_10, (3-__pyx_t_10) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+    __Pyx_XDECREF(__pyx_t_18); __pyx_t_18 = 0;
+    __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
+    if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 339, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_17);
+  }
+  __pyx_t_10 = 0;
+  {
+    PyObject *__pyx_callargs[3] = {__pyx_t_9, __pyx_t_6, __pyx_t_17};
+    __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_set_routes, __pyx_callargs+__pyx_t_10, (3-__pyx_t_10) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+    __Pyx_XDECREF(__pyx_t_9); __pyx_t_9 = 0;
+    __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
+    __Pyx_DECREF(__pyx_t_17); __pyx_t_17 = 0;
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 339, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_1);
+  }
+  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+
+  /* "katzenpost/_core/classify.pyx":340
+ *         self.a.is_provider = is_provider
+ *         self.set_routes(np.zeros((0, NODE_ID_LEN), np.uint8), np.zeros(0, np.int32))
+ *         self.set_endpoints(np.zeros((0, RECIPIENT_LEN), np.uint8))             # <<<<<<<<<<<<<<
+ * 
+ *     def set_routes(self, const uint8_t[:, ::1] route_ids, const int32_t[::1] route_index):
+*/
+  __pyx_t_17 = ((PyObject *)__pyx_v_self);
+  __Pyx_INCREF(__pyx_t_17);
+  __pyx_t_9 = __pyx_v_np;
+  __Pyx_INCREF(__pyx_t_9);
+  __pyx_t_5 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_10katzenpost_5_core_8classify_RECIPIENT_LEN); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 340, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  __pyx_t_18 = PyTuple_New(2); if (unlikely(!__pyx_t_18)) __PYX_ERR(0, 340, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_18);
+  __Pyx_INCREF(__pyx_mstate_global->__pyx_int_0);
+  __Pyx_GIVEREF(__pyx_mstate_global->__pyx_int_0);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_18, 0, __pyx_mstate_global->__pyx_int_0) != (0)) __PYX_ERR(0, 340, __pyx_L1_error);
+  __Pyx_GIVEREF(__pyx_t_5);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_18, 1, __pyx_t_5) != (0)) __PYX_ERR(0, 340, __pyx_L1_error);
+  __pyx_t_5 = 0;
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_np, __pyx_mstate_global->__pyx_n_u_uint8); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 340, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  __pyx_t_10 = 0;
+  {
+    PyObject *__pyx_callargs[3] = {__pyx_t_9, __pyx_t_18, __pyx_t_5};
+    __pyx_t_6 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_zeros, __pyx_callargs+__pyx_t_10, (3-__pyx_t_10) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+    __Pyx_XDECREF(__pyx_t_9); __pyx_t_9 = 0;
+    __Pyx_DECREF(__pyx_t_18); __pyx_t_18 = 0;
+    __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
+    if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 340, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_6);
+  }
+  __pyx_t_10 = 0;
+  {
+    PyObject *__pyx_callargs[2] = {__pyx_t_17, __pyx_t_6};
+    __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_set_endpoints, __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+    __Pyx_XDECREF(__pyx_t_17); __pyx_t_17 = 0;
+    __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 340, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_1);
+  }
+  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+
+  /* "katzenpost/_core/classify.pyx":301
+ *     cdef uint8_t[::1] seen_view
+ * 
+ *     def __init__(self, result, int64_t[::1] drop_counts, bint is_provider):             # <<<<<<<<<<<<<<
+ *         import numpy as np
+ *         cdef Py_ssize_t cap = len(result.status)
+*/
+
+  /* function exit code */
+  __pyx_r = 0;
+  goto __pyx_L0;
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_1);
+  __Pyx_XDECREF(__pyx_t_5);
+  __Pyx_XDECREF(__pyx_t_6);
+  __Pyx_XDECREF(__pyx_t_9);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_t_11, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_t_12, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_t_13, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_t_14, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_t_15, 1);
+  __Pyx_XDECREF(__pyx_t_17);
+  __Pyx_XDECREF(__pyx_t_18);
+  __Pyx_AddTraceback("katzenpost._core.classify.BatchClassifier.__init__", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = -1;
+  __pyx_L0:;
+  __Pyx_XDECREF(__pyx_v_np);
+
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_dc, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_fr, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_fd, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_fh, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_lr, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_lk, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_rr, 1);
+
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* "katzenpost/_core/classify.pyx":342
+ *         self.set_endpoints(np.zeros((0, RECIPIENT_LEN), np.uint8))
+ * 
+ *     def set_routes(self, const uint8_t[:, ::1] route_ids, const int32_t[::1] route_index):             # <<<<<<<<<<<<<<
+ *         """Sorted uint8[R, 32] node IDs with their int32 hop indices (kept referenced here)."""
+ *         cdef Py_ssize_t r = route_ids.shape[0]
+*/
+
+/* Python wrapper */
+static PyObject *__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_3set_routes(PyObject *__pyx_v_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+); /*proto*/
+PyDoc_STRVAR(__pyx_doc_10katzenpost_5_core_8classify_15BatchClassifier_2set_routes, "BatchClassifier.set_routes(self, const uint8_t[:, ::1] route_ids, const int32_t[::1] route_index)\n\nSorted uint8[R, 32] node IDs with their int32 hop indices (kept referenced here).");
+static PyMethodDef __pyx_mdef_10katzenpost_5_core_8classify_15BatchClassifier_3set_routes = {"set_routes", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_3set_routes, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_10katzenpost_5_core_8classify_15BatchClassifier_2set_routes};
+static PyObject *__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_3set_routes(PyObject *__pyx_v_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+) {
+  __Pyx_memviewslice __pyx_v_route_ids = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_route_index = { 0, 0, { 0 }, { 0 }, { 0 } };
+  #if !CYTHON_VECTORCALL
+  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
+  #endif
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject* values[2] = {0,0};
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("set_routes (wrapper)", 0);
+  #if !CYTHON_VECTORCALL
+  #if CYTHON_ASSUME_SAFE_SIZE
+  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
+  #else
+  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
+  #endif
+  #endif
+  __pyx_kwvalues = __Pyx_KwValues_FASTCALL(__pyx_args, __pyx_nargs);
+  {
+    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_route_ids,&__pyx_mstate_global->__pyx_n_u_route_index,0};
+    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 342, __pyx_L3_error)
+    if (__pyx_kwds_len > 0) {
+      switch (__pyx_nargs) {
+        case  2:
+        values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 342, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  1:
+        values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 342, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  0: break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      const Py_ssize_t kwd_pos_args = __pyx_nargs;
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "set_routes", 0) < (0)) __PYX_ERR(0, 342, __pyx_L3_error)
+      for (Py_ssize_t i = __pyx_nargs; i < 2; i++) {
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("set_routes", 1, 2, 2, i); __PYX_ERR(0, 342, __pyx_L3_error) }
+      }
+    } else if (unlikely(__pyx_nargs != 2)) {
+      goto __pyx_L5_argtuple_error;
+    } else {
+      values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 342, __pyx_L3_error)
+      values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 342, __pyx_L3_error)
+    }
+    __pyx_v_route_ids = __Pyx_PyObject_to_MemoryviewSlice_d_dc_nn_uint8_t__const__(values[0], 0); if (unlikely(!__pyx_v_route_ids.memview)) __PYX_ERR(0, 342, __pyx_L3_error)
+    __pyx_v_route_index = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_int32_t__const__(values[1], 0); if (unlikely(!__pyx_v_route_index.memview)) __PYX_ERR(0, 342, __pyx_L3_error)
+  }
+  goto __pyx_L6_skip;
+  __pyx_L5_argtuple_error:;
+  __Pyx_RaiseArgtupleInvalid("set_routes", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 342, __pyx_L3_error)
+  __pyx_L6_skip:;
+  goto __pyx_L4_argument_unpacking_done;
+  __pyx_L3_error:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_route_ids, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_route_index, 1);
+  __Pyx_AddTraceback("katzenpost._core.classify.BatchClassifier.set_routes", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __Pyx_RefNannyFinishContext();
+  return NULL;
+  __pyx_L4_argument_unpacking_done:;
+  __pyx_r = __pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_2set_routes(((struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *)__pyx_v_self), __pyx_v_route_ids, __pyx_v_route_index);
+
+  /* function exit code */
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_route_ids, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_route_index, 1);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_2set_routes(struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self, __Pyx_memviewslice __pyx_v_route_ids, __Pyx_memviewslice __pyx_v_route_index) {
+  Py_ssize_t __pyx_v_r;
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  int __pyx_t_1;
+  int __pyx_t_2;
+  PyObject *__pyx_t_3 = NULL;
+  PyObject *__pyx_t_4 = NULL;
+  size_t __pyx_t_5;
+  uint8_t const *__pyx_t_6;
+  Py_ssize_t __pyx_t_7;
+  Py_ssize_t __pyx_t_8;
+  int32_t const *__pyx_t_9;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("set_routes", 0);
+
+  /* "katzenpost/_core/classify.pyx":344
+ *     def set_routes(self, const uint8_t[:, ::1] route_ids, const int32_t[::1] route_index):
+ *         """Sorted uint8[R, 32] node IDs with their int32 hop indices (kept referenced here)."""
+ *         cdef Py_ssize_t r = route_ids.shape[0]             # <<<<<<<<<<<<<<
+ *         if r and (route_ids.shape[1] != NODE_ID_LEN or route_index.shape[0] != r):
+ *             raise ValueError("classify: route table must be uint8[R, 32] with int32[R] indices")
+*/
+  __pyx_v_r = (__pyx_v_route_ids.shape[0]);
+
+  /* "katzenpost/_core/classify.pyx":345
+ *         """Sorted uint8[R, 32] node IDs with their int32 hop indices (kept referenced here)."""
+ *         cdef Py_ssize_t r = route_ids.shape[0]
+ *         if r and (route_ids.shape[1] != NODE_ID_LEN or route_index.shape[0] != r):             # <<<<<<<<<<<<<<
+ *             raise ValueError("classify: route table must be uint8[R, 32] with int32[R] indices")
+ *         self._routes, self._route_index = route_ids, route_index
+*/
+  __pyx_t_2 = (__pyx_v_r != 0);
+
+  if (__pyx_t_2) {
+
+  } else {
+
+    __pyx_t_1 = __pyx_t_2;
+
+    goto __pyx_L4_bool_binop_done;
+  }
+  __pyx_t_2 = ((__pyx_v_route_ids.shape[1]) != __pyx_e_10katzenpost_5_core_8classify_NODE_ID_LEN);
+
+  if (!__pyx_t_2) {
+
+  } else {
+
+    __pyx_t_1 = __pyx_t_2;
+
+    goto __pyx_L4_bool_binop_done;
+  }
+  __pyx_t_2 = ((__pyx_v_route_index.shape[0]) != __pyx_v_r);
+
+
+  __pyx_t_1 = __pyx_t_2;
+
+  __pyx_L4_bool_binop_done:;
+  if (unlikely(__pyx_t_1)) {
+
+
+    /* "katzenpost/_core/classify.pyx":346
+ *         cdef Py_ssize_t r = route_ids.shape[0]
+ *         if r and (route_ids.shape[1] != NODE_ID_LEN or route_index.shape[0] != r):
+ *             raise ValueError("classify: route table must be uint8[R, 32] with int32[R] indices")             # <<<<<<<<<<<<<<
+ *         self._routes, self._route_index = route_ids, route_index
+ *         self.a.route_ids = &route_ids[0, 0] if r else NULL
+*/
+    __pyx_t_4 = NULL;
+    __pyx_t_5 = 1;
+    {
+      PyObject *__pyx_callargs[2] = {__pyx_t_4, __pyx_mstate_global->__pyx_kp_u_classify_route_table_must_be_uin};
+      __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (__pyx_t_5*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+      __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 346, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_3);
+    }
+    __Pyx_Raise(__pyx_t_3, 0, 0, 0);
+    __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
+    __PYX_ERR(0, 346, __pyx_L1_error)
+
+    /* "katzenpost/_core/classify.pyx":345
+ *         """Sorted uint8[R, 32] node IDs with their int32 hop indices (kept referenced here)."""
+ *         cdef Py_ssize_t r = route_ids.shape[0]
+ *         if r and (route_ids.shape[1] != NODE_ID_LEN or route_index.shape[0] != r):             # <<<<<<<<<<<<<<
+ *             raise ValueError("classify: route table must be uint8[R, 32] with int32[R] indices")
+ *         self._routes, self._route_index = route_ids, route_index
+*/
+  }
+
+  /* "katzenpost/_core/classify.pyx":347
+ *         if r and (route_ids.shape[1] != NODE_ID_LEN or route_index.shape[0] != r):
+ *             raise ValueError("classify: route table must be uint8[R, 32] with int32[R] indices")
+ *         self._routes, self._route_index = route_ids, route_index             # <<<<<<<<<<<<<<
+ *         self.a.route_ids = &route_ids[0, 0] if r else NULL
+ *         self.a.route_index = &route_index[0] if r else NULL
+*/
+  __pyx_t_3 = __pyx_memoryview_fromslice(__pyx_v_route_ids, 2, (PyObject *(*)(char *)) __pyx_memview_get_nn_uint8_t__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 347, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_3);
+  __pyx_t_4 = __pyx_memoryview_fromslice(__pyx_v_route_index, 1, (PyObject *(*)(char *)) __pyx_memview_get_nn_int32_t__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 347, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  __Pyx_GIVEREF(__pyx_t_3);
+  __Pyx_GOTREF(__pyx_v_self->_routes);
+  __Pyx_DECREF_SET(__pyx_v_self->_routes, __pyx_t_3);
+  __pyx_t_3 = 0;
+  __Pyx_GIVEREF(__pyx_t_4);
+  __Pyx_GOTREF(__pyx_v_self->_route_index);
+  __Pyx_DECREF_SET(__pyx_v_self->_route_index, __pyx_t_4);
+  __pyx_t_4 = 0;
+
+  /* "katzenpost/_core/classify.pyx":348
+ *             raise ValueError("classify: route table must be uint8[R, 32] with int32[R] indices")
+ *         self._routes, self._route_index = route_ids, route_index
+ *         self.a.route_ids = &route_ids[0, 0] if r else NULL             # <<<<<<<<<<<<<<
+ *         self.a.route_index = &route_index[0] if r else NULL
+ *         self.a.n_routes = r
+*/
+  __pyx_t_1 = (__pyx_v_r != 0);
+
+  if (__pyx_t_1) {
+    __pyx_t_7 = 0;
+    __pyx_t_8 = 0;
+
+    __pyx_t_6 = (&(*((uint8_t const  *) ( /* dim=1 */ ((char *) (((uint8_t const  *) ( /* dim=0 */ (__pyx_v_route_ids.data + __pyx_t_7 * __pyx_v_route_ids.strides[0]) )) + __pyx_t_8)) ))));
+  } else {
+
+    __pyx_t_6 = NULL;
+  }
+
+  __pyx_v_self->a.route_ids = __pyx_t_6;
+
+  /* "katzenpost/_core/classify.pyx":349
+ *         self._routes, self._route_index = route_ids, route_index
+ *         self.a.route_ids = &route_ids[0, 0] if r else NULL
+ *         self.a.route_index = &route_index[0] if r else NULL             # <<<<<<<<<<<<<<
+ *         self.a.n_routes = r
+ * 
+*/
+  __pyx_t_1 = (__pyx_v_r != 0);
+
+  if (__pyx_t_1) {
+    __pyx_t_8 = 0;
+
+    __pyx_t_9 = (&(*((int32_t const  *) ( /* dim=0 */ ((char *) (((int32_t const  *) __pyx_v_route_index.data) + __pyx_t_8)) ))));
+  } else {
+
+    __pyx_t_9 = NULL;
+  }
+
+  __pyx_v_self->a.route_index = __pyx_t_9;
+
+  /* "katzenpost/_core/classify.pyx":350
+ *         self.a.route_ids = &route_ids[0, 0] if r else NULL
+ *         self.a.route_index = &route_index[0] if r else NULL
+ *         self.a.n_routes = r             # <<<<<<<<<<<<<<
+ * 
+ *     def set_endpoints(self, const uint8_t[:, ::1] endpoint_ids):
+*/
+  __pyx_v_self->a.n_routes = __pyx_v_r;
+
+  /* "katzenpost/_core/classify.pyx":342
+ *         self.set_endpoints(np.zeros((0, RECIPIENT_LEN), np.uint8))
+ * 
+ *     def set_routes(self, const uint8_t[:, ::1] route_ids, const int32_t[::1] route_index):             # <<<<<<<<<<<<<<
+ *         """Sorted uint8[R, 32] node IDs with their int32 hop indices (kept referenced here)."""
+ *         cdef Py_ssize_t r = route_ids.shape[0]
+*/
+
+  /* function exit code */
+  __pyx_r = Py_None; __Pyx_INCREF(Py_None);
+  goto __pyx_L0;
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_3);
+  __Pyx_XDECREF(__pyx_t_4);
+  __Pyx_AddTraceback("katzenpost._core.classify.BatchClassifier.set_routes", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = NULL;
+  __pyx_L0:;
+
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* "katzenpost/_core/classify.pyx":352
+ *         self.a.n_routes = r
+ * 
+ *     def set_endpoints(self, const uint8_t[:, ::1] endpoint_ids):             # <<<<<<<<<<<<<<
+ *         """Sorted uint8[E, 64] Kaetzchen endpoint recipient IDs (kept referenced here)."""
+ *         cdef Py_ssize_t e = endpoint_ids.shape[0]
+*/
+
+/* Python wrapper */
+static PyObject *__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_5set_endpoints(PyObject *__pyx_v_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+); /*proto*/
+PyDoc_STRVAR(__pyx_doc_10katzenpost_5_core_8classify_15BatchClassifier_4set_endpoints, "BatchClassifier.set_endpoints(self, const uint8_t[:, ::1] endpoint_ids)\n\nSorted uint8[E, 64] Kaetzchen endpoint recipient IDs (kept referenced here).");
+static PyMethodDef __pyx_mdef_10katzenpost_5_core_8classify_15BatchClassifier_5set_endpoints = {"set_endpoints", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_5set_endpoints, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_10katzenpost_5_core_8classify_15BatchClassifier_4set_endpoints};
+static PyObject *__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_5set_endpoints(PyObject *__pyx_v_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+) {
+  __Pyx_memviewslice __pyx_v_endpoint_ids = { 0, 0, { 0 }, { 0 }, { 0 } };
+  #if !CYTHON_VECTORCALL
+  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
+  #endif
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject* values[1] = {0};
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("set_endpoints (wrapper)", 0);
+  #if !CYTHON_VECTORCALL
+  #if CYTHON_ASSUME_SAFE_SIZE
+  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
+  #else
+  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
+  #endif
+  #endif
+  __pyx_kwvalues = __Pyx_KwValues_FASTCALL(__pyx_args, __pyx_nargs);
+  {
+    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_endpoint_ids,0};
+    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 352, __pyx_L3_error)
+    if (__pyx_kwds_len > 0) {
+      switch (__pyx_nargs) {
+        case  1:
+        values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 352, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  0: break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      const Py_ssize_t kwd_pos_args = __pyx_nargs;
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "set_endpoints", 0) < (0)) __PYX_ERR(0, 352, __pyx_L3_error)
+      for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("set_endpoints", 1, 1, 1, i); __PYX_ERR(0, 352, __pyx_L3_error) }
+      }
+    } else if (unlikely(__pyx_nargs != 1)) {
+      goto __pyx_L5_argtuple_error;
+    } else {
+      values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 352, __pyx_L3_error)
+    }
+    __pyx_v_endpoint_ids = __Pyx_PyObject_to_MemoryviewSlice_d_dc_nn_uint8_t__const__(values[0], 0); if (unlikely(!__pyx_v_endpoint_ids.memview)) __PYX_ERR(0, 352, __pyx_L3_error)
+  }
+  goto __pyx_L6_skip;
+  __pyx_L5_argtuple_error:;
+  __Pyx_RaiseArgtupleInvalid("set_endpoints", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 352, __pyx_L3_error)
+  __pyx_L6_skip:;
+  goto __pyx_L4_argument_unpacking_done;
+  __pyx_L3_error:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_endpoint_ids, 1);
+  __Pyx_AddTraceback("katzenpost._core.classify.BatchClassifier.set_endpoints", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __Pyx_RefNannyFinishContext();
+  return NULL;
+  __pyx_L4_argument_unpacking_done:;
+  __pyx_r = __pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_4set_endpoints(((struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *)__pyx_v_self), __pyx_v_endpoint_ids);
+
+  /* function exit code */
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_endpoint_ids, 1);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_4set_endpoints(struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self, __Pyx_memviewslice __pyx_v_endpoint_ids) {
+  Py_ssize_t __pyx_v_e;
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  int __pyx_t_1;
+  int __pyx_t_2;
+  PyObject *__pyx_t_3 = NULL;
+  PyObject *__pyx_t_4 = NULL;
+  size_t __pyx_t_5;
+  uint8_t const *__pyx_t_6;
+  Py_ssize_t __pyx_t_7;
+  Py_ssize_t __pyx_t_8;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("set_endpoints", 0);
+
+  /* "katzenpost/_core/classify.pyx":354
+ *     def set_endpoints(self, const uint8_t[:, ::1] endpoint_ids):
+ *         """Sorted uint8[E, 64] Kaetzchen endpoint recipient IDs (kept referenced here)."""
+ *         cdef Py_ssize_t e = endpoint_ids.shape[0]             # <<<<<<<<<<<<<<
+ *         if e and endpoint_ids.shape[1] != RECIPIENT_LEN:
+ *             raise ValueError("classify: endpoint table must be uint8[E, 64]")
+*/
+  __pyx_v_e = (__pyx_v_endpoint_ids.shape[0]);
+
+  /* "katzenpost/_core/classify.pyx":355
+ *         """Sorted uint8[E, 64] Kaetzchen endpoint recipient IDs (kept referenced here)."""
+ *         cdef Py_ssize_t e = endpoint_ids.shape[0]
+ *         if e and endpoint_ids.shape[1] != RECIPIENT_LEN:             # <<<<<<<<<<<<<<
+ *             raise ValueError("classify: endpoint table must be uint8[E, 64]")
+ *         self._endpoints = endpoint_ids
+*/
+  __pyx_t_2 = (__pyx_v_e != 0);
+
+  if (__pyx_t_2) {
+
+  } else {
+
+    __pyx_t_1 = __pyx_t_2;
+
+    goto __pyx_L4_bool_binop_done;
+  }
+  __pyx_t_2 = ((__pyx_v_endpoint_ids.shape[1]) != __pyx_e_10katzenpost_5_core_8classify_RECIPIENT_LEN);
+
+
+  __pyx_t_1 = __pyx_t_2;
+
+  __pyx_L4_bool_binop_done:;
+  if (unlikely(__pyx_t_1)) {
+
+
+    /* "katzenpost/_core/classify.pyx":356
+ *         cdef Py_ssize_t e = endpoint_ids.shape[0]
+ *         if e and endpoint_ids.shape[1] != RECIPIENT_LEN:
+ *             raise ValueError("classify: endpoint table must be uint8[E, 64]")             # <<<<<<<<<<<<<<
+ *         self._endpoints = endpoint_ids
+ *         self.a.endpoint_ids = &endpoint_ids[0, 0] if e else NULL
+*/
+    __pyx_t_4 = NULL;
+    __pyx_t_5 = 1;
+    {
+      PyObject *__pyx_callargs[2] = {__pyx_t_4, __pyx_mstate_global->__pyx_kp_u_classify_endpoint_table_must_be};
+      __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (__pyx_t_5*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+      __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 356, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_3);
+    }
+    __Pyx_Raise(__pyx_t_3, 0, 0, 0);
+    __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
+    __PYX_ERR(0, 356, __pyx_L1_error)
+
+    /* "katzenpost/_core/classify.pyx":355
+ *         """Sorted uint8[E, 64] Kaetzchen endpoint recipient IDs (kept referenced here)."""
+ *         cdef Py_ssize_t e = endpoint_ids.shape[0]
+ *         if e and endpoint_ids.shape[1] != RECIPIENT_LEN:             # <<<<<<<<<<<<<<
+ *             raise ValueError("classify: endpoint table must be uint8[E, 64]")
+ *         self._endpoints = endpoint_ids
+*/
+  }
+
+  /* "katzenpost/_core/classify.pyx":357
+ *         if e and endpoint_ids.shape[1] != RECIPIENT_LEN:
+ *             raise ValueError("classify: endpoint table must be uint8[E, 64]")
+ *         self._endpoints = endpoint_ids             # <<<<<<<<<<<<<<
+ *         self.a.endpoint_ids = &endpoint_ids[0, 0] if e else NULL
+ *         self.a.n_endpoints = e
+*/
+  __pyx_t_3 = __pyx_memoryview_fromslice(__pyx_v_endpoint_ids, 2, (PyObject *(*)(char *)) __pyx_memview_get_nn_uint8_t__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 357, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_3);
+  __Pyx_GIVEREF(__pyx_t_3);
+  __Pyx_GOTREF(__pyx_v_self->_endpoints);
+  __Pyx_DECREF_SET(__pyx_v_self->_endpoints, __pyx_t_3);
+  __pyx_t_3 = 0;
+
+  /* "katzenpost/_core/classify.pyx":358
+ *             raise ValueError("classify: endpoint table must be uint8[E, 64]")
+ *         self._endpoints = endpoint_ids
+ *         self.a.endpoint_ids = &endpoint_ids[0, 0] if e else NULL             # <<<<<<<<<<<<<<
+ *         self.a.n_endpoints = e
+ * 
+*/
+  __pyx_t_1 = (__pyx_v_e != 0);
+
+  if (__pyx_t_1) {
+    __pyx_t_7 = 0;
+    __pyx_t_8 = 0;
+
+    __pyx_t_6 = (&(*((uint8_t const  *) ( /* dim=1 */ ((char *) (((uint8_t const  *) ( /* dim=0 */ (__pyx_v_endpoint_ids.data + __pyx_t_7 * __pyx_v_endpoint_ids.strides[0]) )) + __pyx_t_8)) ))));
+  } else {
+
+    __pyx_t_6 = NULL;
+  }
+
+  __pyx_v_self->a.endpoint_ids = __pyx_t_6;
+
+  /* "katzenpost/_core/classify.pyx":359
+ *         self._endpoints = endpoint_ids
+ *         self.a.endpoint_ids = &endpoint_ids[0, 0] if e else NULL
+ *         self.a.n_endpoints = e             # <<<<<<<<<<<<<<
+ * 
+ *     def replay_masks(self, Py_ssize_t n):
+*/
+  __pyx_v_self->a.n_endpoints = __pyx_v_e;
+
+  /* "katzenpost/_core/classify.pyx":352
+ *         self.a.n_routes = r
+ * 
+ *     def set_endpoints(self, const uint8_t[:, ::1] endpoint_ids):             # <<<<<<<<<<<<<<
+ *         """Sorted uint8[E, 64] Kaetzchen endpoint recipient IDs (kept referenced here)."""
+ *         cdef Py_ssize_t e = endpoint_ids.shape[0]
+*/
+
+  /* function exit code */
+  __pyx_r = Py_None; __Pyx_INCREF(Py_None);
+  goto __pyx_L0;
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_3);
+  __Pyx_XDECREF(__pyx_t_4);
+  __Pyx_AddTraceback("katzenpost._core.classify.BatchClassifier.set_endpoints", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = NULL;
+  __pyx_L0:;
+
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* "katzenpost/_core/classify.pyx":361
+ *         self.a.n_endpoints = e
+ * 
+ *     def replay_masks(self, Py_ssize_t n):             # <<<<<<<<<<<<<<
+ *         """masks[j, :n] selects rows that unwrapped with key j (no duplicate); clears seen[:n]."""
+ *         cdef Py_ssize_t i
+*/
+
+/* Python wrapper */
+static PyObject *__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_7replay_masks(PyObject *__pyx_v_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+); /*proto*/
+PyDoc_STRVAR(__pyx_doc_10katzenpost_5_core_8classify_15BatchClassifier_6replay_masks, "BatchClassifier.replay_masks(self, Py_ssize_t n)\n\nmasks[j, :n] selects rows that unwrapped with key j (no duplicate); clears seen[:n].");
+static PyMethodDef __pyx_mdef_10katzenpost_5_core_8classify_15BatchClassifier_7replay_masks = {"replay_masks", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_7replay_masks, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_10katzenpost_5_core_8classify_15BatchClassifier_6replay_masks};
+static PyObject *__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_7replay_masks(PyObject *__pyx_v_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+) {
+  Py_ssize_t __pyx_v_n;
+  #if !CYTHON_VECTORCALL
+  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
+  #endif
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject* values[1] = {0};
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("replay_masks (wrapper)", 0);
+  #if !CYTHON_VECTORCALL
+  #if CYTHON_ASSUME_SAFE_SIZE
+  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
+  #else
+  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
+  #endif
+  #endif
+  __pyx_kwvalues = __Pyx_KwValues_FASTCALL(__pyx_args, __pyx_nargs);
+  {
+    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_n,0};
+    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 361, __pyx_L3_error)
+    if (__pyx_kwds_len > 0) {
+      switch (__pyx_nargs) {
+        case  1:
+        values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 361, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  0: break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      const Py_ssize_t kwd_pos_args = __pyx_nargs;
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "replay_masks", 0) < (0)) __PYX_ERR(0, 361, __pyx_L3_error)
+      for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("replay_masks", 1, 1, 1, i); __PYX_ERR(0, 361, __pyx_L3_error) }
+      }
+    } else if (unlikely(__pyx_nargs != 1)) {
+      goto __pyx_L5_argtuple_error;
+    } else {
+      values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 361, __pyx_L3_error)
+    }
+    __pyx_v_n = __Pyx_PyIndex_AsSsize_t(values[0]); if (unlikely((__pyx_v_n == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 361, __pyx_L3_error)
+  }
+  goto __pyx_L6_skip;
+  __pyx_L5_argtuple_error:;
+  __Pyx_RaiseArgtupleInvalid("replay_masks", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 361, __pyx_L3_error)
+  __pyx_L6_skip:;
+  goto __pyx_L4_argument_unpacking_done;
+  __pyx_L3_error:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __Pyx_AddTraceback("katzenpost._core.classify.BatchClassifier.replay_masks", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __Pyx_RefNannyFinishContext();
+  return NULL;
+  __pyx_L4_argument_unpacking_done:;
+  __pyx_r = __pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_6replay_masks(((struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *)__pyx_v_self), __pyx_v_n);
+
+  /* function exit code */
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_6replay_masks(struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self, Py_ssize_t __pyx_v_n) {
+  Py_ssize_t __pyx_v_i;
+  int __pyx_v_j;
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  int __pyx_t_1;
+  int __pyx_t_2;
+  PyObject *__pyx_t_3 = NULL;
+  PyObject *__pyx_t_4 = NULL;
+  PyObject *__pyx_t_5 = NULL;
+  PyObject *__pyx_t_6 = NULL;
+  PyObject *__pyx_t_7[4];
+  Py_ssize_t __pyx_t_8;
+  int __pyx_t_9;
+  PyObject *__pyx_t_10 = NULL;
+  size_t __pyx_t_11;
+  __Pyx_memviewslice __pyx_t_12 = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_t_13 = { 0, 0, { 0 }, { 0 }, { 0 } };
+  Py_ssize_t __pyx_t_14;
+  Py_ssize_t __pyx_t_15;
+  Py_ssize_t __pyx_t_16;
+  Py_ssize_t __pyx_t_17;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("replay_masks", 0);
+
+  /* "katzenpost/_core/classify.pyx":365
+ *         cdef Py_ssize_t i
+ *         cdef int j
+ *         if n < 0 or n > self.capacity:             # <<<<<<<<<<<<<<
+ *             raise ValueError(f"classify: n={n} outside 0..{self.capacity}")
+ *         with nogil:
+*/
+  __pyx_t_2 = (__pyx_v_n < 0);
+
+  if (!__pyx_t_2) {
+
+  } else {
+
+    __pyx_t_1 = __pyx_t_2;
+
+    goto __pyx_L4_bool_binop_done;
+  }
+  __pyx_t_2 = (__pyx_v_n > __pyx_v_self->capacity);
+
+
+  __pyx_t_1 = __pyx_t_2;
+
+  __pyx_L4_bool_binop_done:;
+  if (unlikely(__pyx_t_1)) {
+
+
+    /* "katzenpost/_core/classify.pyx":366
+ *         cdef int j
+ *         if n < 0 or n > self.capacity:
+ *             raise ValueError(f"classify: n={n} outside 0..{self.capacity}")             # <<<<<<<<<<<<<<
+ *         with nogil:
+ *             self.mask_view[:, :n] = 0
+*/
+    __pyx_t_4 = NULL;
+    __pyx_t_5 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_n, 0, ' ', 'd'); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 366, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_5);
+    __pyx_t_6 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_self->capacity, 0, ' ', 'd'); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 366, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_6);
+    __pyx_t_7[0] = __pyx_mstate_global->__pyx_kp_u_classify_n;
+    __pyx_t_7[1] = __pyx_t_5;
+    __pyx_t_7[2] = __pyx_mstate_global->__pyx_kp_u_outside_0;
+    __pyx_t_7[3] = __pyx_t_6;
+    __pyx_t_8 = 24;
+    #if __Pyx_PyUnicode_Join_CAN_USE_KIND_AND_LENGTH
+    __pyx_t_8 += __Pyx_PyUnicode_GET_LENGTH(__pyx_t_7[1]) + __Pyx_PyUnicode_GET_LENGTH(__pyx_t_7[3]);
+    #endif
+    __pyx_t_9 = 0;
+    __pyx_t_10 = __Pyx_PyUnicode_Join(__pyx_t_7, 4, __pyx_t_8, __pyx_t_9);
+    if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 366, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_10);
+    __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
+    __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
+    __pyx_t_11 = 1;
+    {
+      PyObject *__pyx_callargs[2] = {__pyx_t_4, __pyx_t_10};
+      __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_11, (2-__pyx_t_11) | (__pyx_t_11*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+      __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
+      __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 366, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_3);
+    }
+    __Pyx_Raise(__pyx_t_3, 0, 0, 0);
+    __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
+    __PYX_ERR(0, 366, __pyx_L1_error)
+
+    /* "katzenpost/_core/classify.pyx":365
+ *         cdef Py_ssize_t i
+ *         cdef int j
+ *         if n < 0 or n > self.capacity:             # <<<<<<<<<<<<<<
+ *             raise ValueError(f"classify: n={n} outside 0..{self.capacity}")
+ *         with nogil:
+*/
+  }
+
+  /* "katzenpost/_core/classify.pyx":367
+ *         if n < 0 or n > self.capacity:
+ *             raise ValueError(f"classify: n={n} outside 0..{self.capacity}")
+ *         with nogil:             # <<<<<<<<<<<<<<
+ *             self.mask_view[:, :n] = 0
+ *             self.seen_view[:n] = 0
+*/
+  {
+      PyThreadState * _save;
+      _save = PyEval_SaveThread();
+      __Pyx_FastGIL_Remember();
+      /*try:*/ {
+
+        /* "katzenpost/_core/classify.pyx":368
+ *             raise ValueError(f"classify: n={n} outside 0..{self.capacity}")
+ *         with nogil:
+ *             self.mask_view[:, :n] = 0             # <<<<<<<<<<<<<<
+ *             self.seen_view[:n] = 0
+ *             for i in range(n):
+*/
+        __pyx_t_12.data = __pyx_v_self->mask_view.data;
+        __pyx_t_12.memview = __pyx_v_self->mask_view.memview;
+        __PYX_INC_MEMVIEW(&__pyx_t_12, 0);
+        __pyx_t_12.shape[0] = __pyx_v_self->mask_view.shape[0];
+__pyx_t_12.strides[0] = __pyx_v_self->mask_view.strides[0];
+    __pyx_t_12.suboffsets[0] = -1;
+
+__pyx_t_9 = -1;
+        if (unlikely(__pyx_memoryview_slice_memviewslice(
+    &__pyx_t_12,
+    __pyx_v_self->mask_view.shape[1], __pyx_v_self->mask_view.strides[1], __pyx_v_self->mask_view.suboffsets[1],
+    1,
+    1,
+    &__pyx_t_9,
+    0,
+    __pyx_v_n,
+    0,
+    0,
+    1,
+    0,
+    1) < 0))
+{
+    __PYX_ERR(0, 368, __pyx_L7_error)
+}
+
+{
+            uint8_t __pyx_temp_scalar = 0;
+            {
+                Py_ssize_t __pyx_temp_extent_0 = __pyx_t_12.shape[0];
+                Py_ssize_t __pyx_temp_stride_0 = __pyx_t_12.strides[0];
+                char *__pyx_temp_pointer_0;
+                Py_ssize_t __pyx_temp_idx_0;
+                Py_ssize_t __pyx_temp_extent_1 = __pyx_t_12.shape[1];
+                Py_ssize_t __pyx_temp_stride_1 = __pyx_t_12.strides[1];
+                char *__pyx_temp_pointer_1;
+                Py_ssize_t __pyx_temp_idx_1;
+                __pyx_temp_pointer_0 = __pyx_t_12.data;
+                for (__pyx_temp_idx_0 = 0; __pyx_temp_idx_0 < __pyx_temp_extent_0; __pyx_temp_idx_0++) {
+                  __pyx_temp_pointer_1 = __pyx_temp_pointer_0;
+                  for (__pyx_temp_idx_1 = 0; __pyx_temp_idx_1 < __pyx_temp_extent_1; __pyx_temp_idx_1++) {
+                    *((uint8_t *) __pyx_temp_pointer_1) = __pyx_temp_scalar;
+                    __pyx_temp_pointer_1 += __pyx_temp_stride_1;
+                  }
+                  __pyx_temp_pointer_0 += __pyx_temp_stride_0;
+                }
+            }
+        }
+        __PYX_XCLEAR_MEMVIEW(&__pyx_t_12, 0);; __pyx_t_12.memview = NULL; __pyx_t_12.data = NULL;
+
+        /* "katzenpost/_core/classify.pyx":369
+ *         with nogil:
+ *             self.mask_view[:, :n] = 0
+ *             self.seen_view[:n] = 0             # <<<<<<<<<<<<<<
+ *             for i in range(n):
+ *                 j = self.key_index[i]
+*/
+        __pyx_t_13.data = __pyx_v_self->seen_view.data;
+        __pyx_t_13.memview = __pyx_v_self->seen_view.memview;
+        __PYX_INC_MEMVIEW(&__pyx_t_13, 0);
+        __pyx_t_9 = -1;
+        if (unlikely(__pyx_memoryview_slice_memviewslice(
+    &__pyx_t_13,
+    __pyx_v_self->seen_view.shape[0], __pyx_v_self->seen_view.strides[0], __pyx_v_self->seen_view.suboffsets[0],
+    0,
+    0,
+    &__pyx_t_9,
+    0,
+    __pyx_v_n,
+    0,
+    0,
+    1,
+    0,
+    1) < 0))
+{
+    __PYX_ERR(0, 369, __pyx_L7_error)
+}
+
+{
+            uint8_t __pyx_temp_scalar = 0;
+            {
+                Py_ssize_t __pyx_temp_extent_0 = __pyx_t_13.shape[0];
+                Py_ssize_t __pyx_temp_stride_0 = __pyx_t_13.strides[0];
+                char *__pyx_temp_pointer_0;
+                Py_ssize_t __pyx_temp_idx_0;
+                __pyx_temp_pointer_0 = __pyx_t_13.data;
+                for (__pyx_temp_idx_0 = 0; __pyx_temp_idx_0 < __pyx_temp_extent_0; __pyx_temp_idx_0++) {
+                  *((uint8_t *) __pyx_temp_pointer_0) = __pyx_temp_scalar;
+                  __pyx_temp_pointer_0 += __pyx_temp_stride_0;
+                }
+            }
+        }
+        __PYX_XCLEAR_MEMVIEW(&__pyx_t_13, 0);; __pyx_t_13.memview = NULL; __pyx_t_13.data = NULL;
+
+        /* "katzenpost/_core/classify.pyx":370
+ *             self.mask_view[:, :n] = 0
+ *             self.seen_view[:n] = 0
+ *             for i in range(n):             # <<<<<<<<<<<<<<
+ *                 j = self.key_index[i]
+ *                 if self.a.status[i] == 0 and (self.a.flags[i] & FLAG_DUPLICATE) == 0 and 0 <= j < 3:
+*/
+
+        __pyx_t_8 = __pyx_v_n;
+        __pyx_t_14 = __pyx_t_8;
+
+        for (__pyx_t_15 = 0; __pyx_t_15 < __pyx_t_14; __pyx_t_15+=1) {
+          __pyx_v_i = __pyx_t_15;
+
+          /* "katzenpost/_core/classify.pyx":371
+ *             self.seen_view[:n] = 0
+ *             for i in range(n):
+ *                 j = self.key_index[i]             # <<<<<<<<<<<<<<
+ *                 if self.a.status[i] == 0 and (self.a.flags[i] & FLAG_DUPLICATE) == 0 and 0 <= j < 3:
+ *                     self.mask_view[j, i] = 1
+*/
+          __pyx_t_16 = __pyx_v_i;
+          __pyx_v_j = (*((int8_t const  *) ( /* dim=0 */ ((char *) (((int8_t const  *) __pyx_v_self->key_index.data) + __pyx_t_16)) )));
+
+          /* "katzenpost/_core/classify.pyx":372
+ *             for i in range(n):
+ *                 j = self.key_index[i]
+ *                 if self.a.status[i] == 0 and (self.a.flags[i] & FLAG_DUPLICATE) == 0 and 0 <= j < 3:             # <<<<<<<<<<<<<<
+ *                     self.mask_view[j, i] = 1
+ * 
+*/
+          __pyx_t_2 = ((__pyx_v_self->a.status[__pyx_v_i]) == 0);
+
+          if (__pyx_t_2) {
+
+          } else {
+
+            __pyx_t_1 = __pyx_t_2;
+
+            goto __pyx_L12_bool_binop_done;
+          }
+          __pyx_t_2 = (((__pyx_v_self->a.flags[__pyx_v_i]) & __pyx_e_10katzenpost_5_core_8classify_FLAG_DUPLICATE) == 0);
+
+          if (__pyx_t_2) {
+
+          } else {
+
+            __pyx_t_1 = __pyx_t_2;
+
+            goto __pyx_L12_bool_binop_done;
+          }
+          __pyx_t_2 = (0 <= __pyx_v_j);
+          if (__pyx_t_2) {
+            __pyx_t_2 = (__pyx_v_j < 3);
+          }
+
+          __pyx_t_1 = __pyx_t_2;
+
+          __pyx_L12_bool_binop_done:;
+          if (__pyx_t_1) {
+
+
+            /* "katzenpost/_core/classify.pyx":373
+ *                 j = self.key_index[i]
+ *                 if self.a.status[i] == 0 and (self.a.flags[i] & FLAG_DUPLICATE) == 0 and 0 <= j < 3:
+ *                     self.mask_view[j, i] = 1             # <<<<<<<<<<<<<<
+ * 
+ *     def classify(self, Py_ssize_t n, const int64_t[::1] recv_at_ns, const uint8_t[::1] from_client,
+*/
+            __pyx_t_16 = __pyx_v_j;
+            __pyx_t_17 = __pyx_v_i;
+            *((uint8_t *) ( /* dim=1 */ ((char *) (((uint8_t *) ( /* dim=0 */ (__pyx_v_self->mask_view.data + __pyx_t_16 * __pyx_v_self->mask_view.strides[0]) )) + __pyx_t_17)) )) = 1;
+
+            /* "katzenpost/_core/classify.pyx":372
+ *             for i in range(n):
+ *                 j = self.key_index[i]
+ *                 if self.a.status[i] == 0 and (self.a.flags[i] & FLAG_DUPLICATE) == 0 and 0 <= j < 3:             # <<<<<<<<<<<<<<
+ *                     self.mask_view[j, i] = 1
+ * 
+*/
+          }
+        }
+
+      }
+
+      /* "katzenpost/_core/classify.pyx":367
+ *         if n < 0 or n > self.capacity:
+ *             raise ValueError(f"classify: n={n} outside 0..{self.capacity}")
+ *         with nogil:             # <<<<<<<<<<<<<<
+ *             self.mask_view[:, :n] = 0
+ *             self.seen_view[:n] = 0
+*/
+      /*finally:*/ {
+        /*normal exit:*/{
+          __Pyx_FastGIL_Forget();
+          PyEval_RestoreThread(_save);
+          goto __pyx_L8;
+        }
+        __pyx_L7_error: {
+          __Pyx_FastGIL_Forget();
+          PyEval_RestoreThread(_save);
+          goto __pyx_L1_error;
+        }
+        __pyx_L8:;
+      }
+  }
+
+  /* "katzenpost/_core/classify.pyx":361
+ *         self.a.n_endpoints = e
+ * 
+ *     def replay_masks(self, Py_ssize_t n):             # <<<<<<<<<<<<<<
+ *         """masks[j, :n] selects rows that unwrapped with key j (no duplicate); clears seen[:n]."""
+ *         cdef Py_ssize_t i
+*/
+
+  /* function exit code */
+  __pyx_r = Py_None; __Pyx_INCREF(Py_None);
+  goto __pyx_L0;
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_3);
+  __Pyx_XDECREF(__pyx_t_4);
+  __Pyx_XDECREF(__pyx_t_5);
+  __Pyx_XDECREF(__pyx_t_6);
+  __Pyx_XDECREF(__pyx_t_10);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_t_12, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_t_13, 1);
+  __Pyx_AddTraceback("katzenpost._core.classify.BatchClassifier.replay_masks", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = NULL;
+  __pyx_L0:;
+
+
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* "katzenpost/_core/classify.pyx":375
+ *                     self.mask_view[j, i] = 1
+ * 
+ *     def classify(self, Py_ssize_t n, const int64_t[::1] recv_at_ns, const uint8_t[::1] from_client,             # <<<<<<<<<<<<<<
+ *                  int64_t dequeue_ns, int64_t now_ns):
+ *         """Classify rows 0..n-1 of the bound result, replays taken from `seen`; (n_fwd, n_local)."""
+*/
+
+/* Python wrapper */
+static PyObject *__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_9classify(PyObject *__pyx_v_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+); /*proto*/
+PyDoc_STRVAR(__pyx_doc_10katzenpost_5_core_8classify_15BatchClassifier_8classify, "BatchClassifier.classify(self, Py_ssize_t n, const int64_t[::1] recv_at_ns, const uint8_t[::1] from_client, int64_t dequeue_ns, int64_t now_ns)\n\nClassify rows 0..n-1 of the bound result, replays taken from `seen`; (n_fwd, n_local).");
+static PyMethodDef __pyx_mdef_10katzenpost_5_core_8classify_15BatchClassifier_9classify = {"classify", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_9classify, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_10katzenpost_5_core_8classify_15BatchClassifier_8classify};
+static PyObject *__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_9classify(PyObject *__pyx_v_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+) {
+  Py_ssize_t __pyx_v_n;
+  __Pyx_memviewslice __pyx_v_recv_at_ns = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_from_client = { 0, 0, { 0 }, { 0 }, { 0 } };
+  int64_t __pyx_v_dequeue_ns;
+  int64_t __pyx_v_now_ns;
+  #if !CYTHON_VECTORCALL
+  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
+  #endif
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject* values[5] = {0,0,0,0,0};
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("classify (wrapper)", 0);
+  #if !CYTHON_VECTORCALL
+  #if CYTHON_ASSUME_SAFE_SIZE
+  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
+  #else
+  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
+  #endif
+  #endif
+  __pyx_kwvalues = __Pyx_KwValues_FASTCALL(__pyx_args, __pyx_nargs);
+  {
+    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_n,&__pyx_mstate_global->__pyx_n_u_recv_at_ns,&__pyx_mstate_global->__pyx_n_u_from_client,&__pyx_mstate_global->__pyx_n_u_dequeue_ns,&__pyx_mstate_global->__pyx_n_u_now_ns,0};
+    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 375, __pyx_L3_error)
+    if (__pyx_kwds_len > 0) {
+      switch (__pyx_nargs) {
+        case  5:
+        values[4] = __Pyx_ArgRef_FASTCALL(__pyx_args, 4);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 375, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  4:
+        values[3] = __Pyx_ArgRef_FASTCALL(__pyx_args, 3);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 375, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  3:
+        values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 375, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  2:
+        values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 375, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  1:
+        values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 375, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  0: break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      const Py_ssize_t kwd_pos_args = __pyx_nargs;
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "classify", 0) < (0)) __PYX_ERR(0, 375, __pyx_L3_error)
+      for (Py_ssize_t i = __pyx_nargs; i < 5; i++) {
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("classify", 1, 5, 5, i); __PYX_ERR(0, 375, __pyx_L3_error) }
+      }
+    } else if (unlikely(__pyx_nargs != 5)) {
+      goto __pyx_L5_argtuple_error;
+    } else {
+      values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 375, __pyx_L3_error)
+      values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 375, __pyx_L3_error)
+      values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 375, __pyx_L3_error)
+      values[3] = __Pyx_ArgRef_FASTCALL(__pyx_args, 3);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 375, __pyx_L3_error)
+      values[4] = __Pyx_ArgRef_FASTCALL(__pyx_args, 4);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 375, __pyx_L3_error)
+    }
+    __pyx_v_n = __Pyx_PyIndex_AsSsize_t(values[0]); if (unlikely((__pyx_v_n == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 375, __pyx_L3_error)
+    __pyx_v_recv_at_ns = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_int64_t__const__(values[1], 0); if (unlikely(!__pyx_v_recv_at_ns.memview)) __PYX_ERR(0, 375, __pyx_L3_error)
+    __pyx_v_from_client = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_uint8_t__const__(values[2], 0); if (unlikely(!__pyx_v_from_client.memview)) __PYX_ERR(0, 375, __pyx_L3_error)
+    __pyx_v_dequeue_ns = __Pyx_PyLong_As_int64_t(values[3]); if (unlikely((__pyx_v_dequeue_ns == ((int64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 376, __pyx_L3_error)
+    __pyx_v_now_ns = __Pyx_PyLong_As_int64_t(values[4]); if (unlikely((__pyx_v_now_ns == ((int64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 376, __pyx_L3_error)
+  }
+  goto __pyx_L6_skip;
+  __pyx_L5_argtuple_error:;
+  __Pyx_RaiseArgtupleInvalid("classify", 1, 5, 5, __pyx_nargs); __PYX_ERR(0, 375, __pyx_L3_error)
+  __pyx_L6_skip:;
+  goto __pyx_L4_argument_unpacking_done;
+  __pyx_L3_error:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_recv_at_ns, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_from_client, 1);
+  __Pyx_AddTraceback("katzenpost._core.classify.BatchClassifier.classify", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __Pyx_RefNannyFinishContext();
+  return NULL;
+  __pyx_L4_argument_unpacking_done:;
+  __pyx_r = __pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_8classify(((struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *)__pyx_v_self), __pyx_v_n, __pyx_v_recv_at_ns, __pyx_v_from_client, __pyx_v_dequeue_ns, __pyx_v_now_ns);
+
+  /* function exit code */
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_recv_at_ns, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_from_client, 1);
+
+
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_8classify(struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self, Py_ssize_t __pyx_v_n, __Pyx_memviewslice __pyx_v_recv_at_ns, __Pyx_memviewslice __pyx_v_from_client, int64_t __pyx_v_dequeue_ns, int64_t __pyx_v_now_ns) {
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  int __pyx_t_1;
+  int __pyx_t_2;
+  PyObject *__pyx_t_3 = NULL;
+  PyObject *__pyx_t_4 = NULL;
+  PyObject *__pyx_t_5 = NULL;
+  PyObject *__pyx_t_6[3];
+  Py_ssize_t __pyx_t_7;
+  int __pyx_t_8;
+  PyObject *__pyx_t_9 = NULL;
+  size_t __pyx_t_10;
+  Py_ssize_t __pyx_t_11;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("classify", 0);
+
+  /* "katzenpost/_core/classify.pyx":378
+ *                  int64_t dequeue_ns, int64_t now_ns):
+ *         """Classify rows 0..n-1 of the bound result, replays taken from `seen`; (n_fwd, n_local)."""
+ *         if n < 0 or n > self.capacity or recv_at_ns.shape[0] < n or from_client.shape[0] < n:             # <<<<<<<<<<<<<<
+ *             raise ValueError(f"classify: n={n} exceeds the capacity or the input arrays")
+ *         if n == 0:
+*/
+  __pyx_t_2 = (__pyx_v_n < 0);
+
+  if (!__pyx_t_2) {
+
+  } else {
+
+    __pyx_t_1 = __pyx_t_2;
+
+    goto __pyx_L4_bool_binop_done;
+  }
+  __pyx_t_2 = (__pyx_v_n > __pyx_v_self->capacity);
+
+  if (!__pyx_t_2) {
+
+  } else {
+
+    __pyx_t_1 = __pyx_t_2;
+
+    goto __pyx_L4_bool_binop_done;
+  }
+  __pyx_t_2 = ((__pyx_v_recv_at_ns.shape[0]) < __pyx_v_n);
+
+  if (!__pyx_t_2) {
+
+  } else {
+
+    __pyx_t_1 = __pyx_t_2;
+
+    goto __pyx_L4_bool_binop_done;
+  }
+  __pyx_t_2 = ((__pyx_v_from_client.shape[0]) < __pyx_v_n);
+
+
+  __pyx_t_1 = __pyx_t_2;
+
+  __pyx_L4_bool_binop_done:;
+  if (unlikely(__pyx_t_1)) {
+
+
+    /* "katzenpost/_core/classify.pyx":379
+ *         """Classify rows 0..n-1 of the bound result, replays taken from `seen`; (n_fwd, n_local)."""
+ *         if n < 0 or n > self.capacity or recv_at_ns.shape[0] < n or from_client.shape[0] < n:
+ *             raise ValueError(f"classify: n={n} exceeds the capacity or the input arrays")             # <<<<<<<<<<<<<<
+ *         if n == 0:
+ *             return 0, 0
+*/
+    __pyx_t_4 = NULL;
+    __pyx_t_5 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_n, 0, ' ', 'd'); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 379, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_5);
+    __pyx_t_6[0] = __pyx_mstate_global->__pyx_kp_u_classify_n;
+    __pyx_t_6[1] = __pyx_t_5;
+    __pyx_t_6[2] = __pyx_mstate_global->__pyx_kp_u_exceeds_the_capacity_or_the_inp;
+    __pyx_t_7 = 53;
+    #if __Pyx_PyUnicode_Join_CAN_USE_KIND_AND_LENGTH
+    __pyx_t_7 += __Pyx_PyUnicode_GET_LENGTH(__pyx_t_6[1]);
+    #endif
+    __pyx_t_8 = 0;
+    __pyx_t_9 = __Pyx_PyUnicode_Join(__pyx_t_6, 3, __pyx_t_7, __pyx_t_8);
+    if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 379, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_9);
+    __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
+    __pyx_t_10 = 1;
+    {
+      PyObject *__pyx_callargs[2] = {__pyx_t_4, __pyx_t_9};
+      __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+      __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
+      __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 379, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_3);
+    }
+    __Pyx_Raise(__pyx_t_3, 0, 0, 0);
+    __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
+    __PYX_ERR(0, 379, __pyx_L1_error)
+
+    /* "katzenpost/_core/classify.pyx":378
+ *                  int64_t dequeue_ns, int64_t now_ns):
+ *         """Classify rows 0..n-1 of the bound result, replays taken from `seen`; (n_fwd, n_local)."""
+ *         if n < 0 or n > self.capacity or recv_at_ns.shape[0] < n or from_client.shape[0] < n:             # <<<<<<<<<<<<<<
+ *             raise ValueError(f"classify: n={n} exceeds the capacity or the input arrays")
+ *         if n == 0:
+*/
+  }
+
+  /* "katzenpost/_core/classify.pyx":380
+ *         if n < 0 or n > self.capacity or recv_at_ns.shape[0] < n or from_client.shape[0] < n:
+ *             raise ValueError(f"classify: n={n} exceeds the capacity or the input arrays")
+ *         if n == 0:             # <<<<<<<<<<<<<<
+ *             return 0, 0
+ *         self.a.recv_at_ns = &recv_at_ns[0]
+*/
+  __pyx_t_1 = (__pyx_v_n == 0);
+
+  if (__pyx_t_1) {
+
+
+    /* "katzenpost/_core/classify.pyx":381
+ *             raise ValueError(f"classify: n={n} exceeds the capacity or the input arrays")
+ *         if n == 0:
+ *             return 0, 0             # <<<<<<<<<<<<<<
+ *         self.a.recv_at_ns = &recv_at_ns[0]
+ *         self.a.from_client = &from_client[0]
+*/
+    {
+      PyObject *__pyx_temp;
+      {
+        __pyx_temp = __pyx_r;
+        __Pyx_INCREF(__pyx_mstate_global->__pyx_tuple[2]);
+        __pyx_r = __pyx_mstate_global->__pyx_tuple[2];
+      }
+      __Pyx_XDECREF(__pyx_temp);
+    }
+    goto __pyx_L0;
+
+    /* "katzenpost/_core/classify.pyx":380
+ *         if n < 0 or n > self.capacity or recv_at_ns.shape[0] < n or from_client.shape[0] < n:
+ *             raise ValueError(f"classify: n={n} exceeds the capacity or the input arrays")
+ *         if n == 0:             # <<<<<<<<<<<<<<
+ *             return 0, 0
+ *         self.a.recv_at_ns = &recv_at_ns[0]
+*/
+  }
+
+  /* "katzenpost/_core/classify.pyx":382
+ *         if n == 0:
+ *             return 0, 0
+ *         self.a.recv_at_ns = &recv_at_ns[0]             # <<<<<<<<<<<<<<
+ *         self.a.from_client = &from_client[0]
+ *         self.a.dequeue_ns = dequeue_ns
+*/
+  __pyx_t_11 = 0;
+  __pyx_v_self->a.recv_at_ns = (&(*((int64_t const  *) ( /* dim=0 */ ((char *) (((int64_t const  *) __pyx_v_recv_at_ns.data) + __pyx_t_11)) ))));
+
+  /* "katzenpost/_core/classify.pyx":383
+ *             return 0, 0
+ *         self.a.recv_at_ns = &recv_at_ns[0]
+ *         self.a.from_client = &from_client[0]             # <<<<<<<<<<<<<<
+ *         self.a.dequeue_ns = dequeue_ns
+ *         self.a.now_ns = now_ns
+*/
+  __pyx_t_11 = 0;
+  __pyx_v_self->a.from_client = (&(*((uint8_t const  *) ( /* dim=0 */ ((char *) (((uint8_t const  *) __pyx_v_from_client.data) + __pyx_t_11)) ))));
+
+  /* "katzenpost/_core/classify.pyx":384
+ *         self.a.recv_at_ns = &recv_at_ns[0]
+ *         self.a.from_client = &from_client[0]
+ *         self.a.dequeue_ns = dequeue_ns             # <<<<<<<<<<<<<<
+ *         self.a.now_ns = now_ns
+ *         with nogil:
+*/
+  __pyx_v_self->a.dequeue_ns = __pyx_v_dequeue_ns;
+
+  /* "katzenpost/_core/classify.pyx":385
+ *         self.a.from_client = &from_client[0]
+ *         self.a.dequeue_ns = dequeue_ns
+ *         self.a.now_ns = now_ns             # <<<<<<<<<<<<<<
+ *         with nogil:
+ *             classify_rows(&self.a, &self.o, n)
+*/
+  __pyx_v_self->a.now_ns = __pyx_v_now_ns;
+
+  /* "katzenpost/_core/classify.pyx":386
+ *         self.a.dequeue_ns = dequeue_ns
+ *         self.a.now_ns = now_ns
+ *         with nogil:             # <<<<<<<<<<<<<<
+ *             classify_rows(&self.a, &self.o, n)
+ *         return self.o.n_fwd, self.o.n_local
+*/
+  {
+      PyThreadState * _save;
+      _save = PyEval_SaveThread();
+      __Pyx_FastGIL_Remember();
+      /*try:*/ {
+
+        /* "katzenpost/_core/classify.pyx":387
+ *         self.a.now_ns = now_ns
+ *         with nogil:
+ *             classify_rows(&self.a, &self.o, n)             # <<<<<<<<<<<<<<
+ *         return self.o.n_fwd, self.o.n_local
+*/
+        __pyx_f_10katzenpost_5_core_8classify_classify_rows((&__pyx_v_self->a), (&__pyx_v_self->o), __pyx_v_n);
+      }
+
+      /* "katzenpost/_core/classify.pyx":386
+ *         self.a.dequeue_ns = dequeue_ns
+ *         self.a.now_ns = now_ns
+ *         with nogil:             # <<<<<<<<<<<<<<
+ *             classify_rows(&self.a, &self.o, n)
+ *         return self.o.n_fwd, self.o.n_local
+*/
+      /*finally:*/ {
+        /*normal exit:*/{
+          __Pyx_FastGIL_Forget();
+          PyEval_RestoreThread(_save);
+          goto __pyx_L11;
+        }
+        __pyx_L11:;
+      }
+  }
+
+  /* "katzenpost/_core/classify.pyx":388
+ *         with nogil:
+ *             classify_rows(&self.a, &self.o, n)
+ *         return self.o.n_fwd, self.o.n_local             # <<<<<<<<<<<<<<
+*/
+  __pyx_t_3 = PyLong_FromSsize_t(__pyx_v_self->o.n_fwd); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 388, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_3);
+  __pyx_t_9 = PyLong_FromSsize_t(__pyx_v_self->o.n_local); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 388, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_9);
+  __pyx_t_4 = PyTuple_New(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 388, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  __Pyx_GIVEREF(__pyx_t_3);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_4, 0, __pyx_t_3) != (0)) __PYX_ERR(0, 388, __pyx_L1_error);
+  __Pyx_GIVEREF(__pyx_t_9);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_4, 1, __pyx_t_9) != (0)) __PYX_ERR(0, 388, __pyx_L1_error);
+  __pyx_t_3 = 0;
+  __pyx_t_9 = 0;
+  {
+    PyObject *__pyx_temp;
+    {
+      __pyx_temp = __pyx_r;
+      __pyx_r = __pyx_t_4;
+    }
+    __Pyx_XDECREF(__pyx_temp);
+  }
+  __pyx_t_4 = 0;
+  goto __pyx_L0;
+
+  /* "katzenpost/_core/classify.pyx":375
+ *                     self.mask_view[j, i] = 1
+ * 
+ *     def classify(self, Py_ssize_t n, const int64_t[::1] recv_at_ns, const uint8_t[::1] from_client,             # <<<<<<<<<<<<<<
+ *                  int64_t dequeue_ns, int64_t now_ns):
+ *         """Classify rows 0..n-1 of the bound result, replays taken from `seen`; (n_fwd, n_local)."""
+*/
+
+  /* function exit code */
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_3);
+  __Pyx_XDECREF(__pyx_t_4);
+  __Pyx_XDECREF(__pyx_t_5);
+  __Pyx_XDECREF(__pyx_t_9);
+  __Pyx_AddTraceback("katzenpost._core.classify.BatchClassifier.classify", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = NULL;
+  __pyx_L0:;
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* "katzenpost/_core/classify.pyx":293
+ *     cdef RowsIn a
+ *     cdef RowsOut o
+ *     cdef readonly Py_ssize_t capacity             # <<<<<<<<<<<<<<
+ *     cdef readonly object result, drop_counts, fwd_rows, fwd_deadline_ms, fwd_hop, local_rows
+ *     cdef readonly object local_kind, row_reason, masks, seen
+*/
+
+/* Python wrapper */
+static PyObject *__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_8capacity_1__get__(PyObject *__pyx_v_self); /*proto*/
+static PyObject *__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_8capacity_1__get__(PyObject *__pyx_v_self) {
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("__get__ (wrapper)", 0);
+  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
+  __pyx_r = __pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_8capacity___get__(((struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *)__pyx_v_self));
+
+  /* function exit code */
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_8capacity___get__(struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self) {
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  PyObject *__pyx_t_1 = NULL;
+  PyObject *__pyx_t_2 = NULL;
+  PyObject *__pyx_t_3 = NULL;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("__get__", 0);
+  {
+      __Pyx_PyCriticalSection __pyx_cs;
+      __pyx_t_1 = ((PyObject *)__pyx_v_self);
+      __Pyx_INCREF(__pyx_t_1);
+      __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
+      /*try:*/ {
+        __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_self->capacity); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 293, __pyx_L4_error)
+        __Pyx_GOTREF(__pyx_t_2);
+        {
+          PyObject *__pyx_temp;
+          {
+            __pyx_temp = __pyx_r;
+            __pyx_r = __pyx_t_2;
+          }
+          __Pyx_XDECREF(__pyx_temp);
+        }
+        __pyx_t_2 = 0;
+        __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+        goto __pyx_L3_return;
+      }
+      /*finally:*/ {
+        __pyx_L3_return: {
+          __pyx_t_3 = __pyx_r;
+          __pyx_r = 0;
+          __Pyx_PyCriticalSection_End(&__pyx_cs);
+          __pyx_r = __pyx_t_3;
+          __pyx_t_3 = 0;
+          goto __pyx_L0;
+        }
+        __pyx_L4_error: {
+          __Pyx_PyCriticalSection_End(&__pyx_cs);
+          goto __pyx_L1_error;
+        }
+      }
+      __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  }
+
+  /* function exit code */
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_1);
+  __Pyx_XDECREF(__pyx_t_2);
+  __Pyx_AddTraceback("katzenpost._core.classify.BatchClassifier.capacity.__get__", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = NULL;
+  __pyx_L0:;
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* "katzenpost/_core/classify.pyx":294
+ *     cdef RowsOut o
+ *     cdef readonly Py_ssize_t capacity
+ *     cdef readonly object result, drop_counts, fwd_rows, fwd_deadline_ms, fwd_hop, local_rows             # <<<<<<<<<<<<<<
+ *     cdef readonly object local_kind, row_reason, masks, seen
+ *     cdef object _routes, _route_index, _endpoints
+*/
+
+/* Python wrapper */
+static PyObject *__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_6result_1__get__(PyObject *__pyx_v_self); /*proto*/
+static PyObject *__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_6result_1__get__(PyObject *__pyx_v_self) {
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("__get__ (wrapper)", 0);
+  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
+  __pyx_r = __pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_6result___get__(((struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *)__pyx_v_self));
+
+  /* function exit code */
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_6result___get__(struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self) {
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  PyObject *__pyx_t_1 = NULL;
+  PyObject *__pyx_t_2 = NULL;
+  __Pyx_RefNannySetupContext("__get__", 0);
+  {
+      __Pyx_PyCriticalSection __pyx_cs;
+      __pyx_t_1 = ((PyObject *)__pyx_v_self);
+      __Pyx_INCREF(__pyx_t_1);
+      __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
+      /*try:*/ {
+        {
+          PyObject *__pyx_temp;
+          {
+            __pyx_temp = __pyx_r;
+            __Pyx_INCREF(__pyx_v_self->result);
+            __pyx_r = __pyx_v_self->result;
+          }
+          __Pyx_XDECREF(__pyx_temp);
+        }
+        __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+        goto __pyx_L3_return;
+      }
+      /*finally:*/ {
+        __pyx_L3_return: {
+          __pyx_t_2 = __pyx_r;
+          __pyx_r = 0;
+          __Pyx_PyCriticalSection_End(&__pyx_cs);
+          __pyx_r = __pyx_t_2;
+          __pyx_t_2 = 0;
+          goto __pyx_L0;
+        }
+      }
+      __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  }
+
+  /* function exit code */
+  __pyx_L0:;
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* Python wrapper */
+static PyObject *__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_11drop_counts_1__get__(PyObject *__pyx_v_self); /*proto*/
+static PyObject *__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_11drop_counts_1__get__(PyObject *__pyx_v_self) {
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("__get__ (wrapper)", 0);
+  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
+  __pyx_r = __pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_11drop_counts___get__(((struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *)__pyx_v_self));
+
+  /* function exit code */
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_11drop_counts___get__(struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self) {
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  PyObject *__pyx_t_1 = NULL;
+  PyObject *__pyx_t_2 = NULL;
+  __Pyx_RefNannySetupContext("__get__", 0);
+  {
+      __Pyx_PyCriticalSection __pyx_cs;
+      __pyx_t_1 = ((PyObject *)__pyx_v_self);
+      __Pyx_INCREF(__pyx_t_1);
+      __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
+      /*try:*/ {
+        {
+          PyObject *__pyx_temp;
+          {
+            __pyx_temp = __pyx_r;
+            __Pyx_INCREF(__pyx_v_self->drop_counts);
+            __pyx_r = __pyx_v_self->drop_counts;
+          }
+          __Pyx_XDECREF(__pyx_temp);
+        }
+        __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+        goto __pyx_L3_return;
+      }
+      /*finally:*/ {
+        __pyx_L3_return: {
+          __pyx_t_2 = __pyx_r;
+          __pyx_r = 0;
+          __Pyx_PyCriticalSection_End(&__pyx_cs);
+          __pyx_r = __pyx_t_2;
+          __pyx_t_2 = 0;
+          goto __pyx_L0;
+        }
+      }
+      __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  }
+
+  /* function exit code */
+  __pyx_L0:;
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* Python wrapper */
+static PyObject *__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_8fwd_rows_1__get__(PyObject *__pyx_v_self); /*proto*/
+static PyObject *__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_8fwd_rows_1__get__(PyObject *__pyx_v_self) {
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("__get__ (wrapper)", 0);
+  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
+  __pyx_r = __pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_8fwd_rows___get__(((struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *)__pyx_v_self));
+
+  /* function exit code */
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_8fwd_rows___get__(struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self) {
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  PyObject *__pyx_t_1 = NULL;
+  PyObject *__pyx_t_2 = NULL;
+  __Pyx_RefNannySetupContext("__get__", 0);
+  {
+      __Pyx_PyCriticalSection __pyx_cs;
+      __pyx_t_1 = ((PyObject *)__pyx_v_self);
+      __Pyx_INCREF(__pyx_t_1);
+      __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
+      /*try:*/ {
+        {
+          PyObject *__pyx_temp;
+          {
+            __pyx_temp = __pyx_r;
+            __Pyx_INCREF(__pyx_v_self->fwd_rows);
+            __pyx_r = __pyx_v_self->fwd_rows;
+          }
+          __Pyx_XDECREF(__pyx_temp);
+        }
+        __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+        goto __pyx_L3_return;
+      }
+      /*finally:*/ {
+        __pyx_L3_return: {
+          __pyx_t_2 = __pyx_r;
+          __pyx_r = 0;
+          __Pyx_PyCriticalSection_End(&__pyx_cs);
+          __pyx_r = __pyx_t_2;
+          __pyx_t_2 = 0;
+          goto __pyx_L0;
+        }
+      }
+      __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  }
+
+  /* function exit code */
+  __pyx_L0:;
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* Python wrapper */
+static PyObject *__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_15fwd_deadline_ms_1__get__(PyObject *__pyx_v_self); /*proto*/
+static PyObject *__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_15fwd_deadline_ms_1__get__(PyObject *__pyx_v_self) {
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("__get__ (wrapper)", 0);
+  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
+  __pyx_r = __pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_15fwd_deadline_ms___get__(((struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *)__pyx_v_self));
+
+  /* function exit code */
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_15fwd_deadline_ms___get__(struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self) {
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  PyObject *__pyx_t_1 = NULL;
+  PyObject *__pyx_t_2 = NULL;
+  __Pyx_RefNannySetupContext("__get__", 0);
+  {
+      __Pyx_PyCriticalSection __pyx_cs;
+      __pyx_t_1 = ((PyObject *)__pyx_v_self);
+      __Pyx_INCREF(__pyx_t_1);
+      __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
+      /*try:*/ {
+        {
+          PyObject *__pyx_temp;
+          {
+            __pyx_temp = __pyx_r;
+            __Pyx_INCREF(__pyx_v_self->fwd_deadline_ms);
+            __pyx_r = __pyx_v_self->fwd_deadline_ms;
+          }
+          __Pyx_XDECREF(__pyx_temp);
+        }
+        __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+        goto __pyx_L3_return;
+      }
+      /*finally:*/ {
+        __pyx_L3_return: {
+          __pyx_t_2 = __pyx_r;
+          __pyx_r = 0;
+          __Pyx_PyCriticalSection_End(&__pyx_cs);
+          __pyx_r = __pyx_t_2;
+          __pyx_t_2 = 0;
+          goto __pyx_L0;
+        }
+      }
+      __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  }
+
+  /* function exit code */
+  __pyx_L0:;
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* Python wrapper */
+static PyObject *__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_7fwd_hop_1__get__(PyObject *__pyx_v_self); /*proto*/
+static PyObject *__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_7fwd_hop_1__get__(PyObject *__pyx_v_self) {
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("__get__ (wrapper)", 0);
+  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
+  __pyx_r = __pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_7fwd_hop___get__(((struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *)__pyx_v_self));
+
+  /* function exit code */
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_7fwd_hop___get__(struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self) {
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  PyObject *__pyx_t_1 = NULL;
+  PyObject *__pyx_t_2 = NULL;
+  __Pyx_RefNannySetupContext("__get__", 0);
+  {
+      __Pyx_PyCriticalSection __pyx_cs;
+      __pyx_t_1 = ((PyObject *)__pyx_v_self);
+      __Pyx_INCREF(__pyx_t_1);
+      __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
+      /*try:*/ {
+        {
+          PyObject *__pyx_temp;
+          {
+            __pyx_temp = __pyx_r;
+            __Pyx_INCREF(__pyx_v_self->fwd_hop);
+            __pyx_r = __pyx_v_self->fwd_hop;
+          }
+          __Pyx_XDECREF(__pyx_temp);
+        }
+        __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+        goto __pyx_L3_return;
+      }
+      /*finally:*/ {
+        __pyx_L3_return: {
+          __pyx_t_2 = __pyx_r;
+          __pyx_r = 0;
+          __Pyx_PyCriticalSection_End(&__pyx_cs);
+          __pyx_r = __pyx_t_2;
+          __pyx_t_2 = 0;
+          goto __pyx_L0;
+        }
+      }
+      __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  }
+
+  /* function exit code */
+  __pyx_L0:;
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* Python wrapper */
+static PyObject *__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_10local_rows_1__get__(PyObject *__pyx_v_self); /*proto*/
+static PyObject *__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_10local_rows_1__get__(PyObject *__pyx_v_self) {
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("__get__ (wrapper)", 0);
+  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
+  __pyx_r = __pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_10local_rows___get__(((struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *)__pyx_v_self));
+
+  /* function exit code */
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_10local_rows___get__(struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self) {
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  PyObject *__pyx_t_1 = NULL;
+  PyObject *__pyx_t_2 = NULL;
+  __Pyx_RefNannySetupContext("__get__", 0);
+  {
+      __Pyx_PyCriticalSection __pyx_cs;
+      __pyx_t_1 = ((PyObject *)__pyx_v_self);
+      __Pyx_INCREF(__pyx_t_1);
+      __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
+      /*try:*/ {
+        {
+          PyObject *__pyx_temp;
+          {
+            __pyx_temp = __pyx_r;
+            __Pyx_INCREF(__pyx_v_self->local_rows);
+            __pyx_r = __pyx_v_self->local_rows;
+          }
+          __Pyx_XDECREF(__pyx_temp);
+        }
+        __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+        goto __pyx_L3_return;
+      }
+      /*finally:*/ {
+        __pyx_L3_return: {
+          __pyx_t_2 = __pyx_r;
+          __pyx_r = 0;
+          __Pyx_PyCriticalSection_End(&__pyx_cs);
+          __pyx_r = __pyx_t_2;
+          __pyx_t_2 = 0;
+          goto __pyx_L0;
+        }
+      }
+      __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  }
+
+  /* function exit code */
+  __pyx_L0:;
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* "katzenpost/_core/classify.pyx":295
+ *     cdef readonly Py_ssize_t capacity
+ *     cdef readonly object result, drop_counts, fwd_rows, fwd_deadline_ms, fwd_hop, local_rows
+ *     cdef readonly object local_kind, row_reason, masks, seen             # <<<<<<<<<<<<<<
+ *     cdef object _routes, _route_index, _endpoints
+ *     cdef const int8_t[::1] key_index
+*/
+
+/* Python wrapper */
+static PyObject *__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_10local_kind_1__get__(PyObject *__pyx_v_self); /*proto*/
+static PyObject *__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_10local_kind_1__get__(PyObject *__pyx_v_self) {
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("__get__ (wrapper)", 0);
+  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
+  __pyx_r = __pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_10local_kind___get__(((struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *)__pyx_v_self));
+
+  /* function exit code */
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_10local_kind___get__(struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self) {
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  PyObject *__pyx_t_1 = NULL;
+  PyObject *__pyx_t_2 = NULL;
+  __Pyx_RefNannySetupContext("__get__", 0);
+  {
+      __Pyx_PyCriticalSection __pyx_cs;
+      __pyx_t_1 = ((PyObject *)__pyx_v_self);
+      __Pyx_INCREF(__pyx_t_1);
+      __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
+      /*try:*/ {
+        {
+          PyObject *__pyx_temp;
+          {
+            __pyx_temp = __pyx_r;
+            __Pyx_INCREF(__pyx_v_self->local_kind);
+            __pyx_r = __pyx_v_self->local_kind;
+          }
+          __Pyx_XDECREF(__pyx_temp);
+        }
+        __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+        goto __pyx_L3_return;
+      }
+      /*finally:*/ {
+        __pyx_L3_return: {
+          __pyx_t_2 = __pyx_r;
+          __pyx_r = 0;
+          __Pyx_PyCriticalSection_End(&__pyx_cs);
+          __pyx_r = __pyx_t_2;
+          __pyx_t_2 = 0;
+          goto __pyx_L0;
+        }
+      }
+      __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  }
+
+  /* function exit code */
+  __pyx_L0:;
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* Python wrapper */
+static PyObject *__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_10row_reason_1__get__(PyObject *__pyx_v_self); /*proto*/
+static PyObject *__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_10row_reason_1__get__(PyObject *__pyx_v_self) {
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("__get__ (wrapper)", 0);
+  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
+  __pyx_r = __pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_10row_reason___get__(((struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *)__pyx_v_self));
+
+  /* function exit code */
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_10row_reason___get__(struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self) {
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  PyObject *__pyx_t_1 = NULL;
+  PyObject *__pyx_t_2 = NULL;
+  __Pyx_RefNannySetupContext("__get__", 0);
+  {
+      __Pyx_PyCriticalSection __pyx_cs;
+      __pyx_t_1 = ((PyObject *)__pyx_v_self);
+      __Pyx_INCREF(__pyx_t_1);
+      __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
+      /*try:*/ {
+        {
+          PyObject *__pyx_temp;
+          {
+            __pyx_temp = __pyx_r;
+            __Pyx_INCREF(__pyx_v_self->row_reason);
+            __pyx_r = __pyx_v_self->row_reason;
+          }
+          __Pyx_XDECREF(__pyx_temp);
+        }
+        __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+        goto __pyx_L3_return;
+      }
+      /*finally:*/ {
+        __pyx_L3_return: {
+          __pyx_t_2 = __pyx_r;
+          __pyx_r = 0;
+          __Pyx_PyCriticalSection_End(&__pyx_cs);
+          __pyx_r = __pyx_t_2;
+          __pyx_t_2 = 0;
+          goto __pyx_L0;
+        }
+      }
+      __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  }
+
+  /* function exit code */
+  __pyx_L0:;
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* Python wrapper */
+static PyObject *__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_5masks_1__get__(PyObject *__pyx_v_self); /*proto*/
+static PyObject *__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_5masks_1__get__(PyObject *__pyx_v_self) {
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("__get__ (wrapper)", 0);
+  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
+  __pyx_r = __pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_5masks___get__(((struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *)__pyx_v_self));
+
+  /* function exit code */
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_5masks___get__(struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self) {
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  PyObject *__pyx_t_1 = NULL;
+  PyObject *__pyx_t_2 = NULL;
+  __Pyx_RefNannySetupContext("__get__", 0);
+  {
+      __Pyx_PyCriticalSection __pyx_cs;
+      __pyx_t_1 = ((PyObject *)__pyx_v_self);
+      __Pyx_INCREF(__pyx_t_1);
+      __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
+      /*try:*/ {
+        {
+          PyObject *__pyx_temp;
+          {
+            __pyx_temp = __pyx_r;
+            __Pyx_INCREF(__pyx_v_self->masks);
+            __pyx_r = __pyx_v_self->masks;
+          }
+          __Pyx_XDECREF(__pyx_temp);
+        }
+        __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+        goto __pyx_L3_return;
+      }
+      /*finally:*/ {
+        __pyx_L3_return: {
+          __pyx_t_2 = __pyx_r;
+          __pyx_r = 0;
+          __Pyx_PyCriticalSection_End(&__pyx_cs);
+          __pyx_r = __pyx_t_2;
+          __pyx_t_2 = 0;
+          goto __pyx_L0;
+        }
+      }
+      __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  }
+
+  /* function exit code */
+  __pyx_L0:;
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* Python wrapper */
+static PyObject *__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_4seen_1__get__(PyObject *__pyx_v_self); /*proto*/
+static PyObject *__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_4seen_1__get__(PyObject *__pyx_v_self) {
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("__get__ (wrapper)", 0);
+  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
+  __pyx_r = __pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_4seen___get__(((struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *)__pyx_v_self));
+
+  /* function exit code */
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_4seen___get__(struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self) {
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  PyObject *__pyx_t_1 = NULL;
+  PyObject *__pyx_t_2 = NULL;
+  __Pyx_RefNannySetupContext("__get__", 0);
+  {
+      __Pyx_PyCriticalSection __pyx_cs;
+      __pyx_t_1 = ((PyObject *)__pyx_v_self);
+      __Pyx_INCREF(__pyx_t_1);
+      __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
+      /*try:*/ {
+        {
+          PyObject *__pyx_temp;
+          {
+            __pyx_temp = __pyx_r;
+            __Pyx_INCREF(__pyx_v_self->seen);
+            __pyx_r = __pyx_v_self->seen;
+          }
+          __Pyx_XDECREF(__pyx_temp);
+        }
+        __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+        goto __pyx_L3_return;
+      }
+      /*finally:*/ {
+        __pyx_L3_return: {
+          __pyx_t_2 = __pyx_r;
+          __pyx_r = 0;
+          __Pyx_PyCriticalSection_End(&__pyx_cs);
+          __pyx_r = __pyx_t_2;
+          __pyx_t_2 = 0;
+          goto __pyx_L0;
+        }
+      }
+      __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  }
+
+  /* function exit code */
+  __pyx_L0:;
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* "(tree fragment)":1
+ * def __reduce_cython__(self):             # <<<<<<<<<<<<<<
+ *     raise TypeError, "self.a,self.o cannot be converted to a Python object for pickling"
+ * def __setstate_cython__(self, __pyx_state):
+*/
+
+/* Python wrapper */
+static PyObject *__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_11__reduce_cython__(PyObject *__pyx_v_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+); /*proto*/
+PyDoc_STRVAR(__pyx_doc_10katzenpost_5_core_8classify_15BatchClassifier_10__reduce_cython__, "BatchClassifier.__reduce_cython__(self)");
+static PyMethodDef __pyx_mdef_10katzenpost_5_core_8classify_15BatchClassifier_11__reduce_cython__ = {"__reduce_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_11__reduce_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_10katzenpost_5_core_8classify_15BatchClassifier_10__reduce_cython__};
+static PyObject *__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_11__reduce_cython__(PyObject *__pyx_v_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+) {
+  #if !CYTHON_VECTORCALL
+  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
+  #endif
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("__reduce_cython__ (wrapper)", 0);
+  #if !CYTHON_VECTORCALL
+  #if CYTHON_ASSUME_SAFE_SIZE
+  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
+  #else
+  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
+  #endif
+  #endif
+  __pyx_kwvalues = __Pyx_KwValues_FASTCALL(__pyx_args, __pyx_nargs);
+  if (unlikely(__pyx_nargs > 0)) { __Pyx_RaiseArgtupleInvalid("__reduce_cython__", 1, 0, 0, __pyx_nargs); return NULL; }
+  const Py_ssize_t __pyx_kwds_len = unlikely(__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
+  if (unlikely(__pyx_kwds_len < 0)) return NULL;
+  if (unlikely(__pyx_kwds_len > 0)) {__Pyx_RejectKeywords("__reduce_cython__", __pyx_kwds); return NULL;}
+  __pyx_r = __pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_10__reduce_cython__(((struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *)__pyx_v_self));
+
+  /* function exit code */
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_10__reduce_cython__(CYTHON_UNUSED struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self) {
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("__reduce_cython__", 0);
+
+  /* "(tree fragment)":2
+ * def __reduce_cython__(self):
+ *     raise TypeError, "self.a,self.o cannot be converted to a Python object for pickling"             # <<<<<<<<<<<<<<
+ * def __setstate_cython__(self, __pyx_state):
+ *     raise TypeError, "self.a,self.o cannot be converted to a Python object for pickling"
+*/
+  __Pyx_Raise(((PyObject *)(((PyTypeObject*)PyExc_TypeError))), __pyx_mstate_global->__pyx_kp_u_self_a_self_o_cannot_be_converte, 0, 0);
+  __PYX_ERR(1, 2, __pyx_L1_error)
+
+  /* "(tree fragment)":1
+ * def __reduce_cython__(self):             # <<<<<<<<<<<<<<
+ *     raise TypeError, "self.a,self.o cannot be converted to a Python object for pickling"
+ * def __setstate_cython__(self, __pyx_state):
+*/
+
+  /* function exit code */
+  __pyx_L1_error:;
+  __Pyx_AddTraceback("katzenpost._core.classify.BatchClassifier.__reduce_cython__", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = NULL;
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* "(tree fragment)":3
+ * def __reduce_cython__(self):
+ *     raise TypeError, "self.a,self.o cannot be converted to a Python object for pickling"
+ * def __setstate_cython__(self, __pyx_state):             # <<<<<<<<<<<<<<
+ *     raise TypeError, "self.a,self.o cannot be converted to a Python object for pickling"
+*/
+
+/* Python wrapper */
+static PyObject *__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_13__setstate_cython__(PyObject *__pyx_v_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+); /*proto*/
+PyDoc_STRVAR(__pyx_doc_10katzenpost_5_core_8classify_15BatchClassifier_12__setstate_cython__, "BatchClassifier.__setstate_cython__(self, __pyx_state)");
+static PyMethodDef __pyx_mdef_10katzenpost_5_core_8classify_15BatchClassifier_13__setstate_cython__ = {"__setstate_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_13__setstate_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_10katzenpost_5_core_8classify_15BatchClassifier_12__setstate_cython__};
+static PyObject *__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_13__setstate_cython__(PyObject *__pyx_v_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+) {
+  CYTHON_UNUSED PyObject *__pyx_v___pyx_state = 0;
+  #if !CYTHON_VECTORCALL
+  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
+  #endif
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject* values[1] = {0};
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("__setstate_cython__ (wrapper)", 0);
+  #if !CYTHON_VECTORCALL
+  #if CYTHON_ASSUME_SAFE_SIZE
+  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
+  #else
+  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
+  #endif
+  #endif
+  __pyx_kwvalues = __Pyx_KwValues_FASTCALL(__pyx_args, __pyx_nargs);
+  {
+    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_pyx_state,0};
+    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(1, 3, __pyx_L3_error)
+    if (__pyx_kwds_len > 0) {
+      switch (__pyx_nargs) {
+        case  1:
+        values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(1, 3, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  0: break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      const Py_ssize_t kwd_pos_args = __pyx_nargs;
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__setstate_cython__", 0) < (0)) __PYX_ERR(1, 3, __pyx_L3_error)
+      for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__setstate_cython__", 1, 1, 1, i); __PYX_ERR(1, 3, __pyx_L3_error) }
+      }
+    } else if (unlikely(__pyx_nargs != 1)) {
+      goto __pyx_L5_argtuple_error;
+    } else {
+      values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(1, 3, __pyx_L3_error)
+    }
+    __pyx_v___pyx_state = values[0];
+  }
+  goto __pyx_L6_skip;
+  __pyx_L5_argtuple_error:;
+  __Pyx_RaiseArgtupleInvalid("__setstate_cython__", 1, 1, 1, __pyx_nargs); __PYX_ERR(1, 3, __pyx_L3_error)
+  __pyx_L6_skip:;
+  goto __pyx_L4_argument_unpacking_done;
+  __pyx_L3_error:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __Pyx_AddTraceback("katzenpost._core.classify.BatchClassifier.__setstate_cython__", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __Pyx_RefNannyFinishContext();
+  return NULL;
+  __pyx_L4_argument_unpacking_done:;
+  __pyx_r = __pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_12__setstate_cython__(((struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *)__pyx_v_self), __pyx_v___pyx_state);
+
+  /* function exit code */
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_10katzenpost_5_core_8classify_15BatchClassifier_12__setstate_cython__(CYTHON_UNUSED struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *__pyx_v_self, CYTHON_UNUSED PyObject *__pyx_v___pyx_state) {
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("__setstate_cython__", 0);
+
+  /* "(tree fragment)":4
+ *     raise TypeError, "self.a,self.o cannot be converted to a Python object for pickling"
+ * def __setstate_cython__(self, __pyx_state):
+ *     raise TypeError, "self.a,self.o cannot be converted to a Python object for pickling"             # <<<<<<<<<<<<<<
+*/
+  __Pyx_Raise(((PyObject *)(((PyTypeObject*)PyExc_TypeError))), __pyx_mstate_global->__pyx_kp_u_self_a_self_o_cannot_be_converte, 0, 0);
+  __PYX_ERR(1, 4, __pyx_L1_error)
+
+  /* "(tree fragment)":3
+ * def __reduce_cython__(self):
+ *     raise TypeError, "self.a,self.o cannot be converted to a Python object for pickling"
+ * def __setstate_cython__(self, __pyx_state):             # <<<<<<<<<<<<<<
+ *     raise TypeError, "self.a,self.o cannot be converted to a Python object for pickling"
+*/
+
+  /* function exit code */
+  __pyx_L1_error:;
+  __Pyx_AddTraceback("katzenpost._core.classify.BatchClassifier.__setstate_cython__", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = NULL;
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
 /* #### Code section: module_exttypes ### */
+
+static PyObject *__pyx_tp_new__initialisation_10katzenpost_5_core_8classify_BatchClassifier(PyObject *o, 
+#if CYTHON_VECTORCALL_TPNEW
+    CYTHON_UNUSED PyObject *const *args, CYTHON_UNUSED Py_ssize_t nargs, CYTHON_UNUSED PyObject *kwnames
+#else
+    CYTHON_UNUSED PyObject *a, CYTHON_UNUSED PyObject *k
+#endif
+) {
+  struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *p = ((struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *)o);
+  p->result = Py_None; Py_INCREF(Py_None);
+  p->drop_counts = Py_None; Py_INCREF(Py_None);
+  p->fwd_rows = Py_None; Py_INCREF(Py_None);
+  p->fwd_deadline_ms = Py_None; Py_INCREF(Py_None);
+  p->fwd_hop = Py_None; Py_INCREF(Py_None);
+  p->local_rows = Py_None; Py_INCREF(Py_None);
+  p->local_kind = Py_None; Py_INCREF(Py_None);
+  p->row_reason = Py_None; Py_INCREF(Py_None);
+  p->masks = Py_None; Py_INCREF(Py_None);
+  p->seen = Py_None; Py_INCREF(Py_None);
+  p->_routes = Py_None; Py_INCREF(Py_None);
+  p->_route_index = Py_None; Py_INCREF(Py_None);
+  p->_endpoints = Py_None; Py_INCREF(Py_None);
+  p->key_index.data = NULL;
+  p->key_index.memview = NULL;
+  p->mask_view.data = NULL;
+  p->mask_view.memview = NULL;
+  p->seen_view.data = NULL;
+  p->seen_view.memview = NULL;
+  return o;
+}
+
+static PyObject *__pyx_tp_new_vectorcall_10katzenpost_5_core_8classify_BatchClassifier(PyTypeObject *t, 
+#if CYTHON_VECTORCALL_TPNEW
+    PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
+#else
+    PyObject *a, PyObject *k
+#endif
+) {
+  PyObject *o;
+  o = __Pyx_AllocateExtensionType(t, 0);
+  if (unlikely(!o)) return 0;
+  return __pyx_tp_new__initialisation_10katzenpost_5_core_8classify_BatchClassifier(o, 
+#if CYTHON_VECTORCALL_TPNEW
+    args, nargs, kwnames
+#else
+    a, k
+#endif
+);
+}
+
+#if CYTHON_VECTORCALL_TPNEW
+static PyObject *__pyx_tp_new_10katzenpost_5_core_8classify_BatchClassifier(PyTypeObject *t, PyObject *a, PyObject *k) {
+  return __Pyx_CallTpnewAsVectorcall(__pyx_tp_new_vectorcall_10katzenpost_5_core_8classify_BatchClassifier, t, a, k);
+}
+#endif
+
+#if CYTHON_VECTORCALL_TPNEW
+static PyObject *__pyx_tp_vectorcall_10katzenpost_5_core_8classify_BatchClassifier(PyObject *t, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+  if (unlikely((PyTypeObject*)t != __pyx_mstate_global->__pyx_ptype_10katzenpost_5_core_8classify_BatchClassifier || __Pyx_PyType_HasFeature((PyTypeObject*)t, Py_TPFLAGS_IS_ABSTRACT))) {
+    return __Pyx_CallNewInitFromVectorcall((PyTypeObject*)t, args, nargsf, kwnames);
+  }
+  Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+  PyObject *o = __pyx_tp_new_vectorcall_10katzenpost_5_core_8classify_BatchClassifier((PyTypeObject*)t, args, nargs, kwnames);
+  if (likely(o)) {
+    assert(Py_TYPE(o) == (PyTypeObject*)t);
+    if (unlikely(__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_1__init__(o, args, nargs, kwnames) < 0)) {
+      Py_CLEAR(o);
+    }
+  }
+  return o;
+}
+#endif
+
+#if CYTHON_VECTORCALL_TPNEW
+static int __pyx_tp_init_10katzenpost_5_core_8classify_BatchClassifier(PyObject *o, PyObject *args, PyObject *kwds) {
+  return __Pyx_CallTpinitAsVectorcall(__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_1__init__, o, args, kwds);
+}
+#endif
+
+static void __pyx_tp_dealloc_10katzenpost_5_core_8classify_BatchClassifier(PyObject *o) {
+  struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *p = (struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *)o;
+  #if CYTHON_USE_TP_FINALIZE
+  if (unlikely(__Pyx_PyObject_GetSlot(o, tp_finalize, destructor)) && !__Pyx_PyObject_GC_IsFinalized(o)) {
+    if (__Pyx_PyObject_GetSlot(o, tp_dealloc, destructor) == __pyx_tp_dealloc_10katzenpost_5_core_8classify_BatchClassifier) {
+      if (PyObject_CallFinalizerFromDealloc(o)) return;
+    }
+  }
+  #endif
+  PyObject_GC_UnTrack(o);
+  Py_CLEAR(p->result);
+  Py_CLEAR(p->drop_counts);
+  Py_CLEAR(p->fwd_rows);
+  Py_CLEAR(p->fwd_deadline_ms);
+  Py_CLEAR(p->fwd_hop);
+  Py_CLEAR(p->local_rows);
+  Py_CLEAR(p->local_kind);
+  Py_CLEAR(p->row_reason);
+  Py_CLEAR(p->masks);
+  Py_CLEAR(p->seen);
+  Py_CLEAR(p->_routes);
+  Py_CLEAR(p->_route_index);
+  Py_CLEAR(p->_endpoints);
+  __PYX_XCLEAR_MEMVIEW(&p->key_index, 1);; p->key_index.memview = NULL; p->key_index.data = NULL;
+  __PYX_XCLEAR_MEMVIEW(&p->mask_view, 1);; p->mask_view.memview = NULL; p->mask_view.data = NULL;
+  __PYX_XCLEAR_MEMVIEW(&p->seen_view, 1);; p->seen_view.memview = NULL; p->seen_view.data = NULL;
+  PyTypeObject *tp = Py_TYPE(o);
+  #if CYTHON_USE_TYPE_SLOTS
+  (*tp->tp_free)(o);
+  #else
+  {
+    freefunc tp_free = (freefunc)PyType_GetSlot(tp, Py_tp_free);
+    if (tp_free) tp_free(o);
+  }
+  #endif
+  #if CYTHON_USE_TYPE_SPECS
+  Py_DECREF(tp);
+  #endif
+}
+
+static int __pyx_tp_traverse_10katzenpost_5_core_8classify_BatchClassifier(PyObject *o, visitproc v, void *a) {
+  int e;
+  struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *p = (struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *)o;
+  {
+    e = __Pyx_call_type_traverse(o, 1, v, a);
+    if (e) return e;
+  }
+  if (p->result) {
+    e = (*v)(p->result, a); if (e) return e;
+  }
+  if (p->drop_counts) {
+    e = (*v)(p->drop_counts, a); if (e) return e;
+  }
+  if (p->fwd_rows) {
+    e = (*v)(p->fwd_rows, a); if (e) return e;
+  }
+  if (p->fwd_deadline_ms) {
+    e = (*v)(p->fwd_deadline_ms, a); if (e) return e;
+  }
+  if (p->fwd_hop) {
+    e = (*v)(p->fwd_hop, a); if (e) return e;
+  }
+  if (p->local_rows) {
+    e = (*v)(p->local_rows, a); if (e) return e;
+  }
+  if (p->local_kind) {
+    e = (*v)(p->local_kind, a); if (e) return e;
+  }
+  if (p->row_reason) {
+    e = (*v)(p->row_reason, a); if (e) return e;
+  }
+  if (p->masks) {
+    e = (*v)(p->masks, a); if (e) return e;
+  }
+  if (p->seen) {
+    e = (*v)(p->seen, a); if (e) return e;
+  }
+  if (p->_routes) {
+    e = (*v)(p->_routes, a); if (e) return e;
+  }
+  if (p->_route_index) {
+    e = (*v)(p->_route_index, a); if (e) return e;
+  }
+  if (p->_endpoints) {
+    e = (*v)(p->_endpoints, a); if (e) return e;
+  }
+  return 0;
+}
+
+static int __pyx_tp_clear_10katzenpost_5_core_8classify_BatchClassifier(PyObject *o) {
+  PyObject* tmp;
+  struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *p = (struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier *)o;
+  tmp = ((PyObject*)p->result);
+  p->result = Py_None; Py_INCREF(Py_None);
+  Py_XDECREF(tmp);
+  tmp = ((PyObject*)p->drop_counts);
+  p->drop_counts = Py_None; Py_INCREF(Py_None);
+  Py_XDECREF(tmp);
+  tmp = ((PyObject*)p->fwd_rows);
+  p->fwd_rows = Py_None; Py_INCREF(Py_None);
+  Py_XDECREF(tmp);
+  tmp = ((PyObject*)p->fwd_deadline_ms);
+  p->fwd_deadline_ms = Py_None; Py_INCREF(Py_None);
+  Py_XDECREF(tmp);
+  tmp = ((PyObject*)p->fwd_hop);
+  p->fwd_hop = Py_None; Py_INCREF(Py_None);
+  Py_XDECREF(tmp);
+  tmp = ((PyObject*)p->local_rows);
+  p->local_rows = Py_None; Py_INCREF(Py_None);
+  Py_XDECREF(tmp);
+  tmp = ((PyObject*)p->local_kind);
+  p->local_kind = Py_None; Py_INCREF(Py_None);
+  Py_XDECREF(tmp);
+  tmp = ((PyObject*)p->row_reason);
+  p->row_reason = Py_None; Py_INCREF(Py_None);
+  Py_XDECREF(tmp);
+  tmp = ((PyObject*)p->masks);
+  p->masks = Py_None; Py_INCREF(Py_None);
+  Py_XDECREF(tmp);
+  tmp = ((PyObject*)p->seen);
+  p->seen = Py_None; Py_INCREF(Py_None);
+  Py_XDECREF(tmp);
+  tmp = ((PyObject*)p->_routes);
+  p->_routes = Py_None; Py_INCREF(Py_None);
+  Py_XDECREF(tmp);
+  tmp = ((PyObject*)p->_route_index);
+  p->_route_index = Py_None; Py_INCREF(Py_None);
+  Py_XDECREF(tmp);
+  tmp = ((PyObject*)p->_endpoints);
+  p->_endpoints = Py_None; Py_INCREF(Py_None);
+  Py_XDECREF(tmp);
+  return 0;
+}
+
+static PyObject *__pyx_getprop_10katzenpost_5_core_8classify_15BatchClassifier_capacity(PyObject *o, CYTHON_UNUSED void *x) {
+  return __pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_8capacity_1__get__(o);
+}
+
+static PyObject *__pyx_getprop_10katzenpost_5_core_8classify_15BatchClassifier_result(PyObject *o, CYTHON_UNUSED void *x) {
+  return __pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_6result_1__get__(o);
+}
+
+static PyObject *__pyx_getprop_10katzenpost_5_core_8classify_15BatchClassifier_drop_counts(PyObject *o, CYTHON_UNUSED void *x) {
+  return __pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_11drop_counts_1__get__(o);
+}
+
+static PyObject *__pyx_getprop_10katzenpost_5_core_8classify_15BatchClassifier_fwd_rows(PyObject *o, CYTHON_UNUSED void *x) {
+  return __pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_8fwd_rows_1__get__(o);
+}
+
+static PyObject *__pyx_getprop_10katzenpost_5_core_8classify_15BatchClassifier_fwd_deadline_ms(PyObject *o, CYTHON_UNUSED void *x) {
+  return __pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_15fwd_deadline_ms_1__get__(o);
+}
+
+static PyObject *__pyx_getprop_10katzenpost_5_core_8classify_15BatchClassifier_fwd_hop(PyObject *o, CYTHON_UNUSED void *x) {
+  return __pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_7fwd_hop_1__get__(o);
+}
+
+static PyObject *__pyx_getprop_10katzenpost_5_core_8classify_15BatchClassifier_local_rows(PyObject *o, CYTHON_UNUSED void *x) {
+  return __pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_10local_rows_1__get__(o);
+}
+
+static PyObject *__pyx_getprop_10katzenpost_5_core_8classify_15BatchClassifier_local_kind(PyObject *o, CYTHON_UNUSED void *x) {
+  return __pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_10local_kind_1__get__(o);
+}
+
+static PyObject *__pyx_getprop_10katzenpost_5_core_8classify_15BatchClassifier_row_reason(PyObject *o, CYTHON_UNUSED void *x) {
+  return __pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_10row_reason_1__get__(o);
+}
+
+static PyObject *__pyx_getprop_10katzenpost_5_core_8classify_15BatchClassifier_masks(PyObject *o, CYTHON_UNUSED void *x) {
+  return __pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_5masks_1__get__(o);
+}
+
+static PyObject *__pyx_getprop_10katzenpost_5_core_8classify_15BatchClassifier_seen(PyObject *o, CYTHON_UNUSED void *x) {
+  return __pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_4seen_1__get__(o);
+}
+
+static PyMethodDef __pyx_methods_10katzenpost_5_core_8classify_BatchClassifier[] = {
+  {"set_routes", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_3set_routes, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_10katzenpost_5_core_8classify_15BatchClassifier_2set_routes},
+  {"set_endpoints", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_5set_endpoints, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_10katzenpost_5_core_8classify_15BatchClassifier_4set_endpoints},
+  {"replay_masks", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_7replay_masks, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_10katzenpost_5_core_8classify_15BatchClassifier_6replay_masks},
+  {"classify", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_9classify, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_10katzenpost_5_core_8classify_15BatchClassifier_8classify},
+  {"__reduce_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_11__reduce_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_10katzenpost_5_core_8classify_15BatchClassifier_10__reduce_cython__},
+  {"__setstate_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_10katzenpost_5_core_8classify_15BatchClassifier_13__setstate_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_10katzenpost_5_core_8classify_15BatchClassifier_12__setstate_cython__},
+  {0, 0, 0, 0}
+};
+
+static struct PyGetSetDef __pyx_getsets_10katzenpost_5_core_8classify_BatchClassifier[] = {
+  {"capacity", __pyx_getprop_10katzenpost_5_core_8classify_15BatchClassifier_capacity, 0, 0, 0},
+  {"result", __pyx_getprop_10katzenpost_5_core_8classify_15BatchClassifier_result, 0, 0, 0},
+  {"drop_counts", __pyx_getprop_10katzenpost_5_core_8classify_15BatchClassifier_drop_counts, 0, 0, 0},
+  {"fwd_rows", __pyx_getprop_10katzenpost_5_core_8classify_15BatchClassifier_fwd_rows, 0, 0, 0},
+  {"fwd_deadline_ms", __pyx_getprop_10katzenpost_5_core_8classify_15BatchClassifier_fwd_deadline_ms, 0, 0, 0},
+  {"fwd_hop", __pyx_getprop_10katzenpost_5_core_8classify_15BatchClassifier_fwd_hop, 0, 0, 0},
+  {"local_rows", __pyx_getprop_10katzenpost_5_core_8classify_15BatchClassifier_local_rows, 0, 0, 0},
+  {"local_kind", __pyx_getprop_10katzenpost_5_core_8classify_15BatchClassifier_local_kind, 0, 0, 0},
+  {"row_reason", __pyx_getprop_10katzenpost_5_core_8classify_15BatchClassifier_row_reason, 0, 0, 0},
+  {"masks", __pyx_getprop_10katzenpost_5_core_8classify_15BatchClassifier_masks, 0, 0, 0},
+  {"seen", __pyx_getprop_10katzenpost_5_core_8classify_15BatchClassifier_seen, 0, 0, 0},
+  {0, 0, 0, 0, 0}
+};
+#if CYTHON_USE_TYPE_SPECS
+static PyType_Slot __pyx_type_10katzenpost_5_core_8classify_BatchClassifier_slots[] = {
+  {Py_tp_dealloc, (void *)__pyx_tp_dealloc_10katzenpost_5_core_8classify_BatchClassifier},
+  {Py_tp_doc, (void *)PyDoc_STR("BatchClassifier(result, int64_t[::1] drop_counts, bool is_provider)\n\nA crypto worker\047s classifier bound once to its unwrap result and output arrays, so each\nbatch costs two buffer look-ups instead of twenty (the per-batch cost is what holds the GIL).\n\nOutputs are numpy attributes: fwd_rows, fwd_deadline_ms, fwd_hop, local_rows, local_kind,\nrow_reason, masks, seen. Drops are added into the caller\047s `drop_counts` (int64[>=32]).")},
+  {Py_tp_traverse, (void *)__pyx_tp_traverse_10katzenpost_5_core_8classify_BatchClassifier},
+  {Py_tp_clear, (void *)__pyx_tp_clear_10katzenpost_5_core_8classify_BatchClassifier},
+  {Py_tp_methods, (void *)__pyx_methods_10katzenpost_5_core_8classify_BatchClassifier},
+  {Py_tp_getset, (void *)__pyx_getsets_10katzenpost_5_core_8classify_BatchClassifier},
+  {Py_tp_init, (void *)__pyx_tp_init_10katzenpost_5_core_8classify_BatchClassifier},
+  {Py_tp_new, (void *)__pyx_tp_new_10katzenpost_5_core_8classify_BatchClassifier},
+  #if (!CYTHON_COMPILING_IN_PYPY || PYPY_VERSION_NUM >= 0x07030800) && (!CYTHON_COMPILING_IN_LIMITED_API || __PYX_LIMITED_VERSION_HEX >= 0x030E0000)
+  #if CYTHON_VECTORCALL_TPNEW
+  {Py_tp_vectorcall, (void *)__pyx_tp_vectorcall_10katzenpost_5_core_8classify_BatchClassifier},
+  #endif
+  #endif
+  {0, 0},
+};
+static PyType_Spec __pyx_type_10katzenpost_5_core_8classify_BatchClassifier_spec = {
+  "katzenpost._core.classify.BatchClassifier",
+  sizeof(struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier),
+  0,
+  Py_TPFLAGS_DEFAULT|Py_TPFLAGS_HAVE_VERSION_TAG|Py_TPFLAGS_BASETYPE|Py_TPFLAGS_HAVE_GC,
+  __pyx_type_10katzenpost_5_core_8classify_BatchClassifier_slots,
+};
+#else
+
+static PyTypeObject __pyx_type_10katzenpost_5_core_8classify_BatchClassifier = {
+  PyVarObject_HEAD_INIT(0, 0)
+  "katzenpost._core.classify.""BatchClassifier", /*tp_name*/
+  sizeof(struct __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier), /*tp_basicsize*/
+  0, /*tp_itemsize*/
+  __pyx_tp_dealloc_10katzenpost_5_core_8classify_BatchClassifier, /*tp_dealloc*/
+  0, /*tp_vectorcall_offset*/
+  0, /*tp_getattr*/
+  0, /*tp_setattr*/
+  0, /*tp_as_async*/
+  0, /*tp_repr*/
+  0, /*tp_as_number*/
+  0, /*tp_as_sequence*/
+  0, /*tp_as_mapping*/
+  0, /*tp_hash*/
+  0, /*tp_call*/
+  0, /*tp_str*/
+  0, /*tp_getattro*/
+  0, /*tp_setattro*/
+  0, /*tp_as_buffer*/
+  Py_TPFLAGS_DEFAULT|Py_TPFLAGS_HAVE_VERSION_TAG|Py_TPFLAGS_BASETYPE|Py_TPFLAGS_HAVE_GC, /*tp_flags*/
+  PyDoc_STR("BatchClassifier(result, int64_t[::1] drop_counts, bool is_provider)\n\nA crypto worker\047s classifier bound once to its unwrap result and output arrays, so each\nbatch costs two buffer look-ups instead of twenty (the per-batch cost is what holds the GIL).\n\nOutputs are numpy attributes: fwd_rows, fwd_deadline_ms, fwd_hop, local_rows, local_kind,\nrow_reason, masks, seen. Drops are added into the caller\047s `drop_counts` (int64[>=32])."), /*tp_doc*/
+  __pyx_tp_traverse_10katzenpost_5_core_8classify_BatchClassifier, /*tp_traverse*/
+  __pyx_tp_clear_10katzenpost_5_core_8classify_BatchClassifier, /*tp_clear*/
+  0, /*tp_richcompare*/
+  0, /*tp_weaklistoffset*/
+  0, /*tp_iter*/
+  0, /*tp_iternext*/
+  __pyx_methods_10katzenpost_5_core_8classify_BatchClassifier, /*tp_methods*/
+  0, /*tp_members*/
+  __pyx_getsets_10katzenpost_5_core_8classify_BatchClassifier, /*tp_getset*/
+  0, /*tp_base*/
+  0, /*tp_dict*/
+  0, /*tp_descr_get*/
+  0, /*tp_descr_set*/
+  #if !CYTHON_USE_TYPE_SPECS
+  0, /*tp_dictoffset*/
+  #endif
+  __pyx_tp_init_10katzenpost_5_core_8classify_BatchClassifier, /*tp_init*/
+  0, /*tp_alloc*/
+  __pyx_tp_new_10katzenpost_5_core_8classify_BatchClassifier, /*tp_new*/
+  0, /*tp_free*/
+  0, /*tp_is_gc*/
+  0, /*tp_bases*/
+  0, /*tp_mro*/
+  0, /*tp_cache*/
+  0, /*tp_subclasses*/
+  0, /*tp_weaklist*/
+  0, /*tp_del*/
+  0, /*tp_version_tag*/
+  #if CYTHON_USE_TP_FINALIZE
+  0, /*tp_finalize*/
+  #else
+  NULL, /*tp_finalize*/
+  #endif
+  #if (!CYTHON_COMPILING_IN_PYPY || PYPY_VERSION_NUM >= 0x07030800) && (!CYTHON_COMPILING_IN_LIMITED_API || __PYX_LIMITED_VERSION_HEX >= 0x030E0000)
+  #if CYTHON_VECTORCALL_TPNEW
+  __pyx_tp_vectorcall_10katzenpost_5_core_8classify_BatchClassifier, /*tp_vectorcall*/
+  #else
+  NULL, /*tp_vectorcall*/
+  #endif
+  #endif
+  #if __PYX_NEED_TP_PRINT_SLOT == 1
+  0, /*tp_print*/
+  #endif
+  #if PY_VERSION_HEX >= 0x030C0000
+  0, /*tp_watched*/
+  #endif
+  #if PY_VERSION_HEX >= 0x030d00A4
+  0, /*tp_versions_used*/
+  #endif
+  #if CYTHON_COMPILING_IN_PYPY && PY_VERSION_HEX < 0x030a0000
+  0, /*tp_pypy_flags*/
+  #endif
+};
+#endif
 static struct __pyx_vtabstruct_array __pyx_vtable_array;
 
 static PyObject *__pyx_tp_new__initialisation_array(PyObject *o, 
@@ -21874,6 +26135,7 @@ static CYTHON_SMALL_CODE int __Pyx_InitConstants(__pyx_mstatetype *__pyx_mstate)
 static CYTHON_SMALL_CODE int __Pyx_modinit_Global_init_code(__pyx_mstatetype *__pyx_mstate); /*proto*/
 static CYTHON_SMALL_CODE int __Pyx_modinit_Variable_export_code(__pyx_mstatetype *__pyx_mstate); /*proto*/
 static CYTHON_SMALL_CODE int __Pyx_modinit_Function_export_code(__pyx_mstatetype *__pyx_mstate); /*proto*/
+static CYTHON_SMALL_CODE int __Pyx_modinit_Exttype___pyx_obj_10katzenpost_5_core_8classify_BatchClassifier(__pyx_mstatetype *__pyx_mstate); /*proto*/
 static CYTHON_SMALL_CODE int __Pyx_modinit_Exttype___pyx_array_obj(__pyx_mstatetype *__pyx_mstate); /*proto*/
 static CYTHON_SMALL_CODE int __Pyx_modinit_Exttype___pyx_MemviewEnum_obj(__pyx_mstatetype *__pyx_mstate); /*proto*/
 static CYTHON_SMALL_CODE int __Pyx_modinit_Exttype___pyx_memoryview_obj(__pyx_mstatetype *__pyx_mstate); /*proto*/
@@ -21915,6 +26177,41 @@ static int __Pyx_modinit_Function_export_code(__pyx_mstatetype *__pyx_mstate) {
   /*--- Function export code ---*/
   __Pyx_RefNannyFinishContext();
   return 0;
+}
+
+static int __Pyx_modinit_Exttype___pyx_obj_10katzenpost_5_core_8classify_BatchClassifier(__pyx_mstatetype *__pyx_mstate) {
+  __Pyx_RefNannyDeclarations
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  CYTHON_UNUSED_VAR(__pyx_mstate);
+  __Pyx_RefNannySetupContext("__Pyx_modinit_Exttype___pyx_obj_10katzenpost_5_core_8classify_BatchClassifier", 0);
+  /*--- Exttype __pyx_obj_10katzenpost_5_core_8classify_BatchClassifier ---*/
+  #if CYTHON_USE_TYPE_SPECS
+  __pyx_mstate->__pyx_ptype_10katzenpost_5_core_8classify_BatchClassifier = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_10katzenpost_5_core_8classify_BatchClassifier_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_10katzenpost_5_core_8classify_BatchClassifier)) __PYX_ERR(0, 284, __pyx_L1_error)
+  #else
+  __pyx_mstate->__pyx_ptype_10katzenpost_5_core_8classify_BatchClassifier = &__pyx_type_10katzenpost_5_core_8classify_BatchClassifier;
+  #endif
+  #if !CYTHON_COMPILING_IN_LIMITED_API
+  #endif
+  #if !CYTHON_USE_TYPE_SPECS
+  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_10katzenpost_5_core_8classify_BatchClassifier) < (0)) __PYX_ERR(0, 284, __pyx_L1_error)
+  #endif
+  #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
+  PyUnstable_Object_EnableDeferredRefcount((PyObject*)__pyx_mstate->__pyx_ptype_10katzenpost_5_core_8classify_BatchClassifier);
+  #endif
+  #if !CYTHON_COMPILING_IN_LIMITED_API
+  if ((CYTHON_USE_TYPE_SLOTS && CYTHON_USE_PYTYPE_LOOKUP) && likely(!__pyx_mstate->__pyx_ptype_10katzenpost_5_core_8classify_BatchClassifier->tp_dictoffset && __pyx_mstate->__pyx_ptype_10katzenpost_5_core_8classify_BatchClassifier->tp_getattro == PyObject_GenericGetAttr)) {
+    __pyx_mstate->__pyx_ptype_10katzenpost_5_core_8classify_BatchClassifier->tp_getattro = PyObject_GenericGetAttr;
+  }
+  #endif
+  if (PyObject_SetAttr(__pyx_m, __pyx_mstate_global->__pyx_n_u_BatchClassifier, (PyObject *) __pyx_mstate->__pyx_ptype_10katzenpost_5_core_8classify_BatchClassifier) < (0)) __PYX_ERR(0, 284, __pyx_L1_error)
+  if (__Pyx_setup_reduce((PyObject *) __pyx_mstate->__pyx_ptype_10katzenpost_5_core_8classify_BatchClassifier) < (0)) __PYX_ERR(0, 284, __pyx_L1_error)
+  __Pyx_RefNannyFinishContext();
+  return 0;
+  __pyx_L1_error:;
+  __Pyx_RefNannyFinishContext();
+  return -1;
 }
 
 static int __Pyx_modinit_Exttype___pyx_array_obj(__pyx_mstatetype *__pyx_mstate) {
@@ -22408,6 +26705,7 @@ __Pyx_RefNannySetupContext("PyInit_classify", 0);
   (void)__Pyx_modinit_Variable_export_code(__pyx_mstate);
   (void)__Pyx_modinit_Function_export_code(__pyx_mstate);
   /*--- Type init code ---*/
+  if (unlikely((__Pyx_modinit_Exttype___pyx_obj_10katzenpost_5_core_8classify_BatchClassifier(__pyx_mstate) < 0))) __PYX_ERR(0, 1, __pyx_L1_error)
   if (unlikely((__Pyx_modinit_Exttype___pyx_array_obj(__pyx_mstate) < 0))) __PYX_ERR(0, 1, __pyx_L1_error)
   if (unlikely((__Pyx_modinit_Exttype___pyx_MemviewEnum_obj(__pyx_mstate) < 0))) __PYX_ERR(0, 1, __pyx_L1_error)
   if (unlikely((__Pyx_modinit_Exttype___pyx_memoryview_obj(__pyx_mstate) < 0))) __PYX_ERR(0, 1, __pyx_L1_error)
@@ -23099,19 +27397,106 @@ __Pyx_RefNannySetupContext("PyInit_classify", 0);
   if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_replay_masks, __pyx_t_4) < (0)) __PYX_ERR(0, 85, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "katzenpost/_core/classify.pyx":102
+  /* "katzenpost/_core/classify.pyx":231
  * 
  * 
  * def classify_batch(result, Py_ssize_t n, const int64_t[::1] recv_at_ns, const uint8_t[::1] from_client,             # <<<<<<<<<<<<<<
  *                    const uint8_t[::1] replayed, int64_t dequeue_ns, int64_t now_ns, bint is_provider,
  *                    const uint8_t[:, ::1] route_ids, const int32_t[::1] route_index,
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_10katzenpost_5_core_8classify_3classify_batch, 0, __pyx_mstate_global->__pyx_n_u_classify_batch, NULL, __pyx_mstate_global->__pyx_n_u_katzenpost__core_classify, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[1])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 102, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_10katzenpost_5_core_8classify_3classify_batch, 0, __pyx_mstate_global->__pyx_n_u_classify_batch, NULL, __pyx_mstate_global->__pyx_n_u_katzenpost__core_classify, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[1])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 231, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_classify_batch, __pyx_t_4) < (0)) __PYX_ERR(0, 102, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_classify_batch, __pyx_t_4) < (0)) __PYX_ERR(0, 231, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+
+  /* "katzenpost/_core/classify.pyx":342
+ *         self.set_endpoints(np.zeros((0, RECIPIENT_LEN), np.uint8))
+ * 
+ *     def set_routes(self, const uint8_t[:, ::1] route_ids, const int32_t[::1] route_index):             # <<<<<<<<<<<<<<
+ *         """Sorted uint8[R, 32] node IDs with their int32 hop indices (kept referenced here)."""
+ *         cdef Py_ssize_t r = route_ids.shape[0]
+*/
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_10katzenpost_5_core_8classify_15BatchClassifier_3set_routes, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_BatchClassifier_set_routes, NULL, __pyx_mstate_global->__pyx_n_u_katzenpost__core_classify, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[2])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 342, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
+  #endif
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_10katzenpost_5_core_8classify_BatchClassifier, __pyx_mstate_global->__pyx_n_u_set_routes, __pyx_t_4) < (0)) __PYX_ERR(0, 342, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+
+  /* "katzenpost/_core/classify.pyx":352
+ *         self.a.n_routes = r
+ * 
+ *     def set_endpoints(self, const uint8_t[:, ::1] endpoint_ids):             # <<<<<<<<<<<<<<
+ *         """Sorted uint8[E, 64] Kaetzchen endpoint recipient IDs (kept referenced here)."""
+ *         cdef Py_ssize_t e = endpoint_ids.shape[0]
+*/
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_10katzenpost_5_core_8classify_15BatchClassifier_5set_endpoints, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_BatchClassifier_set_endpoints, NULL, __pyx_mstate_global->__pyx_n_u_katzenpost__core_classify, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[3])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 352, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
+  #endif
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_10katzenpost_5_core_8classify_BatchClassifier, __pyx_mstate_global->__pyx_n_u_set_endpoints, __pyx_t_4) < (0)) __PYX_ERR(0, 352, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+
+  /* "katzenpost/_core/classify.pyx":361
+ *         self.a.n_endpoints = e
+ * 
+ *     def replay_masks(self, Py_ssize_t n):             # <<<<<<<<<<<<<<
+ *         """masks[j, :n] selects rows that unwrapped with key j (no duplicate); clears seen[:n]."""
+ *         cdef Py_ssize_t i
+*/
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_10katzenpost_5_core_8classify_15BatchClassifier_7replay_masks, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_BatchClassifier_replay_masks, NULL, __pyx_mstate_global->__pyx_n_u_katzenpost__core_classify, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[4])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 361, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
+  #endif
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_10katzenpost_5_core_8classify_BatchClassifier, __pyx_mstate_global->__pyx_n_u_replay_masks, __pyx_t_4) < (0)) __PYX_ERR(0, 361, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+
+  /* "katzenpost/_core/classify.pyx":375
+ *                     self.mask_view[j, i] = 1
+ * 
+ *     def classify(self, Py_ssize_t n, const int64_t[::1] recv_at_ns, const uint8_t[::1] from_client,             # <<<<<<<<<<<<<<
+ *                  int64_t dequeue_ns, int64_t now_ns):
+ *         """Classify rows 0..n-1 of the bound result, replays taken from `seen`; (n_fwd, n_local)."""
+*/
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_10katzenpost_5_core_8classify_15BatchClassifier_9classify, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_BatchClassifier_classify, NULL, __pyx_mstate_global->__pyx_n_u_katzenpost__core_classify, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[5])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 375, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
+  #endif
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_10katzenpost_5_core_8classify_BatchClassifier, __pyx_mstate_global->__pyx_n_u_classify_2, __pyx_t_4) < (0)) __PYX_ERR(0, 375, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+
+  /* "(tree fragment)":1
+ * def __reduce_cython__(self):             # <<<<<<<<<<<<<<
+ *     raise TypeError, "self.a,self.o cannot be converted to a Python object for pickling"
+ * def __setstate_cython__(self, __pyx_state):
+*/
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_10katzenpost_5_core_8classify_15BatchClassifier_11__reduce_cython__, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_BatchClassifier___reduce_cython, NULL, __pyx_mstate_global->__pyx_n_u_katzenpost__core_classify, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[6])); if (unlikely(!__pyx_t_4)) __PYX_ERR(1, 1, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
+  #endif
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_reduce_cython, __pyx_t_4) < (0)) __PYX_ERR(1, 1, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+
+  /* "(tree fragment)":3
+ * def __reduce_cython__(self):
+ *     raise TypeError, "self.a,self.o cannot be converted to a Python object for pickling"
+ * def __setstate_cython__(self, __pyx_state):             # <<<<<<<<<<<<<<
+ *     raise TypeError, "self.a,self.o cannot be converted to a Python object for pickling"
+*/
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_10katzenpost_5_core_8classify_15BatchClassifier_13__setstate_cython__, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_BatchClassifier___setstate_cytho, NULL, __pyx_mstate_global->__pyx_n_u_katzenpost__core_classify, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[7])); if (unlikely(!__pyx_t_4)) __PYX_ERR(1, 3, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
+  #endif
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_setstate_cython, __pyx_t_4) < (0)) __PYX_ERR(1, 3, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
   /* "katzenpost/_core/classify.pyx":1
@@ -23228,10 +27613,24 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_slice[0]);
   if (__Pyx_PyTuple_SET_ITEM(__pyx_mstate_global->__pyx_tuple[1], 0, __pyx_mstate_global->__pyx_slice[0]) != (0)) __PYX_ERR(1, 763, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[1]);
+
+  /* "katzenpost/_core/classify.pyx":246
+ *     cdef Py_ssize_t n_routes = route_ids.shape[0], n_endpoints = endpoint_ids.shape[0]
+ *     if n == 0:
+ *         return 0, 0             # <<<<<<<<<<<<<<
+ *     fill_rows_in(&a, result, n)
+ *     for arr_len, name in ((recv_at_ns.shape[0], "recv_at_ns"), (from_client.shape[0], "from_client"),
+*/
+  {
+    PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_int_0, __pyx_mstate_global->__pyx_int_0};
+    __pyx_mstate_global->__pyx_tuple[2] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[2])) __PYX_ERR(0, 246, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[2]);
+  }
+  __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[2]);
   #if CYTHON_IMMORTAL_CONSTANTS
   {
     PyObject **table = __pyx_mstate->__pyx_tuple;
-    for (Py_ssize_t i=0; i<2; ++i) {
+    for (Py_ssize_t i=0; i<3; ++i) {
       #if PY_VERSION_HEX >= 0x030F0000
       PyUnstable_SetImmortal(table[i]);
       #elif CYTHON_COMPILING_IN_CPYTHON_FREETHREADING
@@ -23288,41 +27687,41 @@ static int __Pyx_InitConstants(__pyx_mstatetype *__pyx_mstate) {
   int __pyx_clineno = 0;
   CYTHON_UNUSED_VAR(__pyx_mstate);
   {
-    const struct { const unsigned int length: 8; } str_length_index[] = {{6},{36},{7},{8},{12},{12},{6},{1},{2},{15},{23},{25},{32},{20},{22},{1},{1},{37},{45},{22},{4},{179},{8},{10},{28},{45},{12},{64},{15},{7},{6},{2},{9},{29},{50},{30},{37},{5},{13},{16},{14},{17},{14},{8},{7},{19},{16},{9},{20},{10},{12},{8},{12},{12},{6},{10},{8},{15},{7},{18},{13},{15},{20},{12},{9},{17},{8},{8},{12},{10},{8},{10},{8},{7},{14},{11},{10},{19},{14},{12},{10},{17},{13},{12},{12},{19},{8},{13},{3},{15},{7},{18},{4},{1},{14},{18},{3},{5},{5},{8},{10},{11},{15},{5},{6},{13},{12},{9},{5},{5},{6},{7},{11},{15},{7},{8},{1},{2},{5},{11},{5},{8},{1},{25},{9},{4},{10},{10},{5},{7},{4},{1},{11},{5},{7},{8},{4},{4},{8},{6},{3},{4},{3},{3},{6},{9},{10},{8},{12},{8},{6},{10},{9},{11},{10},{10},{5},{4},{5},{6},{4},{4},{6},{6},{6},{6},{1}};
-    const struct { const unsigned int length: 10; } bytes_length_index[] = {{1},{168},{936}};
+    const struct { const unsigned int length: 8; } str_length_index[] = {{6},{41},{36},{7},{8},{12},{29},{12},{6},{15},{1},{2},{15},{23},{25},{32},{20},{22},{1},{1},{37},{45},{22},{4},{179},{8},{10},{28},{45},{12},{46},{63},{64},{15},{7},{6},{2},{9},{29},{50},{65},{30},{37},{5},{15},{33},{35},{24},{28},{29},{26},{13},{16},{14},{17},{14},{8},{7},{19},{16},{9},{20},{10},{12},{8},{12},{12},{6},{10},{8},{15},{7},{18},{13},{15},{20},{12},{9},{17},{8},{8},{12},{10},{8},{10},{8},{7},{14},{11},{10},{19},{14},{12},{10},{17},{13},{12},{12},{19},{8},{13},{1},{3},{15},{7},{18},{4},{1},{8},{14},{18},{5},{8},{10},{11},{15},{1},{6},{12},{9},{5},{5},{6},{7},{11},{15},{7},{8},{1},{2},{5},{5},{5},{11},{5},{8},{1},{25},{9},{10},{10},{5},{7},{4},{1},{11},{8},{4},{4},{8},{6},{5},{1},{3},{4},{3},{1},{9},{10},{8},{12},{8},{6},{9},{11},{10},{4},{13},{10},{10},{5},{4},{5},{6},{4},{4},{6},{5},{6},{6},{6},{1},{5}};
+    const struct { const unsigned int length: 10; } bytes_length_index[] = {{1},{9},{168},{556},{118},{79},{169},{157}};
     #ifndef CYTHON_COMPRESS_STRINGS
       #define CYTHON_COMPRESS_STRINGS 90
     #endif
-    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (1980 bytes) */
-static const char cstring[] = "x\332}UKw\323H\026n\017\201\201&\323\203\363`\222&\320\025\036\311\234&\030\022B`\030\206na+\323n\034\277\223\220\001\272NY*\047\"r\311VIN\334\260`\231\245\226Zj\251\245\226^z\351\245\226Z\346\047\364O\230[rl\2079\234I\216U\267\352\276\276\373\250[\210X\350\3211\242\307\n\245*G\326\001E&\345\266n!\303D\r\302\017\221B\232D\321\254\016:0t\220@F\355\003U\254\227\310\260-\256\251\024=J\245\220i\034\361\025\304\300\004B\\7,\236z\216^l\321\206avv4z\204\214:z\241\030\314\322\366m\303\346\2100\025\251\232)\314\374\357\261\306\206\014n\231`^=\047, \375?\376\227g#\311\227?\245\tc\206\205\010\347\332>C\226\001!\022\365\201\301\364\016j\304 \333\0002\313\332D\327T\3240T\272\002\ti\202.\230ZV\226\205\337\345\272aZ&a\313+h\037L\r\205\371\001iRp\205\310\261\306Q\336`4oX\024\322\010iMw\254\003\203!8W\251\256\325\250I,\n\036\005F\260l\n!\206\212r\361\301\372\263\365\030\261IEf9\342vM\321\001,\345\"q5[\323-\360`u\232\224\247P\266\216:\206=\3105D\322\004\271\363\nP@\2068\265\342J.\307q\023K3\030\006u\215\355/\237\245JkS\241\275ItNSDU1\310\321\330\206V\357<GcJ5\215&V\014\233\001.\026\267\310\230G\231\33244\006\276HM\247\250as\013\325(\262\341\350\331[y\005m\254\277\037\013\263\177\215i\023z\207~U\253\274\202\036\257\275GG\232u\000Y\265\036\257\275-\277\217+\251P\256\030\272.\240\033\214\247HMQ5.\014P&\276\373\212\306\007\224zH\254\337)k\032\334z\010\300M\372p\3507\325\354\0343\003\212Q\047\242\27716\251j+\024c\244\332q6\230\301\036@q\332\032\321\201\253hL\2630\266c\253\202Mt\335P\240\206\210\230&\351 \225X$\365\025\356\240%D=\007\335\310SR%\235\315\246sY9_\305\257\366\212R\245\222\221\323\205=\\\331.\277\302e\271\230\333\313\3109i\017W\013\005\234+\344\377\235\331.\346\262i\251*\343takK\312g2\273r.\207\3457iY\316\300\277\256kM\256\361\315ByW*g\316\026,Uq\261\\\330\311f\344r6\277#\345\262\231\241z\345\265$W\377\223\376E\316\217\210s\276_g\363B2#W\362\005\234)\027\212\361\006\350ra\273*\227e\251R\310\017\370gt%W\250V\204\252\2647\266R\241-\2332\205\202\306V6/\345\004\234\255\354\233j""\001oW\344\362v\276,\347\262\322\253\234\214G\047\273e\251\2107\245lN\316\210\031\221\032\217\013\214\213\235c\370e\340\236\340<=\266\312\264\216\361Y/C\275\2406\242\244cb\237Z\232E\033\342@\025:\360W\267\231\"V`\361\241\226\326h\302%\026T\203h,^\r\325\326c\036#\215\301*\334c\014\255\202\225\003\252\034r\2731\330\235Y\021\244\270\211\003\312fMM9\004\0132\033\312\265\343\266\0266Z6\321\207f\207\2556\242\224x8\234;\240\307b\0037w\004\205\237\203>\242\307z\026\345\"\026\215\213.\207\013\2451\n\267b\330\206\270f\327\3530rL\023\353p1x\207)\232\221\032I\362\032\341T\031\336\014\\#\226r\240\350\300\300\220\030\230s\n\255\021\345Pi\250\361\325\207\371E:\361\0077\270**mS\314\370\271\331\240\3069\001,\203\327A=\242pW\231\002\243t8$\260\3608\332h*\\W\273\021\317Dj\232\206Y\327\311>\207\031\333 \326\331\244\255\233F\003\352\253Qf\325\217T\254\302\310\216\0016\270\330\036\030M\261\210\207G\323T\230\020\024\0060n\232F\033\256\234)\272\201\017>\277\323\017\343\211\220\212\047Bj\030\367!\355\340X\365\020\276\"o:\036S\302\264x\0009<\021\342}\020\357\002cx\030\002g\030\0000\034\0133\034\2174.J\007\303\252\301\240i\005Df\034A\236 \047\360\204\0366\215&`\200\247\207\033\014f\260\326\024\241\001\321\306\004\212\016\214}\215\303\273`\322f\234h\341z@Su\360$\307>\342<\016(H\342\031!b\000\274x`\034\232\345l\310\305\263H\344\000\232\307\214;\310\346\340\243\311-\003~\246\255X\320\301\000\315n\3024\243\360\244\331\224\037\027>\047N\047\356y;\376j4q\327\333\364\027\243\211e\257\355\227\376\270\364\315\305\313\237\315\223\251\223\265\223\212\363\047\347\266\263\351.y\to\332K{\246?\345?\t.\005$hE\227\277;\371\340&\334[^\313ODW\276\215.\377\345d\333\271\347\000c\362Dvf\035\002\344\3445\347\212\233t\027\243\311\277\236\264\235\222\243\270\323\356+\227zO\374\204?\355\277\nS/\273Jo\252\267\3363\373\323\375LX\334\016\267\337\206o\337\205\357\336G\327fc\371Y\227|N\374q\375\233\213K_ \375\273\177\311\047\321\304\217\376R\220\210&\356\373\033AR\360\266\304\362\203\333\021\334\360\241\324[\350\357\204""\225jX\335\026A-y%O\363[\301\205`\243{\253\327\022F\022\376BP\n\224\356\365\360\247bX,E\023\177\376J\340\311\363\241~\007\261\267\273;\275\325\236\024M\\>\271\342\314\211\370\334\347\002\235\237\t\037\375\334\273\332\337\010K\345\260\274\023\356\354F7\356x\033~\322\277\353\263\356/\275\315\376b\177\275\337\212n\304\260\203\231\360\311\257\375\345\260\264\033\356\276\t\337\304A\337\2707\266\363m\177\t \205%\310\311\316\210\001\321^\276z\362\314YsJ\321\344\224\363\243+\271\357\300\376J@\302\247\257\373\253}I\204\360\321Y\002\264\"\323\344\014z8\3774hu\023\202\331q.:{n\335\223\274\212\177\301\177\021\360\356\375\336\016h\246\373<,W\206\241&\205\350\047g\335\371\024\343\277\343W\204\347!OT\373\\\221g\005\230\031G\022\210\240\001\334\013\356\232[:_r)\2726\017j\311\353 \317\335\333\243\375|\334\033\003z\326\251\270\211\350\332\264\363\302\265\274u\357c\260\030\254F37\301\320,|\\\305\233\362\006{(%\234d\2757~\311W\202)!\265\340\276\206\326\374>X\r\244h\346oN\333-\273\255h\016y\227\274\032\364\346\374\242\227\364\356@\270\211h\356\206\273\021\033Z\270\033ws\362t\341\236W:\005\321\204P<\0027\311h\356\226{\340\021\357S\360\274\373\036*\366,\356 (\322o\341o\215\260\301\204\221u\327\004\301X\027,I\336\236\257\005\255\323\205\373P\242_\203\375n\271\333\356\225{\274\177{\230\325\205;\336\252\227\365\337v\023\335\201\332 \336I\000a\371\217}\243[\351M\364\322\320\223\020\377\252@\362\321[\004\224s\200<\232\277\347U\375\271 \031<\354\335\354\223h\355q\360\217\2564R\210\301po\361\014\014\370\211\346o\272\025\210g\356\007H\3029\3724>\230\235\217\3531s\303]=\025\331<\215\263?)*cCR\343\262\035A\321\222\3215\020\201\274\266D\331\342\375\367\320\347\377\0247\350\013\022\244\242\211\253\047O\235\305\377\002\035\202\323\371";
-    PyObject *data = __Pyx_DecompressString(cstring, 1980, 1);
+    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (2183 bytes) */
+static const char cstring[] = "x\332}V\315w\023G\022\217vmb\300!\030CB\200\227\035C\260\0230\002c\343\260<\302f,\215\027\201\320\267e\033\003\375Z3-{\360\250G\236\236\221-\302\333\347\243\216s\234\343\034\347\250\243\216>\3528G\035\363\047\344OHu\217\276\370Z\371Y]\335]]U]\365\253_K\302\266t\357H\"G*!\032\223\354=\"\251\270\216U\335nJ\246%\346:\255;\266\204-\0137\331\007\212\026a\216as\265\032f\373\243s{\246\001\032\222YyKT\373\211d:6\3235\"\335\213\307\207\362\330\361\3411\3112\017\331\242D\301\276$1\303\264\331\317\266E\210T\265\360n\215P\373\227\370#\351\361\013R3\255fY\047\207\222Y\225\036\253&\265\365]\307t\230\204\251&i\272\305]~\274\254\323\301\006\263-p\257\215)\363\360\377\337\376\207kC\315\047\377I`JM\310\013c\372.\225l\023\356\203\265;&5\232RM\004\331\200 S\264\201\r]\223j\246F\026!yu8\013\246\026\324\005\356w\241jZ\266\205\351\302\242\264\013\246\006\312l\017\327y\332%|\2443)cR\2221m\2363\250U\242i\357\231T\202u\215\030z\205X\330&\340\221\307\010\226y\3010\225rJ\356\316\312\303\025\021\261Ex\025\230\304\234\212j@\260\204\361\304U\034\335\260\301\203\335\254\023\026\227RU\251i:Q\352\341&u\320\033?\000\325\242\022#\266(\333\202\2707\266u\223\"8\256\323\335\205~\252\364\006\341\247\327\261\301H\034k\032\002=\"l\350\325\346#i$i\226YG\252\351P\210\213\n8\215\366\010\325\352\246N\301\027\256\030D\2529\314\226*Dr`\351\341\216\262(\255\256\274\036)\323\337Fr\037N\373\244\211\240J\344\010\322\010\331\035\244\204A\304\016\373D\233\222#\033\355\231\365\241\237\235\314\242\264|\377u?u\252^\327\001yb\365\003\307\026\000\231|6\304Bt\376P\267\367\240\204\366\362\375\235\302k\001\033\2250\3254\014\236\047\223\2628\256\250\232\316\270\001B\371\367\256\252\263H\322\366\261\375\216\320\272\311\354\273\220%\213\334\035\370\215\327\233G\324\204\312W1\017\036!\213h\216J\020\2224G\244\236\232\364\016 \241\241c\003vU\235\3526B\214\030\3258^\024\203\t\355&`\013\361B\2234\210eG%\307R.BV\324\265\022 S\252\353\352\276\001\365uDXB\3130L\025\020\027\261\201\244a\033\307?\263\033\001\230\2470\352\035\026\227\213""\211Tj\r\333\352^\"\272\213N\254\217\246\361\341uT\021\tB\237*\000\006y!\277\2542\310\324\307\353\026\251\033\270\2118O\261\217\367\300(\032\240\356\263\233\242\330,\221N)\231\022Z\333\316\311\305bRId\267Qq\243\260\206\nJ.\275\235T\322\3626*e\263(\235\315\3747\271\221K\247\022rIA\211\354\213\027r&\231\334T\322i\244l%\024%\t\177\206\241\327\231\316\326\263\205M\271\220\354\017H.\241\\![N%\225B*S\226\323\251\344\340x\361\271\254\224^&\236*\231\2410\346\373y*\3035\223J1\223E\311B6\047& \027\262\033%\245\240\310\305l&\332\357\313\305t\266T\344G\345\355\221\225\"9p\010U\t\234x\221\312\310i\036\316\213\324V)\2136\212Ja#SP\322)y-\255\240\341\312fA\316\241u9\225V\222\234\217\343#jF(\327<\202\377$p\022\312@\213\025H\025\241>o\000\\\001\232<\303#a\227\330\272Mj|A\343g\340Su\250\312\307\335A\311\341\243\327\352\320\322\\\252a\235\212\321\324\034C\354Q\\\213F\356\036!\350\024\244\356\021u\2379\265h\326\267\302E\316z\221\344P\001r\202\024:\320k\210\256\3466\016\034l\014\314\016:\355\023\220\016\027\310\021\237p\274\014\316\260\261\320?A.B\200)~\027\235\361&\007\210\351\224``\205A\027\241\212S\255\002\277[\0262\200\030X\223\252\272\031\037\252\262\nfD\035\340}0\242\n\307\257\n]K\200\005\021<.*\251`u_\220-\274\030\274\007\230\306K\355\020D\331\030\021k\")\020LD\000\300J*\274Y\203\276@\272\006\354\344\324\304{C,\313\264\252\006\336e\300\0225l\367_\261\252e\326\240\236\2340\253\207\032\322\3409\024q\324\030\237\002\311\362\201\277\361\272\256\t\206\026\364\010_\253+\340\266n\231\r\240\n\213\343\200E_\357\310\333\021\025\306\005\025\016\033|H\363<Y\006\332\0079\222\270\003\321\346\360\010\363\027\230\277\274\224\216\032\234\366\333\231\027\tX\2716x\001\250y\010\t\201+\326\233&\244\000~\223\354\327\315\2725|\003@h \014\305e\026\331\325\031<,\343\234\022\311D\213\236\025\341\201\247\254/\3608!.@\nf\300\375@\304\037p\316\210c@\352\223\273\240P\236\002@\215eG\257\0278\2553\333\204\177\313Qm\361\334\000~!P\247\016LL\340\307\203C\330\321;b\231,{\034\353M\234i\335v\363\307\261?\047n\372""\345`\2517\361\223\277\036\314\365&\026\374F\220\377\353\324W\223S\307V\353B\353~\253\350\376\303\275\356\256{\363~\314\237\365\023\276\025\\\010\036\264O\265q\373\2407u\256\365\326\213y?\372\007A\254w\372Lo\352\233\326\206{\323\205\215\351\226\342^r1\210\323\347\335\323\336\2147\327\233\376\266\325p\363\256\352\315zk\036\361\037\004\261`6X\013\343O:\352\311\205\223\225\023\253;\333M\206\271\215pc\047\334y\025\276z\335;\177I\350_\362\360q\354\257+_MJ^38\025\340\360\256|r\255[\016\213\245\260\264\321\233\370\032\002\235m\311\275\251o[\314\205\033\234wc\356\214{\303\335\362\362\275\211\251\326i\3672w\357=\342\327\014\222\341\275\337O\316vW\303|!,\224\303\362f\357\352\r\1775\230\t~\nh\347\351\311zw\256\273\322=\350]\275\025\314\267c\355\213\341\203g\335\2050\277\031nn\205[\"\246\2537Gv\316t\347\303\\>\314C\310\345\341F;\326\233:\333z\350\336w\363\275\351\013\356-O\366^\201\375\3056\016\177}\336]\352\312<\342?\334y\310\033O\004\356\0471\374\341\327\366A\047\3067\233\356\244\273\355U}\331/\006\377\014\036\267Y\347\366I\031N&\272,,\024\007I\237\341\252\357\335\025\367\275\210\377FP\344\236\207{\223\307o\334%\367\231\207\275\003>A\256\354\356@\005\305\316+\310\317\317\220\222\245\276\032\037^\266\006z|x\355\316\271\377\206\310\213\376)\237\266\345q\013\337\371\377k\347\373V`\010\047y\221\014\177\316_\366\253\341\342o\235\374\230\231/z\r\047/C\230\377\002\010\210\255\035(\331\367\237\215\373\013\023\2165\356\027\273\014,.C\026\047\316\266\226ZO\301_\376X\376s\352\232\227\022\325\220y-\356\003(\177\361V\375\031\377\006dt\272\235h\377q2\337\215\001\334\022P\352~\215\362\034\263\317\\-\274r+\270\335\026\263\265V\315[\002Cy_\r\276\013\016\3338Z4\275\274\267\017\031\237o\177\335>\210\226\014o.\362\232\346\370\014\016\"\257%\367\232W\366\227\240g\030t\326\270\237\014\264\003?\030\236\373\021\256\363\036\002M\004\215\366fG\036z8\226\241\007OO\203\225B\313rg\3355\267\342Mx\317 \222+\355\325\316L\347F\247\320\261NfO\236w\033\000\276\260\274\035n\363\256\031xy3\272{\321\215\365\246g""\335e\267\037>\205\355\227\242a?\270\315\334p7\022\000F\275o\316\365\246\177\020\315\263\342\331p\221d0\021\210>\263\001\335[^\311\277\340/A\240S\237\006*\217\007\222\351\314uV:\007\302\334y\367\214w\323s|9\022\257{\n\200\003\304IwC@\343\374E7\351\235\0014\2018\013\340\266\274\357\207\274s)\320\332\327\333\353`m\271S\t\177\317\205\271bX\204\336\213\356\376&|S\t+j\357\342eq~\331\047\301\322\337\366\305\263U";
+    PyObject *data = __Pyx_DecompressString(cstring, 2183, 1);
     #define __Pyx_DecompressString_LZSS_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (2550 bytes) */
-static const char cstring[] = "\377 at 0x e\377xceeds t\377he resul\377t or mas\377k capaci\277ty hol\037\000 \377object> \377outside \3770.. rows\367, n@\000  sl\377ots.: <M\377emoryVie\377w of <co\377ntiguous\377 and dir\354C\001\007\rin\021\005strb\\\000d\"\010\217\001\004\031><(\t\376A\006>?Canno\377t assign\367 to\340\000ad-o_nly m\240\002v\242\000\377Invalid _mode,\216 p\343\000\277ed \047c\047\207!\047\377fortran\047\347, gH\000%\005sha\377pe in ax\377is NoneN\347ote\304 \324 Cyt\357hon \025\000del\177iberateo\000\336\324\001cter!\001n \177PEP-484\216\"\373re\326!s sub\333cl\252\000es\265!bu\367ilt_\000type\377s. If yo\211u\346#\307\000p\322\000%\t\276@n\257 set\305B\047\363\002a\337tion_<\000in\333g\047\361$iv\242\000o \377False.ad\353d_\235 ep\002ify\373: \000\007drop_\277counts\333Bs\376\021\010endpoin\376i\000able mu\177st be u\020\000\3778[E, 64]\026I\007n=U\007r\271`\242 #\020\377R, 32] w\367ith\323 t32[\373R]\334 dices\317coll\367`\312\000s.\277abcdiss\001e\275ny\001gcis\004\003d\377katzenpowst/\266\000re/\317\005\377.pyxno d\367efa\334\204\001__re\377duce__ d\275u\211\"non-\362`v\377ial __ci?nit__u[\002\261a\337alloc\301@ a\377rray dat\303a.\013\020\215c\337\204\001\274\204\003s.\377ASCIICLI\377ENT_BYPA\377SSDECOY_\377SURB_REP\377LYDELAY_\377TOO_LONG\377DUPLICAT\377E_COMMAN\377DDWELL_E\377XCEEDEDE\377llipsisF\277ORWARD\000\004_\377AT_PROVI\377DERINVAL\373ID7\005SKAET\237ZCHEN\000\006q\010K\373IN&\001DESNO\337_DROPs\000DE\376\t\000ROUTERE\257ASON\016\002S\005\004S\227LOT\t\000P\260\000\270\007S\177equence/\000\337MINAL\213\001MI\377XTO_USER\377UNRELIAB\367LE_\t\006WRAP\177_FAILED\240\207\001}.\245\207\007__Pyx\001\000\377Dict_Nex?tRef__\305\204\004\255@\354\231@\233\205\001__\001\005get\217item\r\001\247`\262@_\237_func\035\001\030\000s\367tat1\002impo\275r\031\002main;\001m\357odulM\002nam\346\002\003ewT\001\250`_ch\037ecksuT\000\n\001?\004\354\025\001\206\206\001__\037\001unp\267ick?\000En \005vyt\211\205\001\230\001qualO\005\304\343e\354fc\230\207\002\277\001\377dex\336\314\001se""t_\203\005seqt\262\006\003\006.\007tes\346\001\373is\342\204\001outin\357eabc\235\204\005_bu\377fferarr_\377lenasync\277io.cor$\003s\337basec\351\206\005_b\277atchcl@\000_\376\226 traceba\337ckcmd\366\206\002de\367lay\000\002_msd\276\346Aue_ns\221\207\010dx\217\"\211\000\230\213\003dwelt\000Ocode\235\207\005a\000s\003\007\317idse\260 \217\211\002er\377rorflags\277format\343\211\004f\357rom_\221\000ent\377fwd_deadv\234\002ms\013\001hop\022\001\376\365\213\001iidinde\375x\207 provid\353er\212as\000\002ize\325j\210\207\007.\215\207\002.\341\210\005ke{y_6\002kind\331\206\001\343l_\000\007\320\214\001\375\214\001sme\271m\234\213\001\224\213\001nn_\355\210\005s\333n_\224\000n_2\002n_\372\316\210\002s\302andimn\357ext_\240\000now\336\245 objp\313 po\377pposreas\377onrecipi~\330\000recv_a\362@\336\026\000gist\212 epj\353 _v\002r\007\002ed\215\216\003@\262\211\002\303\"\004\003\302 \002\004\373\001ri\000NW\003set\336\210\004\232\214\002s\201 ostar\311busa\000\357psto\001\000ruc\367tun\227\001upda\377tevalues\377xO\200\001\340\004%\240\377V\2501\330\004$\240F\377\250!\330\004\047\240v\250\377Q\360\006\000\005\010\200r\377\210\022\2102\210S\220\002\377\220\"\220F\230&\240\001\377\240\023\240C\240r\250\022\377\2505\260\006\260a\260q\377\330\010\016\210j\230\001\230\377\036\240q\250\001\330\t\n\377\330\010\r\210U\220%\220\376\026\000\014\210E\220\025\220a\376\010\000\014\020\220\t\230\021\230\377!\330\014\017\210v\220Q\377\220c\230\023\230B\230e\377\2405\250\001\250\023\250B\377\320.>\270c\300\022\300\3774\300r\310\023\310D\320\377PU\320U[\320[\\\277\320\\]\330\020\025+\002\025\377\230a\200\001\360\026\000\005\375&\235\n(\250\006\250a\330\377\004*\250&\260\001\330\004_+\2506\260\021\302\001M\003\001\367\037\230y\032\001\320/A\300\377\034\310V\320ST\320T\375U\321\001&\240Q\240i\250\377q\260\003\2606\270\036\300\357q\330\004(\203\000\034\260Q\377\260c\270\026\320?P\320_PQ\330\004\007\346\020\021\337\t\375\016\371\000v\270V\3001\300\377A\330\004\010\210\t\220\030\366\334\001\230:""\304!\250D\3200\377@\300\013\3106\320QR\377\320RV\320VW\330\033\377#\2406\250\021\250$\250\377n\270H\300F\310!\310\3374\310q\330\033\262\002\260\024\377\3205J\310\047\320QW\337\320WX\320X\360\002\033%n>\007\n\310&\220\000\320Q\221 \363V\330\021\005\353\000\010\013\2108\377\2202\220Q\330\014\022\220\337*\230A\230\\]\000,\260\177a\3207K\3101\310\222\000\237\007\200{\220&\226@\346!a~\237D\320\0317\260q\270\247 \377\007\200y\220\005\220Y\230\377f\240A\240S\250\003\250\177<\260s\270+\300V7\000?C\310s\320RS\316E\313 \177\007\200|\2204\220|\273\002\047#\250Sv\001\354C\021\351B\332H>\247@\330\014\024\220A\216\001\376@\277\230\003\2302\230Q\347IA\377\330\020\031\230\021\330\021\026^\222`s\230\"\230\010\005\031\227b\376\026\003\025\220S\230\001\330\020\377\023\220<\230t\2404\240\377{\260!\2601\330\024\035\372F\000\025\002\000\230c\240\022\240\356\n\003\360\006\000\017\000I\240X\277\250Q\250c\260\022\"\001\034\377\230K\240r\250\032\2601\377\260A\330\024\027\220v\230\377R\230q\330\030 \240\006\377\240b\250\001\330\031!\240\367\021\240#\354\000\001\330\030\033\333\2306D\002\034$\311\204\002\021\340_\034%\240Q\340(\000\0015\001\375wd\000\021\330\030\036\230h\377\240a\240|\260:\270]\362\257@8\275b\242@^\320^m\367\320mnA\0014\230r\240\363\021\3307\002G\000A\240Y\250\377i\260q\340\034+\2501\377\250J\260g\270R\270v\177\300R\300s\310\"\310\317$\377\034#\2401\240I\250[\267\270\001\2701\003\330\021\354\001\014\377\240C\240t\2503\250o\377\270S\300\004\300C\300q|\374\001\363\000\027\220{\240!\354\000\375\030\267\000\330\031%\240T\250\377\030\260\021\260/\300\035\310\377a\33023\2609\270A|(\006\317\0004\230s\240!\206\004~e\000\330\031\035\230S\240\351\000\331\037\202 \001\010\340\030\r\001\025\031\373\230\023\375 \024\033\2301\340\352\332!\340\225B\014\226Au\230I]\240\262Bw\220c\253@\020 \000\362\325 q\263A\013\002\032\230!\230\315;\276\205\001\330\020\000\010F\000\330\004\037\013\2107\220!";
-    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 2550, 3172);
+    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (2845 bytes) */
+static const char cstring[] = "\377 at 0x e\377xceeds t\377he capac\277ity or\013\002i\377nput arr\367ays\034\nresu{lt#\001mask.\007\367holH\000 obj\377ect> out\377side 0..\360\003\006d\0018\004f\006 row\357s, n\206\000  s\377lots(tre\377e fragme\377nt).: <M\377emoryVie\377w of <co\377ntiguous\377 and dir\354o\001\007\rin\021\005strb\210\000d\"\010\342\001\004\031><(\t\376A\006>?Canno\376\225 ssign t\377o read-o_nly m\240\002v\242\000\377Invalid _mode,\343 p\217 \277ed \047c\047\332!\047\377fortran\047\347, gH\000%\005sha\377pe in ax\377is NoneN\347ote\231@\251@Cyt\357hon \025\000del\177iberateo\000\356\324\001cte\255Aan \177PEP-484\216\"\373re\202As sub\177classes\265!\337built_\000ty\377pes. If \047you\365#\307\000p%\000%\t\276\223`n set\232b\047~\363\002ation_<\000oing\047\361$iv\242\000\377o False.\257add_\235 ep\002i\357fy: \000\007dro\377p_counts\372\352Bs\021\010endpo\373ini\000able \377must be \375u\020\0008[E, 6\2334]I\007n=U\007\207\204\004k\367ey_\355@ex s\371h\333 \213%statu\375s\035\016next_h\373op_\006[N, 3{2]\264$cipi\367`9 \022\001l\nrou\216A\220\020\275R:\003with\300@t\33732[R]\311@di\377cescolle\375c\266!s.abcd\333is\340\001en\346\001gc\373is\004\003dkatz\177enpost/\243 \367re/\274%.pyx\177no defa\365\205\001\377__reduce\337__ du\366\"no\377n-trivia\377l __cini\377t__self.;a,\002\002o c\261\204\003\320 \377converte\235d\271\204\001a P\324c\260\206\003 \377for pick\345l\335@u\234\002!\002llo\371c\357`\210\207\003 data\341.\013\020\273\204\003\215\206\001\352\205\003s.A\377SCIIBatc\373hC\201\204\001ifierj\000\014.\306\006c\337\204\002__\017\0177set\305Ae_\013\025\346e\376L\rreplay_z\244\210\001sh\rset_\356e\374\010\022\350BsCLIEN\377T_BYPASS\377DECOY_SU\377RB_REPLY\377DELAY_TO\377O_LONGDU\377PLICATE_\377COMMANDD\377WELL_EXC\377EEDEDEll\377ipsisFOR\357WARD\000\004_AT\377_PROVIDE\377RINVALID\3767\005SKAETZC\347HEN\000\006q\010KIN\376&\001DESNO_D\267ROPs\000DE\t\000R\377OUTEREAS\353ON\016\002S\005\004SLO\345T\t\000P\260\000\270\007Seq\337uence/\000MI\367NAL\213\001MIXT\377O_USERUN""\377RELIABLE\375_\t\006WRAP_F_AILED\214\212\001.\221\212\007\337__Pyx\001\000Di\377ct_NextR\357ef__\261\207\004e__\363__\206\210\002\000\006_get/item\026\001d0\001 \000/func&\001g\353E4\000\277import<\001m\367ain\003\002odulnM\002nam\002\003ew]\001\375p~\000checks\221uT\000\n\001\263c_\025\001\362\210\001_\366\005\002un\340\204\002e_En\346 \005vt\365\207\001\241\001quaalO\005\342\205\005\224\204\016\374\205\006ex\325\001\344\311a\203\005s\260\010\251\204\016__t\333es\310\001is\341\206\001ou\377tineaabc\375a\335\205\004_buffe\377rarr_len\377asyncio.\367cor%\003sbas\263ec\326\211\005\336\211\005_b\340\205\001c\365lI\000_\237 trac\337eback\350\211\002de\366\377\204\002sd\347Aue_nEs\376\211\010d\220\"\212\000\261\216\003e\211`\367ode\206\212\005_ids\371e\240 \353\213\002error\377flagsfor\367mat\277\214\004from\374\326@\255\211\001fwd_de\333ad\203\002ms\013\001ho\271p\022\001\340\216\001iid\235\212\002i\377nt32int6\3754\201 provid\353er\204as\000\002ize\025j\201\211\007.\206\211\002.\307\213\005\336\212\006\215\210\001?l_kind\004\003\301\217\001\316\342\206\002mem\376\215\001\366\215\001nn\346\327\206\007n_\311\206\003\254andi\235m\372\212\005now\216 \203`p\277yoobjp\262 p\337oprre\375\212\004re\337cv_at\262 re\217gist\202 \311\207\010\332\207\003e\341d\215\221\003\231\213\002\257!\002\004nde\373xr]\000reaso\341n\214\212\001\347\207\n\375\207\001\336\207\003set\364\326\212\004\377\216\002s\200 star\366\360\210\002usr\000psto\336\001\000ruct\215\215\002un\376\245\001updatev\377aluesxze\377rosO\200\001\330\004\377\n\210+\220Q\200\001\340\377\004%\240V\2501\330\004\377$\240F\250!\330\004\047\377\240v\250Q\360\006\000\005\377\010\200r\210\022\2102\210\377S\220\002\220\"\220F\230\377&\240\001\240\023\240C\240\377r\250\022\2505\260\006\260\377a\260q\330\010\016\210j\377\230\001\230\036\240q\250\001\377\330\t\n\330\010\r\210U\367\220%\220\026\000\014\210E\220\367\025\220a\010\000\014\020\220\t\377\230\021\230!\330\014\017\210\377v\220Q\220c\230\023\230\377B\230e\2405\250\001""\250\377\023\250B\320.>\270c\377\300\022\3004\300r\310\023\377\310D\320PU\320U[\377\320[\\\320\\]\330\020\375\025+\002\025\230a\200\001\360\377\032\000\005 \230y\250\006\377\250a\320/A\300\034\310\377V\320ST\320TU\330\373\004\007\246\000\023\210A\330\010\357\017\210s\220\277\000\020\220\001\377\220\021\220#\220X\230Q\177\330\004\010\210\t\220\030{\001\373\230:\343\001\250D\3200@\377\300\013\3106\320QR\320\377RV\320VW\330\033#\377\2406\250\021\250$\250n\377\270H\300F\310!\3104\377\310q\330\033*\250&\260\377\001\260\024\3205J\310\047\377\320QW\320WX\320X\366\217\002\033%>\007\n\310&\320oPQ\320Q\260\000V\330\021\005\377\260\001\330\010\013\2108\220\3772\220Q\330\014\022\220*\357\230A\230\\]\000,\260a\177\3207K\3101\310A\256\001\247{\220&\265 \205!a\276$\320\337\0317\260q\270\225@\007\200\377y\220\005\220Y\230f\240\377A\240S\250\003\250<\260\337s\270+\300V7\000C\310\257s\320RS\355%\021\366\001|\357\2204\220|\273\002#\250S\370v\001\213C\031\000\005\200^\2201\377\220J\230a\230q\330\004\177\005\200_\220A\220[\277@z\025\002\\\235 (\230!\230\363@\314\"\002\035\001Z\210 \005+\001]\220\367!\2209\267\000S\240\006\240\367n\260A6\t\026\240~\260f\326 \005\200C\000W\000\320\005\241A\377l\240!\2403\240f\320\317,=\270Qh\004Y\032\320\005\245\030\265`\037\200`\246\002[\260@\027\300\306`\246\017\270\n\310\007\350a\231aa\220\375s\305\0003\230a\330\004\013\357\2101\210H\343\000Q\200A\237\340\010\034\230I\352B\223`\013\377\2102\210U\220)\2306\357\240\021\240#\317 \014\260C\277\260{\300&\310\001\354`C\374\350@\235DQ\330\010\014\210J\377\220d\320\032*\250+\260\276\t\002B\210m\2301F\000Q\177\240c\250\026\250w\260\250@\377\014\210B\210o\230Q\230\235k\257`&\260\007\377\204\001\017\001lk\230!p\003L\234\204\001\250q\376A\3772\210T\220\034\230V\240\3771\240C\240s\250!\330\356\\\tN\230!k\001B\320\016\375\036\236@|\2501\250C\250\237v\260W\270A\021\002^\001\200\377A\360\006\000\t\014\2102\377\210R\210r\220\023\220B\277\220b\230\004\230J\207\000\032\377\2606\270\021\270#\270R\377\270r\300\023\300K""\310v\377\320UV\320VY\320Y\344\262\205\001\352e^P\000\365\004S\220\001\277\330\014\023\2203\220\270\004n/\230A\230Z\254\206\002\010\302\t\213\003\371\210\033\000~\003j\230\001\330\r\357\016\330\014\031\270\205\0024\230t\336\306\000D\250\004\250\343\205\002t\220\3772\220X\230T\240\022\240\3251\246\000\010\227\017A}\tN\270\337!\2704\270qJ\002\020\220?\n\230%\230u\240\036\000\007\001\377\"\230E\240\021\330\014\020\357\220\005\220U\214\204\002\020\024\220\367D\230\n\313`1\330\020\023\277\2204\220r\230\027\357\207\006\025\277\250d\260\"\260FK\0003\377\270b\320@P\320PS\337\320SU\320U\366\003^\320\377^b\320bc\330\024\030>;\0023\240e\2501";
+    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 2845, 3776);
     #define __Pyx_DecompressString_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #else /* compression: none (3172 bytes) */
-static const char bytes[] = " at 0x exceeds the result or mask capacity holds  object> outside 0.. rows, need  slots.: <MemoryView of <contiguous and direct><contiguous and indirect><strided and direct or indirect><strided and direct><strided and indirect>>?Cannot assign to read-only memoryviewInvalid mode, expected \047c\047 or \047fortran\047, got Invalid shape in axis NoneNote that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.add_noteclassify: classify: drop_counts needs classify: endpoint table must be uint8[E, 64]classify: n=classify: route table must be uint8[R, 32] with int32[R] indicescollections.abcdisableenablegcisenabledkatzenpost/_core/classify.pyxno default __reduce__ due to non-trivial __cinit__unable to allocate array data.unable to allocate shape and strides.ASCIICLIENT_BYPASSDECOY_SURB_REPLYDELAY_TOO_LONGDUPLICATE_COMMANDDWELL_EXCEEDEDEllipsisFORWARDFORWARD_AT_PROVIDERINVALID_COMMANDSKAETZCHENKAETZCHEN_SURB_REPLYKIND_CODESNO_DROP_CODENO_ROUTEREASON_CODESREASON_SLOTSREPLAYSURB_REPLYSequenceTERMINAL_AT_MIXTO_USERUNRELIABLE_TO_USERUNWRAP_FAILEDView.MemoryView__Pyx_PyDict_NextRef__annotate____class____class_getitem____dict____func____getstate____import____main____module____name____new____pyx_checksum__pyx_state__pyx_type__pyx_unpickle_Enum__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____test___is_coroutineabcallocate_bufferarr_lenasyncio.coroutinesbasecclassify_batchcline_in_tracebackcmdcountdelaydelay_msdequeue_nsdrop_countsdtype_is_objectdwellencodeendpoint_baseendpoint_idsenumerateerrorflagsformatfortranfrom_clientfwd_deadline_msfwd_hopfwd_rowsiidindexis_provideritemsitemsizejkatzenpost._core.classifykey_indexkindlocal_kindlocal_rowsmasksmemviewmodenn_endpointsn_fwdn_localn_routesnamendimnext_hopnow_nsobjpackpopposreasonrecipientrecv_at_nsregisterreplay_masksreplayedresultroute_baseroute_id""sroute_indexrow_reasonsetdefaultshapesizestartstatusstepstopstructunpackupdatevaluesxO\200\001\340\004%\240V\2501\330\004$\240F\250!\330\004\047\240v\250Q\360\006\000\005\010\200r\210\022\2102\210S\220\002\220\"\220F\230&\240\001\240\023\240C\240r\250\022\2505\260\006\260a\260q\330\010\016\210j\230\001\230\036\240q\250\001\330\t\n\330\010\r\210U\220%\220q\330\010\014\210E\220\025\220a\220q\330\014\020\220\t\230\021\230!\330\014\017\210v\220Q\220c\230\023\230B\230e\2405\250\001\250\023\250B\320.>\270c\300\022\3004\300r\310\023\310D\320PU\320U[\320[\\\320\\]\330\020\025\220Q\220c\230\025\230a\200\001\360\026\000\005&\240V\2501\330\004$\240F\250!\330\004(\250\006\250a\330\004*\250&\260\001\330\004+\2506\260\021\330\004$\240M\260\021\330\004\037\230y\250\006\250a\320/A\300\034\310V\320ST\320TU\360\006\000\005&\240Q\240i\250q\260\003\2606\270\036\300q\330\004(\250\001\250\034\260Q\260c\270\026\320?P\320PQ\330\004\007\200r\210\022\2102\210S\220\002\220\"\220F\230&\240\001\240\021\330\010\016\210j\230\001\230\036\240q\250\016\260a\260v\270V\3001\300A\330\004\010\210\t\220\030\230\021\230!\230:\240V\2501\250D\3200@\300\013\3106\320QR\320RV\320VW\330\033#\2406\250\021\250$\250n\270H\300F\310!\3104\310q\330\033*\250&\260\001\260\024\3205J\310\047\320QW\320WX\320X\\\320\\]\330\033%\240V\2501\250D\3200@\300\n\310&\320PQ\320QU\320UV\330\033%\240V\2501\250D\260\001\330\010\013\2108\2202\220Q\330\014\022\220*\230A\230\\\250\021\250,\260a\3207K\3101\310A\330\004\007\200{\220&\230\001\230\023\230B\230a\330\010\016\210j\230\001\320\0317\260q\270\001\330\004\007\200y\220\005\220Y\230f\240A\240S\250\003\250<\260s\270+\300V\3101\310C\310s\320RS\330\010\016\210j\230\001\230\021\330\004\007\200|\2204\220|\2406\250\021\250#\250S\260\001\330\010\016\210j\230\001\230\021\330\t\n\330\010\014\210E\220\025\220a\220q\330\014\025\220Q\330\014\024\220A\330\014\022\220%\220q\230\003\2302\230Q\330\014\017\210v\220Q\220c\230\023\230A\330\020\031\230\021\330\021\026\220a\220s\230\"\230A\330\020\031""\230\021\330\021\031\230\021\230!\330\020\031\230\021\330\021\025\220S\230\001\330\020\023\220<\230t\2404\240{\260!\2601\330\024\035\230Q\330\025\035\230Q\230c\240\022\2401\330\024\035\230Q\360\006\000\025\035\230I\240X\250Q\250c\260\022\2601\330\024\034\230K\240r\250\032\2601\260A\330\024\027\220v\230R\230q\330\030 \240\006\240b\250\001\330\031!\240\021\240#\240S\250\001\330\030\033\2306\240\022\2401\330\034$\240C\240r\250\021\340\034%\240Q\340\030 \240\001\330\024\027\220w\230c\240\021\330\030\036\230h\240a\240|\260:\270]\310!\3108\320ST\320TW\320W^\320^m\320mn\330\030\033\2304\230r\240\021\330\034%\240Q\340\034$\240A\240Y\250i\260q\340\034+\2501\250J\260g\270R\270v\300R\300s\310\"\310C\310s\320RS\330\034#\2401\240I\250[\270\001\270\021\330\034%\240Q\330\021\025\220S\230\014\240C\240t\2503\250o\270S\300\004\300C\300q\330\020\023\2201\330\024\027\220{\240!\2401\330\030!\240\021\330\031%\240T\250\030\260\021\260/\300\035\310a\33023\2609\270A\270S\300\004\300C\300q\330\030\033\2304\230s\240!\330\034%\240Q\340\034#\2401\330\031\035\230S\240\001\330\030\037\230q\330\031\035\230S\240\001\330\030\037\230q\340\030\037\230q\330\025\031\230\023\230A\330\024\033\2301\340\024\035\230Q\340\020\031\230\021\330\014\026\220a\220u\230I\240Q\330\014\017\210w\220c\230\021\330\020\033\2301\230K\240q\330\021\026\220c\230\021\330\020\032\230!\230;\240i\250q\330\020\032\230!\230;\240i\250q\330\020\033\2301\330\004\013\2107\220!";
+    #else /* compression: none (3776 bytes) */
+static const char bytes[] = " at 0x exceeds the capacity or the input arrays exceeds the result or mask capacity holds  object> outside 0.. outside the result capacity  rows, need  slots(tree fragment).: <MemoryView of <contiguous and direct><contiguous and indirect><strided and direct or indirect><strided and direct><strided and indirect>>?Cannot assign to read-only memoryviewInvalid mode, expected \047c\047 or \047fortran\047, got Invalid shape in axis NoneNote that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.add_noteclassify: classify: drop_counts needs classify: endpoint table must be uint8[E, 64]classify: n=classify: result key_index shorter than statusclassify: result next_hop must be [N, 32] and recipient [N, 64]classify: route table must be uint8[R, 32] with int32[R] indicescollections.abcdisableenablegcisenabledkatzenpost/_core/classify.pyxno default __reduce__ due to non-trivial __cinit__self.a,self.o cannot be converted to a Python object for picklingunable to allocate array data.unable to allocate shape and strides.ASCIIBatchClassifierBatchClassifier.__reduce_cython__BatchClassifier.__setstate_cython__BatchClassifier.classifyBatchClassifier.replay_masksBatchClassifier.set_endpointsBatchClassifier.set_routesCLIENT_BYPASSDECOY_SURB_REPLYDELAY_TOO_LONGDUPLICATE_COMMANDDWELL_EXCEEDEDEllipsisFORWARDFORWARD_AT_PROVIDERINVALID_COMMANDSKAETZCHENKAETZCHEN_SURB_REPLYKIND_CODESNO_DROP_CODENO_ROUTEREASON_CODESREASON_SLOTSREPLAYSURB_REPLYSequenceTERMINAL_AT_MIXTO_USERUNRELIABLE_TO_USERUNWRAP_FAILEDView.MemoryView__Pyx_PyDict_NextRef__annotate____class____class_getitem____dict____func____getstate____import____main____module____name____new____pyx_checksum__pyx_state__pyx_type__pyx_unpickle_Enum__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____test___is_coroutineaabcallocate_bufferarr_lenasyncio.coroutinesbase""cclassifyclassify_batchcline_in_tracebackcountdelay_msdequeue_nsdrop_countsdtype_is_objecteencodeendpoint_idsenumerateerrorflagsformatfortranfrom_clientfwd_deadline_msfwd_hopfwd_rowsiidindexint32int64is_provideritemsitemsizejkatzenpost._core.classifykey_indexlocal_kindlocal_rowsmasksmemviewmodenn_endpointsn_routesnamendimnext_hopnow_nsnumpyoobjpackpoprrecipientrecv_at_nsregisterreplay_masksreplayedresultroute_idsroute_indexrow_reasonselfset_endpointsset_routessetdefaultshapesizestartstatusstepstopstructuint8unpackupdatevaluesxzerosO\200\001\330\004\n\210+\220Q\200\001\340\004%\240V\2501\330\004$\240F\250!\330\004\047\240v\250Q\360\006\000\005\010\200r\210\022\2102\210S\220\002\220\"\220F\230&\240\001\240\023\240C\240r\250\022\2505\260\006\260a\260q\330\010\016\210j\230\001\230\036\240q\250\001\330\t\n\330\010\r\210U\220%\220q\330\010\014\210E\220\025\220a\220q\330\014\020\220\t\230\021\230!\330\014\017\210v\220Q\220c\230\023\230B\230e\2405\250\001\250\023\250B\320.>\270c\300\022\3004\300r\310\023\310D\320PU\320U[\320[\\\320\\]\330\020\025\220Q\220c\230\025\230a\200\001\360\032\000\005 \230y\250\006\250a\320/A\300\034\310V\320ST\320TU\330\004\007\200r\210\023\210A\330\010\017\210s\220!\330\004\020\220\001\220\021\220#\220X\230Q\330\004\010\210\t\220\030\230\021\230!\230:\240V\2501\250D\3200@\300\013\3106\320QR\320RV\320VW\330\033#\2406\250\021\250$\250n\270H\300F\310!\3104\310q\330\033*\250&\260\001\260\024\3205J\310\047\320QW\320WX\320X\\\320\\]\330\033%\240V\2501\250D\3200@\300\n\310&\320PQ\320QU\320UV\330\033%\240V\2501\250D\260\001\330\010\013\2108\2202\220Q\330\014\022\220*\230A\230\\\250\021\250,\260a\3207K\3101\310A\330\004\007\200{\220&\230\001\230\023\230B\230a\330\010\016\210j\230\001\320\0317\260q\270\001\330\004\007\200y\220\005\220Y\230f\240A\240S\250\003\250<\260s\270+\300V\3101\310C\310s\320RS\330\010\016\210j\230\001\230\021\330\004\007\200|\2204\220|\2406\250\021\250#\250S\260\001\330\010\016\210j\230\001\230\021\330\004\005\200^\2201\220J\230a\230q""\330\004\005\200_\220A\220[\240\001\240\021\330\004\005\200\\\220\021\220(\230!\2301\330\004\005\200^\2201\330\004\005\200Z\210q\330\004\005\200_\220A\330\004\005\200]\220!\2209\230A\230S\240\006\240n\260A\330\004\005\200_\220A\220[\240\001\240\026\240~\260Q\330\004\005\200\\\220\021\330\004\005\320\005\025\220Q\220l\240!\2403\240f\320,=\270Q\330\004\005\200_\220A\330\004\005\200_\220A\220[\240\001\240\021\330\004\005\200\\\220\021\220(\230!\2301\330\004\005\320\005\030\230\001\230\037\250\001\250\021\330\004\005\200[\220\001\220\027\230\001\230\021\330\004\005\200^\2201\220J\230a\230q\330\004\005\200^\2201\220J\230a\230q\330\004\005\200^\2201\220J\230a\230q\330\t\n\330\010\025\220Q\220a\220s\230!\2303\230a\330\004\013\2101\210H\220A\220Q\200A\340\010\034\230I\240V\2501\250A\330\010\013\2102\210U\220)\2306\240\021\240#\240S\250\014\260C\260{\300&\310\001\310\023\310C\310q\330\014\022\220*\230A\230Q\330\010\014\210J\220d\320\032*\250+\260Q\330\010\014\210B\210m\2301\230I\240Q\240c\250\026\250w\260a\330\010\014\210B\210o\230Q\230k\250\021\250&\260\007\260q\330\010\014\210B\210l\230!\200A\340\010\034\230L\250\006\250a\250q\330\010\013\2102\210T\220\034\230V\2401\240C\240s\250!\330\014\022\220*\230A\230Q\330\010\014\210N\230!\330\010\014\210B\320\016\036\230a\230|\2501\250C\250v\260W\270A\330\010\014\210B\210o\230Q\200A\360\006\000\t\014\2102\210R\210r\220\023\220B\220b\230\004\230J\240c\250\032\2606\270\021\270#\270R\270r\300\023\300K\310v\320UV\320VY\320Y[\320[\\\330\014\022\220*\230A\230^\2501\250A\330\010\013\2102\210S\220\001\330\014\023\2203\220a\330\010\014\210B\210n\230A\230Z\240q\250\001\330\010\014\210B\210o\230Q\230k\250\021\250!\330\010\014\210B\210n\230A\330\010\014\210B\210j\230\001\330\r\016\330\014\031\230\021\230!\2304\230t\2401\240D\250\004\250A\330\010\017\210t\2202\220X\230T\240\022\2401\200A\360\010\000\t\014\2102\210R\210r\220\023\220B\220b\230\004\230A\330\014\022\220*\230A\230^\2501\250N\270!\2704\270q\330\r\016\330\014\020\220\n\230%\230u\240A""\330\014\020\220\n\230\"\230E\240\021\330\014\020\220\005\220U\230!\2301\330\020\024\220D\230\n\240!\2401\330\020\023\2204\220r\230\027\240\001\240\023\240C\240r\250\025\250d\260\"\260F\270!\2703\270b\320@P\320PS\320SU\320UY\320Y[\320[^\320^b\320bc\330\024\030\230\n\240!\2403\240e\2501";
     PyObject *data = NULL;
     #define __Pyx_DecompressString_UNUSED
     #define __Pyx_DecompressString_LZSS_UNUSED
     #endif
     PyObject **stringtab = __pyx_mstate->__pyx_string_tab;
     Py_ssize_t pos = 0;
-    for (int i = 0; i < 167; i++) {
+    for (int i = 0; i < 183; i++) {
       Py_ssize_t bytes_length = str_length_index[i].length;
       PyObject *string = PyUnicode_DecodeUTF8(bytes + pos, bytes_length, NULL);
-      if (likely(string) && i >= 37) PyUnicode_InternInPlace(&string);
+      if (likely(string) && i >= 43) PyUnicode_InternInPlace(&string);
       if (unlikely(!string)) {
         Py_XDECREF(data);
         __PYX_ERR(0, 1, __pyx_L1_error)
@@ -23330,8 +27729,8 @@ static const char bytes[] = " at 0x exceeds the result or mask capacity holds  o
       stringtab[i] = string;
       pos += bytes_length;
     }
-    for (int i = 167; i < 170; i++) {
-      Py_ssize_t bytes_length = bytes_length_index[i-167].length;
+    for (int i = 183; i < 191; i++) {
+      Py_ssize_t bytes_length = bytes_length_index[i-183].length;
       PyObject *string = PyBytes_FromStringAndSize(bytes + pos, bytes_length);
       stringtab[i] = string;
       pos += bytes_length;
@@ -23341,15 +27740,15 @@ static const char bytes[] = " at 0x exceeds the result or mask capacity holds  o
       }
     }
     Py_XDECREF(data);
-    for (Py_ssize_t i = 0; i < 170; i++) {
+    for (Py_ssize_t i = 0; i < 191; i++) {
       if (unlikely(PyObject_Hash(stringtab[i]) == -1)) {
         __PYX_ERR(0, 1, __pyx_L1_error)
       }
     }
     #if CYTHON_IMMORTAL_CONSTANTS
     {
-      PyObject **table = stringtab + 167;
-      for (Py_ssize_t i=0; i<3; ++i) {
+      PyObject **table = stringtab + 183;
+      for (Py_ssize_t i=0; i<8; ++i) {
         #if PY_VERSION_HEX >= 0x030F0000
         PyUnstable_SetImmortal(table[i]);
         #elif CYTHON_COMPILING_IN_CPYTHON_FREETHREADING
@@ -23372,17 +27771,17 @@ static const char bytes[] = " at 0x exceeds the result or mask capacity holds  o
   }
   {
     PyObject **numbertab = __pyx_mstate->__pyx_number_tab + 0;
-    int8_t const cint_constants_1[] = {0,-1};
+    int8_t const cint_constants_1[] = {0,-1,3};
     int32_t const cint_constants_4[] = {136983863L};
-    for (int i = 0; i < 3; i++) {
-      numbertab[i] = PyLong_FromLong((i < 2 ? cint_constants_1[i - 0] : cint_constants_4[i - 2]));
+    for (int i = 0; i < 4; i++) {
+      numbertab[i] = PyLong_FromLong((i < 3 ? cint_constants_1[i - 0] : cint_constants_4[i - 3]));
       if (unlikely(!numbertab[i])) __PYX_ERR(0, 1, __pyx_L1_error)
     }
   }
   #if CYTHON_IMMORTAL_CONSTANTS
   {
     PyObject **table = __pyx_mstate->__pyx_number_tab;
-    for (Py_ssize_t i=0; i<3; ++i) {
+    for (Py_ssize_t i=0; i<4; ++i) {
       #if PY_VERSION_HEX >= 0x030F0000
       PyUnstable_SetImmortal(table[i]);
       #elif CYTHON_COMPILING_IN_CPYTHON_FREETHREADING
@@ -23414,9 +27813,9 @@ typedef struct {
     unsigned int argcount : 5;
     unsigned int num_posonly_args : 1;
     unsigned int num_kwonly_args : 1;
-    unsigned int nlocals : 6;
+    unsigned int nlocals : 5;
     unsigned int flags : 10;
-    unsigned int first_line : 7;
+    unsigned int first_line : 9;
 } __Pyx_PyCode_New_function_description;
 #ifdef __cplusplus
 } /* anonymous namespace */
@@ -23441,9 +27840,39 @@ static int __Pyx_CreateCodeObjects(__pyx_mstatetype *__pyx_mstate) {
     __pyx_mstate_global->__pyx_codeobj_tab[0] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_katzenpost__core_classify_pyx, __pyx_mstate->__pyx_n_u_replay_masks, __pyx_mstate->__pyx_kp_b_iso88591_V1_F_vQ_r_2S_F_Cr_5_aq_j_q_U_q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[0])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {18, 0, 0, 38, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 102};
-    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_result, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_recv_at_ns, __pyx_mstate->__pyx_n_u_from_client, __pyx_mstate->__pyx_n_u_replayed, __pyx_mstate->__pyx_n_u_dequeue_ns, __pyx_mstate->__pyx_n_u_now_ns, __pyx_mstate->__pyx_n_u_is_provider, __pyx_mstate->__pyx_n_u_route_ids, __pyx_mstate->__pyx_n_u_route_index, __pyx_mstate->__pyx_n_u_endpoint_ids, __pyx_mstate->__pyx_n_u_drop_counts, __pyx_mstate->__pyx_n_u_fwd_rows, __pyx_mstate->__pyx_n_u_fwd_deadline_ms, __pyx_mstate->__pyx_n_u_fwd_hop, __pyx_mstate->__pyx_n_u_local_rows, __pyx_mstate->__pyx_n_u_local_kind, __pyx_mstate->__pyx_n_u_row_reason, __pyx_mstate->__pyx_n_u_status, __pyx_mstate->__pyx_n_u_flags, __pyx_mstate->__pyx_n_u_delay_ms, __pyx_mstate->__pyx_n_u_next_hop, __pyx_mstate->__pyx_n_u_recipient, __pyx_mstate->__pyx_n_u_i, __pyx_mstate->__pyx_n_u_pos, __pyx_mstate->__pyx_n_u_n_fwd, __pyx_mstate->__pyx_n_u_n_local, __pyx_mstate->__pyx_n_u_n_routes, __pyx_mstate->__pyx_n_u_n_endpoints, __pyx_mstate->__pyx_n_u_reason, __pyx_mstate->__pyx_n_u_kind, __pyx_mstate->__pyx_n_u_cmd, __pyx_mstate->__pyx_n_u_delay, __pyx_mstate->__pyx_n_u_dwell, __pyx_mstate->__pyx_n_u_route_base, __pyx_mstate->__pyx_n_u_endpoint_base, __pyx_mstate->__pyx_n_u_arr_len, __pyx_mstate->__pyx_n_u_name};
-    __pyx_mstate_global->__pyx_codeobj_tab[1] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_katzenpost__core_classify_pyx, __pyx_mstate->__pyx_n_u_classify_batch, __pyx_mstate->__pyx_kp_b_iso88591_V1_F_a_6_M_y_a_A_VSTTU_Qiq_6_q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[1])) goto bad;
+    const __Pyx_PyCode_New_function_description descr = {18, 0, 0, 24, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 231};
+    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_result, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_recv_at_ns, __pyx_mstate->__pyx_n_u_from_client, __pyx_mstate->__pyx_n_u_replayed, __pyx_mstate->__pyx_n_u_dequeue_ns, __pyx_mstate->__pyx_n_u_now_ns, __pyx_mstate->__pyx_n_u_is_provider, __pyx_mstate->__pyx_n_u_route_ids, __pyx_mstate->__pyx_n_u_route_index, __pyx_mstate->__pyx_n_u_endpoint_ids, __pyx_mstate->__pyx_n_u_drop_counts, __pyx_mstate->__pyx_n_u_fwd_rows, __pyx_mstate->__pyx_n_u_fwd_deadline_ms, __pyx_mstate->__pyx_n_u_fwd_hop, __pyx_mstate->__pyx_n_u_local_rows, __pyx_mstate->__pyx_n_u_local_kind, __pyx_mstate->__pyx_n_u_row_reason, __pyx_mstate->__pyx_n_u_a, __pyx_mstate->__pyx_n_u_o, __pyx_mstate->__pyx_n_u_n_routes, __pyx_mstate->__pyx_n_u_n_endpoints, __pyx_mstate->__pyx_n_u_arr_len, __pyx_mstate->__pyx_n_u_name};
+    __pyx_mstate_global->__pyx_codeobj_tab[1] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_katzenpost__core_classify_pyx, __pyx_mstate->__pyx_n_u_classify_batch, __pyx_mstate->__pyx_kp_b_iso88591_y_a_A_VSTTU_r_A_s_XQ_V1D0_6QRRV, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[1])) goto bad;
+  }
+  {
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 342};
+    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_route_ids, __pyx_mstate->__pyx_n_u_route_index, __pyx_mstate->__pyx_n_u_r};
+    __pyx_mstate_global->__pyx_codeobj_tab[2] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_katzenpost__core_classify_pyx, __pyx_mstate->__pyx_n_u_set_routes, __pyx_mstate->__pyx_kp_b_iso88591_A_IV1A_2U_6_S_C_Cq_AQ_Jd_Q_Bm1IQ, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[2])) goto bad;
+  }
+  {
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 352};
+    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_endpoint_ids, __pyx_mstate->__pyx_n_u_e};
+    __pyx_mstate_global->__pyx_codeobj_tab[3] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_katzenpost__core_classify_pyx, __pyx_mstate->__pyx_n_u_set_endpoints, __pyx_mstate->__pyx_kp_b_iso88591_A_L_aq_2T_V1Cs_AQ_N_B_a_1CvWA_Bo, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[3])) goto bad;
+  }
+  {
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 361};
+    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_i, __pyx_mstate->__pyx_n_u_j};
+    __pyx_mstate_global->__pyx_codeobj_tab[4] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_katzenpost__core_classify_pyx, __pyx_mstate->__pyx_n_u_replay_masks, __pyx_mstate->__pyx_kp_b_iso88591_A_2Rr_Bb_A_A_1N_4q_uA_E_U_1_D_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[4])) goto bad;
+  }
+  {
+    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 375};
+    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_recv_at_ns, __pyx_mstate->__pyx_n_u_from_client, __pyx_mstate->__pyx_n_u_dequeue_ns, __pyx_mstate->__pyx_n_u_now_ns};
+    __pyx_mstate_global->__pyx_codeobj_tab[5] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_katzenpost__core_classify_pyx, __pyx_mstate->__pyx_n_u_classify_2, __pyx_mstate->__pyx_kp_b_iso88591_A_2Rr_Bb_Jc_6_Rr_KvUVVYY_A_1A_2S, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[5])) goto bad;
+  }
+  {
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 1};
+    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self};
+    __pyx_mstate_global->__pyx_codeobj_tab[6] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_reduce_cython, __pyx_mstate->__pyx_kp_b_iso88591_Q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[6])) goto bad;
+  }
+  {
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 3};
+    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_pyx_state};
+    __pyx_mstate_global->__pyx_codeobj_tab[7] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_setstate_cython, __pyx_mstate->__pyx_kp_b_iso88591_Q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[7])) goto bad;
   }
   Py_DECREF(tuple_dedup_map);
   return 0;
@@ -26823,6 +31252,53 @@ static CYTHON_INLINE int __pyx_memoryview_slice_memviewslice(
     return 0;
 }
 
+/* DivInt[int64_t] */
+static CYTHON_INLINE int64_t __Pyx_div_int64_t(int64_t a, int64_t b, int b_is_constant) {
+    int64_t q = a / b;
+    int64_t r = a - q*b;
+    int64_t adapt_python = (b_is_constant ?
+        ((r != 0) & ((r < 0) ^ (b < 0))) :
+        ((r != 0) & ((r ^ b) < 0))
+    );
+    return q - adapt_python;
+}
+
+/* WriteUnraisableException */
+static void __Pyx_WriteUnraisable(const char *name, int clineno,
+                                  int lineno, const char *filename,
+                                  int full_traceback, int nogil) {
+    PyObject *old_exc, *old_val, *old_tb;
+    PyObject *ctx;
+    __Pyx_PyThreadState_declare
+    PyGILState_STATE state;
+    if (nogil)
+        state = PyGILState_Ensure();
+    else state = (PyGILState_STATE)0;
+    CYTHON_UNUSED_VAR(clineno);
+    CYTHON_UNUSED_VAR(lineno);
+    CYTHON_UNUSED_VAR(filename);
+    CYTHON_MAYBE_UNUSED_VAR(nogil);
+    __Pyx_PyThreadState_assign
+    __Pyx_ErrFetch(&old_exc, &old_val, &old_tb);
+    if (full_traceback) {
+        Py_XINCREF(old_exc);
+        Py_XINCREF(old_val);
+        Py_XINCREF(old_tb);
+        __Pyx_ErrRestore(old_exc, old_val, old_tb);
+        PyErr_PrintEx(0);
+    }
+    ctx = PyUnicode_FromString(name);
+    __Pyx_ErrRestore(old_exc, old_val, old_tb);
+    if (!ctx) {
+        PyErr_WriteUnraisable(Py_None);
+    } else {
+        PyErr_WriteUnraisable(ctx);
+        Py_DECREF(ctx);
+    }
+    if (nogil)
+        PyGILState_Release(state);
+}
+
 /* PyUnicode_Unicode */
 static CYTHON_INLINE PyObject* __Pyx_PyUnicode_Unicode(PyObject *obj) {
     if (unlikely(obj == Py_None))
@@ -26921,17 +31397,6 @@ static CYTHON_INLINE PyObject* __Pyx____Pyx_PyUnicode_From___pyx_anon_enum(int v
         return PyUnicode_FromOrdinal(*dpos);
     }
     return __Pyx_PyUnicode_BuildFromAscii(ulength, dpos, (int) length, prepend_sign, padding_char);
-}
-
-/* DivInt[int64_t] */
-static CYTHON_INLINE int64_t __Pyx_div_int64_t(int64_t a, int64_t b, int b_is_constant) {
-    int64_t q = a / b;
-    int64_t r = a - q*b;
-    int64_t adapt_python = (b_is_constant ?
-        ((r != 0) & ((r < 0) ^ (b < 0))) :
-        ((r != 0) & ((r ^ b) < 0))
-    );
-    return q - adapt_python;
 }
 
 /* AllocateExtensionType */
@@ -27185,33 +31650,6 @@ static int __Pyx_call_type_traverse(PyObject *o, int always_call, visitproc visi
 }
 #endif
 
-/* ApplySequenceOrMappingFlag */
-#if CYTHON_COMPILING_IN_LIMITED_API || (CYTHON_COMPILING_IN_PYPY && CYTHON_USE_TYPE_SPECS)
-int __Pyx_ApplySequenceOrMappingFlag(PyTypeObject *tp, int is_sequence) {
-    PyObject *abc;
-    PyObject *collections_abc = PyImport_ImportModule("collections.abc");
-    if (unlikely(!collections_abc)) return -1;
-    abc = PyObject_GetAttrString(collections_abc, is_sequence ? "Sequence": "Mapping");
-    Py_DECREF(collections_abc);
-    if (unlikely(!abc)) return -1;
-    PyObject *register_result = PyObject_CallMethod(abc, "register", "O", (PyObject*)tp);
-    Py_DECREF(abc);
-    if (unlikely(!register_result)) return -1;
-    Py_DECREF(register_result);
-    return 0;
-}
-#elif CYTHON_COMPILING_IN_PYPY // && !CYTHON_USE_TYPE_SPECS
-int __Pyx_ApplySequenceOrMappingFlag(PyTypeObject *tp, int is_sequence) {
-    CYTHON_UNUSED_VAR(tp);
-    CYTHON_UNUSED_VAR(is_sequence);
-    return PyErr_WarnEx(
-        PyExc_RuntimeWarning,
-        "cython.collection_type only works on PyPy with the C flag CYTHON_USE_TYPE_SPECS=1",
-        1
-    );
-}
-#endif
-
 /* PyObjectCallMethod0 (used by PyType_Ready) */
 static CYTHON_INLINE PyObject* __Pyx_PyObject_CallMethod0(PyObject* obj, PyObject* method_name) {
 #if CYTHON_VECTORCALL && (__PYX_LIMITED_VERSION_HEX >= 0x030C0000 || !CYTHON_COMPILING_IN_LIMITED_API)
@@ -27428,154 +31866,6 @@ static int __Pyx_PyType_Ready(PyTypeObject *t) {
 #endif
 }
 
-/* GetVTable (used by MergeVTables) */
-static int __Pyx_GetVtable(PyTypeObject *type, void** table) {
-    void* ptr;
-    *table = NULL;
-#if CYTHON_COMPILING_IN_LIMITED_API
-    PyObject *ob = PyObject_GetAttr((PyObject *)type, __pyx_mstate_global->__pyx_n_u_pyx_vtable);
-#else
-    PyObject *ob = PyObject_GetItem(type->tp_dict, __pyx_mstate_global->__pyx_n_u_pyx_vtable);
-#endif
-    if (!ob)
-        goto no_attr;
-    ptr = PyCapsule_GetPointer(ob, 0);
-    if (!ptr && !PyErr_Occurred())
-        PyErr_SetString(PyExc_RuntimeError, "invalid vtable found for imported type");
-    Py_DECREF(ob);
-    *table = ptr;
-    return 1;
-no_attr:
-    if (PyErr_ExceptionMatches(CYTHON_COMPILING_IN_LIMITED_API ? PyExc_AttributeError : PyExc_KeyError)) {
-        return 0;
-    }
-    Py_XDECREF(ob);
-    return -1;
-}
-
-/* MergeVTables (used by SetVTable) */
-static int __Pyx_MergeVtables(PyTypeObject *type) {
-    int i=0;
-    Py_ssize_t size;
-    void** base_vtables;
-    void* unknown = (void*)-1;
-    PyObject* bases = __Pyx_PyType_GetSlot(type, tp_bases, PyObject*);
-    int base_depth = 0;
-    {
-        PyTypeObject* base = __Pyx_PyType_GetSlot(type, tp_base, PyTypeObject*);
-        while (base) {
-            base_depth += 1;
-            base = __Pyx_PyType_TryGetSlot(base, tp_base, PyTypeObject*);
-        }
-    }
-    base_vtables = (void**) PyMem_Malloc(sizeof(void*) * (size_t)(base_depth + 1));
-    if (unlikely(!base_vtables)) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    base_vtables[0] = unknown;
-#if CYTHON_COMPILING_IN_LIMITED_API
-    size = PyTuple_Size(bases);
-    if (size < 0) goto other_failure;
-#else
-    size = PyTuple_GET_SIZE(bases);
-#endif
-    for (i = 1; i < size; i++) {
-        PyObject *basei;
-        void* base_vtable;
-#if CYTHON_AVOID_BORROWED_REFS
-        basei = PySequence_GetItem(bases, i);
-        if (unlikely(!basei)) goto other_failure;
-#elif !CYTHON_ASSUME_SAFE_MACROS
-        basei = PyTuple_GetItem(bases, i);
-        if (unlikely(!basei)) goto other_failure;
-#else
-        basei = PyTuple_GET_ITEM(bases, i);
-#endif
-        int get_vtable_result = __Pyx_GetVtable((PyTypeObject*)basei, &base_vtable);
-#if CYTHON_AVOID_BORROWED_REFS
-        Py_DECREF(basei);
-#endif
-        if (get_vtable_result != 1) {
-            if (get_vtable_result == -1) {
-                goto other_failure;
-            }
-            PyErr_Clear(); // Class doesn't have a vtable.
-        } else {
-            assert(base_vtable != NULL);
-            int j;
-            PyTypeObject* base = __Pyx_PyType_TryGetSlot(type, tp_base, PyTypeObject*);
-#if CYTHON_COMPILING_IN_LIMITED_API && __PYX_LIMITED_VERSION_HEX < 0x030A0000
-            if (!base) goto bad;
-#endif
-            for (j = 0; j < base_depth; j++) {
-                if (base_vtables[j] == unknown) {
-                    switch (__Pyx_GetVtable(base, &base_vtables[j])) {
-                        case 1:
-                            assert(base_vtables[j] == NULL);
-                            break;
-                        case 0:
-                            goto bad;
-                        case -1:
-                        default:
-                            goto other_failure;
-                    }
-                    base_vtables[j + 1] = unknown;
-                }
-                if (base_vtables[j] == base_vtable) {
-                    break;
-                }
-                base = __Pyx_PyType_TryGetSlot(base, tp_base, PyTypeObject*);
-#if CYTHON_COMPILING_IN_LIMITED_API && __PYX_LIMITED_VERSION_HEX < 0x030A0000
-                if (!base) goto bad;
-#endif
-            }
-        }
-    }
-    PyMem_Free(base_vtables);
-    return 0;
-bad:
-    {
-        PyTypeObject* tp_base = __Pyx_PyType_GetSlot(type, tp_base, PyTypeObject*);
-        PyTypeObject* basei;
-#if CYTHON_AVOID_BORROWED_REFS
-        basei = (PyTypeObject*)PySequence_GetItem(bases, i);
-        if (unlikely(!basei)) goto other_failure;
-#elif !CYTHON_ASSUME_SAFE_MACROS
-        basei = (PyTypeObject*)PyTuple_GetItem(bases, i);
-        if (unlikely(!basei)) goto other_failure;
-#else
-        basei = (PyTypeObject*)PyTuple_GET_ITEM(bases, i);
-#endif
-    __Pyx_RaiseTypeErrorWithTypes(
-        "multiple bases have vtable conflict: '" __Pyx_FMT_TYPENAME "' and '" __Pyx_FMT_TYPENAME "'", tp_base, basei);
-#if CYTHON_AVOID_BORROWED_REFS
-        Py_DECREF(basei);
-#endif
-    }
-other_failure:
-    PyMem_Free(base_vtables);
-    return -1;
-}
-
-/* SetVTable */
-static int __Pyx_SetVtable(PyTypeObject *type, void *vtable) {
-    PyObject *ob = PyCapsule_New(vtable, 0, 0);
-    if (unlikely(!ob))
-        goto bad;
-#if CYTHON_COMPILING_IN_LIMITED_API
-    if (unlikely(PyObject_SetAttr((PyObject *) type, __pyx_mstate_global->__pyx_n_u_pyx_vtable, ob) < 0))
-#else
-    if (unlikely(PyDict_SetItem(type->tp_dict, __pyx_mstate_global->__pyx_n_u_pyx_vtable, ob) < 0))
-#endif
-        goto bad;
-    Py_DECREF(ob);
-    return __Pyx_MergeVtables(type);
-bad:
-    Py_XDECREF(ob);
-    return -1;
-}
-
 /* LimitedApiGetTypeTypeDict (used by DelItemOnTypeDict) */
 #if CYTHON_COMPILING_IN_LIMITED_API
 static PyObject *__Pyx_GetTypeTypeDict(PyTypeObject *tp) {
@@ -27750,6 +32040,181 @@ __PYX_GOOD:
     Py_XDECREF(setstate);
     Py_XDECREF(setstate_cython);
     return ret;
+}
+
+/* ApplySequenceOrMappingFlag */
+#if CYTHON_COMPILING_IN_LIMITED_API || (CYTHON_COMPILING_IN_PYPY && CYTHON_USE_TYPE_SPECS)
+int __Pyx_ApplySequenceOrMappingFlag(PyTypeObject *tp, int is_sequence) {
+    PyObject *abc;
+    PyObject *collections_abc = PyImport_ImportModule("collections.abc");
+    if (unlikely(!collections_abc)) return -1;
+    abc = PyObject_GetAttrString(collections_abc, is_sequence ? "Sequence": "Mapping");
+    Py_DECREF(collections_abc);
+    if (unlikely(!abc)) return -1;
+    PyObject *register_result = PyObject_CallMethod(abc, "register", "O", (PyObject*)tp);
+    Py_DECREF(abc);
+    if (unlikely(!register_result)) return -1;
+    Py_DECREF(register_result);
+    return 0;
+}
+#elif CYTHON_COMPILING_IN_PYPY // && !CYTHON_USE_TYPE_SPECS
+int __Pyx_ApplySequenceOrMappingFlag(PyTypeObject *tp, int is_sequence) {
+    CYTHON_UNUSED_VAR(tp);
+    CYTHON_UNUSED_VAR(is_sequence);
+    return PyErr_WarnEx(
+        PyExc_RuntimeWarning,
+        "cython.collection_type only works on PyPy with the C flag CYTHON_USE_TYPE_SPECS=1",
+        1
+    );
+}
+#endif
+
+/* GetVTable (used by MergeVTables) */
+static int __Pyx_GetVtable(PyTypeObject *type, void** table) {
+    void* ptr;
+    *table = NULL;
+#if CYTHON_COMPILING_IN_LIMITED_API
+    PyObject *ob = PyObject_GetAttr((PyObject *)type, __pyx_mstate_global->__pyx_n_u_pyx_vtable);
+#else
+    PyObject *ob = PyObject_GetItem(type->tp_dict, __pyx_mstate_global->__pyx_n_u_pyx_vtable);
+#endif
+    if (!ob)
+        goto no_attr;
+    ptr = PyCapsule_GetPointer(ob, 0);
+    if (!ptr && !PyErr_Occurred())
+        PyErr_SetString(PyExc_RuntimeError, "invalid vtable found for imported type");
+    Py_DECREF(ob);
+    *table = ptr;
+    return 1;
+no_attr:
+    if (PyErr_ExceptionMatches(CYTHON_COMPILING_IN_LIMITED_API ? PyExc_AttributeError : PyExc_KeyError)) {
+        return 0;
+    }
+    Py_XDECREF(ob);
+    return -1;
+}
+
+/* MergeVTables (used by SetVTable) */
+static int __Pyx_MergeVtables(PyTypeObject *type) {
+    int i=0;
+    Py_ssize_t size;
+    void** base_vtables;
+    void* unknown = (void*)-1;
+    PyObject* bases = __Pyx_PyType_GetSlot(type, tp_bases, PyObject*);
+    int base_depth = 0;
+    {
+        PyTypeObject* base = __Pyx_PyType_GetSlot(type, tp_base, PyTypeObject*);
+        while (base) {
+            base_depth += 1;
+            base = __Pyx_PyType_TryGetSlot(base, tp_base, PyTypeObject*);
+        }
+    }
+    base_vtables = (void**) PyMem_Malloc(sizeof(void*) * (size_t)(base_depth + 1));
+    if (unlikely(!base_vtables)) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    base_vtables[0] = unknown;
+#if CYTHON_COMPILING_IN_LIMITED_API
+    size = PyTuple_Size(bases);
+    if (size < 0) goto other_failure;
+#else
+    size = PyTuple_GET_SIZE(bases);
+#endif
+    for (i = 1; i < size; i++) {
+        PyObject *basei;
+        void* base_vtable;
+#if CYTHON_AVOID_BORROWED_REFS
+        basei = PySequence_GetItem(bases, i);
+        if (unlikely(!basei)) goto other_failure;
+#elif !CYTHON_ASSUME_SAFE_MACROS
+        basei = PyTuple_GetItem(bases, i);
+        if (unlikely(!basei)) goto other_failure;
+#else
+        basei = PyTuple_GET_ITEM(bases, i);
+#endif
+        int get_vtable_result = __Pyx_GetVtable((PyTypeObject*)basei, &base_vtable);
+#if CYTHON_AVOID_BORROWED_REFS
+        Py_DECREF(basei);
+#endif
+        if (get_vtable_result != 1) {
+            if (get_vtable_result == -1) {
+                goto other_failure;
+            }
+            PyErr_Clear(); // Class doesn't have a vtable.
+        } else {
+            assert(base_vtable != NULL);
+            int j;
+            PyTypeObject* base = __Pyx_PyType_TryGetSlot(type, tp_base, PyTypeObject*);
+#if CYTHON_COMPILING_IN_LIMITED_API && __PYX_LIMITED_VERSION_HEX < 0x030A0000
+            if (!base) goto bad;
+#endif
+            for (j = 0; j < base_depth; j++) {
+                if (base_vtables[j] == unknown) {
+                    switch (__Pyx_GetVtable(base, &base_vtables[j])) {
+                        case 1:
+                            assert(base_vtables[j] == NULL);
+                            break;
+                        case 0:
+                            goto bad;
+                        case -1:
+                        default:
+                            goto other_failure;
+                    }
+                    base_vtables[j + 1] = unknown;
+                }
+                if (base_vtables[j] == base_vtable) {
+                    break;
+                }
+                base = __Pyx_PyType_TryGetSlot(base, tp_base, PyTypeObject*);
+#if CYTHON_COMPILING_IN_LIMITED_API && __PYX_LIMITED_VERSION_HEX < 0x030A0000
+                if (!base) goto bad;
+#endif
+            }
+        }
+    }
+    PyMem_Free(base_vtables);
+    return 0;
+bad:
+    {
+        PyTypeObject* tp_base = __Pyx_PyType_GetSlot(type, tp_base, PyTypeObject*);
+        PyTypeObject* basei;
+#if CYTHON_AVOID_BORROWED_REFS
+        basei = (PyTypeObject*)PySequence_GetItem(bases, i);
+        if (unlikely(!basei)) goto other_failure;
+#elif !CYTHON_ASSUME_SAFE_MACROS
+        basei = (PyTypeObject*)PyTuple_GetItem(bases, i);
+        if (unlikely(!basei)) goto other_failure;
+#else
+        basei = (PyTypeObject*)PyTuple_GET_ITEM(bases, i);
+#endif
+    __Pyx_RaiseTypeErrorWithTypes(
+        "multiple bases have vtable conflict: '" __Pyx_FMT_TYPENAME "' and '" __Pyx_FMT_TYPENAME "'", tp_base, basei);
+#if CYTHON_AVOID_BORROWED_REFS
+        Py_DECREF(basei);
+#endif
+    }
+other_failure:
+    PyMem_Free(base_vtables);
+    return -1;
+}
+
+/* SetVTable */
+static int __Pyx_SetVtable(PyTypeObject *type, void *vtable) {
+    PyObject *ob = PyCapsule_New(vtable, 0, 0);
+    if (unlikely(!ob))
+        goto bad;
+#if CYTHON_COMPILING_IN_LIMITED_API
+    if (unlikely(PyObject_SetAttr((PyObject *) type, __pyx_mstate_global->__pyx_n_u_pyx_vtable, ob) < 0))
+#else
+    if (unlikely(PyDict_SetItem(type->tp_dict, __pyx_mstate_global->__pyx_n_u_pyx_vtable, ob) < 0))
+#endif
+        goto bad;
+    Py_DECREF(ob);
+    return __Pyx_MergeVtables(type);
+bad:
+    Py_XDECREF(ob);
+    return -1;
 }
 
 /* dict_setdefault (used by FetchCommonType) */
@@ -30714,6 +35179,28 @@ __pyx_fail:
     return result;
 }
 
+/* MemviewDtypeToObject */
+static CYTHON_INLINE PyObject *__pyx_memview_get_nn_int64_t(const char *itemp) {
+    return (PyObject *) __Pyx_PyLong_From_int64_t(*(int64_t const *) itemp);
+}
+static CYTHON_INLINE int __pyx_memview_set_nn_int64_t(char *itemp, PyObject *obj) {
+    int64_t value = __Pyx_PyLong_As_int64_t(obj);
+    if (unlikely((value == ((int64_t)-1)) && PyErr_Occurred()))
+        return 0;
+    *(int64_t *) itemp = value;
+    return 1;
+}
+
+/* MemviewDtypeToObject */
+static CYTHON_INLINE PyObject *__pyx_memview_get_nn_uint8_t__const__(const char *itemp) {
+    return (PyObject *) __Pyx_PyLong_From_uint8_t(*(uint8_t const   *) itemp);
+}
+
+/* MemviewDtypeToObject */
+static CYTHON_INLINE PyObject *__pyx_memview_get_nn_int32_t__const__(const char *itemp) {
+    return (PyObject *) __Pyx_PyLong_From_int32_t(*(int32_t const   *) itemp);
+}
+
 /* MemviewSliceCopy */
 static __Pyx_memviewslice
 __pyx_memoryview_copy_new_contig(const __Pyx_memviewslice *from_mvs,
@@ -31209,6 +35696,243 @@ static CYTHON_INLINE int64_t __Pyx_PyLong_As_int64_t(PyObject *x) {
         return __Pyx_PyLong___Pyx_PyLong_As_int64_t(x);
     } else {
         return __Pyx_NonPyLong___Pyx_PyLong_As_int64_t(x);
+    }
+}
+
+/* CIntToPy */
+static CYTHON_INLINE PyObject* __Pyx_PyLong_From_int64_t(int64_t value) {
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wconversion"
+#endif
+    const int64_t neg_one = (int64_t) -1, const_zero = (int64_t) 0;
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic pop
+#endif
+    const int is_unsigned = neg_one > const_zero;
+    if (is_unsigned) {
+        if (sizeof(int64_t) < sizeof(long)) {
+            return PyLong_FromLong((long) value);
+        } else if (sizeof(int64_t) <= sizeof(unsigned long)) {
+            return PyLong_FromUnsignedLong((unsigned long) value);
+#if !CYTHON_COMPILING_IN_PYPY
+        } else if (sizeof(int64_t) <= sizeof(unsigned PY_LONG_LONG)) {
+            return PyLong_FromUnsignedLongLong((unsigned PY_LONG_LONG) value);
+#endif
+        }
+    } else {
+        if (sizeof(int64_t) <= sizeof(long)) {
+            return PyLong_FromLong((long) value);
+        } else if (sizeof(int64_t) <= sizeof(PY_LONG_LONG)) {
+            return PyLong_FromLongLong((PY_LONG_LONG) value);
+        }
+    }
+    {
+        unsigned char *bytes = (unsigned char *)&value;
+#if !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX >= 0x030d00A4
+        if (is_unsigned) {
+            return PyLong_FromUnsignedNativeBytes(bytes, sizeof(value), -1);
+        } else {
+            return PyLong_FromNativeBytes(bytes, sizeof(value), -1);
+        }
+#elif !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX < 0x030d0000
+        int one = 1; int little = (int)*(unsigned char *)&one;
+        return _PyLong_FromByteArray(bytes, sizeof(int64_t),
+                                     little, !is_unsigned);
+#else
+        int one = 1; int little = (int)*(unsigned char *)&one;
+        PyObject *result = NULL, *kwds = NULL;
+        PyObject *py_bytes = NULL, *order_str = NULL, *from_bytes_str = NULL;;
+        py_bytes = PyBytes_FromStringAndSize((char*)bytes, sizeof(int64_t));
+        if (!py_bytes) goto limited_bad;
+        from_bytes_str = PyUnicode_FromStringAndSize("from_bytes", 10);
+        if (!from_bytes_str) goto limited_bad;
+        order_str = PyUnicode_FromString(little ? "little" : "big");
+        if (!order_str) goto limited_bad;
+        {
+            PyObject *args[] = { (PyObject*)&PyLong_Type, py_bytes, order_str, Py_True };
+            if (!is_unsigned) {
+                PyObject *signed_str = PyUnicode_FromStringAndSize("signed", 6);
+                if (!signed_str) goto limited_bad;
+#if CYTHON_VECTORCALL
+                kwds = PyTuple_Pack(1, signed_str);
+#else
+                {
+                    PyObject *keys[] = {signed_str};
+                    PyObject *values[] = {Py_True};
+                    kwds = __Pyx_MakeKwargDict(keys, values, 1);
+                }
+#endif
+                Py_DECREF(signed_str);
+                if (unlikely(!kwds)) goto limited_bad;
+            }
+            result = __Pyx_Object_VectorcallMethodKwds(from_bytes_str, args, 3 | __Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET, kwds);
+        }
+        limited_bad:
+        Py_XDECREF(kwds);
+        Py_XDECREF(order_str);
+        Py_XDECREF(py_bytes);
+        Py_XDECREF(from_bytes_str);
+        return result;
+#endif
+    }
+}
+
+/* CIntToPy */
+static CYTHON_INLINE PyObject* __Pyx_PyLong_From_uint8_t(uint8_t value) {
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wconversion"
+#endif
+    const uint8_t neg_one = (uint8_t) -1, const_zero = (uint8_t) 0;
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic pop
+#endif
+    const int is_unsigned = neg_one > const_zero;
+    if (is_unsigned) {
+        if (sizeof(uint8_t) < sizeof(long)) {
+            return PyLong_FromLong((long) value);
+        } else if (sizeof(uint8_t) <= sizeof(unsigned long)) {
+            return PyLong_FromUnsignedLong((unsigned long) value);
+#if !CYTHON_COMPILING_IN_PYPY
+        } else if (sizeof(uint8_t) <= sizeof(unsigned PY_LONG_LONG)) {
+            return PyLong_FromUnsignedLongLong((unsigned PY_LONG_LONG) value);
+#endif
+        }
+    } else {
+        if (sizeof(uint8_t) <= sizeof(long)) {
+            return PyLong_FromLong((long) value);
+        } else if (sizeof(uint8_t) <= sizeof(PY_LONG_LONG)) {
+            return PyLong_FromLongLong((PY_LONG_LONG) value);
+        }
+    }
+    {
+        unsigned char *bytes = (unsigned char *)&value;
+#if !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX >= 0x030d00A4
+        if (is_unsigned) {
+            return PyLong_FromUnsignedNativeBytes(bytes, sizeof(value), -1);
+        } else {
+            return PyLong_FromNativeBytes(bytes, sizeof(value), -1);
+        }
+#elif !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX < 0x030d0000
+        int one = 1; int little = (int)*(unsigned char *)&one;
+        return _PyLong_FromByteArray(bytes, sizeof(uint8_t),
+                                     little, !is_unsigned);
+#else
+        int one = 1; int little = (int)*(unsigned char *)&one;
+        PyObject *result = NULL, *kwds = NULL;
+        PyObject *py_bytes = NULL, *order_str = NULL, *from_bytes_str = NULL;;
+        py_bytes = PyBytes_FromStringAndSize((char*)bytes, sizeof(uint8_t));
+        if (!py_bytes) goto limited_bad;
+        from_bytes_str = PyUnicode_FromStringAndSize("from_bytes", 10);
+        if (!from_bytes_str) goto limited_bad;
+        order_str = PyUnicode_FromString(little ? "little" : "big");
+        if (!order_str) goto limited_bad;
+        {
+            PyObject *args[] = { (PyObject*)&PyLong_Type, py_bytes, order_str, Py_True };
+            if (!is_unsigned) {
+                PyObject *signed_str = PyUnicode_FromStringAndSize("signed", 6);
+                if (!signed_str) goto limited_bad;
+#if CYTHON_VECTORCALL
+                kwds = PyTuple_Pack(1, signed_str);
+#else
+                {
+                    PyObject *keys[] = {signed_str};
+                    PyObject *values[] = {Py_True};
+                    kwds = __Pyx_MakeKwargDict(keys, values, 1);
+                }
+#endif
+                Py_DECREF(signed_str);
+                if (unlikely(!kwds)) goto limited_bad;
+            }
+            result = __Pyx_Object_VectorcallMethodKwds(from_bytes_str, args, 3 | __Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET, kwds);
+        }
+        limited_bad:
+        Py_XDECREF(kwds);
+        Py_XDECREF(order_str);
+        Py_XDECREF(py_bytes);
+        Py_XDECREF(from_bytes_str);
+        return result;
+#endif
+    }
+}
+
+/* CIntToPy */
+static CYTHON_INLINE PyObject* __Pyx_PyLong_From_int32_t(int32_t value) {
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wconversion"
+#endif
+    const int32_t neg_one = (int32_t) -1, const_zero = (int32_t) 0;
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic pop
+#endif
+    const int is_unsigned = neg_one > const_zero;
+    if (is_unsigned) {
+        if (sizeof(int32_t) < sizeof(long)) {
+            return PyLong_FromLong((long) value);
+        } else if (sizeof(int32_t) <= sizeof(unsigned long)) {
+            return PyLong_FromUnsignedLong((unsigned long) value);
+#if !CYTHON_COMPILING_IN_PYPY
+        } else if (sizeof(int32_t) <= sizeof(unsigned PY_LONG_LONG)) {
+            return PyLong_FromUnsignedLongLong((unsigned PY_LONG_LONG) value);
+#endif
+        }
+    } else {
+        if (sizeof(int32_t) <= sizeof(long)) {
+            return PyLong_FromLong((long) value);
+        } else if (sizeof(int32_t) <= sizeof(PY_LONG_LONG)) {
+            return PyLong_FromLongLong((PY_LONG_LONG) value);
+        }
+    }
+    {
+        unsigned char *bytes = (unsigned char *)&value;
+#if !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX >= 0x030d00A4
+        if (is_unsigned) {
+            return PyLong_FromUnsignedNativeBytes(bytes, sizeof(value), -1);
+        } else {
+            return PyLong_FromNativeBytes(bytes, sizeof(value), -1);
+        }
+#elif !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX < 0x030d0000
+        int one = 1; int little = (int)*(unsigned char *)&one;
+        return _PyLong_FromByteArray(bytes, sizeof(int32_t),
+                                     little, !is_unsigned);
+#else
+        int one = 1; int little = (int)*(unsigned char *)&one;
+        PyObject *result = NULL, *kwds = NULL;
+        PyObject *py_bytes = NULL, *order_str = NULL, *from_bytes_str = NULL;;
+        py_bytes = PyBytes_FromStringAndSize((char*)bytes, sizeof(int32_t));
+        if (!py_bytes) goto limited_bad;
+        from_bytes_str = PyUnicode_FromStringAndSize("from_bytes", 10);
+        if (!from_bytes_str) goto limited_bad;
+        order_str = PyUnicode_FromString(little ? "little" : "big");
+        if (!order_str) goto limited_bad;
+        {
+            PyObject *args[] = { (PyObject*)&PyLong_Type, py_bytes, order_str, Py_True };
+            if (!is_unsigned) {
+                PyObject *signed_str = PyUnicode_FromStringAndSize("signed", 6);
+                if (!signed_str) goto limited_bad;
+#if CYTHON_VECTORCALL
+                kwds = PyTuple_Pack(1, signed_str);
+#else
+                {
+                    PyObject *keys[] = {signed_str};
+                    PyObject *values[] = {Py_True};
+                    kwds = __Pyx_MakeKwargDict(keys, values, 1);
+                }
+#endif
+                Py_DECREF(signed_str);
+                if (unlikely(!kwds)) goto limited_bad;
+            }
+            result = __Pyx_Object_VectorcallMethodKwds(from_bytes_str, args, 3 | __Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET, kwds);
+        }
+        limited_bad:
+        Py_XDECREF(kwds);
+        Py_XDECREF(order_str);
+        Py_XDECREF(py_bytes);
+        Py_XDECREF(from_bytes_str);
+        return result;
+#endif
     }
 }
 

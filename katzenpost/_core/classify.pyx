@@ -99,6 +99,135 @@ def replay_masks(result, Py_ssize_t n, uint8_t[:, ::1] masks):
                 masks[j, i] = 1
 
 
+cdef struct RowsIn:
+    const int32_t *status
+    const uint8_t *flags
+    const uint32_t *delay_ms
+    const uint8_t *next_hop          # rows of NODE_ID_LEN
+    const uint8_t *recipient         # rows of RECIPIENT_LEN
+    const int64_t *recv_at_ns
+    const uint8_t *from_client
+    const uint8_t *replayed
+    int64_t dequeue_ns
+    int64_t now_ns
+    bint is_provider
+    const uint8_t *route_ids
+    const int32_t *route_index
+    Py_ssize_t n_routes
+    const uint8_t *endpoint_ids
+    Py_ssize_t n_endpoints
+
+
+cdef struct RowsOut:
+    int64_t *drop_counts
+    int32_t *fwd_rows
+    int64_t *fwd_deadline_ms
+    int32_t *fwd_hop
+    int32_t *local_rows
+    uint8_t *local_kind
+    uint8_t *row_reason
+    Py_ssize_t n_fwd
+    Py_ssize_t n_local
+
+
+cdef void classify_rows(const RowsIn *a, RowsOut *o, Py_ssize_t n) noexcept nogil:
+    """The classification table of spec/server.md §1.4 with §1.3 drops and §1.5 dwell adjustment."""
+    cdef Py_ssize_t i, pos
+    cdef int reason, kind, cmd
+    cdef int64_t delay, dwell
+    o.n_fwd = 0
+    o.n_local = 0
+    for i in range(n):
+        reason = NO_DROP
+        kind = -1
+        cmd = a.flags[i] & CMD_BITS
+        if a.status[i] != 0:
+            reason = R_UNWRAP_FAILED
+        elif a.flags[i] & FLAG_DUPLICATE:
+            reason = R_DUPLICATE_COMMAND
+        elif a.replayed[i]:
+            reason = R_REPLAY
+        elif cmd == CMD_FORWARD:
+            if a.is_provider and not a.from_client[i]:
+                reason = R_FORWARD_AT_PROVIDER              # MustTerminate
+            elif a.delay_ms[i] > MAX_NODE_DELAY_MS:
+                reason = R_DELAY_TOO_LONG
+            else:
+                # Dwell adjustment, spec/server.md §1.5 (unwrap time excluded).
+                delay = <int64_t>a.delay_ms[i] * MS
+                dwell = a.dequeue_ns - a.recv_at_ns[i]
+                if delay > dwell:
+                    delay = delay - dwell
+                elif a.delay_ms[i] == 0:
+                    if dwell < MS:
+                        delay = MS - dwell
+                    else:
+                        reason = R_DWELL_EXCEEDED
+                else:
+                    delay = MS
+                if reason == NO_DROP:
+                    pos = -1
+                    if a.n_routes:
+                        pos = find_row(a.route_ids, a.n_routes, NODE_ID_LEN, a.next_hop + i * NODE_ID_LEN)
+                    if pos < 0:
+                        reason = R_NO_ROUTE
+                    else:
+                        o.fwd_rows[o.n_fwd] = <int32_t>i
+                        # Rounded up: a packet never leaves before its delay has passed.
+                        o.fwd_deadline_ms[o.n_fwd] = (a.now_ns + delay + MS - 1) // MS
+                        o.fwd_hop[o.n_fwd] = a.route_index[pos]
+                        o.n_fwd += 1
+        elif cmd == CMD_TO_USER or cmd == CMD_UNRELIABLE or cmd == CMD_SURB_REPLY:
+            if a.is_provider:
+                if a.from_client[i]:
+                    reason = R_CLIENT_BYPASS                  # MustForward
+                elif a.n_endpoints and find_row(a.endpoint_ids, a.n_endpoints, RECIPIENT_LEN,
+                                                a.recipient + i * RECIPIENT_LEN) >= 0:
+                    if cmd == CMD_SURB_REPLY:
+                        reason = R_KAETZCHEN_SURB_REPLY
+                    else:
+                        kind = K_KAETZCHEN
+                elif cmd == CMD_TO_USER:
+                    kind = K_TO_USER
+                elif cmd == CMD_UNRELIABLE:
+                    kind = K_UNRELIABLE_TO_USER
+                else:
+                    kind = K_SURB_REPLY
+            elif cmd == CMD_SURB_REPLY:
+                kind = K_DECOY_SURB_REPLY
+            else:
+                reason = R_TERMINAL_AT_MIX
+        else:
+            reason = R_INVALID_COMMANDS
+        o.row_reason[i] = <uint8_t>reason
+        if reason != NO_DROP:
+            o.drop_counts[reason] += 1
+        elif kind >= 0:
+            o.local_rows[o.n_local] = <int32_t>i
+            o.local_kind[o.n_local] = <uint8_t>kind
+            o.n_local += 1
+
+
+cdef int fill_rows_in(RowsIn *a, result, Py_ssize_t n) except -1:
+    """Point `a` at the result arrays after checking their shapes hold n rows."""
+    cdef const int32_t[::1] status = result.status
+    cdef const uint8_t[::1] flags = result.flags
+    cdef const uint32_t[::1] delay_ms = result.delay_ms
+    cdef const uint8_t[:, ::1] next_hop = result.next_hop
+    cdef const uint8_t[:, ::1] recipient = result.recipient
+    if n < 0 or n > status.shape[0] or n > flags.shape[0] or n > delay_ms.shape[0] \
+            or n > next_hop.shape[0] or n > recipient.shape[0]:
+        raise ValueError(f"classify: n={n} outside the result capacity {status.shape[0]}")
+    if next_hop.shape[1] != NODE_ID_LEN or recipient.shape[1] != RECIPIENT_LEN:
+        raise ValueError("classify: result next_hop must be [N, 32] and recipient [N, 64]")
+    a.status = &status[0]
+    a.flags = &flags[0]
+    a.delay_ms = &delay_ms[0]
+    a.next_hop = &next_hop[0, 0]
+    a.recipient = &recipient[0, 0]
+    return 0
+
+
 def classify_batch(result, Py_ssize_t n, const int64_t[::1] recv_at_ns, const uint8_t[::1] from_client,
                    const uint8_t[::1] replayed, int64_t dequeue_ns, int64_t now_ns, bint is_provider,
                    const uint8_t[:, ::1] route_ids, const int32_t[::1] route_index,
@@ -110,19 +239,12 @@ def classify_batch(result, Py_ssize_t n, const int64_t[::1] recv_at_ns, const ui
 
     Route rows must be sorted (bytewise) with route_index aligned; endpoint rows sorted, 64 bytes.
     """
-    cdef const int32_t[::1] status = result.status
-    cdef const uint8_t[::1] flags = result.flags
-    cdef const uint32_t[::1] delay_ms = result.delay_ms
-    cdef const uint8_t[:, ::1] next_hop = result.next_hop
-    cdef const uint8_t[:, ::1] recipient = result.recipient
-    cdef Py_ssize_t i, pos, n_fwd = 0, n_local = 0
+    cdef RowsIn a
+    cdef RowsOut o
     cdef Py_ssize_t n_routes = route_ids.shape[0], n_endpoints = endpoint_ids.shape[0]
-    cdef int reason, kind, cmd
-    cdef int64_t delay, dwell
-    cdef const uint8_t *route_base = &route_ids[0, 0] if n_routes else NULL
-    cdef const uint8_t *endpoint_base = &endpoint_ids[0, 0] if n_endpoints else NULL
-    if n < 0 or n > status.shape[0]:
-        raise ValueError(f"classify: n={n} outside 0..{status.shape[0]}")
+    if n == 0:
+        return 0, 0
+    fill_rows_in(&a, result, n)
     for arr_len, name in ((recv_at_ns.shape[0], "recv_at_ns"), (from_client.shape[0], "from_client"),
                           (replayed.shape[0], "replayed"), (fwd_rows.shape[0], "fwd_rows"),
                           (fwd_deadline_ms.shape[0], "fwd_deadline_ms"), (fwd_hop.shape[0], "fwd_hop"),
@@ -136,72 +258,131 @@ def classify_batch(result, Py_ssize_t n, const int64_t[::1] recv_at_ns, const ui
         raise ValueError("classify: route table must be uint8[R, 32] with int32[R] indices")
     if n_endpoints and endpoint_ids.shape[1] != RECIPIENT_LEN:
         raise ValueError("classify: endpoint table must be uint8[E, 64]")
+    a.recv_at_ns = &recv_at_ns[0]
+    a.from_client = &from_client[0]
+    a.replayed = &replayed[0]
+    a.dequeue_ns = dequeue_ns
+    a.now_ns = now_ns
+    a.is_provider = is_provider
+    a.route_ids = &route_ids[0, 0] if n_routes else NULL
+    a.route_index = &route_index[0] if n_routes else NULL
+    a.n_routes = n_routes
+    a.endpoint_ids = &endpoint_ids[0, 0] if n_endpoints else NULL
+    a.n_endpoints = n_endpoints
+    o.drop_counts = &drop_counts[0]
+    o.fwd_rows = &fwd_rows[0]
+    o.fwd_deadline_ms = &fwd_deadline_ms[0]
+    o.fwd_hop = &fwd_hop[0]
+    o.local_rows = &local_rows[0]
+    o.local_kind = &local_kind[0]
+    o.row_reason = &row_reason[0]
     with nogil:
-        for i in range(n):
-            reason = NO_DROP
-            kind = -1
-            cmd = flags[i] & CMD_BITS
-            if status[i] != 0:
-                reason = R_UNWRAP_FAILED
-            elif flags[i] & FLAG_DUPLICATE:
-                reason = R_DUPLICATE_COMMAND
-            elif replayed[i]:
-                reason = R_REPLAY
-            elif cmd == CMD_FORWARD:
-                if is_provider and not from_client[i]:
-                    reason = R_FORWARD_AT_PROVIDER          # MustTerminate
-                elif delay_ms[i] > MAX_NODE_DELAY_MS:
-                    reason = R_DELAY_TOO_LONG
-                else:
-                    # Dwell adjustment, spec/server.md §1.5 (unwrap time excluded).
-                    delay = <int64_t>delay_ms[i] * MS
-                    dwell = dequeue_ns - recv_at_ns[i]
-                    if delay > dwell:
-                        delay = delay - dwell
-                    elif delay_ms[i] == 0:
-                        if dwell < MS:
-                            delay = MS - dwell
-                        else:
-                            reason = R_DWELL_EXCEEDED
-                    else:
-                        delay = MS
-                    if reason == NO_DROP:
-                        pos = find_row(route_base, n_routes, NODE_ID_LEN, &next_hop[i, 0]) if n_routes else -1
-                        if pos < 0:
-                            reason = R_NO_ROUTE
-                        else:
-                            fwd_rows[n_fwd] = <int32_t>i
-                            # Rounded up: a packet never leaves before its delay has passed.
-                            fwd_deadline_ms[n_fwd] = (now_ns + delay + MS - 1) // MS
-                            fwd_hop[n_fwd] = route_index[pos]
-                            n_fwd += 1
-            elif cmd == CMD_TO_USER or cmd == CMD_UNRELIABLE or cmd == CMD_SURB_REPLY:
-                if is_provider:
-                    if from_client[i]:
-                        reason = R_CLIENT_BYPASS              # MustForward
-                    elif n_endpoints and find_row(endpoint_base, n_endpoints, RECIPIENT_LEN,
-                                                  &recipient[i, 0]) >= 0:
-                        if cmd == CMD_SURB_REPLY:
-                            reason = R_KAETZCHEN_SURB_REPLY
-                        else:
-                            kind = K_KAETZCHEN
-                    elif cmd == CMD_TO_USER:
-                        kind = K_TO_USER
-                    elif cmd == CMD_UNRELIABLE:
-                        kind = K_UNRELIABLE_TO_USER
-                    else:
-                        kind = K_SURB_REPLY
-                elif cmd == CMD_SURB_REPLY:
-                    kind = K_DECOY_SURB_REPLY
-                else:
-                    reason = R_TERMINAL_AT_MIX
-            else:
-                reason = R_INVALID_COMMANDS
-            row_reason[i] = <uint8_t>reason
-            if reason != NO_DROP:
-                drop_counts[reason] += 1
-            elif kind >= 0:
-                local_rows[n_local] = <int32_t>i
-                local_kind[n_local] = <uint8_t>kind
-                n_local += 1
-    return n_fwd, n_local
+        classify_rows(&a, &o, n)
+    return o.n_fwd, o.n_local
+
+
+cdef class BatchClassifier:
+    """A crypto worker's classifier bound once to its unwrap result and output arrays, so each
+    batch costs two buffer look-ups instead of twenty (the per-batch cost is what holds the GIL).
+
+    Outputs are numpy attributes: fwd_rows, fwd_deadline_ms, fwd_hop, local_rows, local_kind,
+    row_reason, masks, seen. Drops are added into the caller's `drop_counts` (int64[>=32]).
+    """
+    cdef RowsIn a
+    cdef RowsOut o
+    cdef readonly Py_ssize_t capacity
+    cdef readonly object result, drop_counts, fwd_rows, fwd_deadline_ms, fwd_hop, local_rows
+    cdef readonly object local_kind, row_reason, masks, seen
+    cdef object _routes, _route_index, _endpoints
+    cdef const int8_t[::1] key_index
+    cdef uint8_t[:, ::1] mask_view
+    cdef uint8_t[::1] seen_view
+
+    def __init__(self, result, int64_t[::1] drop_counts, bint is_provider):
+        import numpy as np
+        cdef Py_ssize_t cap = len(result.status)
+        if drop_counts.shape[0] < R_COUNT:
+            raise ValueError(f"classify: drop_counts needs {R_COUNT} slots")
+        fill_rows_in(&self.a, result, cap)
+        self.capacity = cap
+        self.result = result                         # keeps the arrays behind the pointers alive
+        self.key_index = result.key_index
+        if self.key_index.shape[0] < cap:
+            raise ValueError("classify: result key_index shorter than status")
+        self.drop_counts = drop_counts.base if drop_counts.base is not None else drop_counts
+        self.fwd_rows = np.zeros(cap, np.int32)
+        self.fwd_deadline_ms = np.zeros(cap, np.int64)
+        self.fwd_hop = np.zeros(cap, np.int32)
+        self.local_rows = np.zeros(cap, np.int32)
+        self.local_kind = np.zeros(cap, np.uint8)
+        self.row_reason = np.zeros(cap, np.uint8)
+        self.masks = np.zeros((3, cap), np.uint8)
+        self.seen = np.zeros(cap, np.uint8)
+        self.mask_view = self.masks
+        self.seen_view = self.seen
+        cdef int64_t[::1] dc = drop_counts
+        cdef int32_t[::1] fr = self.fwd_rows
+        cdef int64_t[::1] fd = self.fwd_deadline_ms
+        cdef int32_t[::1] fh = self.fwd_hop
+        cdef int32_t[::1] lr = self.local_rows
+        cdef uint8_t[::1] lk = self.local_kind
+        cdef uint8_t[::1] rr = self.row_reason
+        self.o.drop_counts = &dc[0]
+        self.o.fwd_rows = &fr[0]
+        self.o.fwd_deadline_ms = &fd[0]
+        self.o.fwd_hop = &fh[0]
+        self.o.local_rows = &lr[0]
+        self.o.local_kind = &lk[0]
+        self.o.row_reason = &rr[0]
+        self.a.replayed = &self.seen_view[0]
+        self.a.is_provider = is_provider
+        self.set_routes(np.zeros((0, NODE_ID_LEN), np.uint8), np.zeros(0, np.int32))
+        self.set_endpoints(np.zeros((0, RECIPIENT_LEN), np.uint8))
+
+    def set_routes(self, const uint8_t[:, ::1] route_ids, const int32_t[::1] route_index):
+        """Sorted uint8[R, 32] node IDs with their int32 hop indices (kept referenced here)."""
+        cdef Py_ssize_t r = route_ids.shape[0]
+        if r and (route_ids.shape[1] != NODE_ID_LEN or route_index.shape[0] != r):
+            raise ValueError("classify: route table must be uint8[R, 32] with int32[R] indices")
+        self._routes, self._route_index = route_ids, route_index
+        self.a.route_ids = &route_ids[0, 0] if r else NULL
+        self.a.route_index = &route_index[0] if r else NULL
+        self.a.n_routes = r
+
+    def set_endpoints(self, const uint8_t[:, ::1] endpoint_ids):
+        """Sorted uint8[E, 64] Kaetzchen endpoint recipient IDs (kept referenced here)."""
+        cdef Py_ssize_t e = endpoint_ids.shape[0]
+        if e and endpoint_ids.shape[1] != RECIPIENT_LEN:
+            raise ValueError("classify: endpoint table must be uint8[E, 64]")
+        self._endpoints = endpoint_ids
+        self.a.endpoint_ids = &endpoint_ids[0, 0] if e else NULL
+        self.a.n_endpoints = e
+
+    def replay_masks(self, Py_ssize_t n):
+        """masks[j, :n] selects rows that unwrapped with key j (no duplicate); clears seen[:n]."""
+        cdef Py_ssize_t i
+        cdef int j
+        if n < 0 or n > self.capacity:
+            raise ValueError(f"classify: n={n} outside 0..{self.capacity}")
+        with nogil:
+            self.mask_view[:, :n] = 0
+            self.seen_view[:n] = 0
+            for i in range(n):
+                j = self.key_index[i]
+                if self.a.status[i] == 0 and (self.a.flags[i] & FLAG_DUPLICATE) == 0 and 0 <= j < 3:
+                    self.mask_view[j, i] = 1
+
+    def classify(self, Py_ssize_t n, const int64_t[::1] recv_at_ns, const uint8_t[::1] from_client,
+                 int64_t dequeue_ns, int64_t now_ns):
+        """Classify rows 0..n-1 of the bound result, replays taken from `seen`; (n_fwd, n_local)."""
+        if n < 0 or n > self.capacity or recv_at_ns.shape[0] < n or from_client.shape[0] < n:
+            raise ValueError(f"classify: n={n} exceeds the capacity or the input arrays")
+        if n == 0:
+            return 0, 0
+        self.a.recv_at_ns = &recv_at_ns[0]
+        self.a.from_client = &from_client[0]
+        self.a.dequeue_ns = dequeue_ns
+        self.a.now_ns = now_ns
+        with nogil:
+            classify_rows(&self.a, &self.o, n)
+        return self.o.n_fwd, self.o.n_local

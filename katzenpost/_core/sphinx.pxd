@@ -58,3 +58,11 @@ cdef extern from "sphinx_impl.h" nogil:
     void sx_encrypt_payload(const uint8_t *sprp_keys, size_t n_hops, const uint8_t *payload,
                             size_t payload_len, uint8_t *out)
     int sx_decrypt_surb_payload(const uint8_t *keys, size_t n_entries, uint8_t *buf, size_t length)
+
+cdef extern from "aez_impl.h" nogil:
+    # The AES-round backend of the AEZ copy linked into this extension (tests and benchmarks).
+    enum:
+        AEZ_BACKEND_PORTABLE
+        AEZ_BACKEND_AESNI
+    int aez_set_backend(int backend)
+    int aez_backend_c "aez_backend"()

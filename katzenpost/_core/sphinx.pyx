@@ -56,6 +56,18 @@ def available_x25519_backends():
     return names
 
 
+def aez_backend():
+    """AES-round backend of this module's AEZ: "aesni" or "portable"."""
+    return "aesni" if aez_backend_c() == AEZ_BACKEND_AESNI else "portable"
+
+
+def set_aez_backend(str name):
+    """Switch this module's AEZ backend (tests and benchmarks); ValueError if unavailable."""
+    codes = {"aesni": AEZ_BACKEND_AESNI, "portable": AEZ_BACKEND_PORTABLE}
+    if name not in codes or aez_set_backend(codes[name]) != 0:
+        raise ValueError(f"sphinx: AEZ backend {name!r} is not available")
+
+
 # ------------------------------------------------------------------ primitives
 
 def x25519(const uint8_t[::1] scalar, const uint8_t[::1] point):

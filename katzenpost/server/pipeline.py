@@ -15,7 +15,7 @@ import numpy as np
 import zmq
 
 from katzenpost.server.counters import DropReason, Event, PipelineCounters
-from katzenpost.server.scheduler import SchedulerThread, decode_due
+from katzenpost.server.scheduler import SchedulerThread, WheelStage, decode_due
 from katzenpost.server.workers import (
     MS, PACKET_LENGTH, CryptoWorker, EndpointSet, LocalBatch, RouteTable, WorkerEndpoints,
 )
@@ -43,6 +43,7 @@ class PipelineSettings:
     LocalHWM: int = 64                  # local-delivery batches queued towards the I/O thread
     OutgoingQueueSize: int = 64         # packets per next hop while its sender is paused
     DispatchBatchSize: int = 256        # packets per due batch from the scheduler
+    SchedulerInline: bool = False       # run the timer wheel on the I/O thread instead of its own
 
     @classmethod
     def from_config(cls, debug_section):
@@ -59,8 +60,10 @@ class PipelineSettings:
         s = dataclasses.replace(self)
         for field in dataclasses.fields(s):
             value = getattr(s, field.name)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ValueError(f"config: Debug.{field.name} must be an integer, got {value!r}")
+            wants_bool = field.type in (bool, "bool")
+            if isinstance(value, bool) != wants_bool or not isinstance(value, int):
+                kind = "true or false" if wants_bool else "an integer"
+                raise ValueError(f"config: Debug.{field.name} must be {kind}, got {value!r}")
         if s.NumSphinxWorkers <= 0:
             s.NumSphinxWorkers = os.cpu_count() or 1
         if s.SchedulerQueueSize <= 0:
@@ -202,6 +205,10 @@ class Pipeline:
         self._readers = []
         self._batch = _IngressBatch(self.settings.SphinxBatchSize)
         self._flush_handle = None
+        self._scheduler = None            # the scheduler thread, or
+        self._stage = None                # the wheel run inline on this thread
+        self._wheel_timer = None
+        self._wheel_timer_when = None
 
     # ------------------------------------------------------------ start / halt
     async def start(self):
@@ -215,11 +222,19 @@ class Pipeline:
         try:
             self._open_io_sockets()
             wheel = self._wheel_factory(s.SchedulerQueueSize, PACKET_LENGTH, int.from_bytes(os.urandom(8), "little"))
-            self._scheduler = SchedulerThread(
-                context=self._ctx, endpoints=self._addrs, counters=self.counters.stage("scheduler"),
-                wheel=wheel, max_burst=s.SchedulerMaxBurst, slack_ms=s.SchedulerSlack,
-                hwm=s.SchedulerInputHWM, out_capacity=s.DispatchBatchSize)
-            self._scheduler.start()
+            if s.SchedulerInline:
+                self._stage = WheelStage(wheel=wheel, counters=self.counters.stage("scheduler"),
+                                         max_burst=s.SchedulerMaxBurst, slack_ms=s.SchedulerSlack,
+                                         out_capacity=s.DispatchBatchSize)
+                self._from_workers_fwd = self._socket(zmq.PULL, zmq.RCVHWM, s.SchedulerInputHWM)
+                self._from_workers_fwd.bind(self._addrs.sched)
+                self._readers.append(_ZmqReader(self._loop, self._from_workers_fwd, self._on_sched_frames))
+            else:
+                self._scheduler = SchedulerThread(
+                    context=self._ctx, endpoints=self._addrs, counters=self.counters.stage("scheduler"),
+                    wheel=wheel, max_burst=s.SchedulerMaxBurst, slack_ms=s.SchedulerSlack,
+                    hwm=s.SchedulerInputHWM, out_capacity=s.DispatchBatchSize)
+                self._scheduler.start()
             self._workers = [
                 CryptoWorker(i, context=self._ctx, endpoints=self._addrs, engine=self._engine,
                              counters=self.counters.stage(f"worker-{i}"), batch_capacity=s.SphinxBatchSize,
@@ -228,9 +243,10 @@ class Pipeline:
                 for i in range(s.NumSphinxWorkers)]
             for worker in self._workers:
                 worker.start()
-            for thread in [self._scheduler, *self._workers]:
+            threads = [t for t in self.threads() if t is not None]
+            for thread in threads:
                 await _wait_event(getattr(thread, "bound", None) or thread.started_ok)
-            if not all(t.is_alive() for t in [self._scheduler, *self._workers]):
+            if not all(t.is_alive() for t in threads):
                 raise RuntimeError("pipeline: a worker or the scheduler failed to start")
         except BaseException:
             await self._teardown()
@@ -274,12 +290,17 @@ class Pipeline:
         for worker in workers:
             await _join(worker)
         self._drain_readers()                    # local deliveries made before the workers stopped
-        scheduler = getattr(self, "_scheduler", None)
+        scheduler = self._scheduler
         if scheduler is not None:
             if scheduler.is_alive():
                 scheduler.request_halt()
             await _join(scheduler)
         self._drain_readers()
+        if self._stage is not None:
+            if self._wheel_timer is not None:
+                self._wheel_timer.cancel()
+                self._wheel_timer = None
+            self._stage.count_halted()
         for reader in self._readers:
             reader.close()
         for thread in [*workers, *([scheduler] if scheduler else [])]:
@@ -303,7 +324,10 @@ class Pipeline:
             worker.post("endpoints", table)
 
     def set_max_delay(self, mu_max_delay_ms):
-        self._scheduler.post("max_delay", mu_max_delay_ms)
+        if self._stage is not None:
+            self._stage.set_max_delay(mu_max_delay_ms)
+        else:
+            self._scheduler.post("max_delay", mu_max_delay_ms)
 
     def set_destinations(self, senders):
         """Outgoing destinations by 32-byte node ID ({node_id: sender}); replaces the previous set.
@@ -381,13 +405,48 @@ class Pipeline:
         except Exception:
             log.exception("pipeline: malformed due batch from the scheduler")
             return
+        self._dispatch(dispatch_ns, hops, packets)
+
+    def _dispatch(self, dispatch_ns, hops, packets):
+        """Hand due packets (uint8[c, L], not kept) to their destinations' outgoing queues."""
         destinations = self._destinations
-        first = int(hops[0]) if len(hops) else 0
-        if (hops == first).all():
-            self._put(destinations, first, dispatch_ns, packets)
+        if len(hops) == 0:
+            return
+        raw = hops.tobytes()
+        if raw == raw[:4] * len(hops):                  # one destination: the common case
+            self._put(destinations, int(hops[0]), dispatch_ns, packets)
             return
         for hop in np.unique(hops):
             self._put(destinations, int(hop), dispatch_ns, packets[hops == hop])
+
+    # ------------------------------------------------------------ inline scheduler (SchedulerInline)
+    def _on_sched_frames(self, frames):
+        self._stage.insert_frames(frames)
+        self._arm_wheel_timer()
+
+    def _arm_wheel_timer(self):
+        deadline = self._stage.next_deadline()
+        if deadline < 0:
+            return
+        if self._wheel_timer is not None:
+            if self._wheel_timer_when <= deadline:
+                return
+            self._wheel_timer.cancel()
+        self._wheel_timer_when = deadline
+        # +1 us: the float loop clock must not round below the deadline's millisecond.
+        self._wheel_timer = self._loop.call_at(deadline / 1000 + 1e-6, self._on_wheel_timer)
+
+    def _on_wheel_timer(self):
+        self._wheel_timer = None
+        stage = self._stage
+        total, more_due = stage.pop_due()
+        if total:
+            self._dispatch(time.monotonic_ns(), stage.out_hop[:total], stage.out_packets[:total])
+        if more_due:
+            self._wheel_timer_when = -1
+            self._wheel_timer = self._loop.call_soon(self._on_wheel_timer)
+        else:
+            self._arm_wheel_timer()
 
     def _put(self, destinations, hop, dispatch_ns, packets):
         dest = destinations[hop] if 0 <= hop < len(destinations) else None
@@ -415,7 +474,8 @@ class Pipeline:
                 "ingress_open_batch": self._batch.count}
 
     def threads(self):
-        return [getattr(self, "_scheduler", None), *getattr(self, "_workers", [])]
+        """The pipeline's threads (the scheduler entry is None when it runs inline)."""
+        return [self._scheduler, *getattr(self, "_workers", [])]
 
 
 class _IngressBatch:

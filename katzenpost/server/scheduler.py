@@ -49,25 +49,101 @@ def now_ms():
     return time.monotonic_ns() // MS
 
 
+class WheelStage:
+    """The scheduler's work around `_core.wheel.TimerWheel`, for whichever thread owns it: batch
+    insert with the maxDelay check, due-packet pops in SchedulerMaxBurst bursts, drop counting."""
+
+    def __init__(self, *, wheel, counters, max_burst, slack_ms, out_capacity):
+        if max_burst < 1:
+            raise ValueError(f"scheduler: SchedulerMaxBurst must be >= 1, got {max_burst}")
+        self.wheel = wheel
+        self._counters = counters
+        self._max_burst = max_burst
+        self._slack_ms = max(MIN_SLACK_MS, int(slack_ms))
+        self.max_delay_ms = DEFAULT_MAX_DELAY_MS
+        self.out_packets = np.zeros((out_capacity, PACKET_LENGTH), dtype=np.uint8)
+        self.out_hop = np.zeros(out_capacity, dtype=np.int32)
+        self.out_deadline = np.zeros(out_capacity, dtype=np.int64)
+        self._late_seen = 0
+
+    def set_max_delay(self, mu_max_delay_ms):
+        self.max_delay_ms = clamp_max_delay(mu_max_delay_ms)
+
+    def insert_frames(self, frames):
+        """Insert one worker batch ([meta, packets] frames); failures are logged and counted."""
+        try:
+            if len(frames) != 2:
+                raise ValueError(f"scheduler: input message with {len(frames)} frames, expected 2")
+            self._insert(*decode_schedule(frames[0].buffer, frames[1].buffer))
+        except Exception:
+            log.exception("scheduler: batch insert failed")
+            self._counters.count(Event.WORKER_EXCEPTIONS)
+
+    def _insert(self, deadline, hop, packets):
+        # Workers already drop NodeDelay > 3P, so only a smaller (PKI) maxDelay needs the check.
+        if self.max_delay_ms < DEFAULT_MAX_DELAY_MS and int(deadline.max()) - now_ms() > self.max_delay_ms:
+            too_far = (deadline - now_ms()) > self.max_delay_ms
+            self._counters.drop(DropReason.DELAY_ABOVE_MAX, int(too_far.sum()))
+            keep = ~too_far
+            deadline, hop, packets = deadline[keep], hop[keep], np.ascontiguousarray(packets[keep])
+        n = len(deadline)
+        if n == 0:
+            return
+        dropped = self.wheel.insert_batch(deadline, hop, packets, n)
+        self._counters.count(Event.SCHEDULED, n)
+        if dropped:
+            self._counters.drop(DropReason.SCHEDULER_FULL, int(dropped))
+
+    def pop_due(self, input_pending=None):
+        """Pop due packets into out_* in bursts; (count, more_due). Stops early for new input."""
+        capacity = len(self.out_hop)
+        total = 0
+        more_due = False
+        while total < capacity:
+            burst = min(self._max_burst, capacity - total)
+            got = self.wheel.pop_due(now_ms(), burst, self._slack_ms, self.out_packets[total:],
+                                     self.out_hop[total:], self.out_deadline[total:])
+            total += got
+            if got < burst:
+                break
+            if input_pending is not None and input_pending():
+                more_due = True          # let new input in before the next burst
+                break
+        else:
+            more_due = True
+        self.count_late()
+        if total:
+            self._counters.count(Event.DUE, total)
+        return total, more_due
+
+    def next_deadline(self):
+        return self.wheel.next_deadline()
+
+    def count_late(self):
+        late = int(self.wheel.dropped_late)
+        if late != self._late_seen:
+            self._counters.drop(DropReason.SCHEDULER_LATE, late - self._late_seen)
+            self._late_seen = late
+
+    def count_halted(self):
+        self.count_late()
+        remaining = len(self.wheel)
+        if remaining:
+            log.info("scheduler: %d packets still queued at halt are dropped", remaining)
+            self._counters.drop(DropReason.HALT, remaining)
+
+
 class SchedulerThread(threading.Thread):
-    """The single scheduler thread around `_core.wheel.TimerWheel`."""
+    """The single scheduler thread: a WheelStage driven by a zmq poll on input and deadlines."""
 
     def __init__(self, *, context, endpoints, counters, wheel, max_burst, slack_ms, hwm, out_capacity):
         super().__init__(name="katzenpost-scheduler", daemon=True)
-        if max_burst < 1:
-            raise ValueError(f"scheduler: SchedulerMaxBurst must be >= 1, got {max_burst}")
+        self._stage = WheelStage(wheel=wheel, counters=counters, max_burst=max_burst, slack_ms=slack_ms,
+                                 out_capacity=out_capacity)
         self._ctx = context
         self._endpoints = endpoints
         self._counters = counters
-        self._wheel = wheel
-        self._max_burst = max_burst
-        self._slack_ms = max(MIN_SLACK_MS, int(slack_ms))
         self._hwm = hwm
-        self._max_delay_ms = DEFAULT_MAX_DELAY_MS
-        self._out_packets = np.zeros((out_capacity, PACKET_LENGTH), dtype=np.uint8)
-        self._out_hop = np.zeros(out_capacity, dtype=np.int32)
-        self._out_deadline = np.zeros(out_capacity, dtype=np.int64)
-        self._late_seen = 0
         self._inbox = queue.SimpleQueue()
         self._ctl_addr = f"{endpoints.sched}-ctl"
         self._ctl = context.socket(zmq.PAIR)
@@ -119,6 +195,10 @@ class SchedulerThread(threading.Thread):
         poller.register(pull, zmq.POLLIN)
         poller.register(ctl, zmq.POLLIN)
         more_due = False
+
+        def input_pending():
+            return bool(pull.getsockopt(zmq.EVENTS) & zmq.POLLIN)
+
         while True:
             timeout_ms, remaining_ns = (0, 0) if more_due else self._poll_timeout()
             ready = dict(poller.poll(timeout_ms))
@@ -130,15 +210,17 @@ class SchedulerThread(threading.Thread):
                     ctl.recv()
                 if self._apply_control():
                     self._drain_input(pull, limit=None)
-                    self._count_halted()
+                    self._stage.count_halted()
                     return
             if pull in ready:
                 self._drain_input(pull, limit=64)
-            more_due = self._dispatch_due(pull, out)
+            total, more_due = self._stage.pop_due(input_pending)
+            if total:
+                self._send_due(out, total)
 
     def _poll_timeout(self):
         """(poll timeout in whole ms or None, ns until the next deadline or 0)."""
-        deadline = self._wheel.next_deadline()
+        deadline = self._stage.next_deadline()
         if deadline < 0:
             return None, 0
         remaining_ns = deadline * MS - time.monotonic_ns()
@@ -156,7 +238,7 @@ class SchedulerThread(threading.Thread):
             if kind == "halt":
                 halt = True
             elif kind == "max_delay":
-                self._max_delay_ms = clamp_max_delay(value)
+                self._stage.set_max_delay(value)
             else:
                 log.error("scheduler: unknown control message %r", kind)
 
@@ -168,71 +250,13 @@ class SchedulerThread(threading.Thread):
             except zmq.Again:
                 return
             count += 1
-            try:
-                self._insert(frames)
-            except Exception:
-                log.exception("scheduler: batch insert failed")
-                self._counters.count(Event.WORKER_EXCEPTIONS)
-
-    def _insert(self, frames):
-        if len(frames) != 2:
-            raise ValueError(f"scheduler: input message with {len(frames)} frames, expected 2")
-        deadline, hop, packets = decode_schedule(frames[0].buffer, frames[1].buffer)
-        too_far = (deadline - now_ms()) > self._max_delay_ms
-        if too_far.any():
-            self._counters.drop(DropReason.DELAY_ABOVE_MAX, int(too_far.sum()))
-            keep = ~too_far
-            deadline, hop, packets = deadline[keep], hop[keep], np.ascontiguousarray(packets[keep])
-        n = len(deadline)
-        if n == 0:
-            return
-        dropped = self._wheel.insert_batch(np.ascontiguousarray(deadline), np.ascontiguousarray(hop),
-                                           packets, n)
-        self._counters.count(Event.SCHEDULED, n)
-        if dropped:
-            self._counters.drop(DropReason.SCHEDULER_FULL, int(dropped))
-
-    def _dispatch_due(self, pull, out):
-        """Pop due packets in bursts of SchedulerMaxBurst and send them; True if more are due."""
-        capacity = len(self._out_hop)
-        total = 0
-        more_due = False
-        while total < capacity:
-            burst = min(self._max_burst, capacity - total)
-            got = self._wheel.pop_due(now_ms(), burst, self._slack_ms, self._out_packets[total:],
-                                      self._out_hop[total:], self._out_deadline[total:])
-            total += got
-            if got < burst:
-                break
-            if pull.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                more_due = True          # let new input in before the next burst
-                break
-        else:
-            more_due = True
-        self._count_late()
-        if total:
-            self._send_due(out, total)
-        return more_due
+            self._stage.insert_frames(frames)
 
     def _send_due(self, out, total):
-        frames = [encode_due_meta(time.monotonic_ns(), self._out_hop[:total], self._out_deadline[:total]),
-                  self._out_packets[:total].tobytes()]
+        stage = self._stage
+        frames = [encode_due_meta(time.monotonic_ns(), stage.out_hop[:total], stage.out_deadline[:total]),
+                  stage.out_packets[:total].tobytes()]
         try:
             out.send_multipart(frames, flags=zmq.NOBLOCK)
         except zmq.Again:
             self._counters.drop(DropReason.DISPATCH_QUEUE_FULL, total)
-            return
-        self._counters.count(Event.DUE, total)
-
-    def _count_late(self):
-        late = int(self._wheel.dropped_late)
-        if late != self._late_seen:
-            self._counters.drop(DropReason.SCHEDULER_LATE, late - self._late_seen)
-            self._late_seen = late
-
-    def _count_halted(self):
-        self._count_late()
-        remaining = len(self._wheel)
-        if remaining:
-            log.info("scheduler: %d packets still queued at halt are dropped", remaining)
-            self._counters.drop(DropReason.HALT, remaining)

@@ -290,8 +290,6 @@ class CryptoWorker(threading.Thread):
         self._ctl.setsockopt(zmq.LINGER, 0)
         self._ctl.bind(self._ctl_addr)
         self._keyset = None
-        self._routes = RouteTable()
-        self._endpoints_set = EndpointSet()
         self.started_ok = threading.Event()
 
     # --- control, called from the owning (I/O) thread
@@ -326,7 +324,8 @@ class CryptoWorker(threading.Thread):
             self._to_local = open_socket(zmq.PUSH, self._endpoints.local, self._hwm)
             ctl = open_socket(zmq.PAIR, self._ctl_addr)
             self._result = self._engine.new_result(self._capacity)
-            self._out = _ClassifyBuffers(self._capacity)
+            self._classifier = core_classify.BatchClassifier(self._result, self._counters.drops,
+                                                             self._is_provider)
             self.started_ok.set()
             self._loop(pull, ctl)
         except Exception:
@@ -379,9 +378,9 @@ class CryptoWorker(threading.Thread):
             elif kind == "keys":
                 self._keyset = value
             elif kind == "routes":
-                self._routes = value
+                self._classifier.set_routes(value.ids, value.index)
             elif kind == "endpoints":
-                self._endpoints_set = value
+                self._classifier.set_endpoints(value.ids)
             else:
                 log.error("crypto worker %d: unknown control message %r", self.index, kind)
 
@@ -416,19 +415,13 @@ class CryptoWorker(threading.Thread):
         if keyset is None:
             counters.drop(DropReason.NO_MIX_KEYS, n)
             return
-        result, out = self._result, self._out
+        result, clf = self._result, self._classifier
         self._engine.unwrap(packets, n, keyset.keys, result)     # GIL released inside
-        core_classify.replay_masks(result, n, out.masks)
-        seen = out.seen[:n]
-        seen[:] = 0
-        tags = result.tags[:n]
+        clf.replay_masks(n)
+        seen, masks, tags = clf.seen[:n], clf.masks, result.tags[:n]
         for j, replay_filter in enumerate(keyset.filters):      # masks are disjoint: one seen array
-            replay_filter.check_and_add(tags, out.masks[j, :n], seen)
-        routes, endpoints = self._routes, self._endpoints_set
-        n_fwd, n_local = core_classify.classify_batch(
-            result, n, recv_at, from_client, seen, dequeue_ns, time.monotonic_ns(), self._is_provider,
-            routes.ids, routes.index, endpoints.ids, counters.drops, out.fwd_rows, out.fwd_deadline,
-            out.fwd_hop, out.local_rows, out.local_kind, out.row_reason)
+            replay_filter.check_and_add(tags, masks[j, :n], seen)
+        n_fwd, n_local = clf.classify(n, recv_at, from_client, dequeue_ns, time.monotonic_ns())
         counters.count(Event.UNWRAPPED, n - int(np.count_nonzero(result.status[:n])))
         if n_fwd:
             self._push_forward(packets, n, n_fwd)
@@ -436,19 +429,22 @@ class CryptoWorker(threading.Thread):
             self._push_local(result, recv_at, packets, n_local)
 
     def _push_forward(self, packets, n, n_fwd):
-        out = self._out
-        meta = out.fwd_deadline[:n_fwd].tobytes() + out.fwd_hop[:n_fwd].tobytes()
-        chosen = packets if n_fwd == n else packets.take(out.fwd_rows[:n_fwd], axis=0)
+        clf = self._classifier
+        meta = clf.fwd_deadline_ms[:n_fwd].tobytes() + clf.fwd_hop[:n_fwd].tobytes()
+        chosen = packets if n_fwd == n else packets.take(clf.fwd_rows[:n_fwd], axis=0)
+        sock = self._to_sched
         try:
-            self._to_sched.send_multipart([meta, chosen], flags=zmq.NOBLOCK, copy=True)
+            # zmq checks the high-water mark on a message's first part; the second then goes too.
+            sock.send(meta, flags=zmq.NOBLOCK | zmq.SNDMORE)
+            sock.send(chosen, flags=zmq.NOBLOCK, copy=True)
         except zmq.Again:
             self._counters.drop(DropReason.SCHEDULER_QUEUE_FULL, n_fwd)
             return
         self._counters.count(Event.FORWARD, n_fwd)
 
     def _push_local(self, result, recv_at, packets, n_local):
-        rows = self._out.local_rows[:n_local]
-        kind = self._out.local_kind[:n_local].copy()
+        rows = self._classifier.local_rows[:n_local]
+        kind = self._classifier.local_kind[:n_local].copy()
         batch = LocalBatch(kind=kind, recv_at_ns=recv_at[rows], delay_ms=result.delay_ms[rows],
                            recipient=result.recipient[rows], surb_id=result.surb_id[rows],
                            packets=packets.take(rows, axis=0))

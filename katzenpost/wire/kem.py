@@ -10,6 +10,7 @@ import hashlib
 import os
 from typing import Callable, Protocol
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import mlkem
 
 PUBLIC_KEY_LENGTH = 1568
@@ -137,6 +138,18 @@ class KyberPyKyber1024:
         return self._kyber.decaps(private_key.secret_key, bytes(ciphertext))
 
 
+_ml_kem_checked = False
+
+
 def default_kem() -> KEM:
-    """The production KEM; fails loudly if this cryptography build lacks ML-KEM-1024."""
+    """The production KEM; fails loudly if this cryptography build lacks ML-KEM-1024
+    (Debian's python3-cryptography or a build against an OpenSSL older than 3.5)."""
+    global _ml_kem_checked
+    if not _ml_kem_checked:
+        try:
+            mlkem.MLKEM1024PrivateKey.generate()
+        except UnsupportedAlgorithm as exc:
+            raise RuntimeError("kyber1024: this cryptography build has no ML-KEM-1024; "
+                               "install cryptography>=48 from PyPI wheels") from exc
+        _ml_kem_checked = True
     return CryptographyKyber1024()

@@ -39,10 +39,6 @@ def hkdf2(chaining_key: bytes, input_key_material: bytes) -> tuple[bytes, bytes]
     return output1, output2
 
 
-def nonce_bytes(counter: int) -> bytes:
-    return _NONCE.pack(counter)
-
-
 def rekey(key: bytes) -> bytes:
     """Noise REKEY: first 32 bytes of ENCRYPT(k, 2^64-1, empty AD, 32 zero bytes)."""
     return ChaCha20Poly1305(key).encrypt(_REKEY_NONCE, _ZERO_KEY, None)[:KEY_LENGTH]

@@ -3,7 +3,8 @@
 ``connect()`` (initiator) and ``accept()`` (responder) run the XXhfs handshake under one
 deadline, ask the caller's authenticator about the peer, perform the NoOp finalisation and
 return a ``Session``. Every failure closes the connection, logs its reason on
-``katzenpost.wire`` and raises a ``WireError`` subclass; nothing else escapes, no task is left.
+``katzenpost.wire`` and raises a ``WireError`` subclass (ValueError only for a bad local key or
+AD); no other exception escapes and no task is left behind.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import socket
 import time
 from typing import Any, Protocol
 
-from .commands import Command, NoOp, parse_command
+from .commands import Command, NoOp, SendPacket, parse_command
 from .errors import (AuthenticationError, CommandError, ConnectError, ConnectionClosed,
                      FrameError, HandshakeError, HandshakeTimeout, WireError, WireTimeout)
 from .framing import HEADER_LENGTH, FrameOpener, FrameSealer
@@ -27,8 +28,6 @@ log = logging.getLogger("katzenpost.wire")
 DEFAULT_HANDSHAKE_TIMEOUT = 30.0
 KEEPALIVE_PERIOD = 180  # seconds; the reference's 3-minute TCP keepalive
 CLOSE_FLUSH_TIMEOUT = 5.0  # how long close() lets buffered bytes drain before aborting
-
-_NOOP_BYTES = NoOp().to_bytes()
 
 
 class PeerAuthenticator(Protocol):
@@ -65,8 +64,11 @@ async def _close_writer(writer: asyncio.StreamWriter, abort: bool = False) -> No
     try:
         writer.close()
         await asyncio.wait_for(writer.wait_closed(), CLOSE_FLUSH_TIMEOUT)
-    except (OSError, asyncio.TimeoutError, asyncio.CancelledError, RuntimeError):
+    except (OSError, asyncio.TimeoutError, RuntimeError):
         writer.transport.abort()
+    except asyncio.CancelledError:
+        writer.transport.abort()
+        raise
 
 
 async def _ask_authenticator(authenticator: Any, creds: PeerCredentials) -> tuple[bool, bool]:
@@ -85,7 +87,8 @@ class Session:
     """An authenticated link: framed, rekeyed commands in both directions.
 
     ``send_command`` may be called from several tasks (each frame is sealed and written
-    without yielding in between); ``recv_command`` from one task at a time. ``can_send`` is
+    without yielding in between); ``recv_command`` from one task at a time. ``write_packets``,
+    ``is_writable`` and ``wait_writable`` form a non-blocking packet sender. ``can_send`` is
     the authenticator's verdict and may be updated by the owner (re-authentication).
     """
 
@@ -126,6 +129,37 @@ class Session:
         except asyncio.TimeoutError:
             raise await self._close_with(f"write stalled for more than {self.write_timeout} s",
                                          WireTimeout, abort=True) from None
+        except (OSError, RuntimeError) as exc:
+            raise await self._close_with(f"write failed: {exc!r}", ConnectionClosed) from None
+
+    def write_packets(self, packets) -> None:
+        """Seal one SendPacket per packet (bytes-like rows, e.g. a uint8[k, L] array) and hand
+        all frames to the transport in one write, without waiting: the non-blocking sender the
+        node's outgoing queue needs. Check ``is_writable()`` / ``await wait_writable()`` for
+        back-pressure. Raises ConnectionClosed if the session or transport is closed."""
+        if self.closed:
+            raise ConnectionClosed(f"wire: send on closed session ({self.close_reason})")
+        if self._writer.transport.is_closing():
+            self._abort("transport closed under the sender")
+            raise ConnectionClosed("wire: transport closed under the sender")
+        seal = self._sealer.seal
+        self._writer.write(b"".join([seal(SendPacket(bytes(packet)).to_bytes()) for packet in packets]))
+
+    def is_writable(self) -> bool:
+        """True while the transport's write buffer is below its high-water mark."""
+        if self.closed:
+            return False
+        transport = self._writer.transport
+        if transport.is_closing():
+            return False
+        return transport.get_write_buffer_size() <= transport.get_write_buffer_limits()[1]
+
+    async def wait_writable(self) -> None:
+        """Wait until the write buffer drains below the low-water mark; errors close."""
+        if self.closed:
+            raise ConnectionClosed(f"wire: send on closed session ({self.close_reason})")
+        try:
+            await self._writer.drain()
         except (OSError, RuntimeError) as exc:
             raise await self._close_with(f"write failed: {exc!r}", ConnectionClosed) from None
 
