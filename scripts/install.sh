@@ -8,7 +8,7 @@ want_tests=0
 [ "${1:-}" = "--test" ] && want_tests=1
 
 pkgs="build-essential libssl-dev python3-venv python3-dev"
-[ $want_tests = 1 ] && pkgs="$pkgs postgresql"
+[ $want_tests = 1 ] && pkgs="$pkgs postgresql valgrind"
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ] && command -v apt-get >/dev/null; then
