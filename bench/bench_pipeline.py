@@ -291,8 +291,10 @@ async def main_async(args):
     with tempfile.TemporaryDirectory() as tmpdir:
         for case in args.cases:
             base, _, variant = case.partition("-")
-            inline = variant == "inline"
-            suffix = "_inline" if inline else ""
+            if variant not in ("", "inline", "thread"):
+                raise SystemExit(f"bench: unknown variant {variant!r} (inline or thread)")
+            inline = variant != "thread"                # the pipeline's default is inline
+            suffix = "_inline" if inline else "_thread"
             if base == "relay":
                 rows += await run_case("relay", args, tmpdir)
             elif base == "a":
@@ -329,12 +331,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=[2000, 5000, 10000])
     ap.add_argument("--seconds", type=float, default=2.0)
-    ap.add_argument("--cases", type=lambda s: s.split(","), default=["relay", "a", "a-inline"],
-                    help="relay, a, b, costNN, each optionally with -inline (wheel on the I/O thread)")
+    ap.add_argument("--cases", type=lambda s: s.split(","), default=["relay", "a", "a-thread"],
+                    help="relay, a, b, costNN; -thread runs the wheel in a scheduler thread instead "
+                         "of on the I/O thread (the default, also -inline)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--b-workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2],
                     help="worker counts for case b (real unwrap)")
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=PipelineSettings.SphinxBatchSize)
     ap.add_argument("--window-us", type=int, default=0)
     ap.add_argument("--delay-ms", type=int, default=5)
     ap.add_argument("--unwrap-delay-ms", type=int, default=10, help="Debug.UnwrapDelay for the node")

@@ -131,6 +131,21 @@ def test_every_drop_is_counted_with_its_reason(tmp_path, inline):
     run(scenario())
 
 
+def test_scheduler_drops_delays_above_the_pki_max_delay(tmp_path, inline):
+    async def scenario():
+        pipeline, sender = await started(tmp_path, SchedulerInline=inline)
+        pipeline.set_max_delay(50)                           # MuMaxDelay from the document, in ms
+        await asyncio.sleep(0.01)
+        now = time.monotonic_ns()
+        pipeline.submit(make_packet(next_hop=HOP, delay_ms=200, stamp=stamp(1)), now)
+        pipeline.submit(make_packet(next_hop=HOP, delay_ms=10, stamp=stamp(2)), now)
+        await wait_for(lambda: accounted(pipeline) == 2)
+        await pipeline.halt()
+        assert [stamp_of(p) for p in sender.packets] == [2]
+        assert pipeline.counters.snapshot()["drops"]["delay_above_max"] == 1
+    run(scenario())
+
+
 def test_provider_hands_terminal_packets_to_the_local_handler(tmp_path, inline):
     async def scenario():
         batches = []
@@ -265,6 +280,10 @@ def test_settings_from_config_reads_debug_names_and_applies_defaults():
     assert s.NumSphinxWorkers == (os.cpu_count() or 1)
     assert s.SchedulerSlack == 10 and s.SendSlack == 50 and s.SchedulerMaxBurst == 32 and s.UnwrapDelay == 250
     assert PipelineSettings.from_config(object()) == PipelineSettings().normalized()
+    from katzenpost.config import DebugConfig                # the config's own snake_case names
+    s = PipelineSettings.from_config(DebugConfig(num_sphinx_workers=3, scheduler_queue_size=500,
+                                                 unwrap_delay=20))
+    assert (s.NumSphinxWorkers, s.SchedulerQueueSize, s.UnwrapDelay) == (3, 500, 20)
     with pytest.raises(ValueError, match="SphinxBatchSize"):
         PipelineSettings(SphinxBatchSize=0).normalized()
     with pytest.raises(ValueError, match="integer"):

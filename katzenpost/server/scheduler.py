@@ -1,5 +1,6 @@
-"""Scheduler thread: holds forward packets in the timer wheel until their deadline, then hands
-due packets to the I/O thread in bursts. It sleeps in a zmq poll until the next deadline or input.
+"""The scheduler: holds forward packets in the timer wheel until their deadline, then hands due
+packets on in bursts. `WheelStage` is that work; the pipeline runs it on the I/O thread (default)
+or in `SchedulerThread`, which sleeps in a zmq poll until the next deadline or input.
 
 It never blocks on a full queue (drops are counted) and touches no state of other threads.
 """
