@@ -86,6 +86,19 @@ def make_sphinx_pool(count, delay_ms, path):
     return node_key
 
 
+def unwrap_cost_us(pool_path, node_key, count=1024, batch_size=16):
+    """CPU microseconds per packet of the real batch unwrap, one thread, measured in this run."""
+    from katzenpost.sphinx import batch
+
+    packets = np.load(pool_path)["packets"][:count].copy()
+    keys, result = batch.keys_array([node_key]), batch.UnwrapBatch(batch_size)
+    t0 = time.thread_time()
+    for start in range(0, len(packets), batch_size):
+        n = min(batch_size, len(packets) - start)
+        batch.unwrap_batch(packets[start:start + n], n, keys, result)
+    return (time.thread_time() - t0) * 1e6 / len(packets)
+
+
 def load_or_make_pool(count, delay_ms, path):
     """Reuse a pool saved at `path` when it is big enough and has the same delay; else make one."""
     if Path(path).exists():
@@ -211,6 +224,7 @@ async def run_step(name, args, tmpdir, sink, gen, pipeline, rate, first_key):
     match = gen["keys"][order][pos] == got["keys"]
     latency_ms = (got["recv_ns"][match] - gen["send_ns"][order][pos[match]]) / 1e6 - (args.delay_ms if pipeline else 0)
     row = {"case": name, "offered_pps": rate, "sent": sent, "gen_seconds": float(gen_seconds),
+           "cpu_pressure_some_avg10": cpu_pressure(),
            "received": received, "loss": 1 - received / sent if sent else 0.0,
            "forwarded_pps": received / float(gen_seconds),
            "io_cpu_us_per_packet": cpu * 1e6 / max(sent, 1), "_cpu": cpu, "_wall": wall,
@@ -224,6 +238,15 @@ async def run_step(name, args, tmpdir, sink, gen, pipeline, rate, first_key):
         after = pipeline.counters.snapshot()
         row["drops"] = {k: v - before["drops"][k] for k, v in after["drops"].items() if v != before["drops"][k]}
     return row
+
+
+def cpu_pressure():
+    """Linux PSI `some avg10` for the CPU: % of time some runnable task waited (shared machine)."""
+    try:
+        with open("/proc/pressure/cpu") as f:
+            return float(f.readline().split()[1].split("=")[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def thread_cpu(pipeline):
@@ -260,8 +283,13 @@ async def settle(pipeline, delay_ms):
 
 def summarise(rows, target_io_us=15.0, target_p99_ms=5.0, loss_limit=0.001):
     by_case = {}
+    unwrap_costs = []
     for row in rows:
+        if row["case"] == "unwrap_baseline":
+            unwrap_costs.append(row["unwrap_cpu_us_per_packet"])
+            continue
         by_case.setdefault(row["case"], []).append(row)
+    unwrap_us = float(np.mean(unwrap_costs)) if unwrap_costs else None
     summary = {}
     for case, steps in by_case.items():
         clean = [r for r in steps if r["loss"] <= loss_limit]
@@ -270,10 +298,41 @@ def summarise(rows, target_io_us=15.0, target_p99_ms=5.0, loss_limit=0.001):
         summary[case] = {
             "no_loss_pps": best["forwarded_pps"] if best else 0.0,
             "knee_offered_pps": min(r["offered_pps"] for r in lossy) if lossy else None,
-            "io_cpu_us_per_packet_below_knee": float(np.median([r["io_cpu_us_per_packet_net_of_idle"] for r in clean])) if clean else None,
-            "p99_ms_below_knee": max(r["added_latency_ms_p99"] for r in clean if r["added_latency_ms_p99"] is not None) if clean else None,
+            "io_cpu_us_per_packet_below_knee": (
+                float(np.median([r["io_cpu_us_per_packet_net_of_idle"] for r in clean])) if clean else None),
+            "p99_ms_below_knee": (
+                max(r["added_latency_ms_p99"] for r in clean if r["added_latency_ms_p99"] is not None)
+                if clean else None),
         }
         s = summary[case]
+        if best:
+            s["io_cpu_us_per_packet_at_best"] = best["io_cpu_us_per_packet_net_of_idle"]
+            s["p99_ms_at_best"] = best["added_latency_ms_p99"]
+            if best.get("node_cpu_us_per_packet"):
+                s["node_cpu_us_per_packet_at_best"] = best["node_cpu_us_per_packet"]
+        if len(clean) >= 2:
+            # Marginal I/O-thread CPU per packet: slope of CPU per step against packets per step
+            # (the intercept is per-wakeup overhead, which depends on how traffic arrives).
+            sent = np.array([r["sent"] for r in clean], float)
+            cpu = np.array([r["io_cpu_us_per_packet_net_of_idle"] * r["sent"] for r in clean])
+            s["io_cpu_marginal_us_per_packet"] = float(np.polyfit(sent, cpu, 1)[0])
+        peak = max(steps, key=lambda r: r["forwarded_pps"])
+        s["peak_forwarded_pps"] = peak["forwarded_pps"]
+        node = None
+        if peak.get("node_cpu_us_per_packet") and peak["received"]:
+            # All node threads' CPU per packet actually forwarded, at the busiest step (where
+            # batching amortises per-wakeup costs): what capacity on 2 free cores would be.
+            node = peak["node_cpu_us_per_packet"] * peak["sent"] / peak["received"]
+            s["node_cpu_us_per_forwarded_packet_at_peak"] = node
+            s["projected_pps_on_2_free_cores"] = 2e6 / node
+        if case.startswith("b_sphinx_w") and unwrap_us:
+            workers = int(case.split("_w")[1].split("_")[0])
+            s["unwrap_cpu_us_per_packet"] = unwrap_us
+            s["target_pps"] = 0.85 * workers * 1e6 / unwrap_us
+            s["no_loss_ratio_to_target"] = s["no_loss_pps"] / s["target_pps"]
+            if node:
+                s["projected_ratio_to_2_core_target"] = (s["projected_pps_on_2_free_cores"]
+                                                         / (0.85 * 2e6 / unwrap_us))
         if s["io_cpu_us_per_packet_below_knee"] is not None:
             s["io_cpu_ratio_to_target"] = s["io_cpu_us_per_packet_below_knee"] / target_io_us
         if s["p99_ms_below_knee"] is not None:
@@ -314,6 +373,9 @@ async def main_async(args):
                 node_key, made = load_or_make_pool(total, args.delay_ms, pool)
                 if made:
                     print(f"# made {total} Sphinx packets in {time.monotonic() - t0:.1f} s", flush=True)
+                cost = unwrap_cost_us(pool, node_key)
+                rows.append({"case": "unwrap_baseline", "unwrap_cpu_us_per_packet": cost})
+                print(f"# real unwrap: {cost:.1f} us CPU per packet (one thread, this run)", flush=True)
                 for workers in args.b_workers:          # each case has a fresh replay filter
                     rows += await run_case(f"b_sphinx_w{workers}{suffix}", args, tmpdir,
                                            engine=SphinxUnwrapEngine(), workers=workers, pool=pool,

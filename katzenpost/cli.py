@@ -9,7 +9,6 @@ import argparse
 import importlib
 import logging
 import os
-import stat
 import sys
 
 from katzenpost import config as config_module
@@ -156,12 +155,13 @@ def check(config_path: str) -> int:
     try:
         node_config = config_module.load_file(config_path)
     except config_module.ConfigError as err:
-        for problem in err.problems:
-            print(problem, file=sys.stderr)
-        print(f"{config_path}: {len(err.problems)} problem(s)", file=sys.stderr)
-        return EXIT_CHECK_FAILED
-    problems = data_dir_problems(node_config.server.data_dir)
-    for warning in node_config.warnings:
+        return _report_check(config_path, err.warnings, err.problems)
+    problems = keys.check_data_dir(node_config.server.data_dir)
+    return _report_check(config_path, node_config.warnings, problems)
+
+
+def _report_check(config_path: str, warnings, problems: list[str]) -> int:
+    for warning in warnings:
         print(f"warning: {warning}")
     for problem in problems:
         print(problem, file=sys.stderr)
@@ -170,28 +170,3 @@ def check(config_path: str) -> int:
         return EXIT_CHECK_FAILED
     print(f"{config_path}: configuration is valid")
     return EXIT_OK
-
-
-def data_dir_problems(data_dir: str) -> list[str]:
-    """What would stop the node at startup in an existing DataDir (its mode, its key files)."""
-    try:
-        info = os.stat(data_dir)
-    except FileNotFoundError:
-        return []  # it will be created
-    except OSError as err:
-        return [f"DataDir '{data_dir}' cannot be examined: {err.strerror or err}"]
-    if not stat.S_ISDIR(info.st_mode):
-        return [f"DataDir '{data_dir}' is not a directory"]
-    problems = []
-    try:
-        keys.check_data_dir_mode(data_dir, info.st_mode)
-    except keys.KeyFileError as err:
-        problems.append(str(err))
-    for file_name, load in ((keys.IDENTITY_PRIVATE_FILE, keys.load_identity_key),
-                            (keys.LINK_PRIVATE_FILE, keys.load_link_key)):
-        if os.path.lexists(os.path.join(data_dir, file_name)):
-            try:
-                load(data_dir)
-            except keys.KeyFileError as err:
-                problems.append(str(err))
-    return problems

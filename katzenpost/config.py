@@ -18,17 +18,19 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from katzenpost import keys
+from katzenpost import keys, log
+from katzenpost.pki.epochtime import DEFAULT_PERIOD, MIN_TEST_PERIOD, EpochClock
 
 # ---------------------------------------------------------------------------------------------
 # Constants (names and defaults from spec/server.md §2.2)
 
 DEFAULT_ADDRESS_PORT = 3219
-LOG_LEVELS = ("ERROR", "WARNING", "NOTICE", "INFO", "DEBUG")
-DEFAULT_LOG_LEVEL = "NOTICE"
+LOG_LEVELS = tuple(log.LEVELS)  # ERROR, WARNING, NOTICE, INFO, DEBUG
+DEFAULT_LOG_LEVEL = log.DEFAULT_LEVEL
 MANAGEMENT_SOCKET_NAME = "management_sock"
 MAX_IDENTIFIER_BYTES = 32  # the authority refuses longer descriptor names
 MAX_ENDPOINT_BYTES = 64
+MAX_CONFIG_BYTES = 4 * 1024 * 1024  # a config is a few kB; refuse /dev/zero and the like
 
 # Storage backends. The embedded store is SQLite; its configuration name stays "bolt" so the
 # Go reference's configs keep working ("sqlite" is accepted as an alias and stored as "bolt").
@@ -40,23 +42,40 @@ SQLDB_BACKEND_PGX = "pgx"
 DEFAULT_USER_DB_FILE = "users.db"
 DEFAULT_SPOOL_DB_FILE = "spool.db"
 
-# Debug knobs: TOML name -> (default, minimum the value is raised to). A value of 0 selects
-# the default, as in the reference (absent and 0 are the same thing to a Go decoder).
-DEBUG_INT_DEFAULTS: dict[str, tuple[int, int]] = {
-    "NumSphinxWorkers": (0, 0),  # 0 here means "CPU count", filled in at load time
-    "NumProviderWorkers": (1, 0),
-    "NumKaetzchenWorkers": (3, 0),
-    "SchedulerQueueSize": (0, 0),  # 0 = unlimited
-    "SchedulerMaxBurst": (16, 0),
-    "UnwrapDelay": (10, 0),
-    "ProviderDelay": (500, 0),
-    "KaetzchenDelay": (750, 0),
-    "SchedulerSlack": (10, 10),
-    "SendSlack": (50, 50),
-    "DecoySlack": (15000, 0),
-    "ConnectTimeout": (60000, 0),
-    "HandshakeTimeout": (30000, 0),
-    "ReauthInterval": (30000, 0),
+# Upper bounds the reference does not have: they keep a typo (an extra few zeros) from asking
+# for a million threads, a terabyte queue or a timeout past what the OS timers accept.
+MAX_WORKERS = 1024  # threads or plugin processes of one kind
+MAX_DURATION_MS = 24 * 60 * 60 * 1000
+MAX_SCHEDULER_QUEUE_SIZE = 1 << 24  # packets (about 42 GB of 2524-byte packets)
+MAX_SCHEDULER_BURST = 1 << 16
+
+
+@dataclass(frozen=True)
+class DebugKnob:
+    """One integer `[Debug]` field: its default, the floor it is raised to, and its ceiling."""
+
+    default: int
+    minimum: int = 0
+    maximum: int = MAX_DURATION_MS
+
+
+# As in the reference, a value <= 0 (or absent) selects the default; values below the minimum
+# are raised to it (with a warning); values above the maximum are an error.
+DEBUG_INT_KNOBS: dict[str, DebugKnob] = {
+    "NumSphinxWorkers": DebugKnob(0, maximum=MAX_WORKERS),  # default 0 = CPU count, at load
+    "NumProviderWorkers": DebugKnob(1, maximum=MAX_WORKERS),
+    "NumKaetzchenWorkers": DebugKnob(3, maximum=MAX_WORKERS),
+    "SchedulerQueueSize": DebugKnob(0, maximum=MAX_SCHEDULER_QUEUE_SIZE),  # 0 = unlimited
+    "SchedulerMaxBurst": DebugKnob(16, maximum=MAX_SCHEDULER_BURST),
+    "UnwrapDelay": DebugKnob(10),
+    "ProviderDelay": DebugKnob(500),
+    "KaetzchenDelay": DebugKnob(750),
+    "SchedulerSlack": DebugKnob(10, minimum=10),
+    "SendSlack": DebugKnob(50, minimum=50),
+    "DecoySlack": DebugKnob(15000),
+    "ConnectTimeout": DebugKnob(60000),
+    "HandshakeTimeout": DebugKnob(30000),
+    "ReauthInterval": DebugKnob(30000),
 }
 DEBUG_BOOLS = ("SchedulerExternalMemoryQueue", "SendDecoyTraffic", "DisableRateLimit", "GenerateOnly")
 
@@ -64,10 +83,12 @@ INT64_MAX = 2**63 - 1
 
 
 class ConfigError(Exception):
-    """A configuration that cannot be used; `problems` lists every reason, one line each."""
+    """A configuration that cannot be used; `problems` lists every reason, one line each, and
+    `warnings` the non-fatal remarks found on the way (so `--check` can show both)."""
 
-    def __init__(self, problems: list[str]):
+    def __init__(self, problems: list[str], warnings: tuple[str, ...] = ()):
         self.problems = list(problems)
+        self.warnings = tuple(warnings)
         super().__init__("\n".join(self.problems))
 
 
@@ -185,11 +206,14 @@ class DebugConfig:
     send_decoy_traffic: bool = False
     disable_rate_limit: bool = False
     generate_only: bool = False
+    # Test networks only: the epoch period in seconds; 0 = the reference's 20 minutes. Not in
+    # the reference's node config: it lets a node follow an authority run with the same period.
+    epoch_period: int = 0
 
     @property
     def is_unsafe(self) -> bool:
         """True when an option meant only for tests is set (the banner warns about it)."""
-        return self.identity_key is not None
+        return self.identity_key is not None or self.epoch_period != 0
 
 
 @dataclass(frozen=True)
@@ -208,6 +232,15 @@ class Config:
         if self.logging.disable or not self.logging.file:
             return None
         return os.path.join(self.server.data_dir, self.logging.file)
+
+    @property
+    def epoch_period(self) -> int:
+        """The epoch period in seconds: Debug.EpochPeriod, or the reference's 20 minutes."""
+        return self.debug.epoch_period or DEFAULT_PERIOD
+
+    def epoch_clock(self) -> EpochClock:
+        """The epoch arithmetic this node must share with its authority."""
+        return EpochClock(self.epoch_period)
 
     def with_generate_only(self) -> "Config":
         """The same configuration with Debug.GenerateOnly forced on (what `-g` does)."""
@@ -464,7 +497,7 @@ def discover_global_ipv4() -> str | None:
 # Sections
 
 
-def _server_section(table: _Table, problems: list[str], warnings: list[str]) -> ServerConfig:
+def _server_section(table: _Table, problems: list[str]) -> ServerConfig:
     identifier = table.str("Identifier")
     addresses = table.str_list("Addresses")
     alt_raw = table.mapping("AltAddresses") or {}
@@ -472,31 +505,43 @@ def _server_section(table: _Table, problems: list[str], warnings: list[str]) -> 
     data_dir = table.str("DataDir")
     is_provider = table.bool("IsProvider")
     table.finish()
+    if not table.is_invalid("Identifier"):
+        identifier = _identifier(identifier, problems)
+    addresses, families = _addresses(addresses, table.is_invalid("Addresses"), problems)
+    alt_addresses = _alt_addresses(alt_raw, families, only_alt, problems)
+    return ServerConfig(identifier, addresses, alt_addresses, only_alt,
+                        _data_dir(table, data_dir, problems), is_provider)
 
-    if table.is_invalid("Identifier"):
-        pass
-    elif not identifier:
+
+def _identifier(identifier: str, problems: list[str]) -> str:
+    """Server.Identifier, IDNA-lookup normalized and at most MAX_IDENTIFIER_BYTES long."""
+    if not identifier:
         problems.append("config: Server.Identifier is not set")
-    else:
-        try:
-            identifier = idna_lookup_to_ascii(identifier)
-        except ValueError as err:
-            problems.append(f"config: Server.Identifier: failed to normalize '{identifier}' "
-                            f"(IDNA lookup): {err}")
-        else:
-            if len(identifier.encode()) > MAX_IDENTIFIER_BYTES:
-                problems.append(f"config: Server.Identifier '{identifier}' is longer than "
-                                f"{MAX_IDENTIFIER_BYTES} bytes (the authority rejects such names)")
+        return identifier
+    try:
+        normalized = idna_lookup_to_ascii(identifier)
+    except ValueError as err:
+        problems.append(f"config: Server.Identifier: failed to normalize '{identifier}' "
+                        f"(IDNA lookup): {err}")
+        return identifier
+    if len(normalized.encode()) > MAX_IDENTIFIER_BYTES:
+        problems.append(f"config: Server.Identifier '{normalized}' is longer than "
+                        f"{MAX_IDENTIFIER_BYTES} bytes (the authority rejects such names)")
+    return normalized
 
+
+def _addresses(addresses: tuple[str, ...] | None, refused: bool,
+               problems: list[str]) -> tuple[tuple[str, ...], set[str]]:
+    """Server.Addresses (each a literal IP:port, or the discovered default) and the transports
+    (tcp4/tcp6) they are published as."""
     if addresses is None:
         discovered = discover_global_ipv4()
         if discovered is None:
             problems.append("config: Server.Addresses is not set and the host has no globally "
                             "routable IPv4 address to default to")
-            addresses = ()
-        else:
-            addresses = (f"{discovered}:{DEFAULT_ADDRESS_PORT}",)
-    elif not addresses and not table.is_invalid("Addresses"):
+            return (), set()
+        addresses = (f"{discovered}:{DEFAULT_ADDRESS_PORT}",)
+    elif not addresses and not refused:
         problems.append("config: Server.Addresses must list at least one IP:port")
     families = set()
     for index, address in enumerate(addresses):
@@ -504,17 +549,30 @@ def _server_section(table: _Table, problems: list[str], warnings: list[str]) -> 
             families.add("tcp4" if check_ip_port(address).version == 4 else "tcp6")
         except ValueError as err:
             problems.append(f"config: Server.Addresses[{index}] must be a literal IP:port: {err}")
+    return tuple(addresses), families
 
-    alt_addresses = _alt_addresses(alt_raw, families, only_alt, problems)
 
+def _data_dir(table: _Table, data_dir: str, problems: list[str]) -> str:
+    """The normalized DataDir, or "" if it is unusable (so no path is derived from it)."""
     if table.is_invalid("DataDir"):
-        pass
-    elif not data_dir:
+        return ""
+    if not data_dir:
         problems.append("config: Server.DataDir is not set")
-    elif not os.path.isabs(data_dir):
+        return ""
+    if not os.path.isabs(data_dir):
         problems.append(f"config: Server.DataDir must be an absolute path, got '{data_dir}'")
-    return ServerConfig(identifier, tuple(addresses), alt_addresses, only_alt,
-                        os.path.normpath(data_dir) if data_dir else "", is_provider)
+        return ""
+    return os.path.normpath(data_dir)
+
+
+def _path_in_data_dir(explicit: str, data_dir: str, file_name: str, where: str,
+                      problems: list[str]) -> str:
+    """An absolute path given as `where`, else DataDir/file_name ("" when DataDir is unusable)."""
+    if not explicit:
+        return os.path.join(data_dir, file_name) if data_dir else ""
+    if not os.path.isabs(explicit):
+        problems.append(f"config: {where} must be an absolute path, got '{explicit}'")
+    return explicit
 
 
 def _alt_addresses(raw: dict, derived: set[str], only_alt: bool,
@@ -624,34 +682,57 @@ def _management_section(table: _Table | None, data_dir: str, problems: list[str]
         path = table.str("Path")
         table.finish()
     if not path:
-        path = os.path.join(data_dir, MANAGEMENT_SOCKET_NAME)
-    if enable and not os.path.isabs(path):
+        path = os.path.join(data_dir, MANAGEMENT_SOCKET_NAME) if data_dir else ""
+    elif enable and not os.path.isabs(path):
         problems.append(f"config: Management.Path must be absolute when Management.Enable is set, "
                         f"got '{path}'")
     return ManagementConfig(enable, path)
 
 
 def _debug_section(table: _Table | None, problems: list[str], warnings: list[str]) -> DebugConfig:
+    table = table or _Table({}, "Debug", problems, [])
     values: dict[str, Any] = {}
-    for toml_name, (default, minimum) in DEBUG_INT_DEFAULTS.items():
-        value = table.int(toml_name) if table is not None else 0
-        where = f"Debug.{toml_name}"
-        if value < 0:
-            problems.append(f"config: {where} must be >= 0 (0 selects the default), got {value}")
-            value = 0
-        if value == 0:
-            value = default
-        if toml_name == "NumSphinxWorkers" and value == 0:
-            value = os.cpu_count() or 1
-        if value < minimum:
-            warnings.append(f"{where} raised from {value} to its minimum {minimum}")
-            value = minimum
-        values[_snake(toml_name)] = value
+    for toml_name, knob in DEBUG_INT_KNOBS.items():
+        values[_snake(toml_name)] = _debug_int(table, toml_name, knob, problems, warnings)
     for toml_name in DEBUG_BOOLS:
-        values[_snake(toml_name)] = table.bool(toml_name) if table is not None else False
-    if table is not None:
-        table.finish()
+        values[_snake(toml_name)] = table.bool(toml_name)
+    values["epoch_period"] = _epoch_period(table, problems, warnings)
+    table.finish()
     return DebugConfig(**values)
+
+
+def _debug_int(table: _Table, toml_name: str, knob: DebugKnob, problems: list[str],
+               warnings: list[str]) -> int:
+    """One integer knob: <= 0 selects the default, then the floor and the ceiling apply."""
+    where = f"Debug.{toml_name}"
+    value = table.int(toml_name)
+    if value < 0:
+        warnings.append(f"{where} is negative ({value}); the default is used")
+    if value <= 0:
+        if toml_name == "NumSphinxWorkers":
+            return min(os.cpu_count() or 1, knob.maximum)
+        return knob.default
+    if value > knob.maximum:
+        problems.append(f"config: {where} must be <= {knob.maximum}, got {value}")
+        return knob.default
+    if value < knob.minimum:
+        warnings.append(f"{where} raised from {value} to its minimum {knob.minimum}")
+        value = knob.minimum
+    return value
+
+
+def _epoch_period(table: _Table, problems: list[str], warnings: list[str]) -> int:
+    """Debug.EpochPeriod: 0, or MIN_TEST_PERIOD..DEFAULT_PERIOD seconds (the authority's floor)."""
+    period = table.int("EpochPeriod")
+    if period == 0 or period == DEFAULT_PERIOD:
+        return 0
+    if not MIN_TEST_PERIOD <= period <= DEFAULT_PERIOD:
+        problems.append(f"config: Debug.EpochPeriod must be 0 or {MIN_TEST_PERIOD}..{DEFAULT_PERIOD} "
+                        f"seconds, got {period}")
+        return 0
+    warnings.append(f"Debug.EpochPeriod is {period} s: for test networks only (the authority "
+                    "and every node must use the same period)")
+    return period
 
 
 def _snake(camel: str) -> str:
@@ -682,15 +763,7 @@ def _provider_section(table: _Table | None, data_dir: str, problems: list[str],
     table.finish()
 
     if enable_http:
-        if not http_addresses:
-            problems.append("config: Provider.UserRegistrationHTTPAddresses must list at least one "
-                            "host:port when Provider.EnableUserRegistrationHTTP is set")
-        for index, address in enumerate(http_addresses):
-            try:
-                split_host_port(address)
-            except ValueError as err:
-                problems.append(f"config: Provider.UserRegistrationHTTPAddresses[{index}] "
-                                f"must be host:port: {err}")
+        _check_registration_http(http_addresses, problems)
     sql_db = _sql_db(sql_table, problems)
     uses_sql = BACKEND_SQL in (user_db.backend, spool_db.backend)
     if uses_sql and sql_db is None:
@@ -702,6 +775,18 @@ def _provider_section(table: _Table | None, data_dir: str, problems: list[str],
     _check_unique_services(kaetzchen, plugins, problems)
     return ProviderConfig(enable_http, http_addresses, advertise, sql_db, user_db, spool_db,
                           binary, case_sensitive, delimiter, kaetzchen, plugins, ephemeral, tofu)
+
+
+def _check_registration_http(addresses: tuple[str, ...], problems: list[str]) -> None:
+    if not addresses:
+        problems.append("config: Provider.UserRegistrationHTTPAddresses must list at least one "
+                        "host:port when Provider.EnableUserRegistrationHTTP is set")
+    for index, address in enumerate(addresses):
+        try:
+            split_host_port(address)
+        except ValueError as err:
+            problems.append(f"config: Provider.UserRegistrationHTTPAddresses[{index}] "
+                            f"must be host:port: {err}")
 
 
 def _embedded_backend(name: str) -> str:
@@ -725,9 +810,8 @@ def _user_db(table: _Table | None, data_dir: str, problems: list[str]) -> UserDB
         problems.append(f"config: Provider.UserDB.Backend '{backend}' is invalid "
                         "(must be bolt, extern or sql)")
     if backend == BACKEND_EMBEDDED:
-        path = path or os.path.join(data_dir, DEFAULT_USER_DB_FILE)
-        if not os.path.isabs(path):
-            problems.append(f"config: Provider.UserDB.Bolt.UserDB must be an absolute path, got '{path}'")
+        path = _path_in_data_dir(path, data_dir, DEFAULT_USER_DB_FILE, "Provider.UserDB.Bolt.UserDB",
+                                 problems)
     if backend == BACKEND_EXTERN:
         parsed = urllib.parse.urlparse(url)
         if not url:
@@ -750,9 +834,8 @@ def _spool_db(table: _Table | None, data_dir: str, problems: list[str]) -> Spool
     if backend not in (BACKEND_EMBEDDED, BACKEND_SQL):
         problems.append(f"config: Provider.SpoolDB.Backend '{backend}' is invalid (must be bolt or sql)")
     if backend == BACKEND_EMBEDDED:
-        path = path or os.path.join(data_dir, DEFAULT_SPOOL_DB_FILE)
-        if not os.path.isabs(path):
-            problems.append(f"config: Provider.SpoolDB.Bolt.SpoolDB must be an absolute path, got '{path}'")
+        path = _path_in_data_dir(path, data_dir, DEFAULT_SPOOL_DB_FILE, "Provider.SpoolDB.Bolt.SpoolDB",
+                                 problems)
     return SpoolDBConfig(backend, path)
 
 
@@ -807,8 +890,9 @@ def _plugin_kaetzchen(table: _Table, problems: list[str]) -> CBORPluginKaetzchen
     table.finish()
     if not command:
         problems.append(f"config: {table.path}.Command is not set")
-    if max_concurrency < 1:
-        problems.append(f"config: {table.path}.MaxConcurrency must be >= 1, got {max_concurrency}")
+    if not 1 <= max_concurrency <= MAX_WORKERS:
+        problems.append(f"config: {table.path}.MaxConcurrency must be 1..{MAX_WORKERS} (plugin "
+                        f"processes), got {max_concurrency}")
     for key, value in config.items():
         if type(value) is not str:
             problems.append(f"config: {table.path}.Config.{key} must be a string "
@@ -860,7 +944,7 @@ def load_text(text: str) -> Config:
     if server_table is None:
         root.finish()
         raise ConfigError(["config: No Server block was present"] + problems)
-    server = _server_section(server_table, problems, warnings)
+    server = _server_section(server_table, problems)
     logging_config = _logging_section(root.table("Logging"), problems)
     pki = _pki_section(root.table("PKI"), problems)
     provider_table = root.table("Provider")
@@ -875,7 +959,7 @@ def load_text(text: str) -> Config:
     if undecoded:
         problems.insert(0, f"config: Undecoded keys in config file: [{' '.join(undecoded)}]")
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems, tuple(warnings))
     assert pki is not None  # a missing PKI block is a problem above
     return Config(server, logging_config, pki, management, provider, debug, tuple(warnings))
 
@@ -884,7 +968,9 @@ def load_file(path: str) -> Config:
     """Read and validate the configuration file at `path` (ConfigError on any problem)."""
     try:
         with open(path, "rb") as config_file:
-            data = config_file.read()
+            data = config_file.read(MAX_CONFIG_BYTES + 1)
     except OSError as err:
         raise ConfigError([f"config: cannot read '{path}': {err.strerror or err}"]) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"config: '{path}' is larger than {MAX_CONFIG_BYTES} bytes"])
     return load_bytes(data)

@@ -32,6 +32,7 @@ PEM_X25519_PRIVATE = "X25519 PRIVATE KEY"
 DATA_DIR_MODE = 0o700
 KEY_FILE_MODE = 0o600
 PEM_LINE_CHARS = 64
+MAX_KEY_FILE_BYTES = 64 * 1024  # a key file is < 200 bytes; never read a huge file or a device
 
 _RAW = serialization.Encoding.Raw
 
@@ -221,9 +222,11 @@ def read_pem_key(path: str, block_type: str, size: int) -> bytes:
     """The body of the one PEM block of `block_type` in `path`, exactly `size` bytes long."""
     try:
         with open(path, "rb") as key_file:
-            data = key_file.read()
+            data = key_file.read(MAX_KEY_FILE_BYTES + 1)
     except OSError as err:
         raise KeyFileError(f"keys: cannot read '{path}': {err.strerror or err}") from None
+    if len(data) > MAX_KEY_FILE_BYTES:
+        raise KeyFileError(f"keys: '{path}': larger than {MAX_KEY_FILE_BYTES} bytes, not a key file")
     try:
         found_type, body, rest = decode_pem(data)
     except ValueError as err:
@@ -259,28 +262,61 @@ def write_file_atomic(path: str, data: bytes, mode: int = KEY_FILE_MODE) -> None
 
 
 def ensure_data_dir(path: str) -> None:
-    """Create DataDir 0700, or accept an existing one only if its mode is exactly 0700."""
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        try:
-            os.mkdir(path, DATA_DIR_MODE)
-            os.chmod(path, DATA_DIR_MODE)  # the umask may have narrowed it; never widen beyond
-        except OSError as err:
-            raise KeyFileError(f"DataDir '{path}' cannot be created: {err.strerror or err}") from None
+    """Create DataDir 0700, or accept an existing one only if it is a directory of mode 0700."""
+    info = _lstat_data_dir(path)
+    if info is not None:
+        problem = _data_dir_problem(path, info)
+        if problem:
+            raise KeyFileError(problem)
         return
+    try:
+        os.mkdir(path, DATA_DIR_MODE)
+        os.chmod(path, DATA_DIR_MODE)  # the umask may have narrowed it; never widen beyond
+    except OSError as err:
+        raise KeyFileError(f"DataDir '{path}' cannot be created: {err.strerror or err}") from None
+
+
+def check_data_dir(path: str) -> list[str]:
+    """What would stop a start in an existing DataDir (type, mode, unreadable key files).
+
+    Changes nothing; a DataDir that does not exist yet has no problems (it will be created).
+    """
+    try:
+        info = _lstat_data_dir(path)
+    except KeyFileError as err:
+        return [str(err)]
+    if info is None:
+        return []
+    if not stat.S_ISDIR(info.st_mode):
+        return [_data_dir_problem(path, info)]
+    problems = [p for p in (_data_dir_problem(path, info),) if p]
+    for file_name, load in ((IDENTITY_PRIVATE_FILE, load_identity_key), (LINK_PRIVATE_FILE, load_link_key)):
+        if os.path.lexists(os.path.join(path, file_name)):
+            try:
+                load(path)
+            except KeyFileError as err:
+                problems.append(str(err))
+    return problems
+
+
+def _lstat_data_dir(path: str) -> os.stat_result | None:
+    """lstat() of DataDir (a symlink is not followed, as in the reference), None if missing."""
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
     except OSError as err:
         raise KeyFileError(f"DataDir '{path}' cannot be examined: {err.strerror or err}") from None
+
+
+def _data_dir_problem(path: str, info: os.stat_result) -> str | None:
     if not stat.S_ISDIR(info.st_mode):
-        raise KeyFileError(f"DataDir '{path}' is not a directory")
-    check_data_dir_mode(path, info.st_mode)
-
-
-def check_data_dir_mode(path: str, st_mode: int) -> None:
-    mode = stat.S_IMODE(st_mode)
+        return f"DataDir '{path}' is not a directory"
+    mode = stat.S_IMODE(info.st_mode)
     if mode != DATA_DIR_MODE:
-        raise KeyFileError(f"DataDir '{path}' has invalid permissions '{stat.filemode(st_mode)}' "
-                           f"({mode:04o}; it must be exactly 0700)")
+        return (f"DataDir '{path}' has invalid permissions '{stat.filemode(info.st_mode)}' "
+                f"({mode:04o}; it must be exactly 0700)")
+    return None
 
 
 def load_identity_key(data_dir: str) -> IdentityKey:

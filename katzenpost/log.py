@@ -25,6 +25,7 @@ LEVELS = {
     "INFO": logging.INFO,
     "DEBUG": logging.DEBUG,
 }
+DEFAULT_LEVEL = "NOTICE"
 _SHORT_NAMES = {
     logging.CRITICAL: "CRIT",
     logging.ERROR: "ERRO",
@@ -39,18 +40,7 @@ ROTATE_FAILURE_MESSAGE = "failed to rotate log file, shutting down server"
 
 def notice(logger: logging.Logger, message: str, *args) -> None:
     """Log at NOTICE (between INFO and WARNING): `log.notice(logger, "Listening on: %s", addr)`."""
-    if logger.isEnabledFor(NOTICE):
-        logger._log(NOTICE, message, args, stacklevel=2)
-
-
-def _logger_notice(self: logging.Logger, message: str, *args, **kwargs) -> None:
-    if self.isEnabledFor(NOTICE):
-        kwargs.setdefault("stacklevel", 2)
-        self._log(NOTICE, message, args, **kwargs)
-
-
-# `logger.notice(...)` works on every logger once this module is imported.
-logging.Logger.notice = _logger_notice  # type: ignore[attr-defined]
+    logger.log(NOTICE, message, *args, stacklevel=2)
 
 
 def module_name(logger_name: str) -> str:
@@ -107,7 +97,7 @@ _state_lock = threading.Lock()
 _installed: logging.Handler | None = None
 
 
-def setup_logging(*, level: str = "NOTICE", file_path: str | None = None, disable: bool = False,
+def setup_logging(*, level: str = DEFAULT_LEVEL, file_path: str | None = None, disable: bool = False,
                   stream: TextIO | None = None) -> logging.Handler:
     """Install the node's log handler on the root logger (replacing a previous one).
 

@@ -8,8 +8,11 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 from katzenpost.pki.descriptor import LAYER_PROVIDER, MixDescriptor, sign_descriptor
 from katzenpost.pki.document import Document, sign_document
 from katzenpost.pki.epochtime import EpochClock
+from katzenpost.pki.worker import NodeSelf
 
 CLOCK = EpochClock()
+MIXES = ("mix0", "mix1", "mix2")
+PROVIDERS = ("provider1", "provider2")
 AUTHORITY_SEED = bytes(range(0xC8, 0xE8))
 # The spec's Appendix A vector (server.md): provider1's signed descriptor for epoch 123456.
 APPENDIX_A_HEX = (
@@ -116,3 +119,29 @@ class MemoryMixKeys:
 
     def public_key(self, epoch: int) -> bytes | None:
         return self.keys.get(epoch)
+
+
+def authority_config_text(data_dir, *, mixes=MIXES, providers=PROVIDERS, layers=3, port=29999,
+                          sections="", debug=""):
+    """An authority TOML whitelisting the named test nodes (MinNodesPerLayer 1). `sections` go
+    before [Debug], `debug` inside it."""
+    text = (f'[Authority]\nIdentifier = "auth"\nAddresses = ["127.0.0.1:{port}"]\n'
+            f'DataDir = "{data_dir}"\n{sections}'
+            f"[Debug]\nLayers = {layers}\nMinNodesPerLayer = 1\n{debug}")
+    for name in mixes:
+        text += f'[[Mixes]]\nIdentityKey = "{public_for(seed_for(name)).hex()}"\n'
+    for name in providers:
+        text += (f'[[Providers]]\nIdentifier = "{name}"\n'
+                 f'IdentityKey = "{public_for(seed_for(name)).hex()}"\n')
+    return text
+
+
+def node_self(name: str, provider: bool | None = None, port: int = 31010) -> NodeSelf:
+    """A test node as its PKI worker sees it; names starting with "provider" are providers."""
+    if provider is None:
+        provider = name.startswith("provider")
+    return NodeSelf(identifier=name, identity_seed=seed_for(name),
+                    identity_public=public_for(seed_for(name)),
+                    link_public=x25519_public(link_private_for(name)),
+                    addresses={"tcp4": [f"127.0.0.1:{port}"]}, is_provider=provider,
+                    kaetzchen_for_pki=(lambda: {"loop": {"endpoint": "+loop"}}) if provider else None)

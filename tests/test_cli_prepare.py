@@ -25,7 +25,7 @@ def restore_process_state():
     logging.getLogger().setLevel(logging.WARNING)
 
 
-def node_config(tmp_path) -> config.Config:
+def node_config(tmp_path, extra: str = "") -> config.Config:
     return config.load_text(f"""
 [Server]
 Identifier = "mix1"
@@ -34,6 +34,7 @@ DataDir = "{tmp_path / 'data'}"
 [PKI.Nonvoting]
 Address = "127.0.0.1:30000"
 PublicKey = "ebVWLo/mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ="
+{extra}
 """)
 
 
@@ -54,17 +55,7 @@ def test_debug_identity_key_is_used_with_its_warnings_and_no_identity_files(tmp_
 
 def test_config_warnings_are_logged_at_start(tmp_path, caplog):
     plain = node_config(tmp_path)
-    cfg = config.load_text(f"""
-[Server]
-Identifier = "mix1"
-Addresses = ["127.0.0.1:30001"]
-DataDir = "{tmp_path / 'data'}"
-[PKI.Nonvoting]
-Address = "127.0.0.1:30000"
-PublicKey = "ebVWLo/mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ="
-[Debug]
-SendSlack = 5
-""")
+    cfg = node_config(tmp_path, "[Debug]\nSendSlack = 5\n")
     assert plain.warnings == () and cfg.warnings
     with caplog.at_level(logging.DEBUG):
         cli.prepare_node(cfg)
@@ -95,3 +86,13 @@ def test_check_of_a_file_without_pki_reports_it(tmp_path, capsys):
     cfg_path.write_text('[Server]\nIdentifier = "a"\nAddresses = ["127.0.0.1:1"]\nDataDir = "/x"\n')
     assert cli.main(["--check", "-f", str(cfg_path)]) == 1
     assert "config: No PKI block was present" in capsys.readouterr().err
+
+
+def test_epoch_period_makes_the_banner_warn_unsafe_and_explain(tmp_path, caplog):
+    cfg = node_config(tmp_path, "[Debug]\nEpochPeriod = 60\n")
+    with caplog.at_level(logging.DEBUG):
+        cli.prepare_node(cfg)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "Unsafe Debug configuration options are set." in warnings
+    assert any(w.startswith("Debug.EpochPeriod is 60 s: for test networks only") for w in warnings)
+

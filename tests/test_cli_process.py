@@ -120,6 +120,18 @@ def test_debug_level_warns_that_it_is_unsafe(tmp_path):
     assert ("WARN", "Unsafe Debug logging is enabled.") in banner(result.stdout)
 
 
+def test_private_keys_are_never_logged_even_at_debug(tmp_path):
+    data_dir = tmp_path / "data"
+    config = write_config(tmp_path, data_dir, '[Logging]\nLevel = "DEBUG"\n')
+    result = run(["-g", "-f", str(config)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    secrets = [keys.load_identity_key(str(data_dir)).seed, keys.load_link_key(str(data_dir)).private]
+    output = result.stdout + result.stderr
+    for secret in secrets:
+        for form in (secret.hex(), secret.hex().upper(), keys.public_key_base64(secret)):
+            assert form not in output
+
+
 def test_log_file_relative_to_data_dir_receives_the_banner(tmp_path):
     data_dir = tmp_path / "data"
     config = write_config(tmp_path, data_dir, '[Logging]\nFile = "node.log"\n')
@@ -148,7 +160,8 @@ def test_check_accepts_a_valid_config_and_changes_nothing(tmp_path):
 
 def test_check_prints_every_problem_and_exits_non_zero(tmp_path):
     config = write_config(tmp_path, tmp_path / "data",
-                          '[Logging]\nLevel = "LOUD"\n[Debug]\nUnwrapDelay = -5\nColour = 1\n')
+                          '[Logging]\nLevel = "LOUD"\n[Debug]\nUnwrapDelay = 99999999999\n'
+                          'SendSlack = -1\nColour = 1\n')
     config.write_text(config.read_text().replace('Identifier = "Example.COM"', 'Identifier = "bad_name"'))
     result = run(["--check", "-f", str(config)], cwd=tmp_path)
     assert result.returncode == 1
@@ -156,6 +169,7 @@ def test_check_prints_every_problem_and_exits_non_zero(tmp_path):
         assert field in result.stderr, field
     assert "4 problem(s)" in result.stderr
     assert "Traceback" not in result.stderr
+    assert "warning: Debug.SendSlack is negative (-1); the default is used" in result.stdout
 
 
 def test_check_reports_a_wide_data_dir_and_a_bad_key_file(tmp_path):

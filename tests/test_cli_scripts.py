@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from config_support import PROVIDER_NESTED_FIELDS, SECTION_FIELDS
 from katzenpost import keys
 
 REPO = Path(__file__).resolve().parent.parent
@@ -86,3 +87,44 @@ def test_readme_setup_has_exactly_the_two_commands_and_they_exist():
         assert os.access(REPO / "scripts" / script, os.X_OK), script
     assert "## Authority" in readme and "docs/authority.md" in readme
     assert "./scripts/test.sh" in readme.split("## Development", 1)[1]
+
+
+def readme_section(readme: str, heading: str) -> str:
+    return readme.split(heading, 1)[1].split("\n### ", 1)[0].split("\n## ", 1)[0]
+
+
+def test_readme_documents_every_config_field_in_its_section():
+    from katzenpost import config
+    readme = (REPO / "README.md").read_text()
+    for section, names in SECTION_FIELDS.items():
+        text = readme_section(readme, f"### `[{section}]`")
+        for name in names:  # a row of its own, or the sub-table rows ([Provider.UserDB] Backend)
+            row = re.search(rf"^\| {name} \|", text, re.M)
+            sub_table = re.search(rf"`\[\[?{section}\.{name}\]", text)
+            assert row or sub_table, f"{section}.{name}"
+    nested = {"PKI": ["Address", "PublicKey"],  # PKI.Voting is refused, so not documented
+              "Provider": [n for n in PROVIDER_NESTED_FIELDS if n not in ("Bolt", "Extern")]}
+    for section, names in nested.items():
+        text = readme_section(readme, f"### `[{section}]`")
+        for name in names:
+            assert re.search(rf"^\| (`[^`]+` )?{name} \|", text, re.M), f"{section}.….{name}"
+    debug = readme_section(readme, "### `[Debug]`")
+    for ceiling in (config.MAX_WORKERS, config.MAX_SCHEDULER_QUEUE_SIZE, config.MAX_SCHEDULER_BURST,
+                    config.MAX_DURATION_MS):
+        assert str(ceiling) in debug, ceiling
+    epoch_row = next(line for line in debug.splitlines() if line.startswith("| EpochPeriod |"))
+    assert "test networks only" in epoch_row and f"{config.MIN_TEST_PERIOD}–1200" in epoch_row
+
+
+def test_readme_documents_data_dir_files_signals_and_points_to_the_docs():
+    readme = (REPO / "README.md").read_text()
+    files = readme_section(readme, "## Files in DataDir")
+    for name in (keys.IDENTITY_PRIVATE_FILE, keys.IDENTITY_PUBLIC_FILE, keys.LINK_PRIVATE_FILE,
+                 "mixkey-<epoch>.db", "users.db", "spool.db", "management_sock"):
+        assert f"`{name}`" in files, name
+    signals = readme_section(readme, "## Signals")
+    assert "SIGHUP" in signals and "SIGTERM" in signals and "SIGINT" in signals
+    for doc in ("docs/architecture.md", "docs/interfaces.md"):
+        assert (REPO / doc).exists()
+        assert f"]({doc})" in readme
+    assert "## Architecture" in readme and "## Interfaces" in readme

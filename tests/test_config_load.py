@@ -109,6 +109,16 @@ def test_nil_buffer_is_refused():
         config.load_bytes(None)
 
 
+def test_oversized_file_is_refused_without_reading_it_all(tmp_path):
+    big = tmp_path / "big.toml"
+    big.write_bytes(b"#" * (config.MAX_CONFIG_BYTES + 1))
+    with pytest.raises(ConfigError, match="is larger than"):
+        config.load_file(str(big))
+    if os.path.exists("/dev/zero"):
+        with pytest.raises(ConfigError, match="is larger than"):
+            config.load_file("/dev/zero")
+
+
 def test_missing_file_names_the_path(tmp_path):
     with pytest.raises(ConfigError, match="cannot read .*nope.toml"):
         config.load_file(str(tmp_path / "nope.toml"))
@@ -162,7 +172,7 @@ def test_unknown_keys_are_all_named_in_one_error():
 def test_every_problem_is_reported_at_once():
     document = with_section("Server", Identifier="", DataDir="relative")
     document["Logging"] = {"Level": "LOUD"}
-    document["Debug"] = {"UnwrapDelay": -1}
+    document["Debug"] = {"UnwrapDelay": config.MAX_DURATION_MS + 1}
     problems = problems_of(document)
     assert len(problems) == 4, problems
     for field_name in ("Server.Identifier", "Server.DataDir", "Logging.Level", "Debug.UnwrapDelay"):
@@ -212,12 +222,12 @@ def test_debug_defaults():
                     scheduler_slack=10, send_slack=50, decoy_slack=15000, connect_timeout=60000,
                     handshake_timeout=30000, reauth_interval=30000,
                     scheduler_external_memory_queue=False, send_decoy_traffic=False,
-                    disable_rate_limit=False, generate_only=False)
+                    disable_rate_limit=False, generate_only=False, epoch_period=0)
     assert {k: getattr(debug, k) for k in expected} == expected
 
 
 def test_debug_values_are_read_and_zero_selects_the_default():
-    names = list(config.DEBUG_INT_DEFAULTS)
+    names = list(config.DEBUG_INT_KNOBS)
     values = {name: 1000 + i for i, name in enumerate(names)}
     debug = load(with_section("Debug", **values, SendDecoyTraffic=True, DisableRateLimit=True,
                               SchedulerExternalMemoryQueue=True, GenerateOnly=True)).debug
@@ -236,8 +246,93 @@ def test_debug_slacks_below_minimum_are_raised_with_a_warning():
     assert any("Debug.SendSlack raised" in w for w in cfg.warnings)
 
 
-def test_debug_negative_value_is_an_error():
-    assert_one_problem(with_section("Debug", NumSphinxWorkers=-2), "Debug.NumSphinxWorkers must be >= 0")
+def test_debug_negative_value_selects_the_default_with_a_warning():
+    # The reference applies the default to any value <= 0; a warning says so.
+    cfg = load(with_section("Debug", NumKaetzchenWorkers=-2, UnwrapDelay=-1))
+    assert (cfg.debug.num_kaetzchen_workers, cfg.debug.unwrap_delay) == (3, 10)
+    assert "Debug.NumKaetzchenWorkers is negative (-2); the default is used" in cfg.warnings
+    assert any(w.startswith("Debug.UnwrapDelay is negative") for w in cfg.warnings)
+
+
+@pytest.mark.parametrize("name", list(config.DEBUG_INT_KNOBS))
+def test_debug_value_above_its_maximum_is_an_error(name):
+    maximum = config.DEBUG_INT_KNOBS[name].maximum
+    assert load(with_section("Debug", **{name: maximum})).debug == dataclasses.replace(
+        load(MIX).debug, **{config._snake(name): maximum})
+    assert_one_problem(with_section("Debug", **{name: maximum + 1}),
+                       f"config: Debug.{name} must be <= {maximum}, got {maximum + 1}")
+
+
+def test_integers_beyond_64_bits_are_refused_not_crashed():
+    assert_one_problem(with_section("Debug", ConnectTimeout=2**64), "Debug.ConnectTimeout is out of range")
+    base = {"Capability": "echo", "Endpoint": "+echo", "Command": "/bin/e", "MaxConcurrency": -2**70}
+    assert_one_problem(provider(CBORPluginKaetzchen=[base]), "MaxConcurrency is out of range")
+
+
+def test_default_sphinx_workers_follow_the_cpu_count_within_the_maximum(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 4096)
+    assert load(MIX).debug.num_sphinx_workers == config.MAX_WORKERS
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert load(MIX).debug.num_sphinx_workers == 1
+
+
+# --- Debug.EpochPeriod (test networks) -------------------------------------------------------
+
+
+def test_epoch_period_defaults_to_the_reference_20_minutes():
+    cfg = load(MIX)
+    assert cfg.debug.epoch_period == 0 and cfg.epoch_period == 20 * 60
+    assert cfg.epoch_clock().period == 20 * 60 and not cfg.epoch_clock().is_warped
+    assert load(with_section("Debug", EpochPeriod=20 * 60)).debug.epoch_period == 0
+
+
+AUTHORITY_TOML = f"""
+[Authority]
+Addresses = ["127.0.0.1:29999"]
+DataDir = "/tmp/kp-auth"
+[[Mixes]]
+IdentityKey = "79b5562e8fe654f94078b112e8a98ba7901f853ae695bed7e0e3910bad049664"
+[[Providers]]
+Identifier = "provider1"
+IdentityKey = "{AUTHORITY_KEY.hex()}"
+[Debug]
+Layers = 1
+MinNodesPerLayer = 1
+EpochPeriod = %d
+"""
+
+
+@pytest.mark.parametrize("period", [10, 30, 20 * 60])
+def test_epoch_period_builds_the_same_clock_as_the_authority(period):
+    from katzenpost.pki import authority_config, epochtime
+    authority = authority_config.parse(AUTHORITY_TOML % period)
+    cfg = load(with_section("Debug", EpochPeriod=period))
+    assert cfg.epoch_period == authority.epoch_period == period
+    assert cfg.epoch_clock() == epochtime.EpochClock(authority.epoch_period)
+
+
+def test_epoch_period_marks_the_config_unsafe_and_warns():
+    cfg = load(with_section("Debug", EpochPeriod=30))
+    assert cfg.debug.is_unsafe and cfg.epoch_clock().is_warped
+    assert any("Debug.EpochPeriod is 30 s: for test networks only" in w for w in cfg.warnings)
+
+
+def test_epoch_period_below_the_authority_minimum_is_refused_by_both():
+    from katzenpost.pki import authority_config
+    too_short = config.MIN_TEST_PERIOD - 1
+    with pytest.raises(authority_config.AuthorityConfigError, match="Debug.EpochPeriod"):
+        authority_config.parse(AUTHORITY_TOML % too_short)
+    assert_one_problem(with_section("Debug", EpochPeriod=too_short), "Debug.EpochPeriod")
+
+
+@pytest.mark.parametrize("period", [-1, 1, 9, 20 * 60 + 1, 2**40])
+def test_epoch_period_out_of_range_is_an_error(period):
+    assert_one_problem(with_section("Debug", EpochPeriod=period),
+                       f"config: Debug.EpochPeriod must be 0 or 10..1200 seconds, got {period}")
+
+
+def test_epoch_period_must_be_an_integer():
+    assert_one_problem(with_section("Debug", EpochPeriod="30"), "Debug.EpochPeriod must be an integer")
 
 
 def test_provider_defaults_apply_without_a_provider_block():
@@ -346,6 +441,18 @@ def test_alt_addresses_keys_are_lowercased_and_tcp_entries_checked():
                        "duplicates transport 'tcp'")
 
 
+@pytest.mark.parametrize("alt, rule", [
+    ({"tcp": "127.0.0.1:1"}, "Server.AltAddresses.tcp must be an array of strings"),
+    ({"tcp": [1]}, "Server.AltAddresses.tcp must be an array of strings"),
+])
+def test_alt_addresses_values_must_be_arrays_of_strings(alt, rule):
+    assert_one_problem(with_section("Server", AltAddresses=alt), rule)
+
+
+def test_alt_addresses_must_be_a_table():
+    assert_one_problem(with_section("Server", AltAddresses=["tcp"]), "Server.AltAddresses must be a table")
+
+
 def test_alt_addresses_may_not_override_a_derived_transport():
     assert_one_problem(with_section("Server", AltAddresses={"tcp4": ["192.0.2.9:1"]}),
                        "Server.AltAddresses.tcp4", "would override")
@@ -359,6 +466,13 @@ def test_data_dir_must_be_set_and_absolute():
     document = copy.deepcopy(MIX)
     del document["Server"]["DataDir"]
     assert_one_problem(document, "Server.DataDir is not set")
+
+
+def test_a_bad_data_dir_is_reported_once_not_again_for_the_paths_derived_from_it():
+    document = provider()
+    document["Server"]["DataDir"] = "relative"
+    document["Management"] = {"Enable": True}
+    assert_one_problem(document, "Server.DataDir must be an absolute path")
 
 
 # --- Logging, Management ---------------------------------------------------------------------
@@ -509,9 +623,25 @@ def test_kaetzchen_fields_and_disable():
                                     "Config": {"a": {"b": [1, 2]}}}]))
     (loop,) = cfg.provider.kaetzchen
     assert loop.disable and loop.config["a"]["b"] == (1, 2)
+    (plain,) = load(provider(Kaetzchen=[{"Capability": "loop", "Endpoint": "+loop"}])).provider.kaetzchen
+    assert plain.disable is False and dict(plain.config) == {}
     assert_one_problem(provider(Kaetzchen=[{"Endpoint": "+loop"}]), "Provider.Kaetzchen[0].Capability is not set")
     assert_one_problem(provider(Kaetzchen=[{"Capability": "loop", "Endpoint": "+loop", "Colour": 1}]),
                        "Provider.Kaetzchen[0].Colour")
+
+
+@pytest.mark.parametrize("field_name", ["Kaetzchen", "CBORPluginKaetzchen"])
+def test_service_lists_must_be_arrays_of_tables(field_name):
+    assert_one_problem(provider(**{field_name: {"Capability": "loop"}}),
+                       f"Provider.{field_name} must be an array of tables")
+
+
+def test_unknown_keys_in_nested_tables_are_named_with_their_full_path():
+    document = provider(UserDB={"Bolt": {"UserDB": "/u.db", "Extra": 1}},
+                        SQLDB={"Backend": "pgx", "DataSourceName": "x", "Pool": 3})
+    document["PKI"]["Nonvoting"]["Port"] = 1
+    assert_one_problem(document, "Undecoded keys in config file: [", "PKI.Nonvoting.Port",
+                       "Provider.UserDB.Bolt.Extra", "Provider.SQLDB.Pool")
 
 
 def test_duplicate_capabilities_and_endpoints():
@@ -529,6 +659,10 @@ def test_cbor_plugin_rules():
     assert_one_problem(provider(CBORPluginKaetzchen=[{**base, "Command": ""}]),
                        "Provider.CBORPluginKaetzchen[0].Command is not set")
     assert_one_problem(provider(CBORPluginKaetzchen=[{**base, "MaxConcurrency": 0}]),
-                       "Provider.CBORPluginKaetzchen[0].MaxConcurrency must be >= 1")
+                       "Provider.CBORPluginKaetzchen[0].MaxConcurrency must be 1..1024")
+    assert_one_problem(provider(CBORPluginKaetzchen=[{**base, "MaxConcurrency": config.MAX_WORKERS + 1}]),
+                       "Provider.CBORPluginKaetzchen[0].MaxConcurrency must be 1..1024")
+    top = load(provider(CBORPluginKaetzchen=[{**base, "MaxConcurrency": config.MAX_WORKERS}]))
+    assert top.provider.cbor_plugin_kaetzchen[0].max_concurrency == config.MAX_WORKERS
     assert_one_problem(provider(CBORPluginKaetzchen=[{**base, "Config": {"log_level": 3}}]),
                        "Provider.CBORPluginKaetzchen[0].Config.log_level must be a string")

@@ -167,6 +167,37 @@ def test_existing_data_dir_0700_is_accepted_and_a_file_is_refused(tmp_path):
         keys.ensure_data_dir(str(tmp_path / "file"))
 
 
+def test_a_symlinked_data_dir_is_refused_as_the_reference_does(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    real.chmod(0o700)
+    (tmp_path / "link").symlink_to(real)
+    with pytest.raises(KeyFileError, match="is not a directory"):
+        keys.ensure_data_dir(str(tmp_path / "link"))
+
+
+def test_check_data_dir_lists_every_problem_and_changes_nothing(tmp_path):
+    assert keys.check_data_dir(str(tmp_path / "absent")) == []
+    assert not (tmp_path / "absent").exists()
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    wide.chmod(0o750)
+    (wide / "identity.private.pem").write_bytes(VECTOR_LINK_PRIVATE_PEM)
+    (wide / "link.private.pem").write_bytes(b"junk")
+    problems = keys.check_data_dir(str(wide))
+    assert len(problems) == 3, problems
+    assert "has invalid permissions" in problems[0]
+    assert "identity.private.pem" in problems[1] and "invalid PEM Type" in problems[1]
+    assert "link.private.pem" in problems[2] and "no PEM block found" in problems[2]
+    assert stat.S_IMODE(os.stat(wide).st_mode) == 0o750
+    (tmp_path / "file").write_text("x")
+    assert keys.check_data_dir(str(tmp_path / "file")) == [f"DataDir '{tmp_path / 'file'}' is not a directory"]
+    good = tmp_path / "good"
+    keys.ensure_data_dir(str(good))
+    keys.load_or_create_identity_key(str(good))
+    assert keys.check_data_dir(str(good)) == []
+
+
 def test_data_dir_whose_parent_is_missing_is_an_error(tmp_path):
     with pytest.raises(KeyFileError, match="cannot be created"):
         keys.ensure_data_dir(str(tmp_path / "missing" / "data"))
@@ -207,6 +238,17 @@ def test_malformed_link_file_is_an_error(data_dir, content, message):
     (data_dir / "link.private.pem").write_bytes(content)
     with pytest.raises(KeyFileError, match=message):
         keys.load_or_create_link_key(str(data_dir))
+
+
+def test_a_huge_key_file_or_a_device_is_refused_without_reading_it_all(data_dir):
+    (data_dir / "identity.private.pem").write_bytes(
+        VECTOR_IDENTITY_PRIVATE_PEM + b"x" * keys.MAX_KEY_FILE_BYTES)
+    with pytest.raises(KeyFileError, match="larger than"):
+        keys.load_identity_key(str(data_dir))
+    if os.path.exists("/dev/zero"):
+        (data_dir / "link.private.pem").symlink_to("/dev/zero")
+        with pytest.raises(KeyFileError, match="larger than"):
+            keys.load_or_create_link_key(str(data_dir))
 
 
 def test_unreadable_key_path_is_an_error(data_dir):

@@ -48,12 +48,11 @@ def test_line_format_and_four_letter_level_names():
     logger.error("e %d", 1)
     logger.warning("w")
     log.notice(logger, "n %s", "x")
-    logger.notice("via method")
     logger.info("i")
     logger.debug("d")
     logger.critical("c")
     assert parsed(stream) == [("ERRO", "server", "e 1"), ("WARN", "server", "w"),
-                              ("NOTI", "server", "n x"), ("NOTI", "server", "via method"),
+                              ("NOTI", "server", "n x"),
                               ("INFO", "server", "i"), ("DEBU", "server", "d"), ("CRIT", "server", "c")]
 
 
@@ -77,7 +76,7 @@ def test_level_filters_lower_levels(level, shown):
     logger = logging.getLogger("katzenpost.test")
     logger.error("x")
     logger.warning("x")
-    logger.notice("x")
+    log.notice(logger, "x")
     logger.info("x")
     logger.debug("x")
     assert [lvl for lvl, _, _ in parsed(stream)] == shown
@@ -101,7 +100,7 @@ def test_disable_writes_nothing(tmp_path, capsys):
 
 def test_stdout_is_the_default(capsys):
     log.setup_logging(level="NOTICE")
-    logging.getLogger("katzenpost.server").notice("to stdout")
+    log.notice(logging.getLogger("katzenpost.server"), "to stdout")
     assert capsys.readouterr().out.endswith("NOTI server: to stdout\n")
 
 
@@ -110,7 +109,7 @@ def test_log_file_is_appended_and_0600(tmp_path):
     path.write_text("old line\n")
     path.chmod(0o600)
     log.setup_logging(file_path=str(path))
-    logging.getLogger("katzenpost.server").notice("new line")
+    log.notice(logging.getLogger("katzenpost.server"), "new line")
     log.reset_logging()
     lines = path.read_text().splitlines()
     assert lines[0] == "old line" and lines[1].endswith("NOTI server: new line")
@@ -141,10 +140,10 @@ def test_reopen_after_rename_writes_to_the_new_file(tmp_path):
     path = tmp_path / "node.log"
     log.setup_logging(file_path=str(path))
     logger = logging.getLogger("katzenpost.server")
-    logger.notice("before")
+    log.notice(logger, "before")
     os.rename(path, tmp_path / "node.log.1")
     assert log.reopen_log_file() is True
-    logger.notice("after")
+    log.notice(logger, "after")
     assert "before" in (tmp_path / "node.log.1").read_text()
     assert "after" not in (tmp_path / "node.log.1").read_text()
     assert path.read_text().endswith("NOTI server: after\n")
@@ -165,3 +164,11 @@ def test_reopen_without_a_file_is_a_no_op_and_a_failure_raises(tmp_path):
 def test_unknown_level_name_is_refused():
     with pytest.raises(KeyError):
         log.setup_logging(level="LOUD")
+
+
+def test_notice_records_name_the_real_caller(caplog):
+    with caplog.at_level(logging.DEBUG):
+        log.notice(logging.getLogger("katzenpost.test"), "from %s", "here")
+    (record,) = [r for r in caplog.records if r.name == "katzenpost.test"]
+    assert (record.levelname, record.getMessage()) == ("NOTICE", "from here")
+    assert record.pathname == __file__ and record.funcName == "test_notice_records_name_the_real_caller"

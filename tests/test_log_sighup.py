@@ -21,7 +21,7 @@ log.install_sighup_handler()
 logger = logging.getLogger("katzenpost.server")
 print("ready", flush=True)
 for line in sys.stdin:
-    logger.notice(line.strip())
+    log.notice(logger, line.strip())
     print("ack", flush=True)
 """
 

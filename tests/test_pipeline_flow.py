@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from katzenpost._core import unwrap_standin as su
-from katzenpost.server.counters import DropReason, Event
+from katzenpost.server.counters import Event
 from katzenpost.server.pipeline import Pipeline, PipelineSettings
 from katzenpost.server.workers import KIND_SURB_REPLY, KIND_TO_USER, MixKeySet
-from pipeline_support import FWD, L, RecordingSender, make_packet, replay_filter, wheel_factory
+from pipeline_support import RecordingSender, make_packet, replay_filter, wheel_factory
 
 HOP = b"H" * 32
 OTHER = b"O" * 32
@@ -40,6 +40,10 @@ def run(coro):
 
 async def started(tmp_path, *, engine=None, is_provider=False, on_local=None, **settings):
     settings.setdefault("NumSphinxWorkers", 2)
+    # Generous time limits: on a loaded CI machine threads can starve for tens of milliseconds,
+    # and these tests check flow and accounting, not the 10 ms defaults.
+    settings.setdefault("UnwrapDelay", 5_000)
+    settings.setdefault("SchedulerSlack", 5_000)
     pipeline = Pipeline(PipelineSettings(**settings), engine=engine or FaultyEngine(0),
                         wheel_factory=wheel_factory(), is_provider=is_provider, on_local=on_local)
     await pipeline.start()
@@ -120,7 +124,7 @@ def test_every_drop_is_counted_with_its_reason(tmp_path, inline):
                    make_packet(flags=su.FLAG_RECIPIENT, recipient=b"bob")]          # terminal at a mix
         for p in packets:
             pipeline.submit(p, now)
-        pipeline.submit(make_packet(next_hop=HOP, delay_ms=5), now - 50_000_000)   # waited 50 ms
+        pipeline.submit(make_packet(next_hop=HOP, delay_ms=5), now - 6_000 * 1_000_000)  # waited 6 s
         await wait_for(lambda: accounted(pipeline) == 7)
         drops = pipeline.counters.snapshot()["drops"]
         await pipeline.halt()
@@ -185,11 +189,63 @@ def test_worker_exception_is_logged_counted_and_survived(tmp_path, caplog, inlin
     run(scenario())
 
 
+def test_failing_local_handler_and_sender_are_counted_and_survived(tmp_path, inline, caplog):
+    async def scenario():
+        calls = []
+
+        def flaky_handler(batch):
+            calls.append(len(batch))
+            if len(calls) == 1:
+                raise RuntimeError("provider hiccup")
+
+        pipeline, sender = await started(tmp_path, SchedulerInline=inline, is_provider=True,
+                                         on_local=flaky_handler, NumSphinxWorkers=1)
+        to_user = su.FLAG_RECIPIENT | su.FLAG_NODE_DELAY
+        pipeline.submit(make_packet(flags=to_user, recipient=b"alice"), time.monotonic_ns())
+        await wait_for(lambda: accounted(pipeline) == 1)
+        pipeline.submit(make_packet(flags=to_user, recipient=b"bob"), time.monotonic_ns())
+        await wait_for(lambda: accounted(pipeline) == 2)
+
+        def broken_send(packets):
+            raise ConnectionResetError("peer went away")
+
+        sender.send_packets = broken_send
+        pipeline.submit(make_packet(next_hop=HOP, delay_ms=1), time.monotonic_ns(), from_client=True)
+        await wait_for(lambda: accounted(pipeline) == 3)
+        snap = pipeline.counters.snapshot()
+        await pipeline.halt()
+        assert snap["drops"]["worker_error"] == 1 and snap["events"]["local_delivered"] == 1
+        assert snap["drops"]["destination_gone"] == 1
+        assert "provider hiccup" in caplog.text and "peer went away" in caplog.text
+    run(scenario())
+
+
+def test_packets_in_flight_to_the_workers_are_bounded(tmp_path, inline):
+    async def scenario():
+        # Roomy zmq queues; the in-flight bound (8 packets for the one slow worker) must shed.
+        pipeline, sender = await started(tmp_path, SchedulerInline=inline, engine=FaultyEngine(5_000_000),
+                                         NumSphinxWorkers=1, SphinxBatchSize=4, SphinxQueueHWM=1000,
+                                         SphinxQueuePackets=8, UnwrapDelay=60_000)
+        packet = bytearray(make_packet(next_hop=HOP, delay_ms=1))
+        for i in range(200):
+            packet[6:14] = i.to_bytes(8, "big")
+            pipeline.submit(packet, time.monotonic_ns())
+            if i % 4 == 3:
+                pipeline.flush()
+        await wait_for(lambda: accounted(pipeline) == 200, timeout=15)
+        snap = pipeline.counters.snapshot()
+        await pipeline.halt()
+        assert snap["drops"]["ingress_queue_full"] >= 200 - 8 - 8    # at most ~2 bounds' worth got in
+        assert len(sender.packets) + sum(snap["drops"].values()) == 200
+    run(scenario())
+
+
 def test_flood_above_capacity_is_shed_with_counted_drops_and_bounded_queues(tmp_path, inline):
     async def scenario():
         # One slow worker (2 ms per packet), tiny queues: the I/O thread must never block.
-        pipeline, sender = await started(tmp_path, SchedulerInline=inline, engine=FaultyEngine(2_000_000), NumSphinxWorkers=1,
-                                         SphinxBatchSize=8, SphinxQueueHWM=2, UnwrapDelay=60_000)
+        pipeline, sender = await started(tmp_path, SchedulerInline=inline, engine=FaultyEngine(2_000_000),
+                                         NumSphinxWorkers=1, SphinxBatchSize=8, SphinxQueueHWM=2,
+                                         UnwrapDelay=60_000)
         total = 20000                                        # 50 MB if the node kept them all
         template = make_packet(next_hop=HOP, delay_ms=1)
         rss_before = rss_bytes()
@@ -239,6 +295,45 @@ def test_start_halt_cycles_leave_no_threads_or_sockets(tmp_path, inline):
     assert fds() <= open_fds
 
 
+def test_graceful_halt_accounts_for_every_packet_in_flight(tmp_path, inline):
+    async def scenario():
+        batches = []
+        pipeline, sender = await started(tmp_path, SchedulerInline=inline, is_provider=True,
+                                         on_local=batches.append, engine=FaultyEngine(50_000),
+                                         UnwrapDelay=60_000, SphinxQueuePackets=1000)
+        to_user = su.FLAG_RECIPIENT | su.FLAG_NODE_DELAY
+        now = time.monotonic_ns()
+        for i in range(300):                                 # forward (from clients) and terminal mixed
+            if i % 3:
+                pipeline.submit(make_packet(next_hop=HOP, delay_ms=(i % 7) * 20), now, from_client=True)
+            else:
+                pipeline.submit(make_packet(flags=to_user, recipient=b"alice"), now)
+        await pipeline.halt_crypto_workers()                 # connector, then workers (drained)
+        delivered_before_scheduler_halt = sum(len(b) for b in batches)
+        await pipeline.halt_scheduler()
+        snap = pipeline.counters.snapshot()
+        delivered = len(sender.packets) + sum(len(b) for b in batches)
+        assert delivered + sum(snap["drops"].values()) == 300
+        assert delivered_before_scheduler_halt == 100        # every terminal packet reached the provider
+        assert snap["drops"]["halt"] > 0
+        assert not any(t.is_alive() for t in pipeline.threads() if t is not None)
+    run(scenario())
+
+
+def test_a_worker_that_cannot_start_fails_start_and_leaves_nothing_running(inline):
+    class BrokenEngine(su.StandinUnwrapEngine):
+        def new_result(self, capacity):
+            raise MemoryError("no room for results")
+
+    async def scenario():
+        pipeline = Pipeline(PipelineSettings(NumSphinxWorkers=2, SchedulerInline=inline), engine=BrokenEngine(),
+                            wheel_factory=wheel_factory())
+        with pytest.raises(RuntimeError, match="failed to start"):
+            await pipeline.start()
+        assert not any(t.is_alive() for t in pipeline.threads() if t is not None)
+    run(scenario())
+
+
 def test_submit_rejects_wrong_length_and_counts_after_halt(tmp_path, inline):
     async def scenario():
         pipeline, _ = await started(tmp_path, SchedulerInline=inline)
@@ -280,10 +375,11 @@ def test_settings_from_config_reads_debug_names_and_applies_defaults():
     assert s.NumSphinxWorkers == (os.cpu_count() or 1)
     assert s.SchedulerSlack == 10 and s.SendSlack == 50 and s.SchedulerMaxBurst == 32 and s.UnwrapDelay == 250
     assert PipelineSettings.from_config(object()) == PipelineSettings().normalized()
-    from katzenpost.config import DebugConfig                # the config's own snake_case names
-    s = PipelineSettings.from_config(DebugConfig(num_sphinx_workers=3, scheduler_queue_size=500,
-                                                 unwrap_delay=20))
-    assert (s.NumSphinxWorkers, s.SchedulerQueueSize, s.UnwrapDelay) == (3, 500, 20)
+    # katzenpost.config.DebugConfig spells the fields in snake_case; both spellings are read.
+    from types import SimpleNamespace
+    s = PipelineSettings.from_config(SimpleNamespace(num_sphinx_workers=3, scheduler_queue_size=500,
+                                                     unwrap_delay=20, scheduler_inline=False))
+    assert (s.NumSphinxWorkers, s.SchedulerQueueSize, s.UnwrapDelay, s.SchedulerInline) == (3, 500, 20, False)
     with pytest.raises(ValueError, match="SphinxBatchSize"):
         PipelineSettings(SphinxBatchSize=0).normalized()
     with pytest.raises(ValueError, match="integer"):

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-from katzenpost.server.counters import Event
 from katzenpost.server.pipeline import Pipeline, PipelineSettings
 from katzenpost.server.workers import MixKeySet
 from pipeline_support import L, make_packet, replay_filter, wheel_factory
@@ -29,7 +28,9 @@ async def read_frames(reader, count, timeout=10):
 async def node_with_sink(tmp_path, engine, keys):
     sink_conns = asyncio.Queue()
     sink = await asyncio.start_server(lambda r, w: sink_conns.put_nowait((r, w)), "127.0.0.1", 0)
-    pipeline = Pipeline(PipelineSettings(NumSphinxWorkers=2), engine=engine, wheel_factory=wheel_factory())
+    # Generous time limits: a loaded CI machine may starve threads; these tests check the flow.
+    settings = PipelineSettings(NumSphinxWorkers=2, UnwrapDelay=5_000, SchedulerSlack=5_000)
+    pipeline = Pipeline(settings, engine=engine, wheel_factory=wheel_factory())
     await pipeline.start()
     loop = asyncio.get_running_loop()
     _, sender = await loop.create_connection(FramedSender, "127.0.0.1", sink.sockets[0].getsockname()[1])

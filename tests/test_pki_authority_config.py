@@ -57,6 +57,8 @@ def test_test_network_epoch_period():
     (base("[Parameters]\nSendRatePerMinute = \"fast\"\n"), r"Parameters\.SendRatePerMinute"),
     (base("[Debug]\nLayers = 4\n"), r"Debug\.Layers must be <= 3"),
     (base("[Debug]\nEpochPeriod = 3\n"), r"Debug\.EpochPeriod"),
+    (base("[Debug]\nEpochPeriod = -30\n"), r"Debug\.EpochPeriod"),
+    (base("[Debug]\nEpochPeriod = 3600\n"), r"Debug\.EpochPeriod must be 0 or 10\.\.1200"),
     (base(mixes=5), r"Mixes: 5 configured.*6 required"),
     (base(authority='[Authority]\nAddresses = []\nDataDir = "/tmp/x"\n'), r"Authority\.Addresses is empty"),
     (base(authority='[Authority]\nAddresses = ["localhost:5"]\nDataDir = "/tmp/x"\n'),

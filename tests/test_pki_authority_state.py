@@ -1,10 +1,14 @@
 """The authority's state machine without sockets: upload rules, document replies, generation,
 bootstrap and persistence across a restart (server.md §4.6)."""
+import hashlib
+import random
+
 import pytest
 
 from _pki_fixtures import (
     AUTHORITY_SEED,
     CLOCK,
+    authority_config_text,
     make_descriptor,
     public_for,
     seed_for,
@@ -23,15 +27,9 @@ E = 5_000_000
 START = CLOCK.epoch_start(E)
 
 
-def config_text(data_dir, mixes=MIXES, providers=PROVIDERS, extra=""):
-    text = (f'[Authority]\nAddresses = ["127.0.0.1:29999"]\nDataDir = "{data_dir}"\n'
-            f"[Debug]\nLayers = 2\nMinNodesPerLayer = 1\n{extra}")
-    for name in mixes:
-        text += f'[[Mixes]]\nIdentityKey = "{public_for(seed_for(name)).hex()}"\n'
-    for name in providers:
-        text += (f'[[Providers]]\nIdentifier = "{name}"\n'
-                 f'IdentityKey = "{public_for(seed_for(name)).hex()}"\n')
-    return text
+def config_text(data_dir, mixes=MIXES, providers=PROVIDERS, sections=""):
+    return authority_config_text(data_dir, mixes=mixes, providers=providers, layers=2,
+                                 sections=sections)
 
 
 @pytest.fixture
@@ -96,6 +94,16 @@ def test_post_garbage_is_invalid(data_dir):
 def test_post_by_a_node_that_is_not_whitelisted_is_forbidden(data_dir):
     state = new_state(data_dir, START + 10)
     assert post(state, "stranger", E, START + 10).status == DescriptorStatus.FORBIDDEN
+
+
+def test_descriptor_for_another_identity_is_forbidden(data_dir):
+    # Signed by the peer (mix0) but describing mix1: step 3 of onPostDescriptor.
+    state = new_state(data_dir, START + 10)
+    desc = make_descriptor("mix1", E)
+    raw = sign_descriptor(seed_for("mix0"), desc, CLOCK, START)
+    result = state.post_descriptor(E, raw, public_for(seed_for("mix0")), START + 10)
+    assert result.status == DescriptorStatus.FORBIDDEN and "identity" in result.reason
+    assert state.descriptors == {}
 
 
 def test_provider_with_another_name_is_forbidden(data_dir):
@@ -206,8 +214,8 @@ def test_following_document_chains_the_srv_and_keeps_layers(data_dir):
 
 
 def test_parameters_are_copied_from_the_config(data_dir):
-    cfg_extra = "[Parameters]\nMu = 0.001\nMuMaxDelay = 90000\nSendRatePerMinute = 7\n"
-    cfg = ac.parse(config_text(data_dir).replace("[Debug]", cfg_extra + "[Debug]"))
+    cfg = ac.parse(config_text(data_dir, sections="[Parameters]\nMu = 0.001\nMuMaxDelay = 90000\n"
+                                                  "SendRatePerMinute = 7\n"))
     state = AuthorityState(cfg, AUTHORITY_SEED, AUTHORITY, AuthorityStore.open_in(data_dir), CLOCK)
     state.restore(START + 10)
     post_all(state, E, START + 10)
@@ -275,3 +283,77 @@ def test_store_file_is_private(data_dir):
     AuthorityStore.open_in(data_dir).close()
     mode = stat.S_IMODE(os.stat(os.path.join(data_dir, "persistence.sqlite")).st_mode)
     assert mode == 0o600
+
+
+# --- topology and shared randomness ---------------------------------------------------------
+
+def _descs(names, epoch=E):
+    from _pki_fixtures import signed_descriptor
+    return [signed_descriptor(n, epoch, START) for n in names]
+
+
+def test_first_topology_deals_the_shuffled_mixes_round_robin(data_dir):
+    state = new_state(data_dir, START + 10, mixes=MIXES + ["mix4"])
+    topology = state._topology(E, _descs(MIXES + ["mix4"]))
+    assert [len(layer) for layer in topology] == [3, 2]
+    assert sorted(d.name for layer in topology for d in layer) == sorted(MIXES + ["mix4"])
+
+
+def test_next_topology_keeps_layers_up_to_the_target_and_fills_short_layers(data_dir):
+    state = new_state(data_dir, START + 10)
+    post_all(state, E, START + 10)
+    state.tick(START + 11)
+    before = {d.name: i for i, layer in enumerate(state.documents[E].topology) for d in layer}
+    stayers = [n for n in MIXES if before[n] == 0]  # both mixes of layer 0 stay...
+    leaver = next(n for n in MIXES if before[n] == 1)  # ...one of layer 1 leaves
+    survivors = stayers + [n for n in MIXES if before[n] == 1 and n != leaver] + ["mix4"]
+    topology = state._topology(E + 1, _descs(survivors, E + 1))
+    after = {d.name: i for i, layer in enumerate(topology) for d in layer}
+    assert [len(layer) for layer in topology] == [2, 2]
+    assert all(after[n] == before[n] for n in survivors if n != "mix4")
+    assert after["mix4"] == 1  # the newcomer fills the short layer
+
+
+def test_document_with_fewer_mixes_than_layers_is_refused_not_fatal(data_dir):
+    state = new_state(data_dir, START + 10)
+    post_all(state, E, START + 10, names=["mix0", "provider1"])
+    assert state._generate(E, START + 11) is False and E not in state.documents
+    assert state.store.document(E) is None
+
+
+def test_prior_shared_random_rotates_on_the_uint64_weekly_rule(data_dir):
+    state = new_state(data_dir, START + 10)
+    state.genesis_epoch, state.prior_srv = E, [b"A" * 32, b"B" * 32]
+    srv = b"S" * 32
+    # (genesis - epoch) mod 2**64 mod 504 == 0 happens at epoch = genesis + 16 (2**64 = 16 mod 504)
+    assert state._prior_shared_random(E + 16, srv) == [srv, b"A" * 32]
+    assert state._prior_shared_random(E + 504, srv) == [b"A" * 32, b"B" * 32]
+    assert state._prior_shared_random(E + 1, srv) == [b"A" * 32, b"B" * 32]
+    state.prior_srv = []
+    assert state._prior_shared_random(E + 1, srv) == [srv, srv]
+
+
+class _FixedRandom(random.Random):
+    """Deterministic shuffles and a known reveal, so the SRV can be recomputed."""
+
+    def randbytes(self, n):
+        return bytes(n)
+
+
+def test_srv_chains_epoch_authority_reveal_and_the_previous_value(data_dir):
+    cfg = ac.parse(config_text(data_dir))
+    state = AuthorityState(cfg, AUTHORITY_SEED, AUTHORITY, AuthorityStore.open_in(data_dir), CLOCK,
+                           rng=_FixedRandom(1))
+    state.restore(START + 10)
+    post_all(state, E, START + 10)
+    state.tick(START + 11)
+    first = state.documents[E]
+    reveal = E.to_bytes(8, "big") + hashlib.sha3_256(bytes(32)).digest()
+    assert first.shared_random_value == hashlib.sha3_256(
+        b"shared-random" + E.to_bytes(8, "big") + AUTHORITY + reveal + bytes(32)).digest()
+    post_all(state, E + 1, START + 20)
+    state.tick(START + CLOCK.period - 60)
+    reveal = (E + 1).to_bytes(8, "big") + hashlib.sha3_256(bytes(32)).digest()
+    assert state.documents[E + 1].shared_random_value == hashlib.sha3_256(
+        b"shared-random" + (E + 1).to_bytes(8, "big") + AUTHORITY + reveal
+        + first.shared_random_value).digest()

@@ -6,7 +6,15 @@ import time
 
 import pytest
 
-from _pki_fixtures import AUTHORITY_SEED, make_descriptor, public_for, seed_for
+from _pki_fixtures import (
+    AUTHORITY_SEED,
+    MIXES,
+    PROVIDERS,
+    authority_config_text,
+    make_descriptor,
+    public_for,
+    seed_for,
+)
 from katzenpost.pki import authority_config as ac
 from katzenpost.pki.authority import AuthorityServer
 from katzenpost.pki.authority_state import AuthorityState
@@ -25,21 +33,12 @@ from katzenpost.wire import session as wire_session
 from katzenpost.wire.commands import GetConsensus, PostDescriptor
 from katzenpost.wire.errors import WireError
 
-MIXES = ["mix0", "mix1", "mix2"]
-PROVIDERS = ["provider1", "provider2"]
 AUTHORITY = public_for(AUTHORITY_SEED)
 CLOCK = EpochClock()  # 20-minute epochs: no rollover inside a test unless we are very unlucky
 
 
 def config(data_dir):
-    text = (f'[Authority]\nAddresses = ["127.0.0.1:29999"]\nDataDir = "{data_dir}"\n'
-            "[Debug]\nLayers = 3\nMinNodesPerLayer = 1\n")
-    for name in MIXES:
-        text += f'[[Mixes]]\nIdentityKey = "{public_for(seed_for(name)).hex()}"\n'
-    for name in PROVIDERS:
-        text += (f'[[Providers]]\nIdentifier = "{name}"\n'
-                 f'IdentityKey = "{public_for(seed_for(name)).hex()}"\n')
-    return ac.parse(text)
+    return ac.parse(authority_config_text(data_dir))
 
 
 class Running:
@@ -63,6 +62,12 @@ class Running:
     async def __aexit__(self, *exc):
         await self.server.stop()
         self.store.close()
+
+    async def connect(self, additional_data):
+        """A raw wire session to the authority with a random link key (not ToECDH of anything)."""
+        return await wire_session.connect(
+            self.host, self.port, link_key=os.urandom(32), additional_data=additional_data,
+            authenticator=self.client()._authenticator, handshake_timeout=5)
 
     def client(self, identity=AUTHORITY, **kwargs):
         return AuthorityClient(self.host, self.port, identity, clock=CLOCK,
@@ -93,8 +98,8 @@ def test_nodes_post_and_everyone_fetches_the_signed_document(tmp_path):
                 await asyncio.sleep(0.05)
             doc = await auth.client().get_document(epoch)
             assert doc.epoch == epoch and doc.genesis_epoch == epoch
-            assert sorted(d.name for layer in doc.topology for d in layer) == MIXES
-            assert sorted(d.name for d in doc.providers) == PROVIDERS
+            assert sorted(d.name for layer in doc.topology for d in layer) == list(MIXES)
+            assert sorted(d.name for d in doc.providers) == list(PROVIDERS)
             assert all(len(layer) == 1 for layer in doc.topology)
             with pytest.raises(DocumentGoneError):
                 await auth.client().get_document(epoch - 1)
@@ -112,23 +117,18 @@ def test_second_post_for_the_same_epoch_conflicts(tmp_path):
     run(scenario())
 
 
-def test_invalid_epoch_is_rejected_as_invalid(tmp_path):
+@pytest.mark.parametrize("node,epoch_offset,overrides,status", [
+    ("mix0", 5, {}, "Invalid"),  # not now-1, now or now+1
+    ("provider1", 0, {"provider": True, "name": "provider9"}, "Forbidden"),  # not its Identifier
+], ids=["epoch-out-of-range-is-invalid", "provider-with-another-name-is-forbidden"])
+def test_rejected_post_names_the_status(tmp_path, node, epoch_offset, overrides, status):
     async def scenario():
         async with Running(tmp_path) as auth:
-            epoch = CLOCK.current() + 5
-            desc = make_descriptor("mix0", epoch)
-            with pytest.raises(PostRejectedError, match="Invalid"):
-                await auth.client().post_descriptor(epoch, seed_for("mix0"), desc)
-    run(scenario())
-
-
-def test_provider_with_the_wrong_name_is_forbidden(tmp_path):
-    async def scenario():
-        async with Running(tmp_path) as auth:
-            epoch = CLOCK.current()
-            desc = make_descriptor("provider1", epoch, provider=True, name="provider9")
-            with pytest.raises(PostRejectedError, match="Forbidden"):
-                await auth.client().post_descriptor(epoch, seed_for("provider1"), desc)
+            epoch = CLOCK.current() + epoch_offset
+            desc = make_descriptor(node, epoch, **overrides)
+            with pytest.raises(PostRejectedError, match=f"rejected by authority: {status}"):
+                await auth.client().post_descriptor(epoch, seed_for(node), desc)
+            assert auth.state.descriptors == {}
     run(scenario())
 
 
@@ -154,9 +154,7 @@ def test_client_refuses_an_authority_with_another_identity(tmp_path):
 def test_anonymous_post_gets_no_reply(tmp_path):
     async def scenario():
         async with Running(tmp_path) as auth:
-            session = await wire_session.connect(
-                auth.host, auth.port, link_key=os.urandom(32), additional_data=b"",
-                authenticator=auth.client()._authenticator, handshake_timeout=5)
+            session = await auth.connect(additional_data=b"")
             await session.send_command(PostDescriptor(epoch=CLOCK.current(), payload=b"x"))
             with pytest.raises(WireError):
                 await session.recv_command(timeout=5)
@@ -168,10 +166,7 @@ def test_node_key_that_is_not_toecdh_of_its_identity_is_refused(tmp_path):
     async def scenario():
         async with Running(tmp_path) as auth:
             with pytest.raises(WireError):
-                await wire_session.connect(
-                    auth.host, auth.port, link_key=os.urandom(32),
-                    additional_data=public_for(seed_for("mix0")),
-                    authenticator=auth.client()._authenticator, handshake_timeout=5)
+                await auth.connect(additional_data=public_for(seed_for("mix0")))
     run(scenario())
 
 
@@ -192,9 +187,7 @@ def test_garbage_and_half_open_connections_do_not_hurt_the_daemon(tmp_path):
 
             assert all(await asyncio.gather(*(garbage(n) for n in (1, 100, 5000, 70000))))
             # A peer that completes the handshake but never sends its command.
-            silent = await wire_session.connect(
-                auth.host, auth.port, link_key=os.urandom(32), additional_data=b"",
-                authenticator=auth.client()._authenticator, handshake_timeout=5)
+            silent = await auth.connect(additional_data=b"")
             epoch = CLOCK.current()
             with pytest.raises(DocumentNotFoundError):
                 await auth.client().get_document(epoch)  # served while the others hang
@@ -226,9 +219,7 @@ def test_connection_limit_refuses_the_excess_and_recovers(tmp_path):
 def test_get_consensus_for_a_far_epoch_is_not_found(tmp_path):
     async def scenario():
         async with Running(tmp_path) as auth:
-            session = await wire_session.connect(
-                auth.host, auth.port, link_key=os.urandom(32), additional_data=b"",
-                authenticator=auth.client()._authenticator, handshake_timeout=5)
+            session = await auth.connect(additional_data=b"")
             await session.send_command(GetConsensus(epoch=2**64 - 1))
             reply = await session.recv_command(timeout=5)
             assert reply.error_code == 1 and reply.payload == b""

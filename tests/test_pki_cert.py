@@ -62,6 +62,13 @@ def test_expired_certificate_cannot_be_parsed_or_verified():
         cert.sign(SEED_A, b"x", NOW - 1, now=NOW)
 
 
+def test_expiry_counts_fractions_of_a_second_like_go():
+    # Go: time.Unix(Expiration).Before(time.Now()); half a second late is already expired.
+    raw = cert.sign(SEED_A, b"x", NOW + 10, now=NOW)
+    with pytest.raises(cert.CertificateExpiredError, match="expired"):
+        cert.verify(PUB_A, raw, now=NOW + 10.5)
+
+
 def test_wrong_verifier_is_identity_signature_not_found():
     raw = cert.sign(SEED_A, b"x", EXPIRATION)
     with pytest.raises(cert.IdentitySignatureNotFoundError):

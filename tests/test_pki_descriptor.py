@@ -208,3 +208,13 @@ def test_malformed_payload_is_rejected_with_a_reason(payload, message):
     raw = cert.sign(seed_for("mix1"), payload, NOW + 100, now=NOW)
     with pytest.raises(DescriptorError, match=message):
         verify_and_parse_descriptor(make_descriptor("mix1", 1).identity_key, raw, 1, NOW)
+
+
+def test_unsigned_and_oversized_descriptors_are_rejected_with_a_reason():
+    desc = make_descriptor("mix1", 10)
+    unsigned = cert.Certificate(0, NOW + 100, "ed25519", desc.to_json()).to_bytes()
+    with pytest.raises(DescriptorError, match="Expected 1 signature, got: 0"):
+        verify_and_parse_descriptor(desc.identity_key, unsigned, 10, NOW)
+    oversized = cert.Certificate(0, NOW + 100, "ed25519", b" " * cert.MAX_CERT_SIZE).to_bytes()
+    with pytest.raises(DescriptorError, match="exceeds"):
+        verify_and_parse_descriptor(desc.identity_key, oversized, 10, NOW)

@@ -161,3 +161,13 @@ def test_top_level_shape_equals_the_reference_sample():
         '"PriorSharedRandom":["<b64>","<b64>"],"Providers":["<b64>"],'
         '"SendRatePerMinute":"100","SharedRandomCommit":null,"SharedRandomValue":"<b64>",'
         '"Topology":[["<b64>"]],"Version":"document-v0"}')
+
+
+def test_unsigned_and_oversized_documents_are_rejected_with_a_reason():
+    payload = make_document(EPOCH, NOW).to_json()
+    unsigned = cert.Certificate(0, NOW + 100, "ed25519", payload).to_bytes()
+    with pytest.raises(DocumentError, match="no signature by the expected identity"):
+        verify_and_parse_document(unsigned, AUTHORITY, NOW)
+    oversized = cert.Certificate(0, NOW + 100, "ed25519", b" " * cert.MAX_CERT_SIZE).to_bytes()
+    with pytest.raises(DocumentError, match="exceeds"):
+        verify_and_parse_document(oversized, AUTHORITY, NOW)

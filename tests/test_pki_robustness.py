@@ -7,7 +7,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from _pki_fixtures import AUTHORITY_SEED, MemoryMixKeys, make_document, public_for, seed_for, signed_document_bytes
+from _pki_fixtures import (
+    AUTHORITY_SEED,
+    MemoryMixKeys,
+    make_document,
+    node_self,
+    public_for,
+    seed_for,
+    signed_document_bytes,
+)
 from katzenpost.pki import cert
 from katzenpost.pki.descriptor import DescriptorError, MixDescriptor, check_well_formed, verify_and_parse_descriptor
 from katzenpost.pki.document import DocumentError, parse_document_payload, verify_and_parse_document
@@ -125,20 +133,19 @@ def test_huge_quoted_integer_is_rejected_not_crashing():
 # --- the worker's own loop -------------------------------------------------------------------
 
 def test_worker_loop_ticks_on_its_own_and_stops_cleanly():
-    from test_pki_worker import FakeClient, node
+    from test_pki_worker import FakeClient
     from katzenpost.pki.worker import PKIWorker
 
     async def scenario():
         client = FakeClient()
-        worker = PKIWorker(node("mix1-0"), client, MemoryMixKeys("mix1-0"), EpochClock(period=12))
+        worker = PKIWorker(node_self("mix1-0"), client, MemoryMixKeys("mix1-0"), EpochClock(period=12))
         worker.start()
         for _ in range(60):
             if len(client.fetches) >= 3 and client.posts:
                 break
             await asyncio.sleep(0.1)
+        task = worker._task
         await worker.stop()
         assert client.posts and client.fetches
-        count = len(client.fetches)
-        await asyncio.sleep(0.6)
-        assert len(client.fetches) == count  # really stopped
+        assert task.done() and worker._task is None  # really stopped, nothing left running
     asyncio.run(asyncio.wait_for(scenario(), 20))

@@ -1,6 +1,7 @@
 """The node's PKI worker: what it fetches and when, publication with retry, peer authentication,
 outgoing destinations and the raw documents it serves (server.md §1.6, §1.9, §4.5)."""
 import asyncio
+from dataclasses import replace
 
 import pytest
 
@@ -10,8 +11,10 @@ from _pki_fixtures import (
     MemoryMixKeys,
     link_private_for,
     make_document,
+    node_self,
     public_for,
     seed_for,
+    signed_descriptor,
     signed_document_bytes,
     x25519_public,
 )
@@ -23,7 +26,7 @@ from katzenpost.pki.client import (
     PostRejectedError,
 )
 from katzenpost.pki.document import verify_and_parse_document
-from katzenpost.pki.worker import CachedDocument, NodeSelf, PKICacheError, PKIWorker
+from katzenpost.pki.worker import CachedDocument, PKICacheError, PKIWorker
 from katzenpost.wire.commands import ConsensusStatus
 from katzenpost.wire.handshake import PeerCredentials
 
@@ -37,14 +40,6 @@ AUTHORITY = public_for(AUTHORITY_SEED)
 def parsed_document(epoch, now, **kwargs):
     return verify_and_parse_document(signed_document_bytes(make_document(epoch, now, **kwargs), now),
                                      AUTHORITY, now)
-
-
-def node(name, provider=False):
-    return NodeSelf(identifier=name, identity_seed=seed_for(name),
-                    identity_public=public_for(seed_for(name)),
-                    link_public=x25519_public(link_private_for(name)),
-                    addresses={"tcp4": ["127.0.0.1:31010"]}, is_provider=provider,
-                    kaetzchen_for_pki=(lambda: {"loop": {"endpoint": "+loop"}}) if provider else None)
 
 
 class FakeClient:
@@ -71,7 +66,7 @@ class FakeClient:
 
 def make_worker(me="mix1-0", provider=False, **kwargs):
     client = FakeClient()
-    worker = PKIWorker(node(me, provider), client, MemoryMixKeys(me), CLOCK, **kwargs)
+    worker = PKIWorker(node_self(me, provider), client, MemoryMixKeys(me), CLOCK, **kwargs)
     return worker, client
 
 
@@ -133,13 +128,13 @@ def test_document_without_this_node_is_marked_failed():
 
 def test_document_with_our_wrong_link_key_or_name_is_unusable():
     doc = parsed_document(E, EARLY)
-    wrong_link = NodeSelf(**{**node("mix1-0").__dict__, "link_public": bytes(32)})
+    wrong_link = replace(node_self("mix1-0"), link_public=bytes(32))
     with pytest.raises(PKICacheError, match="link key"):
         CachedDocument.build(doc, wrong_link)
-    wrong_name = NodeSelf(**{**node("mix1-0").__dict__, "identifier": "other"})
+    wrong_name = replace(node_self("mix1-0"), identifier="other")
     with pytest.raises(PKICacheError, match="lists this node as"):
         CachedDocument.build(doc, wrong_name)
-    as_provider = NodeSelf(**{**node("mix1-0").__dict__, "is_provider": True})
+    as_provider = replace(node_self("mix1-0"), is_provider=True)
     with pytest.raises(PKICacheError, match="wrong layer"):
         CachedDocument.build(doc, as_provider)
 
@@ -293,3 +288,72 @@ def test_raw_consensus_for_clients():
     assert worker.get_raw_consensus(E + 1, EARLY)[0] == ConsensusStatus.NOT_FOUND
     assert worker.get_raw_consensus(E - 2, EARLY)[0] == ConsensusStatus.GONE
     assert worker.current_document(EARLY).epoch == E
+
+
+def test_peer_in_an_older_document_is_accepted_while_still_listed_now():
+    # mix0-0 sends to us by the E-1 document; in E it moved to another layer but is still listed.
+    worker, _ = make_worker()
+    worker.documents[E - 1] = CachedDocument.build(parsed_document(E - 1, EARLY), worker.node)
+    moved = make_document(E, EARLY)
+    moved.topology[0], moved.topology[2] = moved.topology[2], moved.topology[0]
+    doc = verify_and_parse_document(signed_document_bytes(moved, EARLY), AUTHORITY, EARLY)
+    worker.documents[E] = CachedDocument.build(doc, worker.node)
+    assert public_for(seed_for("mix0-0")) not in worker.documents[E].incoming
+    assert worker.authenticate_connection(creds_of("mix0-0"), False, EARLY) == (True, True)
+    assert public_for(seed_for("mix2-0")) in worker.outgoing_destinations(EARLY)
+
+
+def test_peer_delisted_from_the_current_document_is_dropped():
+    worker, _ = make_worker()
+    worker.documents[E - 1] = CachedDocument.build(parsed_document(E - 1, EARLY), worker.node)
+    current = make_document(E, EARLY)
+    current.topology[0] = [signed_descriptor("mix0-9", E, EARLY)]  # mix0-0 is gone
+    doc = verify_and_parse_document(signed_document_bytes(current, EARLY), AUTHORITY, EARLY)
+    worker.documents[E] = CachedDocument.build(doc, worker.node)
+    assert public_for(seed_for("mix0-0")) not in worker.documents[E].listed
+    assert worker.authenticate_connection(creds_of("mix0-0"), False, EARLY) == (False, False)
+    assert worker.outgoing_destinations(EARLY) == {public_for(seed_for("mix2-0")):
+                                                   worker.documents[E].outgoing[public_for(seed_for("mix2-0"))]}
+
+
+def test_link_key_of_the_most_recent_descriptor_is_accepted_for_older_documents():
+    new_link = x25519_public(b"\x07" * 32)
+    worker, _ = make_worker()
+    worker.documents[E] = CachedDocument.build(parsed_document(E, EARLY), worker.node)
+    upcoming = make_document(E + 1, EARLY)
+    upcoming.topology[0] = [signed_descriptor("mix0-0", E + 1, EARLY, link_key=new_link)]
+    doc = verify_and_parse_document(signed_document_bytes(upcoming, EARLY), AUTHORITY, EARLY)
+    worker.documents[E + 1] = CachedDocument.build(doc, worker.node)
+    connect_window = CLOCK.epoch_start(E) + P - 130  # < P/8 before the rollover, > 2 min
+    rotated = creds_of("mix0-0", link=new_link)
+    assert worker.authenticate_connection(rotated, False, connect_window) == (True, True)
+    # Without the next document, the new key is unknown.
+    del worker.documents[E + 1]
+    assert worker.authenticate_connection(rotated, False, connect_window) == (False, False)
+
+
+def test_mix_key_changes_ask_the_node_to_reshadow():
+    changes = []
+    worker, client = make_worker(on_mix_keys_changed=lambda: changes.append(1))
+    run(worker.tick(EARLY))  # keys E..E+2 created
+    assert changes == [1]
+    run(worker.tick(EARLY + 60))  # publication for E+1 creates E+3
+    assert changes == [1, 1]
+    run(worker.tick(EARLY + 120))  # nothing to publish, nothing changes
+    assert changes == [1, 1]
+
+
+def test_mix_key_store_failure_skips_the_post_but_not_the_rest_of_the_tick():
+    seen = []
+    worker, client = make_worker(on_epoch_change=seen.append)
+    client.documents[E] = parsed_document(E, EARLY)
+
+    def broken(epoch):
+        raise OSError("disk full")
+    worker.mix_keys.generate = broken
+    run(worker.tick(EARLY))
+    assert client.posts == [] and worker.last_published_epoch == 0
+    assert [d.epoch for d in seen] == [E]  # the document still reached the node
+    del worker.mix_keys.generate  # the store recovers: the next tick posts
+    run(worker.tick(EARLY + 60))
+    assert [e for e, _ in client.posts] == [E]

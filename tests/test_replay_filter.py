@@ -67,6 +67,7 @@ def test_probe_indexes_equal_twin_and_depend_on_key():
     assert a.indexes(tag) == ref.bloom_indexes(362315200, 14, b"A" * 16, tag)
     assert all(0 <= i < 362315200 for i in a.indexes(tag))
     assert a.indexes(tag) != b.indexes(tag)
+    assert (a.m_bits, a.k_probes, a.added) == (362315200, 14, 0)  # as built above
 
 
 @settings(max_examples=40, deadline=None)

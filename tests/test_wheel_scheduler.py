@@ -139,7 +139,7 @@ def test_nothing_due_before_deadline():
 
 # ---- boundary delays and clock steps -----------------------------------------------------------
 
-@pytest.mark.parametrize("delay", [0, 1, 63, 64, 4095, 4096, MIX_KEY_LIFETIME_MS, MIX_KEY_LIFETIME_MS + 1,
+@pytest.mark.parametrize("delay", [0, 1, 63, 64, 255, 256, 4095, 4096, 65535, 65536, MIX_KEY_LIFETIME_MS, MIX_KEY_LIFETIME_MS + 1,
                                    1 << 36, 1 << 62])
 def test_any_delay_is_dispatched_exactly_at_its_deadline(delay):
     now = 1_700_000_000
@@ -209,6 +209,7 @@ def test_capacity_one_keeps_exactly_one():
     wheel = TimerWheel(1, PACKET_LEN, 3)
     assert wheel.insert_batch(*batch([5, 6, 7, 8])) == 3
     assert len(wheel) == 1 and wheel.dropped_full == 3
+    assert (wheel.capacity, wheel.packet_len, wheel.arena_slots) == (1, PACKET_LEN, 1)
 
 
 def test_unlimited_queue_grows_in_chunks_and_keeps_order():
@@ -286,3 +287,37 @@ def test_long_random_run_matches_twin(capacity):
         assert wheel.next_deadline() == model.next_deadline()
     assert (wheel.dropped_full, wheel.dropped_late, len(wheel)) == (model.dropped_full, model.dropped_late, len(model))
     assert pop(wheel, 1 << 62) == model.pop_due(1 << 62, 10**6, 1 << 62)
+
+
+def test_two_threads_at_once_are_refused_not_corrupting():
+    """The wheel has one owner thread; a second concurrent caller gets RuntimeError, never a crash."""
+    import threading
+
+    wheel = TimerWheel(0, PACKET_LEN, 1)
+    counts = {"inserted": 0, "popped": 0, "refused": 0}
+    lock = threading.Lock()
+
+    def hammer(seed):
+        rng = np.random.default_rng(seed)
+        for i in range(300):
+            try:
+                if i % 2:
+                    n = wheel.insert_batch(*batch(rng.integers(0, 1000, 64)))
+                    assert n == 0
+                    with lock:
+                        counts["inserted"] += 64
+                else:
+                    got = len(pop(wheel, int(rng.integers(0, 1000)), burst=64, rows=64))
+                    with lock:
+                        counts["popped"] += got
+            except RuntimeError as exc:
+                assert "two threads" in str(exc)
+                with lock:
+                    counts["refused"] += 1
+
+    threads = [threading.Thread(target=hammer, args=(s,)) for s in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert counts["inserted"] == counts["popped"] + len(wheel) + wheel.dropped_late

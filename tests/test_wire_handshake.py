@@ -1,52 +1,38 @@
 """Noise XXhfs handshake and transport framing: the Go transcript byte for byte, both KEM
 implementations live, and every malformed handshake message or frame (spec wire.md §1.2-1.4, §2.5)."""
 import hashlib
-import json
 import os
 import random
 import struct
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from wire_support import INITIATOR_LABEL, RESPONDER_LABEL, ShakeStream, load_transcript
 from katzenpost.wire.errors import FrameError, HandshakeError
 from katzenpost.wire.framing import MAX_FRAME_LENGTH, FrameOpener, FrameSealer
 from katzenpost.wire.handshake import (AUTH_MESSAGE_LENGTH, MSG1_LENGTH, MSG2_LENGTH, MSG3_LENGTH,
                                        Handshake, decode_auth_message, encode_auth_message)
 from katzenpost.wire.kem import CryptographyKyber1024, KyberPyKyber1024
-from katzenpost.wire.noise import PROTOCOL_NAME, hkdf2, hmac_blake2b, rekey
+from katzenpost.reference.linkframe import rekey
+from katzenpost.wire.noise import (MAX_NONCE, PROTOCOL_NAME, CipherState, NonceExhausted,
+                                   SymmetricState, hkdf2, hmac_blake2b)
 
-TRANSCRIPT = Path(__file__).parent / "vectors/wire/katzenpost_xxhfs_transcript.json"
 
 
 @pytest.fixture(scope="module")
 def transcript():
-    return json.loads(TRANSCRIPT.read_text())
-
-
-class ShakeStream:
-    """The transcript's RNG: the SHAKE-256 output stream of a label, read front to back."""
-
-    def __init__(self, label: str) -> None:
-        self._stream = hashlib.shake_256(label.encode()).digest(1024)
-        self._position = 0
-
-    def __call__(self, length: int) -> bytes:
-        chunk = self._stream[self._position:self._position + length]
-        self._position += length
-        assert len(chunk) == length
-        return chunk
+    return load_transcript()
 
 
 def transcript_pair(t, kem_factory=KyberPyKyber1024):
     initiator = Handshake(initiator=True, link_key=bytes.fromhex(t["initiator_static_private"]),
                           additional_data=bytes.fromhex(t["initiator_ad"]), kem=kem_factory(),
-                          rng=ShakeStream("katzenpost wire vector: initiator"),
+                          rng=ShakeStream(INITIATOR_LABEL),
                           clock=lambda: t["responder_unix_time"] + 2)
     responder = Handshake(initiator=False, link_key=bytes.fromhex(t["responder_static_private"]),
                           additional_data=bytes.fromhex(t["responder_ad"]), kem=kem_factory(),
-                          rng=ShakeStream("katzenpost wire vector: responder"),
+                          rng=ShakeStream(RESPONDER_LABEL),
                           clock=lambda: t["responder_unix_time"])
     return initiator, responder
 
@@ -129,6 +115,18 @@ def test_noise_hkdf_and_rekey_follow_their_definitions():
     assert rekey(key) == ChaCha20Poly1305(key).encrypt(nonce, bytes(32), None)[:32]
 
 
+def test_noise_symmetric_state_edges():
+    """A protocol name over 64 bytes is hashed (Noise §5.2); nonce 2^64-1 is never used."""
+    long_name = b"N" * 65
+    assert SymmetricState(long_name).handshake_hash == hashlib.blake2b(long_name).digest()
+    assert SymmetricState(PROTOCOL_NAME).chaining_key == PROTOCOL_NAME.ljust(64, b"\x00")
+    cipher = CipherState(os.urandom(32), MAX_NONCE)
+    with pytest.raises(NonceExhausted):
+        cipher.encrypt_with_ad(b"", b"x")
+    with pytest.raises(NonceExhausted):
+        cipher.decrypt_with_ad(b"", bytes(17))
+
+
 def run_handshake(initiator, responder):
     responder.read_message(initiator.write_message())
     initiator.read_message(responder.write_message())
@@ -168,6 +166,17 @@ def test_auth_message_layout_and_unchecked_padding():
     assert message[:4] == b"\x03bob" and message[-4:] == b"\x01\x02\x03\x04"
     padded = message[:10] + b"\xee" + message[11:]
     assert decode_auth_message(padded) == (b"bob", 0x01020304)
+
+
+def test_auth_time_is_whole_seconds_truncated_to_uint32():
+    """Go writes uint32(time.Now().Unix()): fractions dropped, wraps after 2106."""
+    assert encode_auth_message(b"", 2**32 + 5)[-4:] == (5).to_bytes(4, "big")
+    initiator, _ = fresh_pair()
+    responder = Handshake(initiator=False, link_key=os.urandom(32), additional_data=b"r",
+                          clock=lambda: 1614300000.99)
+    responder.read_message(initiator.write_message())
+    initiator.read_message(responder.write_message())
+    assert initiator.peer_unix_time == 1614300000
 
 
 def test_operations_out_of_order_are_refused():

@@ -117,3 +117,18 @@ def test_wrong_size_ciphertext_is_rejected(length):
 
 def test_production_kem_is_the_cryptography_adapter():
     assert isinstance(default_kem(), CryptographyKyber1024)
+
+
+def test_a_cryptography_build_without_ml_kem_fails_loudly(monkeypatch):
+    """Debian's python3-cryptography (or an OpenSSL < 3.5 build) must not pass silently."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric import mlkem
+
+    from katzenpost.wire import kem
+
+    def unsupported():
+        raise UnsupportedAlgorithm("ML-KEM-1024 is not supported by this backend")
+    monkeypatch.setattr(kem, "_ml_kem_checked", False)
+    monkeypatch.setattr(mlkem.MLKEM1024PrivateKey, "generate", staticmethod(unsupported))
+    with pytest.raises(RuntimeError, match="no ML-KEM-1024; install cryptography>=48"):
+        default_kem()

@@ -2,18 +2,17 @@
 framed commands, the Go transcript on the wire, and the bad-input suite (spec wire.md §1.3-1.4,
 server.md §1.6, §6). Every test is bounded in time and checks that no task or socket leaks."""
 import asyncio
+import contextlib
 import gc
-import hashlib
-import json
 import logging
 import os
 import struct
 import warnings
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from wire_support import INITIATOR_LABEL, RESPONDER_LABEL, ShakeStream, load_transcript
 from katzenpost.sphinx.geometry import PACKET_LENGTH
 from katzenpost.wire import (AuthenticationError, CommandError, ConnectError, ConnectionClosed,
                              FrameError, HandshakeError, HandshakeTimeout, PeerCredentials, WireError,
@@ -23,9 +22,8 @@ from katzenpost.wire.commands import (Consensus, Disconnect, GetConsensus, NoOp,
 from katzenpost.wire.framing import FrameOpener, FrameSealer
 from katzenpost.wire.handshake import MSG1_LENGTH, MSG2_LENGTH, MSG3_LENGTH, Handshake
 from katzenpost.wire.kem import KyberPyKyber1024
-from katzenpost.wire.noise import rekey
+from katzenpost.reference.linkframe import rekey
 
-TRANSCRIPT = Path(__file__).parent / "vectors/wire/katzenpost_xxhfs_transcript.json"
 TEST_TIMEOUT = 20.0
 LOOPBACK = "127.0.0.1"
 
@@ -54,17 +52,6 @@ def run(coro_fn, timeout: float = TEST_TIMEOUT):
     leaked = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
     assert not leaked, f"leaked sockets or transports: {leaked}"
     return result
-
-
-class ShakeStream:
-    def __init__(self, label: str) -> None:
-        self._stream = hashlib.shake_256(label.encode()).digest(1024)
-        self._position = 0
-
-    def __call__(self, length: int) -> bytes:
-        chunk = self._stream[self._position:self._position + length]
-        self._position += length
-        return chunk
 
 
 class Listener:
@@ -108,6 +95,13 @@ class Listener:
             except BaseException as exc:
                 await self.received.put(("escaped", exc))
                 raise
+
+    async def connect_pair(self, additional_data: bytes = b"", **options):
+        """(our initiator session, the listener's responder session) over 127.0.0.1."""
+        options = {"link_key": os.urandom(32), "authenticator": allow, "handshake_timeout": 5,
+                   **options}
+        session = await connect(LOOPBACK, self.port, additional_data=additional_data, **options)
+        return session, await self.sessions.get()
 
     @property
     def public_key(self) -> bytes:
@@ -199,9 +193,7 @@ def test_can_send_and_async_authenticators():
             await asyncio.sleep(0)
             return True, False
         async with Listener(authenticator=async_no_send) as listener:
-            session = await connect(LOOPBACK, listener.port, link_key=os.urandom(32),
-                                    additional_data=b"", authenticator=allow, handshake_timeout=5)
-            server_session = await listener.sessions.get()
+            session, server_session = await listener.connect_pair(b"")
             assert server_session.can_send is False and session.can_send is True
             await session.close()
             await server_session.close()
@@ -211,9 +203,7 @@ def test_can_send_and_async_authenticators():
 def test_concurrent_senders_keep_frames_intact():
     async def scenario():
         async with Listener() as listener:
-            session = await connect(LOOPBACK, listener.port, link_key=os.urandom(32),
-                                    additional_data=b"x", authenticator=allow, handshake_timeout=5)
-            server_session = await listener.sessions.get()
+            session, server_session = await listener.connect_pair(b"x")
 
             async def sender(tag: int):
                 for index in range(20):
@@ -230,7 +220,7 @@ def test_concurrent_senders_keep_frames_intact():
 def test_go_transcript_on_the_wire_as_initiator():
     """Our connect() with the transcript's randomness emits msg1, msg3 and the two SendPacket
     frames byte for byte to a peer replaying the Go responder's msg2, NoOp and Disconnect."""
-    t = json.loads(TRANSCRIPT.read_text())
+    t = load_transcript()
     frames = [bytes.fromhex(f["wire_bytes"]) for f in t["frames"]]
 
     async def scenario():
@@ -256,7 +246,7 @@ def test_go_transcript_on_the_wire_as_initiator():
                                 link_key=bytes.fromhex(t["initiator_static_private"]),
                                 additional_data=bytes.fromhex(t["initiator_ad"]),
                                 authenticator=allow, handshake_timeout=10, kem=KyberPyKyber1024(),
-                                rng=ShakeStream("katzenpost wire vector: initiator"),
+                                rng=ShakeStream(INITIATOR_LABEL),
                                 clock=lambda: t["responder_unix_time"])
         assert session.handshake_hash.hex() == t["handshake_hash"]
         assert session.peer_credentials.public_key.hex() == t["responder_static_public"]
@@ -273,13 +263,13 @@ def test_go_transcript_on_the_wire_as_initiator():
 
 
 def test_go_transcript_on_the_wire_as_responder():
-    t = json.loads(TRANSCRIPT.read_text())
+    t = load_transcript()
     frames = [bytes.fromhex(f["wire_bytes"]) for f in t["frames"]]
 
     async def scenario():
         options = dict(link_key=bytes.fromhex(t["responder_static_private"]),
                        additional_data=bytes.fromhex(t["responder_ad"]), kem=KyberPyKyber1024(),
-                       rng=ShakeStream("katzenpost wire vector: responder"),
+                       rng=ShakeStream(RESPONDER_LABEL),
                        clock=lambda: t["responder_unix_time"])
         async with Listener(**options) as listener:
             reader, writer = await asyncio.open_connection(LOOPBACK, listener.port)
@@ -368,8 +358,18 @@ def test_wrong_prologue_closes_without_a_reply(version, caplog):
     assert "unsupported protocol version" in caplog.text
 
 
-@pytest.mark.parametrize("stage", ["truncated msg1", "truncated msg3", "bad msg3 MAC", "garbage msg1"])
-def test_malformed_handshake_messages_close_the_connection(stage):
+MALFORMED_STAGE_REASONS = {
+    "truncated msg1": "closed the connection during the handshake (900 of 1601 bytes)",
+    "garbage msg1": "public key rejected",  # random bytes are not a canonical Kyber key
+    "truncated msg3": "closed the connection during the handshake (100 of 324 bytes)",
+    "bad msg3 MAC": "handshake message 3: authentication tag mismatch",
+}
+
+
+@pytest.mark.parametrize("stage", list(MALFORMED_STAGE_REASONS))
+def test_malformed_handshake_messages_close_the_connection(stage, caplog):
+    caplog.set_level(logging.INFO, logger="katzenpost.wire")
+
     async def scenario():
         async with Listener() as listener:
             raw = await RawInitiator().open(listener.port, finish=False)
@@ -388,10 +388,12 @@ def test_malformed_handshake_messages_close_the_connection(stage):
                     raw.writer.write_eof()
                 else:
                     raw.writer.write(msg3[:-1] + bytes([msg3[-1] ^ 0x80]))
-            await raw.expect_closed()
+            assert await raw.expect_closed() == b""  # no msg2 / no NoOp, no error reply
             result = await listener.sessions.get()
             assert isinstance(result, HandshakeError), result
+            assert MALFORMED_STAGE_REASONS[stage] in str(result)
     run(scenario)
+    assert MALFORMED_STAGE_REASONS[stage] in caplog.text
 
 
 def test_stalling_initiator_hits_the_handshake_timeout(caplog):
@@ -572,10 +574,7 @@ def test_many_sessions_leave_nothing_behind():
     async def scenario():
         async with Listener() as listener:
             for _ in range(10):
-                session = await connect(LOOPBACK, listener.port, link_key=os.urandom(32),
-                                        additional_data=b"", authenticator=allow,
-                                        handshake_timeout=5)
-                server_session = await listener.sessions.get()
+                session, server_session = await listener.connect_pair(b"")
                 await session.send_command(Disconnect())
                 assert isinstance(await server_session.recv_command(), Disconnect)
                 await server_session.close()
@@ -627,10 +626,8 @@ def test_adapter_interoperates_with_the_round3_oracle_over_tcp(oracle_side):
         listener_options = {"kem": KyberPyKyber1024()} if oracle_side == "responder" else {}
         client_kem = KyberPyKyber1024() if oracle_side == "initiator" else None
         async with Listener(**listener_options) as listener:
-            session = await connect(LOOPBACK, listener.port, link_key=os.urandom(32),
-                                    additional_data=b"mixed", authenticator=allow,
-                                    handshake_timeout=10, kem=client_kem)
-            server_session = await listener.sessions.get()
+            session, server_session = await listener.connect_pair(b"mixed", handshake_timeout=10,
+                                                                  kem=client_kem)
             await server_session.send_command(SendPacket(b"round three"))
             assert await session.recv_command() == SendPacket(b"round three")
             await session.close()
@@ -704,9 +701,7 @@ def test_write_packets_sends_a_batch_without_waiting():
 
     async def scenario():
         async with Listener() as listener:
-            session = await connect(LOOPBACK, listener.port, link_key=os.urandom(32),
-                                    additional_data=b"mix", authenticator=allow, handshake_timeout=5)
-            server_session = await listener.sessions.get()
+            session, server_session = await listener.connect_pair(b"mix")
             batch = np.random.default_rng(1).integers(0, 256, size=(8, PACKET_LENGTH), dtype=np.uint8)
             assert session.is_writable()
             session.write_packets(batch)
@@ -741,4 +736,196 @@ def test_is_writable_reports_back_pressure():
                 await asyncio.wait_for(session.wait_writable(), 0.2)
             await session.close(abort=True)
             raw.writer.transport.abort()
+    run(scenario)
+
+
+# -- session API contract details ------------------------------------------------------------
+
+class CountingAuthenticator:
+    """The object form of the authenticator (``is_peer_valid``), as the PKI layer uses it."""
+
+    def __init__(self, answer) -> None:
+        self.answer = answer
+        self.seen = []
+
+    def is_peer_valid(self, creds):
+        self.seen.append(creds)
+        return self.answer
+
+
+@pytest.mark.parametrize("answer, accepted, can_send", [
+    (True, True, True), ((True, False), True, False), ((False, True), False, False),
+    ((True, True, True), False, False),  # a malformed answer rejects, it never escapes
+])
+def test_authenticator_object_and_its_answers(answer, accepted, can_send):
+    async def scenario():
+        authenticator = CountingAuthenticator(answer)
+        async with Listener(authenticator=authenticator) as listener:
+            client_key = os.urandom(32)
+            if accepted:
+                session = await connect(LOOPBACK, listener.port, link_key=client_key,
+                                        additional_data=b"obj", authenticator=allow,
+                                        handshake_timeout=5)
+                server_session = await listener.sessions.get()
+                assert server_session.can_send is can_send
+                await session.close()
+                await server_session.close()
+            else:
+                with pytest.raises(HandshakeError, match="closed the connection"):
+                    await connect(LOOPBACK, listener.port, link_key=client_key,
+                                  additional_data=b"obj", authenticator=allow, handshake_timeout=5)
+                assert isinstance(await listener.sessions.get(), AuthenticationError)
+            client_public = Handshake(initiator=True, link_key=client_key,
+                                      additional_data=b"")._static_public
+            assert authenticator.seen == [PeerCredentials(b"obj", client_public)]
+    run(scenario)
+
+
+def test_concurrent_receives_on_one_session_are_refused():
+    async def scenario():
+        async with Listener() as listener:
+            raw = await RawInitiator().open(listener.port)
+            session = await listener.sessions.get()
+            first = asyncio.ensure_future(session.recv_command())
+            await asyncio.sleep(0.05)
+            with pytest.raises(RuntimeError, match="called concurrently"):
+                await session.recv_command()
+            raw.writer.write(raw.seal(NoOp().to_bytes()))
+            assert await first == NoOp()  # the refused call did not disturb the first one
+            await session.close()
+            assert await raw.expect_closed() == b""
+    run(scenario)
+
+
+def test_tcp_keepalive_is_enabled_on_both_sides():
+    import socket as socket_module
+
+    def keepalive(session):
+        sock = session._writer.get_extra_info("socket")
+        enabled = sock.getsockopt(socket_module.SOL_SOCKET, socket_module.SO_KEEPALIVE)
+        idle = sock.getsockopt(socket_module.IPPROTO_TCP, socket_module.TCP_KEEPIDLE)
+        return bool(enabled), idle
+
+    async def scenario():
+        async with Listener() as listener:
+            session, server_session = await listener.connect_pair(b"")
+            assert keepalive(session) == keepalive(server_session) == (True, 180)
+            await session.close()
+            await server_session.close()
+    run(scenario)
+
+
+def test_oversized_command_is_refused_and_the_session_stays_usable():
+    from katzenpost.wire.framing import MAX_COMMAND_LENGTH
+
+    async def scenario():
+        async with Listener() as listener:
+            session, server_session = await listener.connect_pair(b"")
+            largest = SendPacket(bytes(MAX_COMMAND_LENGTH - 6))
+            with pytest.raises(FrameError, match="exceeds the 1048560-byte frame limit"):
+                await session.send_command(SendPacket(bytes(MAX_COMMAND_LENGTH - 5)))
+            assert not session.closed
+            await session.send_command(largest)  # exactly the limit still goes through
+            assert await server_session.recv_command() == largest
+            await session.close()
+            await server_session.close()
+    run(scenario)
+
+
+def test_write_packets_on_a_dead_transport_closes_the_session():
+    async def scenario():
+        async with Listener() as listener:
+            session, server_session = await listener.connect_pair(b"")
+            session._writer.transport.abort()  # the connection is gone under the sender
+            await asyncio.sleep(0)
+            with pytest.raises(ConnectionClosed, match="transport closed under the sender"):
+                session.write_packets([bytes(PACKET_LENGTH)])
+            assert session.closed and not session.is_writable()
+            with pytest.raises(ConnectionClosed):
+                await server_session.recv_command()
+    run(scenario)
+
+
+def test_graceful_close_of_a_peer_that_stopped_reading_is_bounded(monkeypatch):
+    from katzenpost.wire import session as wire_session
+    monkeypatch.setattr(wire_session, "CLOSE_FLUSH_TIMEOUT", 0.3)
+
+    async def scenario():
+        async with Listener() as listener:
+            raw = await RawInitiator().open(listener.port)
+            session = await listener.sessions.get()
+            while session.is_writable():  # the raw peer never reads: fill every buffer
+                session.write_packets([bytes(PACKET_LENGTH)] * 64)
+                await asyncio.sleep(0)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await session.close("shutting down")  # flush attempt, then abort
+            assert loop.time() - started < 2.0
+            assert session._writer.transport.is_closing()
+            raw.writer.transport.abort()
+    run(scenario)
+
+
+@pytest.mark.parametrize("role", ["initiator", "responder"])
+def test_cancelling_a_handshake_closes_the_socket(role):
+    """A caller that gives up (task cancelled) mid-handshake leaves no socket behind and the
+    peer sees the connection end."""
+    async def scenario():
+        peer_saw = asyncio.Queue()
+        handshakes: asyncio.Queue = asyncio.Queue()
+
+        async def silent_peer(reader, writer):  # reads what comes, never answers
+            try:
+                await peer_saw.put(await asyncio.wait_for(reader.read(), 5))
+            finally:
+                writer.close()
+
+        async def our_responder(reader, writer):
+            task = asyncio.ensure_future(accept(reader, writer, link_key=os.urandom(32),
+                                                additional_data=b"", authenticator=allow,
+                                                handshake_timeout=10))
+            await handshakes.put(task)
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        server = await asyncio.start_server(
+            silent_peer if role == "initiator" else our_responder, LOOPBACK, 0)
+        port = server.sockets[0].getsockname()[1]
+        if role == "initiator":
+            task = asyncio.ensure_future(connect(LOOPBACK, port, link_key=os.urandom(32),
+                                                 additional_data=b"", authenticator=allow,
+                                                 handshake_timeout=10))
+            await asyncio.sleep(0.2)  # msg1 is out; waiting for msg2
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert len(await peer_saw.get()) == MSG1_LENGTH  # then EOF: the socket closed
+        else:
+            reader, writer = await asyncio.open_connection(LOOPBACK, port)
+            task = await handshakes.get()
+            await asyncio.sleep(0.1)  # accept() waits for msg1
+            task.cancel()
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+            writer.close()
+            await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+    run(scenario)
+
+
+def test_a_refused_packet_mid_batch_keeps_the_stream_in_step():
+    """Packets sealed before the refused one are still sent: the peer's counters stay in step."""
+    from katzenpost.wire.framing import MAX_COMMAND_LENGTH
+
+    async def scenario():
+        async with Listener() as listener:
+            session, server_session = await listener.connect_pair(b"")
+            with pytest.raises(FrameError, match="frame limit"):
+                session.write_packets([b"first", bytes(MAX_COMMAND_LENGTH), b"never"])
+            assert not session.closed
+            await session.send_command(SendPacket(b"after"))
+            assert await server_session.recv_command() == SendPacket(b"first")
+            assert await server_session.recv_command() == SendPacket(b"after")
+            await session.close()
+            await server_session.close()
     run(scenario)

@@ -5,7 +5,6 @@ command objects and error messages live in katzenpost.sphinx."""
 from libc.stdint cimport uint8_t, int8_t, int32_t, uint32_t
 from libc.string cimport memcpy
 
-from katzenpost._core.sphinx cimport *
 
 from katzenpost.sphinx import geometry as _g
 

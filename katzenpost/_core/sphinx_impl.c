@@ -294,6 +294,7 @@ static int authenticate(const uint8_t *keys, size_t n_keys, const uint8_t *pkt,
         if (sx_x25519(secret, keys + 32 * k, alpha) != 0)
             return SX_ERR_INTERNAL;
         sx_kdf(secret, pk);
+        memset(secret, 0, sizeof secret);
         sx_hmac_sha256(pk->header_mac, sizeof pk->header_mac, pkt, SX_GAMMA_OFF, mac);
         if (ct_equal(mac, pkt + SX_GAMMA_OFF, SX_MAC_LEN)) {
             res->key_index = (int8_t)k;

@@ -1,5 +1,5 @@
-/* Hierarchical timer wheel (see wheel_impl.h). Level L buckets cover 64^L ms each; a packet sits
- * at the level of the highest 6-bit group in which its deadline differs from the wheel clock, so
+/* Hierarchical timer wheel (see wheel_impl.h). Level L buckets cover 256^L ms each; a packet sits
+ * at the level of the highest 8-bit group in which its deadline differs from the wheel clock, so
  * a bucket is cascaded one level down when the clock reaches its start. Packets inserted with a
  * deadline behind the clock go to a small min-heap, which is always earlier than every bucket,
  * so dispatch order is exactly (deadline, insertion order). */
@@ -59,7 +59,26 @@ static inline uint8_t *packet_at(const wheel_state *w, int32_t s)
 
 static inline int level_of(uint64_t diff)
 {
-    return (63 - __builtin_clzll(diff | 63)) / 6;
+    return (63 - __builtin_clzll(diff | (WHEEL_SLOTS - 1))) / WHEEL_LEVEL_BITS;
+}
+
+static inline void occupancy_set(wheel_state *w, int b)
+{
+    w->occupied[b / WHEEL_SLOTS][(b % WHEEL_SLOTS) / 64] |= 1ULL << (b % 64);
+}
+
+static inline void occupancy_clear(wheel_state *w, int b)
+{
+    w->occupied[b / WHEEL_SLOTS][(b % WHEEL_SLOTS) / 64] &= ~(1ULL << (b % 64));
+}
+
+/* Lowest non-empty slot of a level, or -1. */
+static inline int first_slot(const wheel_state *w, int level)
+{
+    for (int i = 0; i < WHEEL_OCC_WORDS; i++)
+        if (w->occupied[level][i])
+            return i * 64 + __builtin_ctzll(w->occupied[level][i]);
+    return -1;
 }
 
 /* ---- the heap of packets behind the clock, ordered by (deadline, seq) ---------------------- */
@@ -134,7 +153,7 @@ static void bucket_append(wheel_state *w, int b, int32_t s)
     if (w->head[b] < 0) {
         w->head[b] = w->tail[b] = s;
         w->prev[s] = -1 - b;
-        w->occupied[b / WHEEL_SLOTS] |= 1ULL << (b % WHEEL_SLOTS);
+        occupancy_set(w, b);
         w->bucket_min[b] = w->deadline[s];
         w->bucket_min_stale[b] = 0;
     } else {
@@ -148,11 +167,11 @@ static void bucket_append(wheel_state *w, int b, int32_t s)
 
 /* Bucket of a deadline at or after the clock. Also where a queued packet still is: the clock only
  * moves to the start of a bucket being cascaded (or a level-0 tick), which keeps every other
- * packet's highest differing 6-bit group, and so its bucket, unchanged. */
+ * packet's highest differing 8-bit group, and so its bucket, unchanged. */
 static inline int bucket_of(const wheel_state *w, int64_t d)
 {
     int level = level_of((uint64_t)d ^ (uint64_t)w->cur);
-    return level * WHEEL_SLOTS + (int)(((uint64_t)d >> (6 * level)) & 63);
+    return level * WHEEL_SLOTS + (int)(((uint64_t)d >> (WHEEL_LEVEL_BITS * level)) & (WHEEL_SLOTS - 1));
 }
 
 static void bucket_unlink(wheel_state *w, int32_t s)
@@ -168,7 +187,7 @@ static void bucket_unlink(wheel_state *w, int32_t s)
     else
         w->tail[b] = p >= 0 ? p : -1;
     if (w->head[b] < 0)
-        w->occupied[b / WHEEL_SLOTS] &= ~(1ULL << (b % WHEEL_SLOTS));
+        occupancy_clear(w, b);
     else if (w->deadline[s] == w->bucket_min[b])
         w->bucket_min_stale[b] = 1;
 }
@@ -205,7 +224,7 @@ static void cascade(wheel_state *w, int b)
 {
     int32_t s = w->head[b];
     w->head[b] = w->tail[b] = -1;
-    w->occupied[b / WHEEL_SLOTS] &= ~(1ULL << (b % WHEEL_SLOTS));
+    occupancy_clear(w, b);
     while (s >= 0) {
         int32_t following = w->next[s];
         place(w, s);
@@ -216,8 +235,8 @@ static void cascade(wheel_state *w, int b)
 /* Start (ms) of slot `slot` at `level`, in the same higher-level block as the clock. */
 static inline int64_t slot_start(const wheel_state *w, int level, int slot)
 {
-    int shift = 6 * level;
-    uint64_t high = shift + 6 >= 64 ? 0 : ((uint64_t)w->cur >> (shift + 6)) << (shift + 6);
+    int shift = WHEEL_LEVEL_BITS * level, above = shift + WHEEL_LEVEL_BITS;
+    uint64_t high = above >= 64 ? 0 : ((uint64_t)w->cur >> above) << above;
     return (int64_t)(high | ((uint64_t)slot << shift));
 }
 
@@ -230,8 +249,8 @@ static int32_t peek_due(wheel_state *w, int64_t now)
             int32_t s = w->heap_slot[0];
             return w->deadline[s] <= now ? s : -1;
         }
-        if (w->occupied[0]) {
-            int slot = __builtin_ctzll(w->occupied[0]);
+        int slot = first_slot(w, 0);
+        if (slot >= 0) {
             int64_t tick = slot_start(w, 0, slot);
             if (tick > now)
                 return -1;
@@ -240,13 +259,13 @@ static int32_t peek_due(wheel_state *w, int64_t now)
         }
         int level;
         for (level = 1; level < WHEEL_LEVELS; level++) {
-            if (w->occupied[level])
+            slot = first_slot(w, level);
+            if (slot >= 0)
                 break;
         }
         if (level == WHEEL_LEVELS)
             return -1;
         /* Slots at a level are all after the clock's own slot there, so the lowest set bit wins. */
-        int slot = __builtin_ctzll(w->occupied[level]);
         int64_t start = slot_start(w, level, slot);
         if (start > now)
             return -1;
@@ -260,12 +279,14 @@ int64_t wheel_next_deadline(wheel_state *w, int *found)
     *found = 1;
     if (w->heap_len > 0)
         return w->deadline[w->heap_slot[0]];
-    if (w->occupied[0])
-        return slot_start(w, 0, __builtin_ctzll(w->occupied[0]));
+    int slot = first_slot(w, 0);
+    if (slot >= 0)
+        return slot_start(w, 0, slot);
     for (int level = 1; level < WHEEL_LEVELS; level++) {
-        if (!w->occupied[level])
+        slot = first_slot(w, level);
+        if (slot < 0)
             continue;
-        int b = level * WHEEL_SLOTS + __builtin_ctzll(w->occupied[level]);
+        int b = level * WHEEL_SLOTS + slot;
         if (w->bucket_min_stale[b]) {
             int64_t best = INT64_MAX;
             for (int32_t s = w->head[b]; s >= 0; s = w->next[s])

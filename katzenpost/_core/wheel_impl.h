@@ -1,4 +1,4 @@
-/* Hierarchical timer wheel (1 ms ticks, 11 levels x 64 slots: every int64 deadline) for the
+/* Hierarchical timer wheel (1 ms ticks, 8 levels x 256 slots: every int64 deadline) for the
  * scheduler, over slot arrays owned by the caller (numpy). No allocation, no I/O; one thread at
  * a time (the Cython wrapper enforces it). */
 #ifndef KATZENPOST_WHEEL_IMPL_H
@@ -7,8 +7,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define WHEEL_LEVELS 11
-#define WHEEL_SLOTS 64
+/* 8 bits per level: level 0 spans 256 ms and level 1 65.5 s, so the usual mix delays (mean 4 s,
+ * MuMaxDelay 46 s) are cascaded once; 8 levels cover all 64 bits of a deadline. */
+#define WHEEL_LEVEL_BITS 8
+#define WHEEL_LEVELS 8
+#define WHEEL_SLOTS 256
+#define WHEEL_OCC_WORDS (WHEEL_SLOTS / 64)
 #define WHEEL_BUCKETS (WHEEL_LEVELS * WHEEL_SLOTS)
 
 typedef struct wheel_state {
@@ -33,7 +37,7 @@ typedef struct wheel_state {
     uint64_t rng;
     uint64_t dropped_full;
     uint64_t dropped_late;
-    uint64_t occupied[WHEEL_LEVELS];
+    uint64_t occupied[WHEEL_LEVELS][WHEEL_OCC_WORDS];   /* non-empty buckets, one bit each */
     int32_t head[WHEEL_BUCKETS];
     int32_t tail[WHEEL_BUCKETS];
     int64_t bucket_min[WHEEL_BUCKETS];   /* earliest deadline per bucket, levels >= 1 */

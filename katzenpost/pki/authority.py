@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from katzenpost.log import NOTICE
 from katzenpost.pki.authority_state import AuthorityState
@@ -111,7 +110,7 @@ class AuthorityServer:
         tick = self.state.clock.worker_tick()
         while not self._stopping.is_set():
             try:
-                self.state.tick(time.time())
+                self.state.tick(self.state.clock.unix_now())
             except StoreError as exc:
                 self._fatal(exc)
                 return
@@ -167,7 +166,7 @@ class AuthorityServer:
             await session.close()
 
     def _dispatch(self, command, creds: PeerCredentials):
-        now = time.time()
+        now = self.state.clock.unix_now()
         if isinstance(command, GetConsensus):
             status, payload = self.state.document_for_epoch(command.epoch, now)
             log.debug("GetConsensus(%d) -> %s", command.epoch, status.name)

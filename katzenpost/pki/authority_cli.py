@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 import sys
-import time
 
 from katzenpost import keys
 from katzenpost import log as kp_log
@@ -50,7 +49,7 @@ async def _serve(cfg, identity: keys.IdentityKey) -> int:
         log.warning("Test network: the epoch period is %d s instead of 20 minutes", clock.period)
     store = AuthorityStore.open_in(cfg.data_dir)
     state = AuthorityState(cfg, identity.seed, identity.public, store, clock)
-    state.restore(time.time())
+    state.restore(clock.unix_now())
     server = AuthorityServer(state, identity.seed, identity.public, identity.to_x25519_private())
     await server.start(cfg.listen_addresses())
     loop = asyncio.get_running_loop()

@@ -245,9 +245,10 @@ def _parse_debug(table: dict) -> DebugConfig:
         raise AuthorityConfigError(f"config: Debug.Layers must be <= {MAX_LAYERS}, got {layers}")
     min_nodes = values.get("MinNodesPerLayer", 0)
     period = values.get("EpochPeriod", 0)
-    if period < 0 or (period and period != DEFAULT_PERIOD and period < MIN_TEST_PERIOD):
-        raise AuthorityConfigError(
-            f"config: Debug.EpochPeriod must be 0 or >= {MIN_TEST_PERIOD} seconds, got {period}")
+    # The same range as a node's Debug.EpochPeriod: every node must be able to match it.
+    if period and not MIN_TEST_PERIOD <= period <= DEFAULT_PERIOD:
+        raise AuthorityConfigError(f"config: Debug.EpochPeriod must be 0 or {MIN_TEST_PERIOD}.."
+                                   f"{DEFAULT_PERIOD} seconds, got {period}")
     return DebugConfig(layers=layers if layers > 0 else DEFAULT_LAYERS,
                        min_nodes_per_layer=min_nodes if min_nodes > 0 else DEFAULT_MIN_NODES_PER_LAYER,
                        generate_only=values.get("GenerateOnly", False), epoch_period=period)

@@ -1,13 +1,13 @@
 """The non-voting authority's state machine (server.md §4.6): uploads, documents, bootstrap.
 
-Sans-I/O: every entry point takes the current Unix time; the network side lives in
-`authority.py`. It must never answer from an unverified or expired certificate.
+Sans-I/O (every entry point takes the Unix time; sockets live in `authority.py`). It stores no
+certificate it has not verified, restored ones included.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
-import os
 import random
 from dataclasses import dataclass
 
@@ -235,7 +235,7 @@ class AuthorityState:
         return result
 
     def _shared_random(self, epoch: int) -> bytes:
-        reveal = epoch.to_bytes(8, "big") + hashlib.sha3_256(os.urandom(32)).digest()
+        reveal = epoch.to_bytes(8, "big") + hashlib.sha3_256(self._rng.randbytes(32)).digest()
         previous = bytes(32)
         if epoch != self.genesis_epoch:
             prev_doc = self.documents.get(epoch - 1)
@@ -262,19 +262,13 @@ class AuthorityState:
             log.warning("Not generating the document for epoch %d: %d mixes, %d providers",
                         epoch, len(mixes), len(providers))
             return False
-        params = self.cfg.parameters
         srv = self._shared_random(epoch)
         prior = self._prior_shared_random(epoch, srv)
-        doc = Document(
-            epoch=epoch, genesis_epoch=self.genesis_epoch,
-            send_rate_per_minute=params.send_rate_per_minute,
-            mu=params.mu, mu_max_delay=params.mu_max_delay,
-            lambda_p=params.lambda_p, lambda_p_max_delay=params.lambda_p_max_delay,
-            lambda_l=params.lambda_l, lambda_l_max_delay=params.lambda_l_max_delay,
-            lambda_d=params.lambda_d, lambda_d_max_delay=params.lambda_d_max_delay,
-            lambda_m=params.lambda_m, lambda_m_max_delay=params.lambda_m_max_delay,
-            topology=self._topology(epoch, mixes), providers=providers,
-            shared_random_value=srv, prior_shared_random=prior)
+        # The config's Parameters carry exactly the document's parameter fields.
+        doc = Document(epoch=epoch, genesis_epoch=self.genesis_epoch,
+                       topology=self._topology(epoch, mixes), providers=providers,
+                       shared_random_value=srv, prior_shared_random=prior,
+                       **dataclasses.asdict(self.cfg.parameters))
         raw = sign_document(self._seed, doc, self.clock, now)
         try:
             signed = verify_and_parse_document(raw, self.identity_public, now)

@@ -200,19 +200,18 @@ def get_bytes(obj: dict, key: str, what: str) -> bytes | None:
     return decode_b64(value, f"{what}: {key}")
 
 
-def get_list(obj: dict, key: str, what: str) -> list | None:
+def _get_container(obj: dict, key: str, what: str, kind: type, kind_name: str):
     value = obj.get(key)
     if value is None:
         return None
-    if not isinstance(value, list):
-        raise CanonicalJSONError(f"{what}: {key} is not a list")
+    if not isinstance(value, kind):
+        raise CanonicalJSONError(f"{what}: {key} is not a {kind_name}")
     return value
+
+
+def get_list(obj: dict, key: str, what: str) -> list | None:
+    return _get_container(obj, key, what, list, "list")
 
 
 def get_map(obj: dict, key: str, what: str) -> dict | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise CanonicalJSONError(f"{what}: {key} is not a map")
-    return value
+    return _get_container(obj, key, what, dict, "map")

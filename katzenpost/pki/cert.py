@@ -160,8 +160,9 @@ def _sanity_check(cert: Certificate, now: float | None) -> None:
     if cert.version != CERT_VERSION:
         raise CertificateError(f"cert: version {cert.version} is not {CERT_VERSION}")
     current = time.time() if now is None else now
-    if cert.expiration < int(current):
-        raise CertificateExpiredError("cert: certificate expired")
+    # Go: time.Unix(Expiration).Before(time.Now()), so sub-second precision counts.
+    if cert.expiration < current:
+        raise CertificateExpiredError(f"cert: certificate expired at {cert.expiration}")
     if not cert.key_type:
         raise CertificateError("cert: KeyType is empty")
     if not cert.certified:

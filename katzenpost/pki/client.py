@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 
 from katzenpost.pki.descriptor import MixDescriptor, check_well_formed, sign_descriptor
 from katzenpost.pki.document import Document, DocumentError, verify_and_parse_document
@@ -114,6 +113,7 @@ class AuthorityClient:
 
     async def get_document(self, epoch: int, now: float | None = None) -> Document:
         """Fetch, verify and parse the document for `epoch` (anonymous, fresh link key)."""
+        now = self.clock.unix_now() if now is None else now
         reply = await self._round_trip(GetConsensus(epoch=epoch), os.urandom(32), b"")
         if not isinstance(reply, Consensus):
             raise InvalidDocumentError(f"pki: unexpected reply {type(reply).__name__}")
@@ -136,7 +136,7 @@ class AuthorityClient:
                               now: float | None = None) -> None:
         """Check locally, sign with the identity key and post over a ToECDH(identity) link."""
         check_well_formed(desc, epoch)
-        current = time.time() if now is None else now
+        current = self.clock.unix_now() if now is None else now
         raw = sign_descriptor(identity_seed, desc, self.clock, current)
         request = PostDescriptor(epoch=epoch, payload=raw)
         reply = await self._round_trip(request, x25519_private_from_ed25519_seed(identity_seed),

@@ -1,11 +1,12 @@
 """Ed25519 -> X25519 key conversion (the reference's extra25519 / `ToECDH`).
 
-Used for the authority's link key and a node's key when it talks to the authority. Pure
-arithmetic; it never touches key files.
+Used for the authority's link key and a node's key when it talks to the authority. The private
+half is `keys.IdentityKey.to_x25519_private` (one home for it); the public half, which needs only
+the Ed25519 public key, is the Edwards-to-Montgomery map here. Never touches key files.
 """
 from __future__ import annotations
 
-import hashlib
+from katzenpost.keys import IdentityKey
 
 # Field prime of Curve25519 / Ed25519.
 _P = 2**255 - 19
@@ -20,11 +21,7 @@ def x25519_private_from_ed25519_seed(seed: bytes) -> bytes:
     """SHA-512(seed)[0:32], clamped: the X25519 scalar matching the Ed25519 signing scalar."""
     if len(seed) != KEY_LEN:
         raise KeyConversionError(f"keyconv: Ed25519 seed must be {KEY_LEN} bytes, got {len(seed)}")
-    scalar = bytearray(hashlib.sha512(seed).digest()[:KEY_LEN])
-    scalar[0] &= 248
-    scalar[31] &= 127
-    scalar[31] |= 64
-    return bytes(scalar)
+    return IdentityKey.from_seed(bytes(seed)).to_x25519_private()
 
 
 def x25519_public_from_ed25519_public(public_key: bytes) -> bytes:

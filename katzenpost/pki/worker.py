@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -73,6 +72,7 @@ class CachedDocument:
     self_desc: MixDescriptor
     incoming: dict[bytes, MixDescriptor] = field(default_factory=dict)
     outgoing: dict[bytes, MixDescriptor] = field(default_factory=dict)
+    listed: frozenset[bytes] = frozenset()  # every identity in the document (Go's GetByID)
 
     @classmethod
     def build(cls, doc: Document, node: NodeSelf) -> "CachedDocument":
@@ -91,6 +91,7 @@ class CachedDocument:
         entry = cls(doc, self_desc)
         entry.incoming = _by_identity(_incoming_peers(doc, self_desc.layer))
         entry.outgoing = _by_identity(_outgoing_peers(doc, self_desc.layer))
+        entry.listed = frozenset(d.identity_key for d in doc.all_nodes())
         return entry
 
 
@@ -113,13 +114,15 @@ def _outgoing_peers(doc: Document, layer: int) -> list[MixDescriptor]:
 class PKIWorker:
     def __init__(self, node: NodeSelf, client: AuthorityClient, mix_keys: MixKeyStore,
                  clock: EpochClock, *, on_new_documents: Callable[[], None] | None = None,
-                 on_epoch_change: Callable[[Document], None] | None = None) -> None:
+                 on_epoch_change: Callable[[Document], None] | None = None,
+                 on_mix_keys_changed: Callable[[], None] | None = None) -> None:
         self.node = node
         self.client = client
         self.mix_keys = mix_keys
         self.clock = clock
         self.on_new_documents = on_new_documents
         self.on_epoch_change = on_epoch_change
+        self.on_mix_keys_changed = on_mix_keys_changed
         self.documents: dict[int, CachedDocument] = {}
         self.failed: set[int] = set()
         self.last_published_epoch = 0
@@ -128,6 +131,9 @@ class PKIWorker:
         self._task: asyncio.Task | None = None
 
     # --- the loop --------------------------------------------------------------------------
+
+    def _now(self, now: float | None) -> float:
+        return self.clock.unix_now() if now is None else now
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="pki-worker")
@@ -149,7 +155,7 @@ class PKIWorker:
             await asyncio.sleep(tick)
 
     async def tick(self, now: float | None = None) -> None:
-        current_time = time.time() if now is None else now
+        current_time = self._now(now)
         epoch, _, till = self.clock.epoch_at(current_time)
         stored = await self._fetch_missing(epoch, till, current_time)
         self.failed = {e for e in self.failed if epoch - 2 <= e <= epoch + 1}
@@ -211,9 +217,15 @@ class PKIWorker:
         log.warning("Last published epoch %d is wildly disjointed from %d.", last, epoch)
         return epoch
 
+    def _rotate_mix_keys(self, epoch: int) -> None:
+        """Keys for epoch..epoch+2 exist, old ones are gone; the node re-shadows on a change."""
+        created = self.mix_keys.generate(epoch)
+        pruned = self.mix_keys.prune()
+        if (created or pruned) and self.on_mix_keys_changed is not None:
+            self.on_mix_keys_changed()
+
     def build_descriptor(self, epoch: int) -> MixDescriptor:
-        self.mix_keys.generate(epoch)
-        self.mix_keys.prune()
+        self._rotate_mix_keys(epoch)
         mix_keys = {}
         for e in range(epoch, epoch + MIX_KEYS_PER_DESCRIPTOR):
             key = self.mix_keys.public_key(e)
@@ -244,7 +256,9 @@ class PKIWorker:
             # Already stored (our earlier post whose reply was lost) or too late: either
             # way another attempt cannot change anything this epoch.
             log.warning("Descriptor for epoch %d not accepted: %s", target, exc)
-        except (PKIClientError, ValueError) as exc:
+        except (PKIClientError, ValueError, OSError) as exc:
+            # OSError: the mix-key store failed; like any other failure, the post is retried
+            # on the next tick and the rest of this tick still runs.
             log.warning("Failed to post descriptor for epoch %d (will retry): %s", target, exc)
             return
         else:
@@ -263,7 +277,7 @@ class PKIWorker:
         ad = creds.additional_data
         if len(ad) != NODE_ID_LEN:
             return False, False
-        current_time = time.time() if now is None else now
+        current_time = self._now(now)
         epoch, _, till = self.clock.epoch_at(current_time)
         newest_link_key = None
         valid_next = False
@@ -287,15 +301,16 @@ class PKIWorker:
                     return True, True
                 valid_next = True
                 continue
+            # An older document counts only while the peer is still listed (in any role) in
+            # the current one, as the reference's GetByID does.
             current = self.documents.get(epoch)
-            if current is not None and ad in (current.outgoing if is_outgoing
-                                              else current.incoming):
+            if current is not None and ad in current.listed:
                 return True, True
         return valid_next, False
 
     def outgoing_destinations(self, now: float | None = None) -> dict[bytes, MixDescriptor]:
         """Next-hop nodes to keep connections to: the union over the documents in use."""
-        current_time = time.time() if now is None else now
+        current_time = self._now(now)
         epoch, _, till = self.clock.epoch_at(current_time)
         current = self.documents.get(epoch)
         result: dict[bytes, MixDescriptor] = {}
@@ -304,7 +319,7 @@ class PKIWorker:
             if entry is None:
                 continue
             for identity, desc in entry.outgoing.items():
-                if doc_epoch < epoch and (current is None or identity not in current.outgoing):
+                if doc_epoch < epoch and (current is None or identity not in current.listed):
                     continue
                 result.setdefault(identity, desc)
         return result
@@ -316,12 +331,12 @@ class PKIWorker:
         entry = self.documents.get(epoch)
         if entry is not None:
             return ConsensusStatus.OK, entry.doc.raw
-        current_time = time.time() if now is None else now
+        current_time = self._now(now)
         if epoch < self.clock.epoch_at(current_time)[0] - 1:
             return ConsensusStatus.GONE, b""
         return ConsensusStatus.NOT_FOUND, b""
 
     def current_document(self, now: float | None = None) -> Document | None:
-        current_time = time.time() if now is None else now
+        current_time = self._now(now)
         entry = self.documents.get(self.clock.epoch_at(current_time)[0])
         return None if entry is None else entry.doc

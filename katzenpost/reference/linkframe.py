@@ -17,6 +17,15 @@ _REKEY_NONCE = _NONCE.pack(2**64 - 1)
 _ZERO_KEY = bytes(KEY_BYTES)
 
 
+def _next_key(aead: ChaCha20Poly1305) -> bytes:
+    return aead.encrypt(_REKEY_NONCE, _ZERO_KEY, None)[:KEY_BYTES]
+
+
+def rekey(key: bytes) -> bytes:
+    """Noise REKEY: first 32 bytes of ENCRYPT(k, 2^64-1, empty AD, 32 zero bytes)."""
+    return _next_key(ChaCha20Poly1305(key))
+
+
 class FrameCipher:
     """One direction of a link: counter and current key, rekeyed after every frame."""
 
@@ -25,6 +34,8 @@ class FrameCipher:
     def __init__(self, key, nonce: int = 0) -> None:
         if len(key) != KEY_BYTES:
             raise ValueError(f"linkframe: key must be {KEY_BYTES} bytes, got {len(key)}")
+        if not 0 <= nonce < 2**64:  # the compiled twin stores it in a uint64_t
+            raise OverflowError(f"linkframe: nonce {nonce} is not a 64-bit counter")
         self._aead = ChaCha20Poly1305(bytes(key))
         self._counter = nonce
 
@@ -37,7 +48,7 @@ class FrameCipher:
             raise OverflowError("linkframe: transport nonce exhausted")
 
     def _rekey(self) -> None:
-        self._aead = ChaCha20Poly1305(self._aead.encrypt(_REKEY_NONCE, _ZERO_KEY, None)[:KEY_BYTES])
+        self._aead = ChaCha20Poly1305(_next_key(self._aead))
 
     def seal(self, command) -> bytes:
         body_length = len(command) + TAG_BYTES

@@ -56,6 +56,8 @@ class Event(enum.IntEnum):
     SENT = 12               # handed to a destination's sender
     LOCAL_DELIVERED = 13    # handed to the local-delivery handler (provider/decoy)
     WORKER_EXCEPTIONS = 14  # count of exceptions (not packets)
+    DEQUEUED = 15           # taken off the queue by a crypto worker (the I/O thread reads this to
+                            # bound packets in flight to the workers)
 
 
 DROP_SLOTS = 32      # room for every DropReason; `_core.classify` adds into this array directly

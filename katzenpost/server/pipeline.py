@@ -1,5 +1,6 @@
-"""The node's packet pipeline, I/O side: batches incoming packets to the crypto workers, receives
-due packets from the scheduler into per-destination outgoing queues, and starts and halts it all.
+"""The node's packet pipeline, I/O side: batches incoming packets to the crypto workers, runs the
+timer wheel (or talks to the scheduler thread), puts due packets on per-destination outgoing
+queues, hands terminal packets to the local handler, and starts and halts it all.
 
 Runs on the asyncio thread and must never block it: every full queue is a counted drop.
 """
@@ -38,10 +39,14 @@ class PipelineSettings:
     SendSlack: int = 50                 # ms, raised to 50
     SphinxBatchSize: int = 16           # packets per batch to the workers (x unwrap cost = latency)
     SphinxBatchWindowUs: int = 0        # 0: flush at the end of each event-loop pass
-    SphinxQueueHWM: int = 4             # batches per worker pipe and side (zmq SNDHWM and RCVHWM);
-                                        # 2 x 4 x 16 x ~73 us ~ UnwrapDelay: deeper only adds stale drops
+    SphinxQueueHWM: int = 32            # batches per worker pipe and side (zmq SNDHWM and RCVHWM):
+                                        # counts messages, and light load makes 1-packet batches, so
+                                        # keep it roomy; UnwrapDelay bounds the wait, this the memory
+    SphinxQueuePackets: int = 64        # packets in flight per worker (sent, not yet dequeued):
+                                        # ~ UnwrapDelay/2 of real unwrap work; beyond it a FIFO only
+                                        # ages packets into UnwrapDelay drops and goodput collapses
     SchedulerInputHWM: int = 64         # batches queued towards the scheduler
-    DispatchHWM: int = 64               # due batches queued towards the I/O thread
+    DispatchHWM: int = 64               # due batches queued towards the I/O thread (thread mode)
     LocalHWM: int = 64                  # local-delivery batches queued towards the I/O thread
     OutgoingQueueSize: int = 64         # packets per next hop while its sender is paused
     DispatchBatchSize: int = 256        # packets per due batch from the scheduler
@@ -80,8 +85,8 @@ class PipelineSettings:
         s.SendSlack = max(50, s.SendSlack)
         if s.UnwrapDelay <= 0:
             s.UnwrapDelay = 10
-        for name in ("SphinxBatchSize", "SphinxQueueHWM", "SchedulerInputHWM", "DispatchHWM",
-                     "LocalHWM", "OutgoingQueueSize", "DispatchBatchSize"):
+        for name in ("SphinxBatchSize", "SphinxQueueHWM", "SphinxQueuePackets", "SchedulerInputHWM",
+                     "DispatchHWM", "LocalHWM", "OutgoingQueueSize", "DispatchBatchSize"):
             if getattr(s, name) < 1:
                 raise ValueError(f"config: Debug.{name} must be >= 1, got {getattr(s, name)}")
         if s.SphinxBatchWindowUs < 0:
@@ -118,12 +123,11 @@ class OutgoingQueue:
 
     def put(self, dispatch_ns, packets):
         if self.closed:
-            self._counters.drop(DropReason.DESTINATION_GONE, len(packets))
+            self._counters.drop(self._closed_reason, len(packets))
             return
         self._counters.count(Event.ENQUEUED_OUT, len(packets))
         if not self._chunks and self.sender.can_send():
-            self.sender.send_packets(packets)
-            self._counters.count(Event.SENT, len(packets))
+            self._send(packets)
             return
         space = self._capacity - self._queued
         if space < len(packets):
@@ -147,12 +151,21 @@ class OutgoingQueue:
                 if time.monotonic_ns() - dispatch_ns > self._slack_ns:
                     self._counters.drop(DropReason.SEND_SLACK, len(packets))
                     continue
-                self.sender.send_packets(packets)
-                self._counters.count(Event.SENT, len(packets))
+                self._send(packets)
+
+    def _send(self, packets):
+        try:
+            self.sender.send_packets(packets)
+        except Exception:
+            log.exception("pipeline: sender %r failed; %d packets dropped", self.sender, len(packets))
+            self._counters.drop(DropReason.DESTINATION_GONE, len(packets))
+            return
+        self._counters.count(Event.SENT, len(packets))
 
     def close(self, reason=DropReason.HALT):
         """Stop the drain task; queued packets are counted as dropped with `reason`."""
         self.closed = True
+        self._closed_reason = reason
         self._task.cancel()
         if self._queued:
             self._counters.drop(reason, self._queued)
@@ -163,7 +176,8 @@ class OutgoingQueue:
 class _ZmqReader:
     """Reads a zmq socket from the asyncio loop via its (edge-triggered) notification fd."""
 
-    def __init__(self, loop, sock, on_message, budget=64):
+    def __init__(self, loop, sock, on_message, counters, budget=64):
+        self._counters = counters
         self._loop = loop
         self._sock = sock
         self._on_message = on_message
@@ -175,22 +189,28 @@ class _ZmqReader:
 
     def read_ready(self):
         self._pending = None
+        sock = self._sock
         for _ in range(self._budget):
-            try:
-                frames = self._sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-            except zmq.Again:
+            # Reading EVENTS also re-arms the edge-triggered fd once the queue is empty.
+            if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                 return
-            self._on_message(frames)
+            self._handle(sock.recv_multipart(copy=False))
         # Budget used up: the edge will not fire again for what is left, so come back soon.
         self._pending = self._loop.call_soon(self.read_ready)
 
     def drain(self):
-        while True:
-            try:
-                frames = self._sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
+        sock = self._sock
+        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self._handle(sock.recv_multipart(copy=False))
+
+    def _handle(self, frames):
+        # A failing handler must not stop the reader: with an edge-triggered fd, what is still
+        # queued would wait for the next message's edge.
+        try:
             self._on_message(frames)
+        except Exception:
+            log.exception("pipeline: handler %s failed on a batch", getattr(self._on_message, "__name__", "?"))
+            self._counters.count(Event.WORKER_EXCEPTIONS)
 
     def close(self):
         self._loop.remove_reader(self._fd)
@@ -216,6 +236,9 @@ class Pipeline:
         self._readers = []
         self._batch = _IngressBatch(self.settings.SphinxBatchSize)
         self._flush_handle = None
+        self._sent_to_workers = 0
+        self._worker_counters = []
+        self._in_flight_limit = 0
         self._scheduler = None            # the scheduler thread, or
         self._stage = None                # the wheel run inline on this thread
         self._wheel_timer = None
@@ -239,7 +262,8 @@ class Pipeline:
                                          out_capacity=s.DispatchBatchSize)
                 self._from_workers_fwd = self._socket(zmq.PULL, zmq.RCVHWM, s.SchedulerInputHWM)
                 self._from_workers_fwd.bind(self._addrs.sched)
-                self._readers.append(_ZmqReader(self._loop, self._from_workers_fwd, self._on_sched_frames))
+                self._readers.append(_ZmqReader(self._loop, self._from_workers_fwd, self._on_sched_frames,
+                                                self._io))
             else:
                 self._scheduler = SchedulerThread(
                     context=self._ctx, endpoints=self._addrs, counters=self.counters.stage("scheduler"),
@@ -252,6 +276,8 @@ class Pipeline:
                              is_provider=self._is_provider, unwrap_delay_ms=s.UnwrapDelay,
                              hwm=s.SphinxQueueHWM)
                 for i in range(s.NumSphinxWorkers)]
+            self._worker_counters = [w.counters for w in self._workers]
+            self._in_flight_limit = s.SphinxQueuePackets * s.NumSphinxWorkers
             for worker in self._workers:
                 worker.start()
             threads = [t for t in self.threads() if t is not None]
@@ -272,8 +298,8 @@ class Pipeline:
         self._from_sched.bind(self._addrs.out)
         self._from_workers = self._socket(zmq.PULL, zmq.RCVHWM, s.LocalHWM)
         self._from_workers.bind(self._addrs.local)
-        self._readers = [_ZmqReader(self._loop, self._from_sched, self._on_due),
-                         _ZmqReader(self._loop, self._from_workers, self._on_local_frames)]
+        self._readers = [_ZmqReader(self._loop, self._from_sched, self._on_due, self._io),
+                         _ZmqReader(self._loop, self._from_workers, self._on_local_frames, self._io)]
 
     def _socket(self, kind, hwm_option, hwm):
         sock = self._ctx.socket(kind)
@@ -282,7 +308,14 @@ class Pipeline:
         return sock
 
     async def halt(self):
-        """Graceful halt: ingress, outgoing, workers (drained), scheduler; every packet accounted."""
+        """Graceful halt of the whole pipeline; every packet in it is delivered or counted."""
+        await self.halt_crypto_workers()
+        await self.halt_scheduler()
+
+    async def halt_crypto_workers(self):
+        """Halt steps "connector" and "crypto workers" of spec/server.md §1.2: flush the open
+        ingress batch, close the outgoing queues, let the workers drain and stop. Local packets
+        they produced still reach the local handler (the provider halts after this)."""
         if self._state != "running":
             return
         self._state = "halting"
@@ -290,17 +323,29 @@ class Pipeline:
         for dest in self._destinations:
             if dest is not None:
                 dest.close(DropReason.HALT)
+        await self._stop_workers()
+
+    async def halt_scheduler(self):
+        """Halt step "scheduler": packets still in the wheel are counted as HALT drops, then all
+        sockets and the zmq context are closed."""
+        if self._state == "running":
+            await self.halt_crypto_workers()
+        if self._state != "halting":
+            return
         await self._teardown()
         self._state = "halted"
 
-    async def _teardown(self):
+    async def _stop_workers(self):
         workers = getattr(self, "_workers", [])
         for worker in workers:
             if worker.is_alive():
                 worker.request_halt()
         for worker in workers:
             await _join(worker)
-        self._drain_readers()                    # local deliveries made before the workers stopped
+        self._drain_readers()                    # what the workers produced before they stopped
+
+    async def _teardown(self):
+        await self._stop_workers()
         scheduler = self._scheduler
         if scheduler is not None:
             if scheduler.is_alive():
@@ -314,7 +359,8 @@ class Pipeline:
             self._stage.count_halted()
         for reader in self._readers:
             reader.close()
-        for thread in [*workers, *([scheduler] if scheduler else [])]:
+        self._readers = []
+        for thread in [*getattr(self, "_workers", []), *([scheduler] if scheduler else [])]:
             thread.close_control()
         if self._ctx is not None:
             self._ctx.destroy(linger=0)
@@ -398,6 +444,12 @@ class Pipeline:
         if batch is None or batch.count == 0:
             return
         count = batch.count
+        dequeued = sum(c.events[Event.DEQUEUED] for c in self._worker_counters)
+        if self._sent_to_workers - dequeued + count > self._in_flight_limit:
+            # Shed here, where it is cheapest, rather than let the queue age every packet in it.
+            batch.reset()
+            self._io.drop(DropReason.INGRESS_QUEUE_FULL, count)
+            return
         meta, data = batch.frames()
         sock = self._to_workers
         try:
@@ -410,6 +462,7 @@ class Pipeline:
             return
         finally:
             batch.reset()
+        self._sent_to_workers += count
         self._io.count(Event.RECEIVED, count)
         self._io.count(Event.BATCHES_TO_WORKERS)
 
@@ -480,7 +533,13 @@ class Pipeline:
             log.error("pipeline: %d local packets and no local handler", len(batch))
             self._io.drop(DropReason.DESTINATION_GONE, len(batch))
             return
-        self._on_local(batch)
+        try:
+            self._on_local(batch)
+        except Exception:
+            log.exception("pipeline: local handler failed on %d packets", len(batch))
+            self._io.count(Event.WORKER_EXCEPTIONS)
+            self._io.drop(DropReason.WORKER_ERROR, len(batch))
+            return
         self._io.count(Event.LOCAL_DELIVERED, len(batch))
 
     # ------------------------------------------------------------ introspection

@@ -33,6 +33,9 @@ OWNER_LENGTH = 32
 DEFAULT_FP_RATE = 1e-6
 # Memory allowed above the theoretical optimum (traded for fewer probes, see bloom_parameters).
 MEMORY_SLACK = 1.05
+# Probes are chosen so the predicted rate at expected_entries is at most this share of the
+# target: one more probe (~7% slower) buys room for the statistical spread of real traffic.
+FP_DESIGN_MARGIN = 0.8
 # A filter never sized below this many entries, whatever the configured packet rate says.
 MIN_EXPECTED_ENTRIES = 1 << 20
 # 2^38 bits = 32 GiB: far beyond any sane configuration; guards against a typo'd rate.
@@ -56,8 +59,9 @@ def bloom_parameters(expected_entries: int, fp_rate: float) -> tuple[int, int]:
     """(m_bits, k_probes) for `expected_entries` tags at `fp_rate`.
 
     Memory is allowed MEMORY_SLACK above the theoretical optimum m = -n ln p / (ln 2)^2, and that
-    slack buys fewer probes: the smallest k that still meets fp_rate. Each probe is a cache miss
-    once the filter outgrows the cache, so at 1e-6 this turns 20 misses per tag into 14.
+    slack buys fewer probes: the smallest k whose predicted rate is within FP_DESIGN_MARGIN of
+    fp_rate. Each probe is a cache miss once the filter outgrows the cache, so at 1e-6 this turns
+    20 misses per tag into 15.
     """
     if not isinstance(expected_entries, int) or expected_entries < 1:
         raise ValueError(f"replay: expected_entries must be an integer >= 1, got {expected_entries!r}")
@@ -71,7 +75,7 @@ def bloom_parameters(expected_entries: int, fp_rate: float) -> tuple[int, int]:
                          f"above the limit of {MAX_FILTER_BITS}")
     k_optimal = max(1, min(MAX_PROBES, round(m_bits / expected_entries * ln2)))
     for k_probes in range(1, k_optimal + 1):
-        if bloom_false_positive_rate(m_bits, k_probes, expected_entries) <= fp_rate:
+        if bloom_false_positive_rate(m_bits, k_probes, expected_entries) <= fp_rate * FP_DESIGN_MARGIN:
             return m_bits, k_probes
     return m_bits, k_optimal
 

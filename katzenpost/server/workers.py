@@ -24,12 +24,6 @@ NUM_MIX_KEYS = 3                          # spec/server.md §0.1
 MAX_NODE_DELAY_MS = NUM_MIX_KEYS * EPOCH_PERIOD_MS
 MS = 1_000_000                            # nanoseconds per millisecond
 
-FLAG_NEXT_HOP = 1
-FLAG_RECIPIENT = 2
-FLAG_SURB_REPLY = 4
-FLAG_NODE_DELAY = 8
-FLAG_DUPLICATE = 16
-
 # Packet kinds after classification (spec/server.md §1.4), also the `kind` of a LocalBatch row.
 KIND_FORWARD = 0
 KIND_TO_USER = 1
@@ -74,6 +68,7 @@ def encode_schedule_meta(deadline_ms, hop):
 
 
 def decode_schedule(meta, data):
+    """(deadline_ms int64[n], hop int32[n], packets uint8[n, L]) from a batch for the scheduler."""
     n, rest = divmod(len(data), PACKET_LENGTH)
     if rest or len(meta) != 12 * n:
         raise ValueError(f"workers: malformed schedule batch ({len(meta)} meta / {len(data)} data bytes)")
@@ -93,12 +88,14 @@ class LocalBatch:
     recipient: np.ndarray     # uint8[k, 64]
     surb_id: np.ndarray       # uint8[k, 16]
     packets: np.ndarray       # uint8[k, L]; payload decrypted in place at [460:]
+    dispatch_ns: int = 0      # monotonic ns when the worker handed the batch on (DispatchAt)
 
     def __len__(self):
         return len(self.kind)
 
     def to_frames(self):
-        meta = b"".join((self.kind.astype(np.uint8).tobytes(), self.recv_at_ns.astype(np.int64).tobytes(),
+        meta = b"".join((np.int64(self.dispatch_ns).tobytes(),
+                         self.kind.astype(np.uint8).tobytes(), self.recv_at_ns.astype(np.int64).tobytes(),
                          self.delay_ms.astype(np.uint32).tobytes(),
                          np.ascontiguousarray(self.recipient, np.uint8).tobytes(),
                          np.ascontiguousarray(self.surb_id, np.uint8).tobytes()))
@@ -108,9 +105,10 @@ class LocalBatch:
     def from_frames(cls, meta, data):
         k, rest = divmod(len(data), PACKET_LENGTH)
         row = 1 + 8 + 4 + geometry.RECIPIENT_ID_LENGTH + geometry.SURB_ID_LENGTH
-        if rest or len(meta) != row * k:
+        if rest or len(meta) != 8 + row * k:
             raise ValueError(f"workers: malformed local batch ({len(meta)} meta / {len(data)} data bytes)")
-        off = 0
+        dispatch_ns = int(np.frombuffer(meta, dtype=np.int64, count=1)[0])
+        off = 8
 
         def take(dtype, count, width=1):
             nonlocal off
@@ -121,7 +119,8 @@ class LocalBatch:
         return cls(kind=take(np.uint8, k), recv_at_ns=take(np.int64, k), delay_ms=take(np.uint32, k),
                    recipient=take(np.uint8, k, geometry.RECIPIENT_ID_LENGTH),
                    surb_id=take(np.uint8, k, geometry.SURB_ID_LENGTH),
-                   packets=np.frombuffer(data, dtype=np.uint8).reshape(k, PACKET_LENGTH))
+                   packets=np.frombuffer(data, dtype=np.uint8).reshape(k, PACKET_LENGTH),
+                   dispatch_ns=dispatch_ns)
 
 
 # ---------------------------------------------------------------- read-only tables handed to workers
@@ -280,6 +279,7 @@ class CryptoWorker(threading.Thread):
         self._endpoints = endpoints
         self._engine = engine
         self._counters = counters
+        self.counters = counters                     # read-only for others (monitoring, in-flight)
         self._capacity = batch_capacity
         self._is_provider = is_provider
         self._unwrap_delay_ns = unwrap_delay_ms * MS
@@ -337,33 +337,25 @@ class CryptoWorker(threading.Thread):
             self.started_ok.set()
 
     def _loop(self, pull, ctl):
-        poller = zmq.Poller()
-        poller.register(pull, zmq.POLLIN)
-        poller.register(ctl, zmq.POLLIN)
+        # Plain zmq_poll and an EVENTS check before each recv: the Poller sugar and a zmq.Again
+        # exception per batch cost more than the classification itself on small batches.
+        items = [(pull, zmq.POLLIN), (ctl, zmq.POLLIN)]
         while True:
-            ready = dict(poller.poll())
-            if ctl in ready:
-                while ctl.poll(0):
+            zmq.zmq_poll(items, -1)
+            if ctl.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                while ctl.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                     ctl.recv()
                 if self._apply_control():
-                    self._drain(pull)
+                    self._drain(pull, limit=None)
                     return
-            if pull in ready:
-                # Bounded drain, then look at control again: a halt is never starved.
-                for _ in range(64):
-                    try:
-                        frames = pull.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    self._process_safely(frames)
+            # Bounded drain, then look at control again: a halt is never starved.
+            self._drain(pull, limit=64)
 
-    def _drain(self, pull):
-        while True:
-            try:
-                frames = pull.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            self._process_safely(frames)
+    def _drain(self, pull, limit):
+        count = 0
+        while (limit is None or count < limit) and pull.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self._process_safely(pull.recv_multipart(copy=False))
+            count += 1
 
     def _apply_control(self):
         """Apply queued control messages; True when a halt was requested."""
@@ -394,6 +386,7 @@ class CryptoWorker(threading.Thread):
             log.exception("crypto worker %d: malformed ingress batch dropped", self.index)
             self._counters.count(Event.WORKER_EXCEPTIONS)
             return
+        self._counters.count(Event.DEQUEUED, len(packets))
         try:
             self.process_batch(recv_at, from_client, packets, dequeue_ns)
         except Exception:
@@ -447,7 +440,7 @@ class CryptoWorker(threading.Thread):
         kind = self._classifier.local_kind[:n_local].copy()
         batch = LocalBatch(kind=kind, recv_at_ns=recv_at[rows], delay_ms=result.delay_ms[rows],
                            recipient=result.recipient[rows], surb_id=result.surb_id[rows],
-                           packets=packets.take(rows, axis=0))
+                           packets=packets.take(rows, axis=0), dispatch_ns=time.monotonic_ns())
         try:
             self._to_local.send_multipart(batch.to_frames(), flags=zmq.NOBLOCK, copy=True)
         except zmq.Again:

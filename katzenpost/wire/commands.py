@@ -110,6 +110,12 @@ def _check_exact(name: str, data: bytes, expected: int) -> None:
         raise CommandError(f"wire: {name} must be {expected} bytes, got {len(data)}")
 
 
+def _encode_status(command) -> bytes:
+    """to_bytes of the one-byte status replies (PostDescriptorStatus, VoteStatus, RevealStatus)."""
+    _check_uint(f"{type(command).__name__}.error_code", command.error_code, 8)
+    return _frame(command.command_id, bytes([command.error_code]))
+
+
 class Command:
     """Base class: ``from_bytes`` on it decodes any command; on a subclass, only that one."""
 
@@ -162,7 +168,7 @@ class SendPacket(Command):
     command_id: ClassVar[int] = CommandID.SEND_PACKET
 
     def to_bytes(self) -> bytes:
-        return _HEADER.pack(2, 0, len(self.sphinx_packet)) + self.sphinx_packet
+        return _frame(self.command_id, self.sphinx_packet)
 
 
 @dataclass(slots=True, repr=False)
@@ -261,9 +267,7 @@ class PostDescriptorStatus(Command):
     error_code: int
     command_id: ClassVar[int] = CommandID.POST_DESCRIPTOR_STATUS
 
-    def to_bytes(self) -> bytes:
-        _check_uint("PostDescriptorStatus.error_code", self.error_code, 8)
-        return _frame(self.command_id, bytes([self.error_code]))
+    to_bytes = _encode_status
 
 
 @dataclass(slots=True, repr=False)
@@ -274,7 +278,8 @@ class Vote(Command):
     command_id: ClassVar[int] = CommandID.VOTE
 
     def to_bytes(self) -> bytes:
-        return _frame(self.command_id, _epoch_key_body("Vote", self.epoch, self.public_key) + bytes(self.payload))
+        body = _epoch_key_body("Vote", self.epoch, self.public_key) + bytes(self.payload)
+        return _frame(self.command_id, body)
 
 
 @dataclass(slots=True, repr=False)
@@ -282,9 +287,7 @@ class VoteStatus(Command):
     error_code: int
     command_id: ClassVar[int] = CommandID.VOTE_STATUS
 
-    def to_bytes(self) -> bytes:
-        _check_uint("VoteStatus.error_code", self.error_code, 8)
-        return _frame(self.command_id, bytes([self.error_code]))
+    to_bytes = _encode_status
 
 
 @dataclass(slots=True, repr=False)
@@ -305,7 +308,8 @@ class Reveal(Command):
     command_id: ClassVar[int] = CommandID.REVEAL
 
     def to_bytes(self) -> bytes:
-        return _frame(self.command_id, _epoch_key_body("Reveal", self.epoch, self.public_key) + bytes(self.payload))
+        body = _epoch_key_body("Reveal", self.epoch, self.public_key) + bytes(self.payload)
+        return _frame(self.command_id, body)
 
 
 @dataclass(slots=True, repr=False)
@@ -313,9 +317,7 @@ class RevealStatus(Command):
     error_code: int
     command_id: ClassVar[int] = CommandID.REVEAL_STATUS
 
-    def to_bytes(self) -> bytes:
-        _check_uint("RevealStatus.error_code", self.error_code, 8)
-        return _frame(self.command_id, bytes([self.error_code]))
+    to_bytes = _encode_status
 
 
 def _epoch_key_body(name: str, epoch: int, public_key: bytes) -> bytes:

@@ -7,19 +7,9 @@ runs in ``katzenpost._core.linkframe`` (libcrypto, GIL released); no I/O here.
 """
 from __future__ import annotations
 
-import logging
-
+from .._core.linkframe import FrameCipher  # production always runs the compiled path
 from .errors import FrameError
 from .noise import KEY_LENGTH, TAG_LENGTH
-
-try:
-    from .._core.linkframe import FrameCipher
-    COMPILED = True
-except ImportError:  # only in a source tree whose extensions are not built yet
-    from ..reference.linkframe import FrameCipher
-    COMPILED = False
-    logging.getLogger("katzenpost.wire").warning(
-        "wire: katzenpost._core.linkframe is not built; using the slow pure-Python twin")
 
 MAX_FRAME_LENGTH = 1048576  # bound on the encrypted body (command + tag)
 HEADER_PLAINTEXT_LENGTH = 4

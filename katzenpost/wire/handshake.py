@@ -44,11 +44,17 @@ class PeerCredentials:
     public_key: bytes
 
 
+def check_additional_data(additional_data: bytes) -> bytes:
+    """The AD as bytes; more than 255 bytes cannot be sent, so it is refused up front."""
+    if len(additional_data) > MAX_ADDITIONAL_DATA_LENGTH:
+        raise ValueError(f"wire: additional_data is {len(additional_data)} bytes, "
+                         f"at most {MAX_ADDITIONAL_DATA_LENGTH} allowed")
+    return bytes(additional_data)
+
+
 def encode_auth_message(additional_data: bytes, unix_time: int) -> bytes:
     """The 260-byte AuthenticateMessage: ad_len ‖ AD ‖ zero padding ‖ uint32 BE time."""
-    if len(additional_data) > MAX_ADDITIONAL_DATA_LENGTH:
-        raise ValueError(f"wire: additional data is {len(additional_data)} bytes, "
-                         f"at most {MAX_ADDITIONAL_DATA_LENGTH} allowed")
+    additional_data = check_additional_data(additional_data)
     body = bytes([len(additional_data)]) + additional_data
     return body.ljust(AUTH_MESSAGE_LENGTH - 4, b"\x00") + _AUTH_TIME.pack(unix_time & 0xFFFFFFFF)
 
@@ -92,11 +98,8 @@ class Handshake:
     def __init__(self, *, initiator: bool, link_key: bytes, additional_data: bytes,
                  kem: KEM | None = None, rng: RandomBytes = os.urandom,
                  clock: Clock = time.time) -> None:
-        if len(additional_data) > MAX_ADDITIONAL_DATA_LENGTH:
-            raise ValueError(f"wire: additional data is {len(additional_data)} bytes, "
-                             f"at most {MAX_ADDITIONAL_DATA_LENGTH} allowed")
         self.initiator = initiator
-        self.additional_data = bytes(additional_data)
+        self.additional_data = check_additional_data(additional_data)
         self._static = _load_static_key(link_key)
         self._static_public = self._static.public_key().public_bytes_raw()
         self._kem = kem if kem is not None else default_kem()

@@ -19,8 +19,6 @@ DH_LENGTH = 32
 MAX_NONCE = 2**64 - 1  # reserved for Rekey; a cipher state never encrypts a message with it
 
 _NONCE = struct.Struct("<4xQ")  # 32 zero bits then the counter, little-endian
-_REKEY_NONCE = _NONCE.pack(MAX_NONCE)
-_ZERO_KEY = bytes(KEY_LENGTH)
 
 
 def blake2b(data: bytes) -> bytes:
@@ -39,17 +37,15 @@ def hkdf2(chaining_key: bytes, input_key_material: bytes) -> tuple[bytes, bytes]
     return output1, output2
 
 
-def rekey(key: bytes) -> bytes:
-    """Noise REKEY: first 32 bytes of ENCRYPT(k, 2^64-1, empty AD, 32 zero bytes)."""
-    return ChaCha20Poly1305(key).encrypt(_REKEY_NONCE, _ZERO_KEY, None)[:KEY_LENGTH]
-
-
 class NonceExhausted(Exception):
     """A cipher state reached nonce 2^64-1 (never in practice; a session must end)."""
 
 
 class CipherState:
-    """A ChaCha20-Poly1305 key and its 64-bit message counter."""
+    """A handshake ChaCha20-Poly1305 key and its 64-bit message counter.
+
+    Transport keys never live here: after ``split()`` the per-frame work, rekey included,
+    belongs to ``katzenpost._core.linkframe`` (twin: ``katzenpost.reference.linkframe``)."""
 
     __slots__ = ("key", "nonce", "_aead")
 
@@ -82,11 +78,6 @@ class CipherState:
         plaintext = self._aead.decrypt(_NONCE.pack(self.nonce), ciphertext, associated_data)
         self.nonce += 1
         return plaintext
-
-    def rekey(self) -> None:
-        """Replace the key; the counter is deliberately not reset (noise v0.0.2)."""
-        self.key = rekey(self.key)
-        self._aead = ChaCha20Poly1305(self.key)
 
 
 class SymmetricState:

@@ -20,7 +20,7 @@ from .commands import Command, NoOp, SendPacket, parse_command
 from .errors import (AuthenticationError, CommandError, ConnectError, ConnectionClosed,
                      FrameError, HandshakeError, HandshakeTimeout, WireError, WireTimeout)
 from .framing import HEADER_LENGTH, FrameOpener, FrameSealer
-from .handshake import MAX_ADDITIONAL_DATA_LENGTH, Clock, Handshake, PeerCredentials, RandomBytes
+from .handshake import Clock, Handshake, PeerCredentials, RandomBytes
 from .kem import KEM
 
 log = logging.getLogger("katzenpost.wire")
@@ -136,14 +136,20 @@ class Session:
         """Seal one SendPacket per packet (bytes-like rows, e.g. a uint8[k, L] array) and hand
         all frames to the transport in one write, without waiting: the non-blocking sender the
         node's outgoing queue needs. Check ``is_writable()`` / ``await wait_writable()`` for
-        back-pressure. Raises ConnectionClosed if the session or transport is closed."""
+        back-pressure. Raises ConnectionClosed if the session or transport is closed, FrameError
+        for a packet over the frame limit (the packets before it are still sent)."""
         if self.closed:
             raise ConnectionClosed(f"wire: send on closed session ({self.close_reason})")
         if self._writer.transport.is_closing():
             self._abort("transport closed under the sender")
             raise ConnectionClosed("wire: transport closed under the sender")
-        seal = self._sealer.seal
-        self._writer.write(b"".join([seal(SendPacket(bytes(packet)).to_bytes()) for packet in packets]))
+        frames = []
+        try:
+            for packet in packets:
+                frames.append(self._sealer.seal(SendPacket(bytes(packet)).to_bytes()))
+        finally:  # a packet refused mid-batch: still send what was sealed, or the counters drift
+            if frames:
+                self._writer.write(b"".join(frames))
 
     def is_writable(self) -> bool:
         """True while the transport's write buffer is below its high-water mark."""
@@ -289,8 +295,8 @@ async def _establish(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                                f"({len(exc.partial)} of {exc.expected} bytes)")
     except (OSError, RuntimeError) as exc:
         error = HandshakeError(f"wire: I/O error in the handshake with {peer_name}: {exc!r}")
-    except BaseException:
-        await _close_writer(writer)  # cancellation: never leave the socket open
+    except BaseException:  # cancellation: never leave the socket open, never wait on it
+        await _close_writer(writer, abort=True)
         raise
     log.info("wire: %s handshake with %s failed: %s", role, peer_name,
              str(error).removeprefix("wire: "))
@@ -309,13 +315,6 @@ async def _finalise(session: Session) -> None:
                              f"{type(first).__name__}")
 
 
-def _check_additional_data(additional_data: bytes) -> bytes:
-    if len(additional_data) > MAX_ADDITIONAL_DATA_LENGTH:
-        raise ValueError(f"wire: additional_data is {len(additional_data)} bytes, "
-                         f"at most {MAX_ADDITIONAL_DATA_LENGTH} allowed")
-    return bytes(additional_data)
-
-
 async def connect(host: str, port: int, *, link_key: bytes, additional_data: bytes,
                   authenticator: Any, handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
                   connect_timeout: float | None = None, kem: KEM | None = None,
@@ -327,7 +326,7 @@ async def connect(host: str, port: int, *, link_key: bytes, additional_data: byt
     ``kem``, ``rng`` and ``clock`` exist for tests and vector replay.
     """
     handshake = Handshake(initiator=True, link_key=link_key,
-                          additional_data=_check_additional_data(additional_data),
+                          additional_data=additional_data,
                           kem=kem, rng=rng, clock=clock)
     timeout = handshake_timeout if connect_timeout is None else connect_timeout
     try:
@@ -350,7 +349,7 @@ async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
     """
     try:
         handshake = Handshake(initiator=False, link_key=link_key,
-                              additional_data=_check_additional_data(additional_data),
+                              additional_data=additional_data,
                               kem=kem, rng=rng, clock=clock)
     except ValueError:
         await _close_writer(writer)
