@@ -29,7 +29,8 @@ async def node_with_sink(tmp_path, engine, keys):
     sink_conns = asyncio.Queue()
     sink = await asyncio.start_server(lambda r, w: sink_conns.put_nowait((r, w)), "127.0.0.1", 0)
     # Generous time limits: a loaded CI machine may starve threads; these tests check the flow.
-    settings = PipelineSettings(NumSphinxWorkers=2, UnwrapDelay=5_000, SchedulerSlack=5_000)
+    settings = PipelineSettings(NumSphinxWorkers=2, UnwrapDelay=5_000, SchedulerSlack=5_000,
+                                SphinxQueuePackets=1_000)
     pipeline = Pipeline(settings, engine=engine, wheel_factory=wheel_factory())
     await pipeline.start()
     loop = asyncio.get_running_loop()

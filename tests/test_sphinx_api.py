@@ -267,3 +267,8 @@ def test_core_primitives_match_reference():
     assert core.aes128_ctr(bytes(16), b"\xff" * 16, bytes(48)) == ref.stream(bytes(16), b"\xff" * 16, 48)
     assert core.hkdf_expand(key, b"info", 0) == b""
     assert core.x25519_backend() in core.available_x25519_backends()
+
+
+def test_c_geometry_matches_geometry_module():
+    for name, value in core.GEOMETRY.items():
+        assert getattr(g, name) == value, name

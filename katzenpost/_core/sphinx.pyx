@@ -5,18 +5,21 @@ command objects and error messages live in katzenpost.sphinx."""
 from libc.stdint cimport uint8_t, int8_t, int32_t, uint32_t
 from libc.string cimport memcpy
 
-
-from katzenpost.sphinx import geometry as _g
-
 if sx_init() != 0:
     raise ImportError("katzenpost._core.sphinx: OpenSSL has no SHA512-256 or AES-128-CTR")
 
-# One source of truth for sizes: refuse to load if the C geometry drifted from geometry.py.
-if (SX_HEADER_LEN, SX_SLOT_LEN, SX_BETA_LEN, SX_NR_HOPS, SX_SPRP_MATERIAL_LEN, SX_KDF_LEN,
-        SX_MAX_KEYS) != (_g.HEADER_LENGTH, _g.PER_HOP_ROUTING_INFO_LENGTH,
-                         _g.ROUTING_INFO_LENGTH, _g.NR_HOPS, _g.SPRP_KEY_MATERIAL_LENGTH,
-                         _g.KDF_OUTPUT_LENGTH, _g.MAX_TRIAL_KEYS):
-    raise ImportError("katzenpost._core.sphinx: C geometry differs from sphinx/geometry.py")
+# The C sizes; tests check them against katzenpost/sphinx/geometry.py, the source of truth
+# (_core must not import the sphinx package).
+GEOMETRY = {
+    "HEADER_LENGTH": SX_HEADER_LEN,
+    "PER_HOP_ROUTING_INFO_LENGTH": SX_SLOT_LEN,
+    "ROUTING_INFO_LENGTH": SX_BETA_LEN,
+    "NR_HOPS": SX_NR_HOPS,
+    "SPRP_KEY_MATERIAL_LENGTH": SX_SPRP_MATERIAL_LEN,
+    "PAYLOAD_TAG_LENGTH": SX_TAG_LEN,
+    "KDF_OUTPUT_LENGTH": SX_KDF_LEN,
+    "MAX_TRIAL_KEYS": SX_MAX_KEYS,
+}
 
 _BACKENDS = {"openssl": SX_X25519_OPENSSL, "libsodium": SX_X25519_LIBSODIUM}
 
