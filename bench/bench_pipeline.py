@@ -1,10 +1,20 @@
 """Whole-pipeline load test on loopback: generator process -> node pipeline -> sink process.
 
-For each case (a plain asyncio relay as the baseline measured in the same run, (a) zero-cost
-stand-in unwrap, (b) the real Sphinx unwrap, stand-in at a fixed cost) and each offered rate:
-forwarded rate, loss, I/O-thread CPU per packet, added latency p50/p99 beyond the delay.
+Cases, each a sweep of offered rates (2,524-byte packets, 4-byte length-prefix framing over
+127.0.0.1 TCP): `relay` (the baseline measured in the same run: a plain asyncio relay with the
+same framing, no pipeline), `a` (zero-cost stand-in unwrap), `b` (the real Sphinx batch unwrap
+on genuine packets, for each of --b-workers), `costNN` (stand-in at NN us per packet); suffix
+`-thread` runs the timer wheel in a scheduler thread instead of on the I/O thread.
 
-    python3 bench/bench_pipeline.py --rates 2000,5000,10000 --seconds 2 [--cases relay,a,b] [--json out]
+Per step: forwarded rate and loss, I/O-thread CPU per offered packet (net of the idle loop), CPU
+per packet of each worker/scheduler thread, added latency p50/p99 beyond the scheduled delay, the
+drops by reason, and the machine's CPU pressure (PSI) since the 2 cores are shared. The summary
+gives, per case: highest no-loss rate, knee, marginal I/O CPU per packet, node CPU per forwarded
+packet at the busiest step and the throughput that projects to on 2 free cores, ratios to the
+targets (I/O <= 15 us, p99 <= 5 ms, (b) >= 0.85 x workers / unwrap cost) and to the relay.
+
+    python3 bench/bench_pipeline.py --rates 2000,8000,16000 --seconds 1.5 --cases relay,a,b \
+        [--b-workers 1,2] [--pool-cache /tmp/pool.npz] [--json out.json]
 """
 import argparse
 import asyncio

@@ -1,6 +1,7 @@
 """Shared builders for the PKI tests: deterministic keys, descriptors, documents, a key store."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
@@ -145,3 +146,12 @@ def node_self(name: str, provider: bool | None = None, port: int = 31010) -> Nod
                     link_public=x25519_public(link_private_for(name)),
                     addresses={"tcp4": [f"127.0.0.1:{port}"]}, is_provider=provider,
                     kaetzchen_for_pki=(lambda: {"loop": {"endpoint": "+loop"}}) if provider else None)
+
+
+async def wait_until(condition, what: str = "the condition", limit: float = 5.0) -> None:
+    """Poll `condition` on the running loop (so the code under test can progress), bounded."""
+    for _ in range(int(limit / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -14,6 +14,7 @@ from _pki_fixtures import (
     make_descriptor,
     public_for,
     seed_for,
+    wait_until,
 )
 from katzenpost.pki import authority_config as ac
 from katzenpost.pki.authority import AuthorityServer
@@ -92,10 +93,8 @@ def test_nodes_post_and_everyone_fetches_the_signed_document(tmp_path):
             with pytest.raises(DocumentNotFoundError):
                 await auth.client().get_document(epoch)
             await post_all(auth, epoch)
-            for _ in range(50):  # the upload wakes the worker, which bootstraps the document
-                if epoch in auth.state.documents:
-                    break
-                await asyncio.sleep(0.05)
+            # The upload wakes the worker, which bootstraps the document.
+            await wait_until(lambda: epoch in auth.state.documents)
             doc = await auth.client().get_document(epoch)
             assert doc.epoch == epoch and doc.genesis_epoch == epoch
             assert sorted(d.name for layer in doc.topology for d in layer) == list(MIXES)
@@ -205,12 +204,12 @@ def test_connection_limit_refuses_the_excess_and_recovers(tmp_path):
     async def scenario():
         async with Running(tmp_path, handshake_timeout=2.0, max_connections=3) as auth:
             hogs = [await asyncio.open_connection(auth.host, auth.port) for _ in range(3)]
-            await asyncio.sleep(0.1)
+            await wait_until(lambda: auth.server.active_connections == 3)
             with pytest.raises(AuthorityUnreachableError):
                 await auth.client().get_document(CLOCK.current())
             for _, writer in hogs:
                 writer.close()
-            await asyncio.sleep(0.2)
+            await wait_until(lambda: auth.server.active_connections == 0)
             with pytest.raises(DocumentNotFoundError):
                 await auth.client().get_document(CLOCK.current())
     run(scenario())

@@ -15,6 +15,7 @@ from _pki_fixtures import (
     public_for,
     seed_for,
     signed_document_bytes,
+    wait_until,
 )
 from katzenpost.pki import cert
 from katzenpost.pki.descriptor import DescriptorError, MixDescriptor, check_well_formed, verify_and_parse_descriptor
@@ -140,10 +141,7 @@ def test_worker_loop_ticks_on_its_own_and_stops_cleanly():
         client = FakeClient()
         worker = PKIWorker(node_self("mix1-0"), client, MemoryMixKeys("mix1-0"), EpochClock(period=12))
         worker.start()
-        for _ in range(60):
-            if len(client.fetches) >= 3 and client.posts:
-                break
-            await asyncio.sleep(0.1)
+        await wait_until(lambda: len(client.fetches) >= 3 and client.posts, "a tick", limit=6)
         task = worker._task
         await worker.stop()
         assert client.posts and client.fetches

@@ -13,6 +13,7 @@ from _pki_fixtures import (
     authority_config_text,
     node_self,
     public_for,
+    wait_until,
 )
 from katzenpost.pki import authority_config as ac
 from katzenpost.pki.authority import AuthorityServer
@@ -41,14 +42,6 @@ def node_worker(name, port, clock, handed_over):
                              connect_timeout=5, handshake_timeout=5, response_timeout=5)
     return PKIWorker(node_self(name), client, MemoryMixKeys(name), clock,
                      on_epoch_change=lambda doc: handed_over.append((name, doc.epoch)))
-
-
-async def wait_until(condition, what):
-    for _ in range(500):  # the authority's worker runs as soon as the loop lets it
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_nodes_follow_the_authority_through_an_epoch_rollover(tmp_path):

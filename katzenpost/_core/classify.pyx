@@ -62,7 +62,7 @@ REASON_SLOTS = R_COUNT
 NO_DROP_CODE = NO_DROP
 
 cdef int64_t MS = 1000000
-cdef int64_t MAX_NODE_DELAY_MS = 3 * 20 * 60 * 1000     # NumMixKeys * epoch period
+DEFAULT_MAX_NODE_DELAY_MS = 3 * 20 * 60 * 1000      # NumMixKeys * the 20-minute epoch period
 
 
 cdef Py_ssize_t find_row(const uint8_t *table, Py_ssize_t rows, Py_ssize_t width,
@@ -111,6 +111,7 @@ cdef struct RowsIn:
     int64_t dequeue_ns
     int64_t now_ns
     bint is_provider
+    int64_t max_node_delay_ms
     const uint8_t *route_ids
     const int32_t *route_index
     Py_ssize_t n_routes
@@ -150,7 +151,7 @@ cdef void classify_rows(const RowsIn *a, RowsOut *o, Py_ssize_t n) noexcept nogi
         elif cmd == CMD_FORWARD:
             if a.is_provider and not a.from_client[i]:
                 reason = R_FORWARD_AT_PROVIDER              # MustTerminate
-            elif a.delay_ms[i] > MAX_NODE_DELAY_MS:
+            elif a.delay_ms[i] > a.max_node_delay_ms:
                 reason = R_DELAY_TOO_LONG
             else:
                 # Dwell adjustment, spec/server.md §1.5 (unwrap time excluded).
@@ -233,9 +234,11 @@ def classify_batch(result, Py_ssize_t n, const int64_t[::1] recv_at_ns, const ui
                    const uint8_t[:, ::1] route_ids, const int32_t[::1] route_index,
                    const uint8_t[:, ::1] endpoint_ids, int64_t[::1] drop_counts,
                    int32_t[::1] fwd_rows, int64_t[::1] fwd_deadline_ms, int32_t[::1] fwd_hop,
-                   int32_t[::1] local_rows, uint8_t[::1] local_kind, uint8_t[::1] row_reason):
+                   int32_t[::1] local_rows, uint8_t[::1] local_kind, uint8_t[::1] row_reason,
+                   int64_t max_node_delay_ms=DEFAULT_MAX_NODE_DELAY_MS):
     """Classify rows 0..n-1; returns (forward count, local count). Drops add to drop_counts[reason]
-    and row_reason[i] holds each row's reason (NO_DROP_CODE if kept).
+    and row_reason[i] holds each row's reason (NO_DROP_CODE if kept). NodeDelay above
+    max_node_delay_ms (NumMixKeys x epoch period) is dropped.
 
     Route rows must be sorted (bytewise) with route_index aligned; endpoint rows sorted, 64 bytes.
     """
@@ -264,6 +267,7 @@ def classify_batch(result, Py_ssize_t n, const int64_t[::1] recv_at_ns, const ui
     a.dequeue_ns = dequeue_ns
     a.now_ns = now_ns
     a.is_provider = is_provider
+    a.max_node_delay_ms = max_node_delay_ms
     a.route_ids = &route_ids[0, 0] if n_routes else NULL
     a.route_index = &route_index[0] if n_routes else NULL
     a.n_routes = n_routes
@@ -298,7 +302,8 @@ cdef class BatchClassifier:
     cdef uint8_t[:, ::1] mask_view
     cdef uint8_t[::1] seen_view
 
-    def __init__(self, result, int64_t[::1] drop_counts, bint is_provider):
+    def __init__(self, result, int64_t[::1] drop_counts, bint is_provider,
+                 int64_t max_node_delay_ms=DEFAULT_MAX_NODE_DELAY_MS):
         import numpy as np
         cdef Py_ssize_t cap = len(result.status)
         if drop_counts.shape[0] < R_COUNT:
@@ -336,6 +341,7 @@ cdef class BatchClassifier:
         self.o.row_reason = &rr[0]
         self.a.replayed = &self.seen_view[0]
         self.a.is_provider = is_provider
+        self.a.max_node_delay_ms = max_node_delay_ms
         self.set_routes(np.zeros((0, NODE_ID_LEN), np.uint8), np.zeros(0, np.int32))
         self.set_endpoints(np.zeros((0, RECIPIENT_LEN), np.uint8))
 

@@ -83,6 +83,11 @@ class AuthorityServer:
         """Ask the daemon to stop (safe from a signal handler callback)."""
         self._stopping.set()
 
+    @property
+    def active_connections(self) -> int:
+        """Connections being served now (at most `max_connections`)."""
+        return len(self._connections)
+
     async def wait_stopped(self) -> None:
         await self._stopping.wait()
 

@@ -17,7 +17,7 @@ KIND_CODES = {"FORWARD": 0, "TO_USER": 1, "UNRELIABLE_TO_USER": 2, "SURB_REPLY":
 REASON_SLOTS = 32
 NO_DROP_CODE = 255
 MS = 1_000_000
-MAX_NODE_DELAY_MS = 3 * 20 * 60 * 1000
+DEFAULT_MAX_NODE_DELAY_MS = 3 * 20 * 60 * 1000
 
 
 def replay_masks(result, n, masks):
@@ -40,7 +40,7 @@ def dwell_adjusted_delay(node_delay_ms, dwell_ns):
 
 def classify_batch(result, n, recv_at_ns, from_client, replayed, dequeue_ns, now_ns, is_provider,
                    route_ids, route_index, endpoint_ids, drop_counts, fwd_rows, fwd_deadline_ms, fwd_hop,
-                   local_rows, local_kind, row_reason):
+                   local_rows, local_kind, row_reason, max_node_delay_ms=DEFAULT_MAX_NODE_DELAY_MS):
     routes = {bytes(route_ids[r]): int(route_index[r]) for r in range(len(route_ids))}
     endpoints = {bytes(endpoint_ids[e]) for e in range(len(endpoint_ids))}
     n_fwd = n_local = 0
@@ -57,7 +57,7 @@ def classify_batch(result, n, recv_at_ns, from_client, replayed, dequeue_ns, now
             node_delay = int(result.delay_ms[i])
             if is_provider and not from_client[i]:
                 reason = "FORWARD_AT_PROVIDER"
-            elif node_delay > MAX_NODE_DELAY_MS:
+            elif node_delay > max_node_delay_ms:
                 reason = "DELAY_TOO_LONG"
             else:
                 delay = dwell_adjusted_delay(node_delay, dequeue_ns - int(recv_at_ns[i]))
