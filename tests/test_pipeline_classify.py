@@ -150,6 +150,19 @@ def test_delay_above_three_epochs_is_dropped(impl):
     assert cls.reason[0] == DropReason.DELAY_TOO_LONG
 
 
+def test_three_epochs_follow_a_shorter_debug_epoch_period(impl):
+    _, result = unwrap([make_packet(flags=FWD, next_hop=HOP, delay_ms=360_001),
+                        make_packet(flags=FWD, next_hop=HOP, delay_ms=360_000)])
+    routes = RouteTable({HOP: 7})
+    out = workers._ClassifyBuffers(2)
+    n_fwd, _ = impl.classify_batch(result, 2, np.full(2, 1_000 * MS, np.int64), np.zeros(2, np.uint8),
+                                   np.zeros(2, np.uint8), 1_000 * MS, 1_000 * MS, False, routes.ids, routes.index,
+                                   EndpointSet().ids, out.drop_counts, out.fwd_rows, out.fwd_deadline, out.fwd_hop,
+                                   out.local_rows, out.local_kind, out.row_reason,
+                                   max_node_delay_ms=3 * 120 * 1000)          # 2-minute epochs
+    assert n_fwd == 1 and out.row_reason[0] == DropReason.DELAY_TOO_LONG
+
+
 # ---------------------------------------------------------------- dwell adjustment (§1.5)
 
 @pytest.mark.parametrize("node_delay_ms,dwell_us,expect_us,dropped", [
@@ -178,6 +191,7 @@ def test_max_delay_clamp():
     three_p = MAX_NODE_DELAY_MS
     assert clamp_max_delay(0) == three_p and clamp_max_delay(three_p + 1) == three_p
     assert clamp_max_delay(46_000) == 46_000
+    assert clamp_max_delay(0, cap_ms=360_000) == 360_000 and clamp_max_delay(400_000, cap_ms=360_000) == 360_000
 
 
 # ---------------------------------------------------------------- tables and frames

@@ -150,6 +150,19 @@ def test_scheduler_drops_delays_above_the_pki_max_delay(tmp_path, inline):
     run(scenario())
 
 
+def test_short_debug_epoch_period_bounds_node_delays(tmp_path, inline):
+    async def scenario():
+        pipeline, sender = await started(tmp_path, SchedulerInline=inline, EpochPeriod=1)   # 3P = 3 s
+        now = time.monotonic_ns()
+        pipeline.submit(make_packet(next_hop=HOP, delay_ms=3_001), now)
+        pipeline.submit(make_packet(next_hop=HOP, delay_ms=2), now)
+        await wait_for(lambda: accounted(pipeline) == 2)
+        await pipeline.halt()
+        assert len(sender.packets) == 1
+        assert pipeline.counters.snapshot()["drops"]["delay_too_long"] == 1
+    run(scenario())
+
+
 def test_provider_hands_terminal_packets_to_the_local_handler(tmp_path, inline):
     async def scenario():
         batches = []
@@ -380,6 +393,7 @@ def test_settings_from_config_reads_debug_names_and_applies_defaults():
     s = PipelineSettings.from_config(SimpleNamespace(num_sphinx_workers=3, scheduler_queue_size=500,
                                                      unwrap_delay=20, scheduler_inline=False))
     assert (s.NumSphinxWorkers, s.SchedulerQueueSize, s.UnwrapDelay, s.SchedulerInline) == (3, 500, 20, False)
+    assert PipelineSettings().normalized().EpochPeriod == 1200
     with pytest.raises(ValueError, match="SphinxBatchSize"):
         PipelineSettings(SphinxBatchSize=0).normalized()
     with pytest.raises(ValueError, match="integer"):

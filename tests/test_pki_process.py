@@ -190,6 +190,14 @@ def test_console_script_target_in_pyproject_runs_the_authority(tmp_path):
     assert usage.returncode == 0 and b"katzenpost-authority" in usage.stdout
 
 
+def test_debug_generate_only_acts_like_dash_g(tmp_path):
+    config_path, data_dir = write_config(tmp_path, free_port(), extra="GenerateOnly = true\n")
+    proc = authority(config_path)  # no -g: the config alone makes it exit after the keys
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert keys.load_identity_key(data_dir).public
+
+
 def test_bad_config_exits_255_with_the_field_named(tmp_path):
     port = free_port()
     config_path, _ = write_config(tmp_path, port, extra="Bogus = 1\n")

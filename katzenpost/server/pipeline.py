@@ -19,7 +19,8 @@ import zmq
 from katzenpost.server.counters import DropReason, Event, PipelineCounters
 from katzenpost.server.scheduler import SchedulerThread, WheelStage, decode_due
 from katzenpost.server.workers import (
-    MS, PACKET_LENGTH, CryptoWorker, EndpointSet, LocalBatch, RouteTable, WorkerEndpoints,
+    EPOCH_PERIOD_MS, MS, NUM_MIX_KEYS, PACKET_LENGTH, CryptoWorker, EndpointSet, LocalBatch, RouteTable,
+    WorkerEndpoints,
 )
 
 log = logging.getLogger("katzenpost.server.pipeline")
@@ -50,6 +51,7 @@ class PipelineSettings:
     LocalHWM: int = 64                  # local-delivery batches queued towards the I/O thread
     OutgoingQueueSize: int = 64         # packets per next hop while its sender is paused
     DispatchBatchSize: int = 256        # packets per due batch from the scheduler
+    EpochPeriod: int = 0                # seconds; <= 0: the 20-minute period (Debug.EpochPeriod)
     SchedulerInline: bool = True        # timer wheel on the I/O thread (measured: half the CPU per
                                         # packet of a scheduler thread); False: its own thread
 
@@ -85,6 +87,8 @@ class PipelineSettings:
         s.SendSlack = max(50, s.SendSlack)
         if s.UnwrapDelay <= 0:
             s.UnwrapDelay = 10
+        if s.EpochPeriod <= 0:
+            s.EpochPeriod = EPOCH_PERIOD_MS // 1000
         for name in ("SphinxBatchSize", "SphinxQueueHWM", "SphinxQueuePackets", "SchedulerInputHWM",
                      "DispatchHWM", "LocalHWM", "OutgoingQueueSize", "DispatchBatchSize"):
             if getattr(s, name) < 1:
@@ -256,10 +260,11 @@ class Pipeline:
         try:
             self._open_io_sockets()
             wheel = self._wheel_factory(s.SchedulerQueueSize, PACKET_LENGTH, int.from_bytes(os.urandom(8), "little"))
+            three_p_ms = NUM_MIX_KEYS * s.EpochPeriod * 1000
             if s.SchedulerInline:
                 self._stage = WheelStage(wheel=wheel, counters=self.counters.stage("scheduler"),
                                          max_burst=s.SchedulerMaxBurst, slack_ms=s.SchedulerSlack,
-                                         out_capacity=s.DispatchBatchSize)
+                                         out_capacity=s.DispatchBatchSize, max_delay_cap_ms=three_p_ms)
                 self._from_workers_fwd = self._socket(zmq.PULL, zmq.RCVHWM, s.SchedulerInputHWM)
                 self._from_workers_fwd.bind(self._addrs.sched)
                 self._readers.append(_ZmqReader(self._loop, self._from_workers_fwd, self._on_sched_frames,
@@ -268,13 +273,13 @@ class Pipeline:
                 self._scheduler = SchedulerThread(
                     context=self._ctx, endpoints=self._addrs, counters=self.counters.stage("scheduler"),
                     wheel=wheel, max_burst=s.SchedulerMaxBurst, slack_ms=s.SchedulerSlack,
-                    hwm=s.SchedulerInputHWM, out_capacity=s.DispatchBatchSize)
+                    hwm=s.SchedulerInputHWM, out_capacity=s.DispatchBatchSize, max_delay_cap_ms=three_p_ms)
                 self._scheduler.start()
             self._workers = [
                 CryptoWorker(i, context=self._ctx, endpoints=self._addrs, engine=self._engine,
                              counters=self.counters.stage(f"worker-{i}"), batch_capacity=s.SphinxBatchSize,
                              is_provider=self._is_provider, unwrap_delay_ms=s.UnwrapDelay,
-                             hwm=s.SphinxQueueHWM)
+                             hwm=s.SphinxQueueHWM, max_node_delay_ms=three_p_ms)
                 for i in range(s.NumSphinxWorkers)]
             self._worker_counters = [w.counters for w in self._workers]
             self._in_flight_limit = s.SphinxQueuePackets * s.NumSphinxWorkers

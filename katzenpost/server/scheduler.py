@@ -39,10 +39,10 @@ def decode_due(meta, data):
     return dispatch_ns, hop, deadline, packets
 
 
-def clamp_max_delay(mu_max_delay_ms):
-    """maxDelay per spec/server.md §1.5: MuMaxDelay, unless 0 or above 3P, then 3P."""
-    if mu_max_delay_ms <= 0 or mu_max_delay_ms > DEFAULT_MAX_DELAY_MS:
-        return DEFAULT_MAX_DELAY_MS
+def clamp_max_delay(mu_max_delay_ms, cap_ms=DEFAULT_MAX_DELAY_MS):
+    """maxDelay per spec/server.md §1.5: MuMaxDelay, unless 0 or above 3P (cap_ms), then 3P."""
+    if mu_max_delay_ms <= 0 or mu_max_delay_ms > cap_ms:
+        return cap_ms
     return int(mu_max_delay_ms)
 
 
@@ -54,21 +54,23 @@ class WheelStage:
     """The scheduler's work around `_core.wheel.TimerWheel`, for whichever thread owns it: batch
     insert with the maxDelay check, due-packet pops in SchedulerMaxBurst bursts, drop counting."""
 
-    def __init__(self, *, wheel, counters, max_burst, slack_ms, out_capacity):
+    def __init__(self, *, wheel, counters, max_burst, slack_ms, out_capacity,
+                 max_delay_cap_ms=DEFAULT_MAX_DELAY_MS):
         if max_burst < 1:
             raise ValueError(f"scheduler: SchedulerMaxBurst must be >= 1, got {max_burst}")
         self.wheel = wheel
         self._counters = counters
         self._max_burst = max_burst
         self._slack_ms = max(MIN_SLACK_MS, int(slack_ms))
-        self.max_delay_ms = DEFAULT_MAX_DELAY_MS
+        self._max_delay_cap_ms = max_delay_cap_ms            # 3P
+        self.max_delay_ms = max_delay_cap_ms
         self.out_packets = np.zeros((out_capacity, PACKET_LENGTH), dtype=np.uint8)
         self.out_hop = np.zeros(out_capacity, dtype=np.int32)
         self.out_deadline = np.zeros(out_capacity, dtype=np.int64)
         self._late_seen = 0
 
     def set_max_delay(self, mu_max_delay_ms):
-        self.max_delay_ms = clamp_max_delay(mu_max_delay_ms)
+        self.max_delay_ms = clamp_max_delay(mu_max_delay_ms, self._max_delay_cap_ms)
 
     def insert_frames(self, frames):
         """Insert one worker batch ([meta, packets] frames); failures are logged and counted."""
@@ -82,7 +84,7 @@ class WheelStage:
 
     def _insert(self, deadline, hop, packets):
         # Workers already drop NodeDelay > 3P, so only a smaller (PKI) maxDelay needs the check.
-        if self.max_delay_ms < DEFAULT_MAX_DELAY_MS and int(deadline.max()) - now_ms() > self.max_delay_ms:
+        if self.max_delay_ms < self._max_delay_cap_ms and int(deadline.max()) - now_ms() > self.max_delay_ms:
             too_far = (deadline - now_ms()) > self.max_delay_ms
             self._counters.drop(DropReason.DELAY_ABOVE_MAX, int(too_far.sum()))
             keep = ~too_far
@@ -137,10 +139,11 @@ class WheelStage:
 class SchedulerThread(threading.Thread):
     """The single scheduler thread: a WheelStage driven by a zmq poll on input and deadlines."""
 
-    def __init__(self, *, context, endpoints, counters, wheel, max_burst, slack_ms, hwm, out_capacity):
+    def __init__(self, *, context, endpoints, counters, wheel, max_burst, slack_ms, hwm, out_capacity,
+                 max_delay_cap_ms=DEFAULT_MAX_DELAY_MS):
         super().__init__(name="katzenpost-scheduler", daemon=True)
         self._stage = WheelStage(wheel=wheel, counters=counters, max_burst=max_burst, slack_ms=slack_ms,
-                                 out_capacity=out_capacity)
+                                 out_capacity=out_capacity, max_delay_cap_ms=max_delay_cap_ms)
         self._ctx = context
         self._endpoints = endpoints
         self._counters = counters

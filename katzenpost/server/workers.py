@@ -19,7 +19,7 @@ from katzenpost.sphinx import geometry
 log = logging.getLogger("katzenpost.server.workers")
 
 PACKET_LENGTH = geometry.PACKET_LENGTH
-EPOCH_PERIOD_MS = 20 * 60 * 1000          # spec/server.md §0.1 (P)
+EPOCH_PERIOD_MS = 20 * 60 * 1000          # spec/server.md §0.1 (P), unless Debug.EpochPeriod
 NUM_MIX_KEYS = 3                          # spec/server.md §0.1
 MAX_NODE_DELAY_MS = NUM_MIX_KEYS * EPOCH_PERIOD_MS
 MS = 1_000_000                            # nanoseconds per millisecond
@@ -272,7 +272,7 @@ class CryptoWorker(threading.Thread):
     """One crypto worker: pulls ingress batches, unwraps, checks replays, classifies, pushes on."""
 
     def __init__(self, index, *, context, endpoints, engine, counters, batch_capacity, is_provider,
-                 unwrap_delay_ms, hwm):
+                 unwrap_delay_ms, hwm, max_node_delay_ms=MAX_NODE_DELAY_MS):
         super().__init__(name=f"katzenpost-crypto-{index}", daemon=True)
         self.index = index
         self._ctx = context
@@ -283,6 +283,7 @@ class CryptoWorker(threading.Thread):
         self._capacity = batch_capacity
         self._is_provider = is_provider
         self._unwrap_delay_ns = unwrap_delay_ms * MS
+        self._max_node_delay_ms = max_node_delay_ms
         self._hwm = hwm
         self._inbox = queue.SimpleQueue()          # control objects; a byte on the PAIR wakes us
         self._ctl_addr = f"{endpoints.sphinx}-ctl-{index}"
@@ -325,7 +326,7 @@ class CryptoWorker(threading.Thread):
             ctl = open_socket(zmq.PAIR, self._ctl_addr)
             self._result = self._engine.new_result(self._capacity)
             self._classifier = core_classify.BatchClassifier(self._result, self._counters.drops,
-                                                             self._is_provider)
+                                                             self._is_provider, self._max_node_delay_ms)
             self.started_ok.set()
             self._loop(pull, ctl)
         except Exception:
