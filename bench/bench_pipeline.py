@@ -47,24 +47,12 @@ ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 
 
 def wheel_type():
-    try:
-        from katzenpost._core.wheel import TimerWheel
-        return TimerWheel
-    except ImportError:                       # only while _core.wheel is being written
-        sys.path.insert(0, str(ROOT / "tests"))
-        from pipeline_support import HeapWheel
-        print("# WARNING: _core.wheel missing, using the heapq test double (figures not valid)", flush=True)
-        return HeapWheel
+    from katzenpost._core.wheel import TimerWheel
+    return TimerWheel
 
 
 def replay_filters(tmpdir, count):
-    try:
-        from katzenpost.server.replay import ReplayFilter
-    except ImportError:                       # only while _core.replay is being written
-        sys.path.insert(0, str(ROOT / "tests"))
-        from pipeline_support import SetReplayFilter
-        print("# WARNING: server.replay missing, using the set test double (figures not valid)", flush=True)
-        return tuple(SetReplayFilter() for _ in range(count))
+    from katzenpost.server.replay import ReplayFilter
     return tuple(ReplayFilter.create(str(Path(tmpdir) / f"replay-{os.urandom(6).hex()}"), 4_000_000, 1e-6)
                  for _ in range(count))
 

@@ -4,6 +4,9 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
+from katzenpost._core import sphinx as core
 from katzenpost.reference import sphinx as ref
 from katzenpost.sphinx import geometry as g
 
@@ -40,3 +43,40 @@ def packet_for_secret(alpha, secret, slot, payload_body, tag=bytes(16)):
     gamma = ref.mac(keys["header_mac"], bytes(2) + alpha + beta)
     body = ref.sprp_encrypt(keys["payload_encryption"], keys["header_encryption_iv"], tag + payload_body)
     return bytes(2) + alpha + beta + gamma + body
+
+
+def counter_rng(seed):
+    """A deterministic byte source for creation (`rng`/`filler`): same seed, same stream."""
+    counter = [0]
+
+    def read(n):
+        out = b""
+        while len(out) < n:
+            out += ref.sha512_256(seed + counter[0].to_bytes(8, "big"))
+            counter[0] += 1
+        return out[:n]
+
+    return read
+
+
+@pytest.fixture(params=["libsodium", "openssl"])
+def x25519_backend(request):
+    """Run a compiled test on each X25519 backend; a missing libsodium is a visible skip."""
+    if request.param not in core.available_x25519_backends():
+        pytest.skip(f"X25519 backend {request.param} not available (libsodium not installed?)")
+    before = core.x25519_backend()
+    core.set_x25519_backend(request.param)
+    yield request.param
+    core.set_x25519_backend(before)
+
+
+@pytest.fixture(params=["aesni", "portable"])
+def aez_backend(request):
+    """Run a compiled test with each AES-round backend of the AEZ inside _core.sphinx."""
+    before = core.aez_backend()
+    try:
+        core.set_aez_backend(request.param)
+    except ValueError:
+        pytest.skip(f"AEZ backend {request.param} not available on this CPU")
+    yield request.param
+    core.set_aez_backend(before)

@@ -13,7 +13,7 @@ from katzenpost.server.workers import (
     KIND_DECOY_SURB_REPLY, KIND_FORWARD, KIND_KAETZCHEN, KIND_NONE, KIND_SURB_REPLY, KIND_TO_USER,
     KIND_UNRELIABLE_TO_USER, MAX_NODE_DELAY_MS, MS, NO_DROP, EndpointSet, LocalBatch, MixKeySet, RouteTable,
     classify, decode_ingress, decode_schedule, encode_ingress_meta, encode_schedule_meta)
-from pipeline_support import FWD, L, SetReplayFilter, make_packet
+from pipeline_support import FWD, L, make_packet
 
 HOP = b"H" * 32
 TO_USER = su.FLAG_RECIPIENT | su.FLAG_NODE_DELAY
@@ -341,12 +341,3 @@ def test_counters_snapshot_sums_stages():
     assert snap["drops"]["replay"] == 5 and snap["events"]["sent"] == 4
     assert snap["stages"]["a"]["drops"] == {"replay": 2}
     assert counters.total_dropped() == 5 and counters.event_total(Event.SENT) == 4
-
-
-def test_set_replay_double_matches_contract():
-    f = SetReplayFilter()
-    tags = np.zeros((3, 32), np.uint8)
-    tags[1, 0] = 1
-    out = np.zeros(3, np.uint8)
-    f.check_and_add(tags, np.array([1, 1, 1], np.uint8), out)
-    assert list(out) == [0, 0, 1]

@@ -11,7 +11,7 @@ from katzenpost.sphinx import NodeDelay, PathHop, Recipient, SphinxError, SURBRe
 from katzenpost.sphinx import errors
 from katzenpost.sphinx import geometry as g
 
-from sphinx_support import keypair, packet_for_secret
+from sphinx_support import counter_rng, keypair, packet_for_secret, x25519_backend  # noqa: F401 (fixture)
 
 
 def make_path(n, terminal=None, delay=1000):
@@ -20,20 +20,6 @@ def make_path(n, terminal=None, delay=1000):
     path = [PathHop(os.urandom(32), pub, [NodeDelay(delay + i)]) for i, (_, pub) in enumerate(nodes)]
     path[-1] = PathHop(path[-1].id, path[-1].public_key, terminal)
     return [priv for priv, _ in nodes], path
-
-
-def counter_rng(seed):
-    """A deterministic byte source: the same seed gives the same stream."""
-    state = {"n": 0}
-
-    def read(n):
-        out = b""
-        while len(out) < n:
-            out += ref.sha512_256(seed + state["n"].to_bytes(8, "big"))
-            state["n"] += 1
-        return out[:n]
-
-    return read
 
 
 def walk(keys, packet, api=sphinx):
@@ -135,6 +121,19 @@ def test_creation_errors_use_reference_messages(api):
         api.decrypt_surb_payload(bytes(100), bytes(64) + b"\x01" * 64)
 
 
+@pytest.mark.parametrize("api", [sphinx, ref], ids=["compiled", "reference"])
+def test_hops_are_checked_last_hop_first_like_the_reference(api):
+    """Go serializes the hops' commands from the terminal hop backwards: with two bad hops,
+    the later hop's error is the one reported."""
+    _, path = make_path(3)
+    oversized_first = PathHop(path[0].id, path[0].public_key, [Recipient(bytes(64))])
+    next_hop_last = PathHop(path[2].id, path[2].public_key, [sphinx.NextNodeHop(bytes(32), bytes(16))])
+    with pytest.raises(SphinxError, match="^sphinx: invalid commands, NextNodeHop$"):
+        api.new_packet([oversized_first, path[1], next_hop_last], b"")
+    with pytest.raises(SphinxError, match="insufficient remaining capacity"):
+        api.new_packet([oversized_first, path[1], path[2]], b"")
+
+
 def test_bad_path_fields_are_value_errors():
     _, path = make_path(1)
     with pytest.raises(ValueError, match=r"path\[0\].id must be 32 bytes"):
@@ -175,14 +174,6 @@ LOW_ORDER = [
 ]
 
 
-@pytest.fixture(params=core.available_x25519_backends())
-def x25519_backend(request):
-    before = core.x25519_backend()
-    core.set_x25519_backend(request.param)
-    yield request.param
-    core.set_x25519_backend(before)
-
-
 def test_x25519_rfc7748_vectors(x25519_backend):
     for scalar, point, out in RFC7748:
         assert core.x25519(bytes.fromhex(scalar), bytes.fromhex(point)) == bytes.fromhex(out)
@@ -204,6 +195,31 @@ def test_x25519_low_order_points_give_zeros(x25519_backend):
 def test_unknown_x25519_backend_is_refused():
     with pytest.raises(ValueError, match="not available"):
         core.set_x25519_backend("nacl")
+
+
+def test_openssl_fallback_is_always_available_and_listing_changes_nothing():
+    before = core.x25519_backend()
+    assert "openssl" in core.available_x25519_backends()
+    assert core.x25519_backend() == before
+    assert set(core.available_x25519_backends()) <= {"libsodium", "openssl"}
+
+
+def test_libsodium_loader_refuses_what_is_not_libsodium():
+    """A missing library or one without the two symbols is refused (and closed), not used."""
+    assert core.probe_libsodium("libkatzenpost-no-such-library.so.1") is False
+    assert core.probe_libsodium("libc.so.6") is False  # loads, but has no sodium_init
+    assert core.probe_libsodium("libcrypto.so.3") is False
+
+
+def test_openssl_fallback_unwraps_what_libsodium_built(x25519_backend):
+    """Packets made under one backend unwrap under the other (both X25519s agree)."""
+    keys, path = make_path(3)
+    other = "openssl" if x25519_backend == "libsodium" else "libsodium"
+    packet = sphinx.new_packet(path, b"fallback", rng=counter_rng(b"x"), filler=counter_rng(b"y"))
+    if other in core.available_x25519_backends():
+        core.set_x25519_backend(other)
+        assert sphinx.new_packet(path, b"fallback", rng=counter_rng(b"x"), filler=counter_rng(b"y")) == packet
+    assert walk(keys, packet).payload == b"fallback"
 
 
 @pytest.mark.parametrize("api", [sphinx, ref], ids=["compiled", "reference"])

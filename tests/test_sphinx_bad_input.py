@@ -113,7 +113,7 @@ BAD_SLOTS = {
     "lone id byte at the end": NEXT + SURB_REPLY + DELAY * 3 + bytes([0x80]),
     "non-zero after terminator": RECIPIENT + bytes(16) + b"\x01",
     "non-zero byte far after terminator": bytes(81) + b"\x01",
-    "invalid command after duplicates": SURB_REPLY * 2 + bytes([0x05]) + bytes(47),
+    "invalid command before a duplicate": DELAY + bytes([0x05]) + SURB_REPLY * 2 + bytes(42),
 }
 
 
@@ -127,11 +127,38 @@ def test_bad_routing_commands(api, name):
     expect_error(APIS[api], key, packet, "sphinx: invalid per-hop command", tag_of(packet))
 
 
+DUPLICATE_SLOTS = {
+    "two surb replies": (SURB_REPLY * 2).ljust(82, b"\0"),
+    # Go returns on reading the second SURBReply: the invalid bytes after it are never parsed.
+    "two surb replies then an unknown id": SURB_REPLY * 2 + bytes([0x05]) + bytes(47),
+    "two surb replies then a truncated recipient": DELAY + SURB_REPLY * 2 + RECIPIENT[:43],
+    "two surb replies then non-zero padding": SURB_REPLY * 2 + bytes(47) + b"\x01",
+}
+
+
 @pytest.mark.parametrize("api", APIS)
-def test_duplicate_surb_reply(api):
+@pytest.mark.parametrize("name", DUPLICATE_SLOTS)
+def test_duplicate_surb_reply_fails_as_soon_as_it_is_read(api, name):
+    slot = DUPLICATE_SLOTS[name]
+    assert len(slot) == 82, name
     key, pub = keypair()
-    packet = single_hop_packet(pub, (SURB_REPLY * 2).ljust(82, b"\0"), b"p" * 20)
+    packet = single_hop_packet(pub, slot, b"p" * 20)
     expect_error(APIS[api], key, packet, "sphinx: invalid packet, > 1 surb_reply", tag_of(packet))
+
+
+def test_duplicate_surb_reply_in_a_batch_sets_status_and_flags():
+    import numpy as np
+    from katzenpost.sphinx import batch, errors
+
+    key, pub = keypair()
+    packet = single_hop_packet(pub, DUPLICATE_SLOTS["two surb replies then an unknown id"], b"p" * 20)
+    rows = np.frombuffer(packet, dtype=np.uint8).reshape(1, -1).copy()
+    result = batch.UnwrapBatch(1)
+    assert batch.unwrap_batch(rows, 1, batch.keys_array([key]), result) == 0
+    assert result.status[0] == errors.ERR_DUPLICATE_SURB_REPLY
+    assert result.flags[0] == batch.FLAG_SURB_REPLY | batch.FLAG_DUPLICATE
+    assert bytes(result.tags[0]) == tag_of(packet)
+    assert rows.tobytes() == packet  # a header error leaves the packet as it was
 
 
 @pytest.mark.parametrize("api", APIS)

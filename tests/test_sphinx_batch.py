@@ -111,10 +111,26 @@ def test_argument_checks(nodes):
         batch.keys_array([bytes(31)])
     with pytest.raises(ValueError, match="capacity must be >= 1"):
         batch.UnwrapBatch(0)
-    with pytest.raises(ValueError):  # not C-contiguous
+    with pytest.raises(ValueError, match="packets must be C-contiguous"):
         batch.unwrap_batch(packets[:, ::2], 1, keys, batch.UnwrapBatch(4))
-    with pytest.raises(ValueError):  # wrong dtype
+    with pytest.raises(ValueError, match="packets must be C-contiguous"):
+        batch.unwrap_batch(np.asfortranarray(packets), 1, keys, batch.UnwrapBatch(4))
+    with pytest.raises(ValueError, match="packets must be a 2-D uint8 array, got format 'h'"):
         batch.unwrap_batch(packets.astype(np.int16), 1, keys, batch.UnwrapBatch(4))
+    with pytest.raises(ValueError, match="packets must be a 2-D uint8 array.*1 dimension"):
+        batch.unwrap_batch(packets.reshape(-1), 1, keys, batch.UnwrapBatch(4))
+    with pytest.raises(TypeError, match="packets must be a uint8"):
+        batch.unwrap_batch([b"not an array"], 1, keys, batch.UnwrapBatch(4))
+    read_only = packets.copy()
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="packets must be writable"):
+        batch.unwrap_batch(read_only, 1, keys, batch.UnwrapBatch(4))
+    with pytest.raises(ValueError, match="keys must be C-contiguous"):
+        batch.unwrap_batch(packets, 1, np.zeros((2, 64), dtype=np.uint8)[:, ::2], batch.UnwrapBatch(4))
+    with pytest.raises(ValueError, match=r"keys must be uint8\[1..3, 32\]"):
+        batch.unwrap_batch(packets, 1, np.zeros((0, 32), dtype=np.uint8), batch.UnwrapBatch(4))
+    with pytest.raises(ValueError, match="batch count -1 outside"):
+        batch.unwrap_batch(packets, -1, keys, batch.UnwrapBatch(4))
     result = batch.UnwrapBatch(4)
     result.tags = np.zeros((4, 31), dtype=np.uint8)
     with pytest.raises(ValueError, match="wrong row widths"):

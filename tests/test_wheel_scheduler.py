@@ -230,7 +230,7 @@ def test_unlimited_queue_grows_in_chunks_and_keeps_order():
 def test_memory_per_queued_packet_is_at_most_packet_plus_32_bytes():
     packet_len, capacity = 2524, 20_000
     wheel = TimerWheel(capacity, packet_len, 1)
-    assert wheel.nbytes <= capacity * (packet_len + 32) + 16 * 1024
+    assert wheel.nbytes <= capacity * (packet_len + 32) + 64 * 1024  # + the fixed bucket tables
 
 
 def test_packet_bytes_and_hops_round_trip():

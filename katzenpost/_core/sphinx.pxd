@@ -39,7 +39,10 @@ cdef extern from "sphinx_impl.h" nogil:
 
     int sx_init()
     int sx_x25519_backend()
+    int sx_x25519_available(int backend)
     int sx_set_x25519_backend(int backend)
+    int sx_probe_libsodium(const char *name)
+    void sx_wipe(void *buf, size_t length)
     int sx_x25519(uint8_t *out, const uint8_t *scalar, const uint8_t *point)
     int sx_sha512_256(const uint8_t *msg, size_t length, uint8_t *out)
     void sx_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *msg, size_t length,

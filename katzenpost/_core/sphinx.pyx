@@ -48,14 +48,14 @@ def set_x25519_backend(str name):
 
 
 def available_x25519_backends():
-    """Backends usable in this process, preferred first."""
-    current = sx_x25519_backend()
-    names = []
-    for name in ("libsodium", "openssl"):
-        if sx_set_x25519_backend(_BACKENDS[name]) == 0:
-            names.append(name)
-    sx_set_x25519_backend(current)
-    return names
+    """Backends usable in this process, preferred first (the choice in use is unchanged)."""
+    return [name for name in ("libsodium", "openssl") if sx_x25519_available(_BACKENDS[name])]
+
+
+def probe_libsodium(str library):
+    """True if the shared library `library` would serve as the libsodium X25519 backend
+    (loads, has both symbols, initialises). For tests of the loader; changes nothing."""
+    return sx_probe_libsodium(library.encode()) == 1
 
 
 def aez_backend():
@@ -120,7 +120,9 @@ def kdf(const uint8_t[::1] shared_secret):
     cdef sx_packet_keys keys
     with nogil:
         sx_kdf(&shared_secret[0], &keys)
-    return (<uint8_t *>&keys)[:SX_KDF_LEN]
+    okm = (<uint8_t *>&keys)[:SX_KDF_LEN]
+    sx_wipe(&keys, sizeof(keys))
+    return okm
 
 
 def aes128_ctr(const uint8_t[::1] key, const uint8_t[::1] iv, const uint8_t[::1] data):
@@ -162,12 +164,34 @@ def unwrap(const uint8_t[::1] private_keys, uint8_t[::1] packet):
     return res.status, res.key_index, tag, slot
 
 
-def unwrap_batch(uint8_t[:, ::1] packets, Py_ssize_t n, const uint8_t[:, ::1] keys, result):
-    """Unwrap rows 0..n-1 of `packets` in place, trying each row of `keys` (1..3 x 32 bytes).
+cdef _check_matrix(obj, str name, bint writable):
+    """A clear error for a buffer that is not a C-contiguous uint8 matrix (before Cython's
+    own, terser buffer checks)."""
+    try:
+        view = memoryview(obj)
+    except TypeError:
+        raise TypeError(f"sphinx: {name} must be a uint8[rows, bytes] array, "
+                        f"got {type(obj).__name__}") from None
+    if view.format not in ("B", "=B", "<B", ">B") or view.ndim != 2:
+        raise ValueError(f"sphinx: {name} must be a 2-D uint8 array, got format "
+                         f"{view.format!r} with {view.ndim} dimension(s)")
+    if not view.c_contiguous:
+        raise ValueError(f"sphinx: {name} must be C-contiguous (rows laid out back to back)")
+    if writable and view.readonly:
+        raise ValueError(f"sphinx: {name} must be writable (packets are unwrapped in place)")
+
+
+def unwrap_batch(packets_array, Py_ssize_t n, keys_array, result):
+    """Unwrap rows 0..n-1 of `packets_array` (uint8[N, L], C-contiguous, writable) in place,
+    trying each row of `keys_array` (uint8[1..3, 32]) in order.
 
     Fills the numpy arrays of `result` (katzenpost.sphinx.batch.UnwrapBatch) and returns
     the number of packets that unwrapped without error. The loop holds no GIL.
     """
+    _check_matrix(packets_array, "packets", True)
+    _check_matrix(keys_array, "keys", False)
+    cdef uint8_t[:, ::1] packets = packets_array
+    cdef const uint8_t[:, ::1] keys = keys_array
     cdef int32_t[::1] status = result.status
     cdef int8_t[::1] key_index = result.key_index
     cdef uint8_t[:, ::1] tags = result.tags

@@ -8,9 +8,11 @@
 #include "aez_impl.h"
 
 #include <dlfcn.h>
+#include <pthread.h>
 #include <string.h>
 
 #include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/params.h>
 #include <openssl/sha.h>
@@ -23,51 +25,81 @@ static EVP_CIPHER *cipher_aes128_ctr;
 
 typedef int (*scalarmult_fn)(unsigned char *, const unsigned char *, const unsigned char *);
 static scalarmult_fn sodium_scalarmult;
-static int x25519_backend = SX_X25519_OPENSSL;
+static int x25519_backend = SX_X25519_OPENSSL; /* read with relaxed atomics from any thread */
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static int init_status = -1;
 
 /* ---------------------------------------------------------------- setup */
 
-static void load_libsodium(void)
+/* Secrets (keys, shared secrets, HMAC states, keystreams) are wiped with OPENSSL_cleanse,
+ * which the compiler cannot drop as a dead store the way it may drop a final memset. */
+void sx_wipe(void *buf, size_t len) { OPENSSL_cleanse(buf, len); }
+
+/* crypto_scalarmult_curve25519 of the library `name`, after a successful sodium_init, or
+ * NULL (library absent, a symbol missing, init failed: the library is closed again). On
+ * success *handle keeps the library loaded. */
+static scalarmult_fn open_libsodium(const char *name, void **handle)
+{
+    void *lib = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+    if (lib == NULL)
+        return NULL;
+    int (*sodium_init)(void) = (int (*)(void))dlsym(lib, "sodium_init");
+    scalarmult_fn fn = (scalarmult_fn)dlsym(lib, "crypto_scalarmult_curve25519");
+    /* sodium_init (thread-safe itself) picks the fastest code for this CPU; 1 means it
+     * had already run, < 0 is a failure. */
+    if (sodium_init == NULL || fn == NULL || sodium_init() < 0) {
+        dlclose(lib);
+        return NULL;
+    }
+    *handle = lib;
+    return fn;
+}
+
+int sx_probe_libsodium(const char *name)
+{
+    void *handle = NULL;
+    if (open_libsodium(name, &handle) == NULL)
+        return 0;
+    dlclose(handle);
+    return 1;
+}
+
+static void init_once_body(void)
 {
     static const char *const names[] = {"libsodium.so.23", "libsodium.so.26", "libsodium.so"};
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        void *lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
-        if (lib == NULL)
-            continue;
-        int (*sodium_init)(void) = (int (*)(void))dlsym(lib, "sodium_init");
-        scalarmult_fn fn = (scalarmult_fn)dlsym(lib, "crypto_scalarmult_curve25519");
-        /* sodium_init picks the fastest implementation for this CPU; < 0 means failure. */
-        if (sodium_init != NULL && fn != NULL && sodium_init() >= 0) {
-            sodium_scalarmult = fn;
-            return; /* the library stays loaded for the life of the process */
-        }
-        dlclose(lib);
+    md_sha512_256 = EVP_MD_fetch(NULL, "SHA512-256", NULL);
+    cipher_aes128_ctr = EVP_CIPHER_fetch(NULL, "AES-128-CTR", NULL);
+    if (md_sha512_256 == NULL || cipher_aes128_ctr == NULL)
+        return;
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]) && sodium_scalarmult == NULL; i++) {
+        void *handle = NULL; /* kept open for the life of the process */
+        sodium_scalarmult = open_libsodium(names[i], &handle);
     }
+    __atomic_store_n(&x25519_backend,
+                     sodium_scalarmult != NULL ? SX_X25519_LIBSODIUM : SX_X25519_OPENSSL,
+                     __ATOMIC_RELAXED);
+    init_status = 0;
 }
 
 int sx_init(void)
 {
-    if (md_sha512_256 == NULL)
-        md_sha512_256 = EVP_MD_fetch(NULL, "SHA512-256", NULL);
-    if (cipher_aes128_ctr == NULL)
-        cipher_aes128_ctr = EVP_CIPHER_fetch(NULL, "AES-128-CTR", NULL);
-    if (md_sha512_256 == NULL || cipher_aes128_ctr == NULL)
-        return -1;
-    if (sodium_scalarmult == NULL)
-        load_libsodium();
-    x25519_backend = sodium_scalarmult != NULL ? SX_X25519_LIBSODIUM : SX_X25519_OPENSSL;
-    return 0;
+    pthread_once(&init_once, init_once_body);
+    return init_status;
 }
 
-int sx_x25519_backend(void) { return x25519_backend; }
+int sx_x25519_backend(void) { return __atomic_load_n(&x25519_backend, __ATOMIC_RELAXED); }
+
+int sx_x25519_available(int backend)
+{
+    return backend == SX_X25519_OPENSSL ||
+           (backend == SX_X25519_LIBSODIUM && sodium_scalarmult != NULL);
+}
 
 int sx_set_x25519_backend(int backend)
 {
-    if (backend == SX_X25519_LIBSODIUM && sodium_scalarmult == NULL)
+    if (!sx_x25519_available(backend))
         return -1;
-    if (backend != SX_X25519_LIBSODIUM && backend != SX_X25519_OPENSSL)
-        return -1;
-    x25519_backend = backend;
+    __atomic_store_n(&x25519_backend, backend, __ATOMIC_RELAXED);
     return 0;
 }
 
@@ -115,17 +147,19 @@ static int x25519_openssl(uint8_t out[32], const uint8_t scalar[32], const uint8
 
 int sx_x25519(uint8_t out[32], const uint8_t scalar[32], const uint8_t point[32])
 {
-    if (x25519_backend == SX_X25519_LIBSODIUM) {
+    if (sx_x25519_backend() == SX_X25519_LIBSODIUM) {
         uint8_t tmp[32];
         /* libsodium returns -1 for a low-order point; Go's ScalarMult yields zeros. */
         if (sodium_scalarmult(tmp, scalar, point) != 0)
             memset(tmp, 0, 32);
         memcpy(out, tmp, 32);
+        sx_wipe(tmp, sizeof tmp);
         return 0;
     }
     uint8_t tmp[32];
     int rc = x25519_openssl(tmp, scalar, point);
     memcpy(out, tmp, 32);
+    sx_wipe(tmp, sizeof tmp);
     return rc;
 }
 
@@ -160,6 +194,8 @@ static void hmac_key(hmac_state *st, const uint8_t *key, size_t key_len)
         block[i] ^= 0x36 ^ 0x5c;
     SHA256_Init(&st->outer);
     SHA256_Update(&st->outer, block, SHA256_CBLOCK);
+    sx_wipe(block, sizeof block);
+    sx_wipe(hashed, sizeof hashed);
 }
 
 static void hmac_final(const hmac_state *keyed, SHA256_CTX *inner, uint8_t out[32])
@@ -169,6 +205,8 @@ static void hmac_final(const hmac_state *keyed, SHA256_CTX *inner, uint8_t out[3
     SHA256_Final(digest, inner);
     SHA256_Update(&outer, digest, sizeof digest);
     SHA256_Final(out, &outer);
+    sx_wipe(&outer, sizeof outer);
+    sx_wipe(digest, sizeof digest);
 }
 
 void sx_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *msg, size_t len,
@@ -179,6 +217,8 @@ void sx_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *msg, size
     SHA256_CTX inner = st.inner;
     SHA256_Update(&inner, msg, len);
     hmac_final(&st, &inner, out);
+    sx_wipe(&st, sizeof st);
+    sx_wipe(&inner, sizeof inner);
 }
 
 void sx_hkdf_expand(const uint8_t *prk, size_t prk_len, const uint8_t *info, size_t info_len,
@@ -199,7 +239,10 @@ void sx_hkdf_expand(const uint8_t *prk, size_t prk_len, const uint8_t *info, siz
         memcpy(out, t, take);
         out += take;
         out_len -= take;
+        sx_wipe(&inner, sizeof inner);
     }
+    sx_wipe(&st, sizeof st);
+    sx_wipe(t, sizeof t);
 }
 
 void sx_kdf(const uint8_t shared_secret[32], sx_packet_keys *keys)
@@ -239,11 +282,28 @@ static int ct_equal(const uint8_t *a, const uint8_t *b, size_t len)
     return acc == 0;
 }
 
-/* Parse the decrypted slot as the reference does: first the whole slot must be valid
- * commands, then the first repeated NextNodeHop / SURBReply (wire order) is an error. */
+/* Keep the fields of the first command of each type (the server reads only those). */
+static void record_command(const uint8_t *cmd, sx_unwrap_result *res, const uint8_t **next_mac)
+{
+    switch (cmd[0]) {
+    case SX_CMD_NEXT_NODE:
+        memcpy(res->next_hop, cmd + 1, SX_NODE_ID_LEN);
+        *next_mac = cmd + 1 + SX_NODE_ID_LEN;
+        break;
+    case SX_CMD_RECIPIENT: memcpy(res->recipient, cmd + 1, SX_RECIPIENT_ID_LEN); break;
+    case SX_CMD_SURB_REPLY: memcpy(res->surb_id, cmd + 1, SX_SURB_ID_LEN); break;
+    default:
+        res->delay_ms = ((uint32_t)cmd[1] << 24) | ((uint32_t)cmd[2] << 16) |
+                        ((uint32_t)cmd[3] << 8) | (uint32_t)cmd[4];
+    }
+}
+
+/* Parse the decrypted slot as the reference does: one command at a time, in wire order; a
+ * second NextNodeHop or SURBReply is an error as soon as it is read (before any later bytes
+ * are looked at), an unknown id, a truncated command or non-zero bytes after the null
+ * terminator are "invalid per-hop command". */
 static int parse_slot(const uint8_t *slot, sx_unwrap_result *res, const uint8_t **next_mac)
 {
-    int duplicate_error = SX_OK;
     size_t off = 0;
     while (off < SX_SLOT_LEN) {
         const uint8_t *cmd = slot + off;
@@ -251,7 +311,7 @@ static int parse_slot(const uint8_t *slot, sx_unwrap_result *res, const uint8_t 
         uint8_t flag;
         switch (cmd[0]) {
         case SX_CMD_NULL:
-            return ct_is_zero(cmd + 1, remaining - 1) ? duplicate_error : SX_ERR_INVALID_COMMAND;
+            return ct_is_zero(cmd + 1, remaining - 1) ? SX_OK : SX_ERR_INVALID_COMMAND;
         case SX_CMD_NEXT_NODE: need = SX_NEXT_NODE_LEN; flag = SX_FLAG_NEXT_HOP; break;
         case SX_CMD_RECIPIENT: need = SX_RECIPIENT_LEN; flag = SX_FLAG_RECIPIENT; break;
         case SX_CMD_SURB_REPLY: need = SX_SURB_REPLY_LEN; flag = SX_FLAG_SURB_REPLY; break;
@@ -262,27 +322,17 @@ static int parse_slot(const uint8_t *slot, sx_unwrap_result *res, const uint8_t 
             return SX_ERR_INVALID_COMMAND;
         if (res->flags & flag) {
             res->flags |= SX_FLAG_DUPLICATE;
-            if (duplicate_error == SX_OK && flag == SX_FLAG_NEXT_HOP)
-                duplicate_error = SX_ERR_DUP_NEXT_NODE;
-            if (duplicate_error == SX_OK && flag == SX_FLAG_SURB_REPLY)
-                duplicate_error = SX_ERR_DUP_SURB_REPLY;
+            if (flag == SX_FLAG_NEXT_HOP)
+                return SX_ERR_DUP_NEXT_NODE;
+            if (flag == SX_FLAG_SURB_REPLY)
+                return SX_ERR_DUP_SURB_REPLY;
         } else {
             res->flags |= flag;
-            switch (cmd[0]) {
-            case SX_CMD_NEXT_NODE:
-                memcpy(res->next_hop, cmd + 1, SX_NODE_ID_LEN);
-                *next_mac = cmd + 1 + SX_NODE_ID_LEN;
-                break;
-            case SX_CMD_RECIPIENT: memcpy(res->recipient, cmd + 1, SX_RECIPIENT_ID_LEN); break;
-            case SX_CMD_SURB_REPLY: memcpy(res->surb_id, cmd + 1, SX_SURB_ID_LEN); break;
-            default:
-                res->delay_ms = ((uint32_t)cmd[1] << 24) | ((uint32_t)cmd[2] << 16) |
-                                ((uint32_t)cmd[3] << 8) | (uint32_t)cmd[4];
-            }
+            record_command(cmd, res, next_mac);
         }
         off += need;
     }
-    return duplicate_error;
+    return SX_OK;
 }
 
 static int authenticate(const uint8_t *keys, size_t n_keys, const uint8_t *pkt,
@@ -294,7 +344,7 @@ static int authenticate(const uint8_t *keys, size_t n_keys, const uint8_t *pkt,
         if (sx_x25519(secret, keys + 32 * k, alpha) != 0)
             return SX_ERR_INTERNAL;
         sx_kdf(secret, pk);
-        memset(secret, 0, sizeof secret);
+        sx_wipe(secret, sizeof secret);
         sx_hmac_sha256(pk->header_mac, sizeof pk->header_mac, pkt, SX_GAMMA_OFF, mac);
         if (ct_equal(mac, pkt + SX_GAMMA_OFF, SX_MAC_LEN)) {
             res->key_index = (int8_t)k;
@@ -325,6 +375,7 @@ static int unwrap_authenticated(uint8_t *pkt, size_t len, const sx_packet_keys *
         aez_setup(&sprp, pk->payload_key, SX_SPRP_KEY_LEN);
         aez_decrypt(&sprp, pk->header_iv, SX_SPRP_IV_LEN, NULL, NULL, 0, 0, payload, payload_len,
                     payload);
+        aez_wipe(&sprp);
     }
     if (res->flags & SX_FLAG_NEXT_HOP) {
         uint8_t next_alpha[32];
@@ -358,7 +409,7 @@ int sx_unwrap(const uint8_t *keys, size_t n_keys, uint8_t *pkt, size_t len,
     int status = authenticate(keys, n_keys, pkt, &pk, res);
     if (status == SX_OK)
         status = unwrap_authenticated(pkt, len, &pk, res);
-    memset(&pk, 0, sizeof pk);
+    sx_wipe(&pk, sizeof pk);
     return res->status = status;
 }
 
@@ -366,18 +417,16 @@ int sx_unwrap(const uint8_t *keys, size_t n_keys, uint8_t *pkt, size_t len,
 
 static const uint8_t BASE_POINT[32] = {9};
 
-int sx_create_header(const uint8_t ephemeral[32], size_t n_hops, const uint8_t *ids,
-                     const uint8_t *public_keys, const uint8_t *blocks,
-                     const size_t *block_lens, const uint8_t *filler, uint8_t *header,
-                     uint8_t *sprp_keys)
-{
+/* Everything header creation derives for a path; wiped before sx_create_header returns. */
+typedef struct {
     sx_packet_keys keys[SX_NR_HOPS];
-    uint8_t alphas[SX_NR_HOPS][32];
+    uint8_t alphas[SX_NR_HOPS][SX_GE_LEN];
     uint8_t streams[SX_NR_HOPS][SX_BETA_LEN + SX_SLOT_LEN];
     uint8_t fillers[SX_NR_HOPS][SX_BETA_LEN]; /* phi_i: (i + 1) * 82 bytes */
-    uint8_t beta[SX_BETA_LEN], gamma[SX_MAC_LEN] = {0};
-    int rc = SX_ERR_INTERNAL;
+} header_state;
 
+static int check_blocks(size_t n_hops, const size_t *block_lens)
+{
     if (n_hops < 1 || n_hops > SX_NR_HOPS)
         return SX_ERR_BAD_ARGUMENT;
     for (size_t i = 0; i < n_hops; i++) {
@@ -385,36 +434,57 @@ int sx_create_header(const uint8_t ephemeral[32], size_t n_hops, const uint8_t *
         if (block_lens[i] > limit)
             return SX_ERR_BAD_ARGUMENT;
     }
+    return SX_OK;
+}
 
-    /* Per-hop secrets, keys and (cumulatively blinded) group elements. */
-    if (sx_x25519(alphas[0], ephemeral, BASE_POINT) != 0)
+/* Per-hop secrets, keys and (cumulatively blinded) group elements (spec 5.1 step 2). */
+static int derive_hop_keys(header_state *st, const uint8_t ephemeral[32], size_t n_hops,
+                           const uint8_t *public_keys)
+{
+    uint8_t secret[32];
+    int rc = SX_ERR_INTERNAL;
+    if (sx_x25519(st->alphas[0], ephemeral, BASE_POINT) != 0)
         goto out;
     for (size_t i = 0; i < n_hops; i++) {
-        uint8_t secret[32];
-        if (sx_x25519(secret, ephemeral, public_keys + 32 * i) != 0)
+        if (sx_x25519(secret, ephemeral, public_keys + SX_GE_LEN * i) != 0)
             goto out;
         for (size_t j = 0; j < i; j++)
-            if (sx_x25519(secret, keys[j].blinding, secret) != 0)
+            if (sx_x25519(secret, st->keys[j].blinding, secret) != 0)
                 goto out;
-        sx_kdf(secret, &keys[i]);
-        memset(secret, 0, sizeof secret);
-        if (i > 0 && sx_x25519(alphas[i], keys[i - 1].blinding, alphas[i - 1]) != 0)
+        sx_kdf(secret, &st->keys[i]);
+        if (i > 0 && sx_x25519(st->alphas[i], st->keys[i - 1].blinding, st->alphas[i - 1]) != 0)
             goto out;
     }
+    rc = SX_OK;
+out:
+    sx_wipe(secret, sizeof secret);
+    return rc;
+}
 
-    /* Keystreams and the filler phi_i (spec 5.1 step 3). */
+/* Keystreams and the filler phi_i (spec 5.1 step 3). */
+static int derive_streams(header_state *st, size_t n_hops)
+{
     for (size_t i = 0; i < n_hops; i++) {
-        memset(streams[i], 0, sizeof streams[i]);
-        if (sx_aes128_ctr(keys[i].header_key, keys[i].header_iv, streams[i], streams[i],
-                          sizeof streams[i]) != 0)
-            goto out;
+        memset(st->streams[i], 0, sizeof st->streams[i]);
+        if (sx_aes128_ctr(st->keys[i].header_key, st->keys[i].header_iv, st->streams[i],
+                          st->streams[i], sizeof st->streams[i]) != 0)
+            return SX_ERR_INTERNAL;
         size_t ks_len = SX_BETA_LEN - i * SX_SLOT_LEN;
-        memcpy(fillers[i], streams[i] + ks_len, (i + 1) * SX_SLOT_LEN);
+        memcpy(st->fillers[i], st->streams[i] + ks_len, (i + 1) * SX_SLOT_LEN);
         for (size_t b = 0; i > 0 && b < i * SX_SLOT_LEN; b++)
-            fillers[i][b] ^= fillers[i - 1][b];
+            st->fillers[i][b] ^= st->fillers[i - 1][b];
     }
+    return SX_OK;
+}
 
-    /* Routing information, built backwards; beta of hop i lives at beta[i * 82 : 410]. */
+/* Routing information, built backwards (spec 5.1 step 4); beta of hop i lives at
+ * beta[i * 82 : 410]. Leaves gamma_0 in gamma. */
+static void build_routing(const header_state *st, size_t n_hops, const uint8_t *ids,
+                          const uint8_t *blocks, const size_t *block_lens,
+                          const uint8_t *filler, uint8_t beta[SX_BETA_LEN],
+                          uint8_t gamma[SX_MAC_LEN])
+{
+    memset(gamma, 0, SX_MAC_LEN);
     if (n_hops < SX_NR_HOPS)
         memcpy(beta + n_hops * SX_SLOT_LEN, filler, (SX_NR_HOPS - n_hops) * SX_SLOT_LEN);
     for (size_t i = n_hops; i-- > 0;) {
@@ -424,35 +494,51 @@ int sx_create_header(const uint8_t ephemeral[32], size_t n_hops, const uint8_t *
         memcpy(slot, blocks + i * SX_SLOT_LEN, used);
         if (i + 1 < n_hops) {
             slot[used] = SX_CMD_NEXT_NODE;
-            memcpy(slot + used + 1, ids + 32 * (i + 1), SX_NODE_ID_LEN);
+            memcpy(slot + used + 1, ids + SX_NODE_ID_LEN * (i + 1), SX_NODE_ID_LEN);
             memcpy(slot + used + 1 + SX_NODE_ID_LEN, gamma, SX_MAC_LEN);
         }
         size_t beta_len = SX_BETA_LEN - i * SX_SLOT_LEN;
         for (size_t b = 0; b < beta_len; b++)
-            slot[b] ^= streams[i][b];
+            slot[b] ^= st->streams[i][b];
         /* gamma_i = MAC(mu_i, 00 00 || alpha_i || beta || phi_{i-1}): always 444 bytes. */
         uint8_t mac_input[SX_GAMMA_OFF], mac[32];
         mac_input[0] = mac_input[1] = 0;
-        memcpy(mac_input + SX_ALPHA_OFF, alphas[i], SX_GE_LEN);
+        memcpy(mac_input + SX_ALPHA_OFF, st->alphas[i], SX_GE_LEN);
         memcpy(mac_input + SX_BETA_OFF, slot, beta_len);
         if (i > 0)
-            memcpy(mac_input + SX_BETA_OFF + beta_len, fillers[i - 1], i * SX_SLOT_LEN);
-        sx_hmac_sha256(keys[i].header_mac, 32, mac_input, sizeof mac_input, mac);
+            memcpy(mac_input + SX_BETA_OFF + beta_len, st->fillers[i - 1], i * SX_SLOT_LEN);
+        sx_hmac_sha256(st->keys[i].header_mac, sizeof st->keys[i].header_mac, mac_input,
+                       sizeof mac_input, mac);
         memcpy(gamma, mac, SX_MAC_LEN);
     }
+}
 
-    header[0] = header[1] = 0;
-    memcpy(header + SX_ALPHA_OFF, alphas[0], SX_GE_LEN);
-    memcpy(header + SX_BETA_OFF, beta, SX_BETA_LEN);
-    memcpy(header + SX_GAMMA_OFF, gamma, SX_MAC_LEN);
-    for (size_t i = 0; i < n_hops; i++) {
-        memcpy(sprp_keys + SX_SPRP_MATERIAL_LEN * i, keys[i].payload_key, SX_SPRP_KEY_LEN);
-        memcpy(sprp_keys + SX_SPRP_MATERIAL_LEN * i + SX_SPRP_KEY_LEN, keys[i].header_iv,
-               SX_SPRP_IV_LEN);
+int sx_create_header(const uint8_t ephemeral[32], size_t n_hops, const uint8_t *ids,
+                     const uint8_t *public_keys, const uint8_t *blocks,
+                     const size_t *block_lens, const uint8_t *filler, uint8_t *header,
+                     uint8_t *sprp_keys)
+{
+    header_state st;
+    uint8_t beta[SX_BETA_LEN], gamma[SX_MAC_LEN];
+    int rc = check_blocks(n_hops, block_lens);
+    if (rc != SX_OK)
+        return rc;
+    rc = derive_hop_keys(&st, ephemeral, n_hops, public_keys);
+    if (rc == SX_OK)
+        rc = derive_streams(&st, n_hops);
+    if (rc == SX_OK) {
+        build_routing(&st, n_hops, ids, blocks, block_lens, filler, beta, gamma);
+        header[0] = header[1] = 0;
+        memcpy(header + SX_ALPHA_OFF, st.alphas[0], SX_GE_LEN);
+        memcpy(header + SX_BETA_OFF, beta, SX_BETA_LEN);
+        memcpy(header + SX_GAMMA_OFF, gamma, SX_MAC_LEN);
+        for (size_t i = 0; i < n_hops; i++) {
+            uint8_t *material = sprp_keys + SX_SPRP_MATERIAL_LEN * i;
+            memcpy(material, st.keys[i].payload_key, SX_SPRP_KEY_LEN);
+            memcpy(material + SX_SPRP_KEY_LEN, st.keys[i].header_iv, SX_SPRP_IV_LEN);
+        }
     }
-    rc = SX_OK;
-out:
-    memset(keys, 0, sizeof keys);
+    sx_wipe(&st, sizeof st);
     return rc;
 }
 
@@ -468,6 +554,7 @@ void sx_encrypt_payload(const uint8_t *sprp_keys, size_t n_hops, const uint8_t *
         aez_setup(&sprp, material, SX_SPRP_KEY_LEN);
         aez_encrypt(&sprp, material + SX_SPRP_KEY_LEN, SX_SPRP_IV_LEN, NULL, NULL, 0, 0, out, len,
                     out);
+        aez_wipe(&sprp);
     }
 }
 
@@ -485,6 +572,7 @@ int sx_decrypt_surb_payload(const uint8_t *keys, size_t n_entries, uint8_t *buf,
         else
             aez_decrypt(&sprp, material + SX_SPRP_KEY_LEN, SX_SPRP_IV_LEN, NULL, NULL, 0, 0, buf,
                         len, buf);
+        aez_wipe(&sprp);
     }
     return ct_is_zero(buf, SX_TAG_LEN) ? SX_OK : SX_ERR_PAYLOAD_AUTH;
 }

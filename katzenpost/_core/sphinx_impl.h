@@ -87,10 +87,18 @@ typedef struct {
     uint8_t slot[SX_SLOT_LEN]; /* the decrypted routing slot (for command lists) */
 } sx_unwrap_result;
 
-/* One-time setup (fetch the OpenSSL algorithms, pick the X25519 backend). 0 ok, -1 fail. */
+/* One-time setup (fetch the OpenSSL algorithms, load libsodium if present and pick the
+ * X25519 backend); runs once per process whoever calls it (pthread_once). 0 ok, -1 fail. */
 int sx_init(void);
 int sx_x25519_backend(void);
-int sx_set_x25519_backend(int backend); /* 0 ok, -1 if unavailable */
+int sx_x25519_available(int backend);   /* 1 if the backend can be used */
+int sx_set_x25519_backend(int backend); /* tests and benchmarks: 0 ok, -1 if unavailable */
+/* 1 if the shared library `name` loads, has sodium_init and crypto_scalarmult_curve25519
+ * and initialises; the library is closed again (tests of the loader). */
+int sx_probe_libsodium(const char *name);
+
+/* Zeroes a buffer of secrets in a way the compiler may not elide. */
+void sx_wipe(void *buf, size_t len);
 
 /* Primitives. Each returns 0, or -1 if OpenSSL failed (allocation). */
 int sx_x25519(uint8_t out[32], const uint8_t scalar[32], const uint8_t point[32]);

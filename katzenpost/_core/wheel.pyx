@@ -36,7 +36,6 @@ cdef extern from "wheel_impl.h" nogil:
                           uint8_t *out_packets, size_t out_stride, int32_t *out_hop,
                           int64_t *out_deadline)
     int64_t wheel_next_deadline(wheel_state *w, int *found)
-    uint64_t wheel_rand_below(wheel_state *w, uint64_t bound)
 
 # Rows per packet chunk when the queue is unlimited (a power of two; ~10 MiB of 2524-byte packets).
 GROWTH_CHUNK_SHIFT = 12

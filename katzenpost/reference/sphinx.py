@@ -88,7 +88,7 @@ def create_header(path, rng=os.urandom, filler=os.urandom):
     n = len(path)
     if not 1 <= n <= g.NR_HOPS:
         raise SphinxError(errors.INVALID_PATH)
-    blocks = [cmds.serialize_hop(hop.commands, i == n - 1) for i, hop in enumerate(path)]
+    blocks = cmds.serialize_path(path)
     ephemeral = bytes(rng(g.GROUP_ELEMENT_LENGTH))
     alphas, keys = [], []
     blindings = []
@@ -176,6 +176,28 @@ def _fail(code, tag=None):
     raise SphinxError.from_code(code, tag)
 
 
+def _parse_slot(slot, tag):
+    """The reference's command loop: a duplicate NextNodeHop / SURBReply fails as soon as
+    it is read, before any later (possibly invalid) bytes. Returns (commands, next, surb)."""
+    commands, next_hop, surb_reply = [], None, None
+    try:
+        for cmd in cmds.iter_parse(slot):
+            if isinstance(cmd, cmds.NextNodeHop):
+                if next_hop is not None:
+                    _fail(errors.ERR_DUPLICATE_NEXT_NODE, tag)
+                next_hop = cmd
+            elif isinstance(cmd, cmds.SURBReply):
+                if surb_reply is not None:
+                    _fail(errors.ERR_DUPLICATE_SURB_REPLY, tag)
+                surb_reply = cmd
+            commands.append(cmd)
+    except SphinxError as exc:
+        if exc.code != errors.ERR_INVALID_COMMAND:
+            raise
+        _fail(errors.ERR_INVALID_COMMAND, tag)
+    return commands, next_hop, surb_reply
+
+
 def unwrap(private_key, packet):
     """Spec §5.3: returns Unwrapped or raises SphinxError (with replay_tag after step 2)."""
     packet = bytes(packet)
@@ -192,21 +214,7 @@ def unwrap(private_key, packet):
     b = xor(packet[g.BETA_OFFSET : g.GAMMA_OFFSET] + bytes(P),
             stream(k["header_encryption"], k["header_encryption_iv"], R + P))
     slot, next_beta = b[:P], b[P:]
-    try:
-        commands = cmds.parse(slot)
-    except SphinxError:
-        _fail(errors.ERR_INVALID_COMMAND, tag)
-    next_hop = None
-    surb_reply = None
-    for cmd in commands:
-        if isinstance(cmd, cmds.NextNodeHop):
-            if next_hop is not None:
-                _fail(errors.ERR_DUPLICATE_NEXT_NODE, tag)
-            next_hop = cmd
-        elif isinstance(cmd, cmds.SURBReply):
-            if surb_reply is not None:
-                _fail(errors.ERR_DUPLICATE_SURB_REPLY, tag)
-            surb_reply = cmd
+    commands, next_hop, surb_reply = _parse_slot(slot, tag)
     payload = packet[g.HEADER_LENGTH :]
     if payload:
         payload = sprp_decrypt(k["payload_encryption"], k["header_encryption_iv"], payload)

@@ -62,7 +62,7 @@ def _create_header(path, rng, filler):
     n = len(path)
     if not 1 <= n <= geometry.NR_HOPS:
         raise SphinxError(errors.INVALID_PATH)
-    blocks = [commands.serialize_hop(hop.commands, i == n - 1) for i, hop in enumerate(path)]
+    blocks = commands.serialize_path(path)
     ids = b"".join(_exact(hop.id, geometry.NODE_ID_LENGTH, f"path[{i}].id") for i, hop in enumerate(path))
     keys = b"".join(_exact(hop.public_key, geometry.GROUP_ELEMENT_LENGTH, f"path[{i}].public_key")
                     for i, hop in enumerate(path))

@@ -87,14 +87,14 @@ _DECODERS = {
 }
 
 
-def parse(slot):
-    """Parse a decrypted routing slot into its commands (wire order, terminator excluded).
+def iter_parse(slot):
+    """Yield the commands of a decrypted routing slot one by one, in wire order, as the
+    reference's FromBytes loop reads them (the caller may stop early, e.g. on a duplicate).
 
-    Raises SphinxError("sphinx: invalid per-hop command") on an unknown id, a truncated
-    command or non-zero bytes after the null terminator, as the reference does.
+    Raises SphinxError("sphinx: invalid per-hop command") on reaching an unknown id, a
+    truncated command or non-zero bytes after the null terminator.
     """
     slot = bytes(slot)
-    commands = []
     offset = 0
     while offset < len(slot):
         cmd_id = slot[offset]
@@ -102,19 +102,38 @@ def parse(slot):
         if cmd_id == NULL_CMD:
             if any(slot[offset + 1 :]):
                 raise SphinxError(MESSAGES[ERR_INVALID_COMMAND], code=ERR_INVALID_COMMAND)
-            break
+            return
         decoder = _DECODERS.get(cmd_id)
         if decoder is None or remaining < decoder[0]:
             raise SphinxError(MESSAGES[ERR_INVALID_COMMAND], code=ERR_INVALID_COMMAND)
         length, build = decoder
-        commands.append(build(slot[offset + 1 : offset + length]))
+        yield build(slot[offset + 1 : offset + length])
         offset += length
-    return commands
+
+
+def parse(slot):
+    """Parse a whole decrypted routing slot into its commands (terminator excluded).
+
+    Raises SphinxError("sphinx: invalid per-hop command") like iter_parse; duplicates are
+    not checked here (unwrap does that, see spec 5.3 step 5).
+    """
+    return list(iter_parse(slot))
 
 
 def serialize(commands):
     """Concatenate the serialized commands in the given order (no padding)."""
     return b"".join(cmd.to_bytes() for cmd in commands)
+
+
+def serialize_path(path):
+    """The serialized user commands of every hop of `path` (PathHop list), in hop order.
+
+    Hops are checked from the terminal one backwards, as the reference builds the routing
+    information, so that with several bad hops the same error is reported.
+    """
+    n = len(path)
+    blocks = [serialize_hop(path[i].commands, i == n - 1) for i in reversed(range(n))]
+    return blocks[::-1]
 
 
 def serialize_hop(commands, is_terminal):
