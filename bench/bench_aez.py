@@ -2,12 +2,16 @@
 the AES-NI and portable compiled backends against the pure-Python reference, as ratios
 measured in one run. Run: python3 bench/bench_aez.py --fast [-o out.json]."""
 import os
+import sys
 import time
+from pathlib import Path
 
 import pyperf
 
-from katzenpost._core import aez as core
-from katzenpost.reference import aez as ref
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+
+from katzenpost._core import aez as core  # noqa: E402
+from katzenpost.reference import aez as ref  # noqa: E402
 
 SPRP_INPUT_LENGTH = 2064          # 16-byte zero tag + 2,048-byte payload (spec 1, 7.10)
 AESNI_TARGET_S = 3e-6             # issue 3: <= 3 us with AES-NI

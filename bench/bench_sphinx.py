@@ -78,33 +78,35 @@ def unwrap_reference(loops):
     return clock() - t0
 
 
-def _batch_worker(loops, barrier, cpu_times):
+def _batch_worker(loops, barrier, cpu_times, spans):
     original = np.frombuffer(PACKET * BATCH, dtype=np.uint8).reshape(BATCH, -1)
     packets = original.copy()
     keys = batch.keys_array([KEY])
     result = batch.UnwrapBatch(BATCH)
     barrier.wait()
-    cpu0 = time.thread_time()
+    wall0, cpu0 = time.perf_counter(), time.thread_time()
     for _ in range(loops):
         np.copyto(packets, original)
         if batch.unwrap_batch(packets, BATCH, keys, result) != BATCH:
             raise RuntimeError("bench: batch unwrap failed")
     cpu_times.append(time.thread_time() - cpu0)
+    spans.append((wall0, time.perf_counter()))
 
 
 def batch_threads_run(loops, threads):
-    """`threads` workers each unwrap `loops` batches of 64: (wall seconds, summed thread CPU)."""
-    barrier = threading.Barrier(threads + 1)
-    cpu_times = []
-    workers = [threading.Thread(target=_batch_worker, args=(loops, barrier, cpu_times))
+    """`threads` workers each unwrap `loops` batches of 64: (wall seconds, summed thread CPU).
+    Wall time spans the first worker's start to the last one's end (measured in the workers:
+    the main thread may be scheduled after them on a busy machine)."""
+    barrier = threading.Barrier(threads)
+    cpu_times, spans = [], []
+    workers = [threading.Thread(target=_batch_worker, args=(loops, barrier, cpu_times, spans))
                for _ in range(threads)]
     for w in workers:
         w.start()
-    barrier.wait()
-    t0 = time.perf_counter()
     for w in workers:
         w.join()
-    return time.perf_counter() - t0, sum(cpu_times)
+    wall = max(end for _, end in spans) - min(start for start, _ in spans)
+    return wall, sum(cpu_times)
 
 
 def unwrap_batch_threads(loops, threads):

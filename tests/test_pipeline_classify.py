@@ -12,7 +12,7 @@ from katzenpost.server import workers
 from katzenpost.server.workers import (
     KIND_DECOY_SURB_REPLY, KIND_FORWARD, KIND_KAETZCHEN, KIND_NONE, KIND_SURB_REPLY, KIND_TO_USER,
     KIND_UNRELIABLE_TO_USER, MAX_NODE_DELAY_MS, MS, NO_DROP, EndpointSet, LocalBatch, MixKeySet, RouteTable,
-    classify, decode_ingress, decode_schedule, encode_ingress_meta, encode_schedule_meta)
+    classify, decode_ingress, decode_schedule, encode_ingress, encode_schedule)
 from pipeline_support import FWD, L, make_packet
 
 HOP = b"H" * 32
@@ -310,15 +310,22 @@ def test_mix_key_set_validates_shapes():
 
 def test_frame_formats_round_trip_and_reject_malformed():
     packets = np.frombuffer(make_packet() * 3, np.uint8).reshape(3, L)
-    meta = encode_ingress_meta([1, 2, 3], [0, 1, 0])
-    recv_at, from_client, got = decode_ingress(meta, packets.tobytes())
+    message = encode_ingress(packets, [1, 2, 3], [0, 1, 0])
+    recv_at, from_client, got = decode_ingress(message)
     assert list(recv_at) == [1, 2, 3] and list(from_client) == [0, 1, 0] and (got == packets).all()
+    for bad in (message[:-1], message[1:], b"", bytes(8), message[:-8] + (4).to_bytes(8, "little")):
+        with pytest.raises(ValueError):
+            decode_ingress(bad)
+    message = encode_schedule(packets, np.array([2, 0], np.int32), [5, 6], [1, 2]).tobytes()
+    deadline, hop, got = decode_schedule(message)
+    assert list(deadline) == [5, 6] and list(hop) == [1, 2]
+    assert (got[0] == packets[2]).all() and (got[1] == packets[0]).all()
+    deadline, hop, got = decode_schedule(encode_schedule(packets, None, [7, 8, 9], [0, 0, 0]).tobytes())
+    assert list(deadline) == [7, 8, 9] and (got == packets).all()
     with pytest.raises(ValueError):
-        decode_ingress(meta, packets.tobytes()[:-1])
-    deadline, hop, _ = decode_schedule(encode_schedule_meta([5, 6, 7], [1, 2, 3]), packets.tobytes())
-    assert list(deadline) == [5, 6, 7] and list(hop) == [1, 2, 3]
+        decode_schedule(b"xx")
     with pytest.raises(ValueError):
-        decode_schedule(b"xx", packets.tobytes())
+        decode_schedule(message[:-9] + message[-8:])
     dispatch, hop, deadline, _ = decode_due(encode_due_meta(9, [1, 2, 3], [4, 5, 6]), packets.tobytes())
     assert dispatch == 9 and list(hop) == [1, 2, 3] and list(deadline) == [4, 5, 6]
     with pytest.raises(ValueError):

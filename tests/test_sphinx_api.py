@@ -187,7 +187,10 @@ def test_x25519_matches_pyca_including_top_bit(x25519_backend):
 
 
 def test_x25519_low_order_points_give_zeros(x25519_backend):
-    for point in LOW_ORDER:
+    """Every small-order u, also with the ignored top bit set, gives 32 zero bytes and no
+    error (OpenSSL refuses these and the core substitutes the zeros Go returns)."""
+    with_top_bit = [point[:31] + bytes([point[31] | 0x80]) for point in LOW_ORDER]
+    for point in LOW_ORDER + with_top_bit:
         assert core.x25519(os.urandom(32), point) == bytes(32)
         assert ref.x25519(os.urandom(32), point) == bytes(32)
 
@@ -288,3 +291,14 @@ def test_core_primitives_match_reference():
 def test_c_geometry_matches_geometry_module():
     for name, value in core.GEOMETRY.items():
         assert getattr(g, name) == value, name
+    assert len(core.GEOMETRY) >= 20  # every size macro of sphinx_impl.h is in the table
+
+
+def test_c_constants_match_their_python_twins():
+    from katzenpost.sphinx import batch, commands
+
+    for table, module in ((core.COMMAND_IDS, commands), (core.STATUS_CODES, errors),
+                          (core.RESULT_FLAGS, batch)):
+        for name, value in table.items():
+            assert getattr(module, name) == value, (module.__name__, name)
+    assert set(errors.MESSAGES) == set(core.STATUS_CODES.values()) - {errors.OK}

@@ -52,10 +52,13 @@ def test_unknown_version(api, version, two_hop):
 
 
 def test_header_of_exactly_460_bytes_is_parsed(two_hop):
+    """Unwrap only needs the header: with no payload the packet is forwarded as a bare
+    header, exactly the header of the full packet's forwarded form."""
     keys, packet = two_hop
-    for api in APIS.values():  # no payload: forwarded as a bare header
-        assert api.unwrap(keys[0], packet[: g.HEADER_LENGTH]).packet == sphinx.unwrap(
-            keys[0], packet[: g.HEADER_LENGTH]).packet
+    full = sphinx.unwrap(keys[0], packet).packet
+    for api in APIS.values():
+        bare = api.unwrap(keys[0], packet[: g.HEADER_LENGTH]).packet
+        assert bare == full[: g.HEADER_LENGTH]
 
 
 def test_flipped_bit_in_every_header_byte_is_a_mac_mismatch(two_hop):
@@ -117,14 +120,18 @@ BAD_SLOTS = {
 }
 
 
+def expect_slot_error(api, slot, message):
+    """A one-hop packet whose decrypted routing slot is `slot` fails with `message`."""
+    assert len(slot) == g.PER_HOP_ROUTING_INFO_LENGTH
+    key, pub = keypair()
+    packet = single_hop_packet(pub, slot, b"payload" * 3)
+    expect_error(api, key, packet, message, tag_of(packet))
+
+
 @pytest.mark.parametrize("api", APIS)
 @pytest.mark.parametrize("name", BAD_SLOTS)
 def test_bad_routing_commands(api, name):
-    slot = BAD_SLOTS[name]
-    assert len(slot) == 82, name
-    key, pub = keypair()
-    packet = single_hop_packet(pub, slot, b"payload")
-    expect_error(APIS[api], key, packet, "sphinx: invalid per-hop command", tag_of(packet))
+    expect_slot_error(APIS[api], BAD_SLOTS[name], "sphinx: invalid per-hop command")
 
 
 DUPLICATE_SLOTS = {
@@ -139,11 +146,7 @@ DUPLICATE_SLOTS = {
 @pytest.mark.parametrize("api", APIS)
 @pytest.mark.parametrize("name", DUPLICATE_SLOTS)
 def test_duplicate_surb_reply_fails_as_soon_as_it_is_read(api, name):
-    slot = DUPLICATE_SLOTS[name]
-    assert len(slot) == 82, name
-    key, pub = keypair()
-    packet = single_hop_packet(pub, slot, b"p" * 20)
-    expect_error(APIS[api], key, packet, "sphinx: invalid packet, > 1 surb_reply", tag_of(packet))
+    expect_slot_error(APIS[api], DUPLICATE_SLOTS[name], "sphinx: invalid packet, > 1 surb_reply")
 
 
 def test_duplicate_surb_reply_in_a_batch_sets_status_and_flags():

@@ -46,16 +46,33 @@ delay_choices = st.one_of(
 operation = st.one_of(
     st.tuples(st.just("insert"), st.lists(delay_choices, min_size=1, max_size=30)),
     st.tuples(st.just("pop"), st.integers(-20, 5000), st.integers(0, 20), st.integers(0, 40)),
+    st.tuples(st.just("pop_slots"), st.integers(-20, 5000), st.integers(0, 20), st.integers(0, 40)),
+    st.tuples(st.just("release"), st.floats(0, 1)),
     st.tuples(st.just("jump"), st.sampled_from([-1000, 60_000, MIX_KEY_LIFETIME_MS, 1 << 41])),
 )
+
+
+def pop_slots(wheel, now, burst, slack, rows=None):
+    """pop_due_slots as [(slot, hop, deadline)] plus each held row's bytes, read in place."""
+    rows = rows if rows is not None else max(1, burst)
+    out_s, out_h, out_d = np.zeros(rows, np.int32), np.zeros(rows, np.int32), np.zeros(rows, np.int64)
+    n = wheel.pop_due_slots(now, burst, slack, out_s, out_h, out_d)
+    got = [(int(out_s[i]), int(out_h[i]), int(out_d[i])) for i in range(n)]
+    return got, {slot: bytes(wheel.arena_view(slot)) for slot, _, _ in got}
+
+
+def release(wheel, slots):
+    wheel.release(np.asarray(slots, dtype=np.int32))
 
 
 @settings(max_examples=150, deadline=None)
 @given(st.sampled_from([0, 1, 3, 17, 64]), st.integers(0, 2**64 - 1), st.integers(0, 10**6),
        st.lists(operation, min_size=1, max_size=40))
 def test_wheel_matches_heapq_twin(capacity, seed, start, ops):
+    """Copying and zero-copy pops interleaved with inserts, releases and clock steps: same packets,
+    slots, order and drops as the twin, and held rows are never overwritten before release."""
     wheel, model = both(capacity, seed)
-    now, tag = start, 0
+    now, tag, held = start, 0, []
     for op in ops:
         if op[0] == "insert":
             d, h, p = batch([now + delay for delay in op[1]], start_tag=tag)
@@ -65,9 +82,22 @@ def test_wheel_matches_heapq_twin(capacity, seed, start, ops):
             _, advance, burst, slack = op
             now += advance
             assert pop(wheel, now, burst, slack) == model.pop_due(now, burst, slack)
+        elif op[0] == "pop_slots":
+            _, advance, burst, slack = op
+            now += advance
+            got, rows = pop_slots(wheel, now, burst, slack)
+            assert got == model.pop_due_slots(now, burst, slack)
+            assert rows == {slot: model.held_rows[slot] for slot, _, _ in got}
+            held += [slot for slot, _, _ in got]
+        elif op[0] == "release":
+            cut = int(len(held) * op[1])
+            release(wheel, held[:cut])
+            model.release(held[:cut])
+            held = held[cut:]
         else:
             now += op[1]  # clock step (backwards too): nothing popped here
-        assert len(wheel) == len(model)
+        assert {slot: bytes(wheel.arena_view(slot)) for slot in held} == model.held_rows
+        assert (len(wheel), wheel.held) == (len(model), model.held)
         assert wheel.next_deadline() == model.next_deadline()
         assert (wheel.dropped_full, wheel.dropped_late) == (model.dropped_full, model.dropped_late)
     # Drain everything: same remaining packets in the same order.
@@ -220,7 +250,7 @@ def test_unlimited_queue_grows_in_chunks_and_keeps_order():
     for base in range(0, total, 1000):
         wheel.insert_batch(*batch(deadlines[base:base + 1000], start_tag=base))
     assert len(wheel) == total and wheel.dropped_full == 0
-    assert wheel.arena_slots >= total and wheel.arena_slots % GROWTH_CHUNK == 0
+    assert wheel.arena_slots == -(-total // GROWTH_CHUNK) * GROWTH_CHUNK  # rows: one chunk at a time
     got = pop(wheel, 1 << 40)
     assert [d for _, _, d in got] == sorted(deadlines.tolist())
     order = np.argsort(deadlines, kind="stable")
@@ -321,3 +351,134 @@ def test_two_threads_at_once_are_refused_not_corrupting():
     for t in threads:
         t.join(timeout=60)
     assert counts["inserted"] == counts["popped"] + len(wheel) + wheel.dropped_late
+
+
+# ---- zero-copy pops ----------------------------------------------------------------------------
+
+def test_pop_due_slots_rows_are_the_packets_and_writable_in_place():
+    wheel = TimerWheel(4, PACKET_LEN, 1)
+    d, h, p = batch([3, 1], hops=[77, 88])
+    p[0] = np.frombuffer(b"ABCDEFGH", np.uint8)
+    p[1] = np.frombuffer(b"12345678", np.uint8)
+    wheel.insert_batch(d, h, p)
+    got, rows = pop_slots(wheel, 5, 16, 100)
+    assert [(hop, dl) for _, hop, dl in got] == [(88, 1), (77, 3)]
+    assert [rows[slot] for slot, _, _ in got] == [b"12345678", b"ABCDEFGH"]
+    assert (len(wheel), wheel.held) == (0, 2)
+    view = wheel.arena_view(got[0][0])
+    assert view.readonly is False and len(view) == PACKET_LEN
+    view[0] = ord("X")  # the caller may rewrite a held row in place (e.g. a header) before sending
+    assert bytes(wheel.arena_view(got[0][0])) == b"X2345678"
+    release(wheel, [slot for slot, _, _ in got])
+    assert wheel.held == 0
+
+
+def test_held_slots_are_not_reused_nor_dropped_and_count_against_capacity():
+    capacity = 8
+    wheel, model = both(capacity, seed=5)
+    for w in (wheel, model):
+        w.insert_batch(*batch(list(range(1, capacity + 1))))
+    got, rows = pop_slots(wheel, 3, 16, 100)
+    assert [s for s, _, _ in got] == [s for s, _, _ in model.pop_due_slots(3, 16, 100)]
+    # Flood the full queue: only queued packets (or the new ones) are victims, never held rows.
+    for base in range(0, 400, 40):
+        d, h, p = batch([10_000 + i for i in range(40)], start_tag=1000 + base)
+        p[:] = 0xEE
+        assert wheel.insert_batch(d, h, p) == model.insert_batch(d, h, p)
+    assert {s: bytes(wheel.arena_view(s)) for s, _, _ in got} == rows
+    assert len(wheel) + wheel.held == capacity and wheel.held == 3
+    assert wheel.dropped_full == model.dropped_full == 400  # the queue stayed full throughout
+    assert wheel.arena_slots == capacity
+
+
+def test_full_queue_with_every_slot_held_drops_the_new_packets():
+    wheel, model = both(4, seed=9)
+    for w in (wheel, model):
+        w.insert_batch(*batch([1, 2, 3, 4]))
+    assert [s for s, _, _ in pop_slots(wheel, 10, 16, 100)[0]] == [s for s, _, _ in model.pop_due_slots(10, 16, 100)]
+    assert wheel.insert_batch(*batch([20, 21])) == model.insert_batch(*batch([20, 21])) == 2
+    assert (len(wheel), wheel.held, wheel.dropped_full) == (0, 4, 2)
+    release(wheel, [0, 1])
+    assert wheel.insert_batch(*batch([30])) == 0 and len(wheel) == 1
+
+
+def test_late_packets_are_dropped_by_pop_due_slots_too():
+    wheel = TimerWheel(0, PACKET_LEN, 1)
+    wheel.insert_batch(*batch([100, 105, 110, 200]))
+    got, _ = pop_slots(wheel, 115, 16, 10)
+    assert [d for _, _, d in got] == [105, 110]
+    assert (wheel.dropped_late, wheel.held, len(wheel)) == (1, 2, 1)
+    assert pop_slots(wheel, 1000, 1, 10**6, rows=1)[0][0][2] == 200  # burst 1
+
+
+def test_bad_releases_and_views_are_refused_without_corruption():
+    wheel = TimerWheel(0, PACKET_LEN, 1)
+    wheel.insert_batch(*batch([1, 2, 3]))
+    got, _ = pop_slots(wheel, 2, 16, 100)
+    a, b = got[0][0], got[1][0]
+    queued = next(s for s in range(3) if s not in (a, b))
+    for bad in (queued, -1, wheel.arena_slots, 1 << 30):
+        with pytest.raises(ValueError, match=f"slot {bad} at index 0 is not held"):
+            release(wheel, [bad])
+        with pytest.raises(ValueError, match=f"slot {bad} is not held"):
+            wheel.arena_view(bad)
+    with pytest.raises(ValueError, match=f"slot {a} at index 1 is not held.*1 slots before"):
+        release(wheel, [a, a])  # a double release inside one call: the first one counts
+    assert wheel.held == 1
+    with pytest.raises(ValueError, match="exceeds the 1 slots"):
+        wheel.release(np.asarray([b], np.int32), 2)
+    with pytest.raises(ValueError, match=">= 0"):
+        wheel.pop_due_slots(0, -1, 0, np.zeros(1, np.int32), np.zeros(1, np.int32), np.zeros(1, np.int64))
+    with pytest.raises(ValueError):
+        wheel.release(np.asarray([b], np.int64))
+    wheel.release(np.asarray([b], np.int32), 0)
+    assert wheel.held == 1 and len(wheel) == 1
+    release(wheel, [b])
+    assert [d for _, _, d in pop(wheel, 10)] == [3]
+    assert (len(wheel), wheel.held) == (0, 0)
+
+
+# ---- arena growth --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("capacity", [1 << 24, (1 << 31) - 1])
+def test_huge_capacity_is_cheap_to_construct(capacity):
+    wheel = TimerWheel(capacity, 2524, 1)
+    assert wheel.capacity == capacity and wheel.arena_slots == GROWTH_CHUNK
+    assert wheel.nbytes <= GROWTH_CHUNK * (2524 + 32) + 64 * 1024
+
+
+def test_bounded_arena_grows_in_chunks_up_to_capacity_and_matches_twin():
+    capacity = 2 * GROWTH_CHUNK + 100
+    wheel, model = both(capacity, seed=11)
+    rng = np.random.default_rng(4)
+    sizes = []
+    for base in range(0, 3 * GROWTH_CHUNK, 1000):
+        d, h, p = batch(rng.integers(0, 10**6, 1000), start_tag=base)
+        assert wheel.insert_batch(d, h, p) == model.insert_batch(d, h, p)
+        sizes.append(wheel.arena_slots)
+        assert wheel.arena_slots <= capacity and wheel.arena_slots >= min(len(wheel), capacity)
+    assert sizes[0] == GROWTH_CHUNK and sizes[-1] == capacity
+    assert len(wheel) == capacity and wheel.dropped_full == model.dropped_full > 0
+    assert wheel.nbytes <= capacity * (wheel.packet_len + 32) + 64 * 1024
+    got, rows = pop_slots(wheel, 10**6, capacity, 10**7)
+    assert got == model.pop_due_slots(10**6, capacity, 10**7)
+    assert rows == model.held_rows
+
+
+def test_held_rows_survive_arena_growth_and_arena_views_match():
+    wheel = TimerWheel(0, PACKET_LEN, 1)
+    wheel.insert_batch(*batch([1, 2, 3], start_tag=500))
+    got, rows = pop_slots(wheel, 5, 16, 100)
+    slots = np.asarray([s for s, _, _ in got], np.int32)
+    views = wheel.arena_views(slots)
+    for base in range(0, 3 * GROWTH_CHUNK, 1000):  # two arena growths while the rows are held
+        wheel.insert_batch(*batch([10**6] * 1000, start_tag=base))
+    assert wheel.arena_slots == 4 * GROWTH_CHUNK  # 3 held + 3 * GROWTH_CHUNK queued
+    assert [bytes(v) for v in views] == [rows[s] for s in slots.tolist()]
+    assert [bytes(v) for v in wheel.arena_views(slots, 2)] == [rows[s] for s in slots[:2].tolist()]
+    assert wheel.arena_views(slots, 0) == []
+    with pytest.raises(ValueError, match="exceeds the 3 slots"):
+        wheel.arena_views(slots, 4)
+    wheel.release(slots, 1)
+    with pytest.raises(ValueError, match=f"slot {slots[0]} at index 0 is not held"):
+        wheel.arena_views(slots)

@@ -119,33 +119,66 @@ cdef inline _AdVector _ad_vector(ad):
     return _AdVector(ad)
 
 
+cdef class _CallBuffers:
+    """The buffers of one Encrypt/Decrypt call (key, nonce, input, optional output), held
+    for the call and released when this object dies, however the call ends."""
+    cdef Py_buffer key, nonce, data, out
+    cdef int held   # bit k set: buffer k acquired (key, nonce, data, out)
+
+    def __dealloc__(self):
+        if self.held & 8:
+            PyBuffer_Release(&self.out)
+        if self.held & 4:
+            PyBuffer_Release(&self.data)
+        if self.held & 2:
+            PyBuffer_Release(&self.nonce)
+        if self.held & 1:
+            PyBuffer_Release(&self.key)
+
+
+cdef _CallBuffers _call_buffers(key, nonce, data, str data_name, bint has_out, out):
+    """Acquire the arguments (out first when the call writes into one): a bad argument
+    raises TypeError naming it, and whatever was acquired is released with the object."""
+    cdef _CallBuffers b = _CallBuffers.__new__(_CallBuffers)
+    if has_out:
+        _acquire(&b.out, out, "out", True)
+        b.held |= 8
+    _acquire(&b.key, key, "key", False)
+    b.held |= 1
+    _acquire(&b.nonce, nonce, "nonce", False)
+    b.held |= 2
+    _acquire(&b.data, data, data_name, False)
+    b.held |= 4
+    return b
+
+
+cdef void _encrypt_call(_CallBuffers b, _AdVector ad_v, size_t tau_n, uint8_t *out) noexcept:
+    cdef aez_ctx ctx
+    with nogil:
+        aez_setup(&ctx, <const uint8_t *>b.key.buf, b.key.len)
+        aez_encrypt(&ctx, <const uint8_t *>b.nonce.buf, b.nonce.len, ad_v.ptrs, ad_v.lens,
+                    ad_v.count, tau_n, <const uint8_t *>b.data.buf, b.data.len, out)
+        aez_wipe(&ctx)
+
+
+cdef int _decrypt_call(_CallBuffers b, _AdVector ad_v, size_t tau_n, uint8_t *out) noexcept:
+    cdef aez_ctx ctx
+    cdef int rc
+    with nogil:
+        aez_setup(&ctx, <const uint8_t *>b.key.buf, b.key.len)
+        rc = aez_decrypt(&ctx, <const uint8_t *>b.nonce.buf, b.nonce.len, ad_v.ptrs, ad_v.lens,
+                         ad_v.count, tau_n, <const uint8_t *>b.data.buf, b.data.len, out)
+        aez_wipe(&ctx)
+    return rc
+
+
 def encrypt(key, nonce, ad, tau, msg):
     """AEZ Encrypt: len(msg) + tau bytes. ad is a list of byte strings, tau in bytes."""
     cdef size_t tau_n = _check_tau(tau)
     cdef _AdVector ad_v = _ad_vector(ad)
-    cdef Py_buffer key_b, nonce_b, msg_b
-    cdef aez_ctx ctx
-    cdef uint8_t *out_p
-    _acquire(&key_b, key, "key", False)
-    try:
-        _acquire(&nonce_b, nonce, "nonce", False)
-        try:
-            _acquire(&msg_b, msg, "msg", False)
-            try:
-                out = PyBytes_FromStringAndSize(NULL, msg_b.len + tau_n)
-                out_p = <uint8_t *>PyBytes_AS_STRING(out)
-                with nogil:
-                    aez_setup(&ctx, <const uint8_t *>key_b.buf, key_b.len)
-                    aez_encrypt(&ctx, <const uint8_t *>nonce_b.buf, nonce_b.len, ad_v.ptrs,
-                                ad_v.lens, ad_v.count, tau_n, <const uint8_t *>msg_b.buf,
-                                msg_b.len, out_p)
-                    aez_wipe(&ctx)
-            finally:
-                PyBuffer_Release(&msg_b)
-        finally:
-            PyBuffer_Release(&nonce_b)
-    finally:
-        PyBuffer_Release(&key_b)
+    cdef _CallBuffers b = _call_buffers(key, nonce, msg, "msg", False, None)
+    out = PyBytes_FromStringAndSize(NULL, b.data.len + tau_n)
+    _encrypt_call(b, ad_v, tau_n, <uint8_t *>PyBytes_AS_STRING(out))
     return out
 
 
@@ -153,34 +186,13 @@ def decrypt(key, nonce, ad, tau, ct):
     """AEZ Decrypt: the plaintext (len(ct) - tau bytes), or None if ct does not verify."""
     cdef size_t tau_n = _check_tau(tau)
     cdef _AdVector ad_v = _ad_vector(ad)
-    cdef Py_buffer key_b, nonce_b, ct_b
-    cdef aez_ctx ctx
-    cdef uint8_t *out_p
-    cdef int rc = AEZ_AUTH_FAIL
-    out = None
-    _acquire(&key_b, key, "key", False)
-    try:
-        _acquire(&nonce_b, nonce, "nonce", False)
-        try:
-            _acquire(&ct_b, ct, "ct", False)
-            try:
-                if <size_t>ct_b.len >= tau_n:
-                    out = PyBytes_FromStringAndSize(NULL, ct_b.len - tau_n)
-                    out_p = <uint8_t *>PyBytes_AS_STRING(out)
-                    with nogil:
-                        aez_setup(&ctx, <const uint8_t *>key_b.buf, key_b.len)
-                        rc = aez_decrypt(&ctx, <const uint8_t *>nonce_b.buf, nonce_b.len,
-                                         ad_v.ptrs, ad_v.lens, ad_v.count, tau_n,
-                                         <const uint8_t *>ct_b.buf, ct_b.len, out_p)
-                        aez_wipe(&ctx)
-            finally:
-                PyBuffer_Release(&ct_b)
-        finally:
-            PyBuffer_Release(&nonce_b)
-    finally:
-        PyBuffer_Release(&key_b)
+    cdef _CallBuffers b = _call_buffers(key, nonce, ct, "ct", False, None)
+    if <size_t>b.data.len < tau_n:
+        return None
+    out = PyBytes_FromStringAndSize(NULL, b.data.len - tau_n)
+    cdef int rc = _decrypt_call(b, ad_v, tau_n, <uint8_t *>PyBytes_AS_STRING(out))
     if rc == AEZ_NO_MEMORY:
-        raise MemoryError(f"aez: cannot allocate {len(out) + tau_n} bytes to decrypt")
+        raise MemoryError(f"aez: cannot allocate {b.data.len} bytes to decrypt")
     return out if rc == AEZ_OK else None
 
 
@@ -189,34 +201,11 @@ def encrypt_into(key, nonce, ad, tau, msg, out):
     view of the start of out (in-place encryption)."""
     cdef size_t tau_n = _check_tau(tau)
     cdef _AdVector ad_v = _ad_vector(ad)
-    cdef Py_buffer key_b, nonce_b, msg_b, out_b
-    cdef aez_ctx ctx
-    _acquire(&out_b, out, "out", True)
-    try:
-        _acquire(&key_b, key, "key", False)
-        try:
-            _acquire(&nonce_b, nonce, "nonce", False)
-            try:
-                _acquire(&msg_b, msg, "msg", False)
-                try:
-                    if <size_t>out_b.len != <size_t>msg_b.len + tau_n:
-                        raise ValueError(f"aez: out must hold len(msg) + tau = "
-                                         f"{msg_b.len + tau_n} bytes, got {out_b.len}")
-                    with nogil:
-                        aez_setup(&ctx, <const uint8_t *>key_b.buf, key_b.len)
-                        aez_encrypt(&ctx, <const uint8_t *>nonce_b.buf, nonce_b.len,
-                                    ad_v.ptrs, ad_v.lens, ad_v.count, tau_n,
-                                    <const uint8_t *>msg_b.buf, msg_b.len,
-                                    <uint8_t *>out_b.buf)
-                        aez_wipe(&ctx)
-                finally:
-                    PyBuffer_Release(&msg_b)
-            finally:
-                PyBuffer_Release(&nonce_b)
-        finally:
-            PyBuffer_Release(&key_b)
-    finally:
-        PyBuffer_Release(&out_b)
+    cdef _CallBuffers b = _call_buffers(key, nonce, msg, "msg", True, out)
+    if <size_t>b.out.len != <size_t>b.data.len + tau_n:
+        raise ValueError(f"aez: out must hold len(msg) + tau = {b.data.len + tau_n} bytes, "
+                         f"got {b.out.len}")
+    _encrypt_call(b, ad_v, tau_n, <uint8_t *>b.out.buf)
 
 
 def decrypt_into(key, nonce, ad, tau, ct, out):
@@ -224,37 +213,13 @@ def decrypt_into(key, nonce, ad, tau, ct, out):
     verified (out is not written otherwise). ct may be out itself (in place)."""
     cdef size_t tau_n = _check_tau(tau)
     cdef _AdVector ad_v = _ad_vector(ad)
-    cdef Py_buffer key_b, nonce_b, ct_b, out_b
-    cdef aez_ctx ctx
-    cdef int rc = AEZ_AUTH_FAIL
-    _acquire(&out_b, out, "out", True)
-    try:
-        _acquire(&key_b, key, "key", False)
-        try:
-            _acquire(&nonce_b, nonce, "nonce", False)
-            try:
-                _acquire(&ct_b, ct, "ct", False)
-                try:
-                    if <size_t>ct_b.len < tau_n:
-                        return False
-                    if <size_t>out_b.len != <size_t>ct_b.len - tau_n:
-                        raise ValueError(f"aez: out must hold len(ct) - tau = "
-                                         f"{ct_b.len - tau_n} bytes, got {out_b.len}")
-                    with nogil:
-                        aez_setup(&ctx, <const uint8_t *>key_b.buf, key_b.len)
-                        rc = aez_decrypt(&ctx, <const uint8_t *>nonce_b.buf, nonce_b.len,
-                                         ad_v.ptrs, ad_v.lens, ad_v.count, tau_n,
-                                         <const uint8_t *>ct_b.buf, ct_b.len,
-                                         <uint8_t *>out_b.buf)
-                        aez_wipe(&ctx)
-                finally:
-                    PyBuffer_Release(&ct_b)
-            finally:
-                PyBuffer_Release(&nonce_b)
-        finally:
-            PyBuffer_Release(&key_b)
-    finally:
-        PyBuffer_Release(&out_b)
+    cdef _CallBuffers b = _call_buffers(key, nonce, ct, "ct", True, out)
+    if <size_t>b.data.len < tau_n:
+        return False
+    if <size_t>b.out.len != <size_t>b.data.len - tau_n:
+        raise ValueError(f"aez: out must hold len(ct) - tau = {b.data.len - tau_n} bytes, "
+                         f"got {b.out.len}")
+    cdef int rc = _decrypt_call(b, ad_v, tau_n, <uint8_t *>b.out.buf)
     if rc == AEZ_NO_MEMORY:
         raise MemoryError("aez: cannot allocate the buffer to decrypt into")
     return rc == AEZ_OK

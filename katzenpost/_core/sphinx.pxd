@@ -3,6 +3,38 @@ from libc.stdint cimport uint8_t, int8_t, int32_t, uint32_t
 
 cdef extern from "sphinx_impl.h" nogil:
     enum:
+        SX_GE_LEN
+        SX_NODE_ID_LEN
+        SX_RECIPIENT_ID_LEN
+        SX_SURB_ID_LEN
+        SX_MAC_LEN
+        SX_AD_LEN
+        SX_ALPHA_OFF
+        SX_BETA_OFF
+        SX_GAMMA_OFF
+        SX_SPRP_KEY_LEN
+        SX_SPRP_IV_LEN
+        SX_NEXT_NODE_LEN
+        SX_RECIPIENT_LEN
+        SX_SURB_REPLY_LEN
+        SX_NODE_DELAY_LEN
+        SX_CMD_NULL
+        SX_CMD_NEXT_NODE
+        SX_CMD_RECIPIENT
+        SX_CMD_SURB_REPLY
+        SX_CMD_NODE_DELAY
+        SX_ERR_TRUNCATED
+        SX_ERR_UNKNOWN_VERSION
+        SX_ERR_MAC_MISMATCH
+        SX_ERR_INVALID_COMMAND
+        SX_ERR_DUP_NEXT_NODE
+        SX_ERR_DUP_SURB_REPLY
+        SX_ERR_TRUNCATED_PAYLOAD
+        SX_FLAG_NEXT_HOP
+        SX_FLAG_RECIPIENT
+        SX_FLAG_SURB_REPLY
+        SX_FLAG_NODE_DELAY
+        SX_FLAG_DUPLICATE
         SX_HEADER_LEN
         SX_SLOT_LEN
         SX_BETA_LEN

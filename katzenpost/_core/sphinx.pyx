@@ -11,6 +11,21 @@ if sx_init() != 0:
 # The C sizes; tests check them against katzenpost/sphinx/geometry.py, the source of truth
 # (_core must not import the sphinx package).
 GEOMETRY = {
+    "GROUP_ELEMENT_LENGTH": SX_GE_LEN,
+    "NODE_ID_LENGTH": SX_NODE_ID_LEN,
+    "RECIPIENT_ID_LENGTH": SX_RECIPIENT_ID_LEN,
+    "SURB_ID_LENGTH": SX_SURB_ID_LEN,
+    "MAC_LENGTH": SX_MAC_LEN,
+    "AD_LENGTH": SX_AD_LEN,
+    "ALPHA_OFFSET": SX_ALPHA_OFF,
+    "BETA_OFFSET": SX_BETA_OFF,
+    "GAMMA_OFFSET": SX_GAMMA_OFF,
+    "SPRP_KEY_LENGTH": SX_SPRP_KEY_LEN,
+    "SPRP_IV_LENGTH": SX_SPRP_IV_LEN,
+    "NEXT_NODE_HOP_LENGTH": SX_NEXT_NODE_LEN,
+    "RECIPIENT_LENGTH": SX_RECIPIENT_LEN,
+    "SURB_REPLY_LENGTH": SX_SURB_REPLY_LEN,
+    "NODE_DELAY_LENGTH": SX_NODE_DELAY_LEN,
     "HEADER_LENGTH": SX_HEADER_LEN,
     "PER_HOP_ROUTING_INFO_LENGTH": SX_SLOT_LEN,
     "ROUTING_INFO_LENGTH": SX_BETA_LEN,
@@ -20,6 +35,23 @@ GEOMETRY = {
     "KDF_OUTPUT_LENGTH": SX_KDF_LEN,
     "MAX_TRIAL_KEYS": SX_MAX_KEYS,
 }
+
+# The other C constants mirrored in Python (commands.py ids, errors.py codes, batch.py
+# flags); tests check each table against its Python twin.
+COMMAND_IDS = {"NULL_CMD": SX_CMD_NULL, "NEXT_NODE_HOP_CMD": SX_CMD_NEXT_NODE,
+               "RECIPIENT_CMD": SX_CMD_RECIPIENT, "SURB_REPLY_CMD": SX_CMD_SURB_REPLY,
+               "NODE_DELAY_CMD": SX_CMD_NODE_DELAY}
+STATUS_CODES = {"OK": SX_OK, "ERR_TRUNCATED": SX_ERR_TRUNCATED,
+                "ERR_UNKNOWN_VERSION": SX_ERR_UNKNOWN_VERSION,
+                "ERR_MAC_MISMATCH": SX_ERR_MAC_MISMATCH,
+                "ERR_INVALID_COMMAND": SX_ERR_INVALID_COMMAND,
+                "ERR_DUPLICATE_NEXT_NODE": SX_ERR_DUP_NEXT_NODE,
+                "ERR_DUPLICATE_SURB_REPLY": SX_ERR_DUP_SURB_REPLY,
+                "ERR_TRUNCATED_PAYLOAD": SX_ERR_TRUNCATED_PAYLOAD,
+                "ERR_PAYLOAD_AUTH": SX_ERR_PAYLOAD_AUTH, "ERR_INTERNAL": SX_ERR_INTERNAL}
+RESULT_FLAGS = {"FLAG_NEXT_HOP": SX_FLAG_NEXT_HOP, "FLAG_RECIPIENT": SX_FLAG_RECIPIENT,
+                "FLAG_SURB_REPLY": SX_FLAG_SURB_REPLY, "FLAG_NODE_DELAY": SX_FLAG_NODE_DELAY,
+                "FLAG_DUPLICATE": SX_FLAG_DUPLICATE}
 
 _BACKENDS = {"openssl": SX_X25519_OPENSSL, "libsodium": SX_X25519_LIBSODIUM}
 
@@ -129,6 +161,8 @@ def aes128_ctr(const uint8_t[::1] key, const uint8_t[::1] iv, const uint8_t[::1]
     """AES-128-CTR with the 16-byte IV as a 128-bit big-endian counter."""
     _require(key.shape[0], 16, "AES-128 key")
     _require(iv.shape[0], 16, "AES-CTR IV")
+    if data.shape[0] > 0x7FFFFFFF:  # OpenSSL takes an int length
+        raise ValueError(f"sphinx: AES-128-CTR input of {data.shape[0]} bytes exceeds 2**31 - 1")
     out = bytearray(data.shape[0])
     cdef uint8_t[::1] view = out
     cdef int rc
@@ -164,9 +198,9 @@ def unwrap(const uint8_t[::1] private_keys, uint8_t[::1] packet):
     return res.status, res.key_index, tag, slot
 
 
-cdef _check_matrix(obj, str name, bint writable):
-    """A clear error for a buffer that is not a C-contiguous uint8 matrix (before Cython's
-    own, terser buffer checks)."""
+cdef tuple _check_matrix(obj, str name, bint writable):
+    """The shape of `obj`, or a clear error if it is not a C-contiguous uint8 matrix (before
+    Cython's own, terser buffer checks)."""
     try:
         view = memoryview(obj)
     except TypeError:
@@ -179,6 +213,28 @@ cdef _check_matrix(obj, str name, bint writable):
         raise ValueError(f"sphinx: {name} must be C-contiguous (rows laid out back to back)")
     if writable and view.readonly:
         raise ValueError(f"sphinx: {name} must be writable (packets are unwrapped in place)")
+    return tuple(view.shape)
+
+
+# Per-packet result arrays of UnwrapBatch: (attribute, bytes per row or 0 for a vector).
+_RESULT_ARRAYS = (("status", 0), ("key_index", 0), ("flags", 0), ("delay_ms", 0),
+                  ("tags", 32), ("next_hop", 32), ("recipient", 64), ("surb_id", 16))
+
+
+cdef _check_batch(packets_array, Py_ssize_t n, keys_array, result):
+    """Every length the nogil loop relies on, checked with an error naming the argument."""
+    rows = _check_matrix(packets_array, "packets", True)[0]
+    key_shape = _check_matrix(keys_array, "keys", False)
+    if not 0 <= n <= rows:
+        raise ValueError(f"sphinx: batch count {n} outside 0..{rows}")
+    if not 1 <= key_shape[0] <= SX_MAX_KEYS or key_shape[1] != 32:
+        raise ValueError(f"sphinx: keys must be uint8[1..{SX_MAX_KEYS}, 32], got shape {key_shape}")
+    for name, width in _RESULT_ARRAYS:
+        shape = tuple(getattr(result, name).shape)
+        if shape[0] < n:
+            raise ValueError(f"sphinx: result.{name} holds {shape[0]} rows, batch needs {n}")
+        if width and shape[1:] != (width,):
+            raise ValueError(f"sphinx: result.{name} rows must be {width} bytes, got shape {shape}")
 
 
 def unwrap_batch(packets_array, Py_ssize_t n, keys_array, result):
@@ -188,33 +244,17 @@ def unwrap_batch(packets_array, Py_ssize_t n, keys_array, result):
     Fills the numpy arrays of `result` (katzenpost.sphinx.batch.UnwrapBatch) and returns
     the number of packets that unwrapped without error. The loop holds no GIL.
     """
-    _check_matrix(packets_array, "packets", True)
-    _check_matrix(keys_array, "keys", False)
+    _check_batch(packets_array, n, keys_array, result)
     cdef uint8_t[:, ::1] packets = packets_array
     cdef const uint8_t[:, ::1] keys = keys_array
     cdef int32_t[::1] status = result.status
     cdef int8_t[::1] key_index = result.key_index
-    cdef uint8_t[:, ::1] tags = result.tags
     cdef uint8_t[::1] flags = result.flags
     cdef uint32_t[::1] delay_ms = result.delay_ms
+    cdef uint8_t[:, ::1] tags = result.tags
     cdef uint8_t[:, ::1] next_hop = result.next_hop
     cdef uint8_t[:, ::1] recipient = result.recipient
     cdef uint8_t[:, ::1] surb_id = result.surb_id
-    if not 0 <= n <= packets.shape[0]:
-        raise ValueError(f"sphinx: batch count {n} outside 0..{packets.shape[0]}")
-    if not 1 <= keys.shape[0] <= SX_MAX_KEYS or keys.shape[1] != 32:
-        raise ValueError(f"sphinx: keys must be uint8[1..{SX_MAX_KEYS}, 32], "
-                         f"got shape ({keys.shape[0]}, {keys.shape[1]})")
-    for name, rows in (("status", status.shape[0]), ("key_index", key_index.shape[0]),
-                       ("tags", tags.shape[0]), ("flags", flags.shape[0]),
-                       ("delay_ms", delay_ms.shape[0]), ("next_hop", next_hop.shape[0]),
-                       ("recipient", recipient.shape[0]), ("surb_id", surb_id.shape[0])):
-        if rows < n:
-            raise ValueError(f"sphinx: result.{name} holds {rows} rows, batch needs {n}")
-    if tags.shape[1] != 32 or next_hop.shape[1] != 32 or recipient.shape[1] != 64 \
-            or surb_id.shape[1] != 16:
-        raise ValueError("sphinx: result arrays have the wrong row widths")
-
     cdef Py_ssize_t i, row_len = packets.shape[1], ok = 0
     cdef sx_unwrap_result res
     cdef uint8_t dummy = 0
@@ -231,8 +271,7 @@ def unwrap_batch(packets_array, Py_ssize_t n, keys_array, result):
             memcpy(&next_hop[i, 0], res.next_hop, 32)
             memcpy(&recipient[i, 0], res.recipient, 64)
             memcpy(&surb_id[i, 0], res.surb_id, 16)
-            if res.status == SX_OK:
-                ok += 1
+            ok += res.status == SX_OK
     return ok
 
 

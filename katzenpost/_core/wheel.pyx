@@ -1,13 +1,15 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
 """The scheduler's packet queue: a hierarchical timer wheel (1 ms ticks, any int64 deadline) over a
-preallocated numpy packet arena; O(1) insert, earliest-first pop with a burst cap, counted drops
-(late beyond slack, random victim when full). One owner thread; no I/O, no clock of its own."""
+numpy packet arena grown in chunks; O(1) insert, earliest-first pop (copying, or zero-copy slots
+held until released) with a burst cap, counted drops (late beyond slack, random victim when full).
+One owner thread; no I/O, no clock of its own."""
 
 import os
 
 import numpy as np
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from cpython.sequence cimport PySequence_GetSlice
 from libc.stdlib cimport free, malloc, realloc
 
 cdef extern from "wheel_impl.h" nogil:
@@ -24,6 +26,7 @@ cdef extern from "wheel_impl.h" nogil:
         int64_t slot_count
         int64_t limit
         int64_t count
+        int64_t held
         int32_t free_head
         int64_t cur
         uint64_t dropped_full
@@ -35,9 +38,15 @@ cdef extern from "wheel_impl.h" nogil:
     int64_t wheel_pop_due(wheel_state *w, int64_t now, int64_t max_out, int64_t slack_ms,
                           uint8_t *out_packets, size_t out_stride, int32_t *out_hop,
                           int64_t *out_deadline)
+    int64_t wheel_pop_due_slots(wheel_state *w, int64_t now, int64_t max_out, int64_t slack_ms,
+                                int32_t *out_slot, int32_t *out_hop, int64_t *out_deadline)
+    int64_t wheel_release(wheel_state *w, const int32_t *slots, int64_t n)
+    int wheel_is_held(const wheel_state *w, int64_t s)
     int64_t wheel_next_deadline(wheel_state *w, int *found)
 
-# Rows per packet chunk when the queue is unlimited (a power of two; ~10 MiB of 2524-byte packets).
+# Rows per packet chunk (a power of two; ~10 MiB of 2524-byte packets). The arena starts with one
+# chunk and grows as packets arrive, up to the capacity when bounded: a large SchedulerQueueSize
+# costs memory only once that many packets are queued.
 GROWTH_CHUNK_SHIFT = 12
 GROWTH_CHUNK = 1 << GROWTH_CHUNK_SHIFT
 # Slot ids are int32 (the arena never holds more packets than this).
@@ -47,14 +56,17 @@ MAX_SLOTS = (1 << 31) - 1
 cdef class TimerWheel:
     """Queue of fixed-size packets keyed by absolute deadlines in monotonic milliseconds.
 
-    capacity > 0 bounds the queue (arena preallocated; inserting into a full queue drops one of
-    the queued packets or the new one, uniformly at random, like the reference). capacity <= 0
-    means unlimited: the arena grows in chunks of GROWTH_CHUNK packets.
+    capacity > 0 bounds the queue (inserting into a full queue drops one of the queued packets or
+    the new one, uniformly at random, like the reference); capacity <= 0 means unlimited. Either
+    way the arena grows in chunks of GROWTH_CHUNK packets as needed, never past the capacity.
+    Slots popped by pop_due_slots stay in the arena (and count against the capacity) until
+    release().
     """
     cdef wheel_state *w
     cdef readonly Py_ssize_t packet_len
     cdef readonly Py_ssize_t capacity
     cdef list _chunks
+    cdef list _chunk_views
     cdef object _deadline, _hop, _next, _prev, _heap_slot, _heap_seq
     cdef bint _busy
 
@@ -77,16 +89,11 @@ cdef class TimerWheel:
         self.packet_len = packet_len
         self.capacity = capacity if capacity > 0 else 0
         self._chunks = []
+        self._chunk_views = []
         self._busy = False
-        if capacity > 0:
-            # One chunk holds the whole bounded arena: slot s is row s.
-            self.w.chunk_shift = 31
-            self.w.chunk_mask = 0x7FFFFFFF
-            self._grow_to(capacity, capacity)
-        else:
-            self.w.chunk_shift = GROWTH_CHUNK_SHIFT
-            self.w.chunk_mask = GROWTH_CHUNK - 1
-            self._grow_to(GROWTH_CHUNK, GROWTH_CHUNK)
+        self.w.chunk_shift = GROWTH_CHUNK_SHIFT
+        self.w.chunk_mask = GROWTH_CHUNK - 1
+        self._grow_to(min(GROWTH_CHUNK, self._slot_ceiling()))
 
     def __dealloc__(self):
         if self.w != NULL:
@@ -94,23 +101,23 @@ cdef class TimerWheel:
             free(self.w)
             self.w = NULL
 
-    cdef _grow_to(self, Py_ssize_t slots, Py_ssize_t chunk_rows):
-        """Grow the arena to `slots` packets: per-slot arrays are reallocated (doubling), packet
-        rows come in new chunks so queued packets never move."""
+    cdef Py_ssize_t _slot_ceiling(self):
+        return self.capacity if self.capacity > 0 else MAX_SLOTS
+
+    cdef _grow_to(self, Py_ssize_t slots):
+        """Grow the arena to `slots` packets (a multiple of GROWTH_CHUNK, or the ceiling). Packet
+        rows come in new chunks so queued and held packets never move."""
         cdef int64_t old = self.w.slot_count
         cdef Py_ssize_t i, n_chunks
         cdef uint8_t **chunk_ptrs
         cdef uint8_t[:, ::1] rows
-        meta_slots = slots
-        self._deadline = self._resized(self._deadline, np.int64, meta_slots)
-        self._hop = self._resized(self._hop, np.int32, meta_slots)
-        self._next = self._resized(self._next, np.int32, meta_slots)
-        self._prev = self._resized(self._prev, np.int32, meta_slots)
-        self._heap_slot = self._resized(self._heap_slot, np.int32, meta_slots)
-        self._heap_seq = self._resized(self._heap_seq, np.uint64, meta_slots)
-        while len(self._chunks) * chunk_rows < slots:
-            rows_needed = min(chunk_rows, slots - len(self._chunks) * chunk_rows)
-            self._chunks.append(np.zeros((rows_needed, self.packet_len), dtype=np.uint8))
+        if self._deadline is None or len(self._deadline) < slots:
+            self._grow_slot_arrays(max(slots, min(self._slot_ceiling(), 2 * old)))
+        while len(self._chunks) * GROWTH_CHUNK < slots:
+            rows_needed = min(GROWTH_CHUNK, slots - len(self._chunks) * GROWTH_CHUNK)
+            chunk = np.zeros((rows_needed, self.packet_len), dtype=np.uint8)
+            self._chunks.append(chunk)
+            self._chunk_views.append(memoryview(chunk.reshape(-1)))
         n_chunks = len(self._chunks)
         chunk_ptrs = <uint8_t **>realloc(self.w.chunks, n_chunks * sizeof(uint8_t *))
         if chunk_ptrs == NULL:
@@ -119,14 +126,24 @@ cdef class TimerWheel:
         for i in range(n_chunks):
             rows = self._chunks[i]
             chunk_ptrs[i] = &rows[0, 0]
+        self.w.slot_count = slots
+        wheel_add_free_slots(self.w, old, slots)
+
+    cdef _grow_slot_arrays(self, Py_ssize_t length):
+        """Reallocate the per-slot arrays to `length` entries (doubling, so the copies amortise;
+        the packet rows, the bulk of the memory, grow one chunk at a time instead)."""
+        self._deadline = self._resized(self._deadline, np.int64, length)
+        self._hop = self._resized(self._hop, np.int32, length)
+        self._next = self._resized(self._next, np.int32, length)
+        self._prev = self._resized(self._prev, np.int32, length)
+        self._heap_slot = self._resized(self._heap_slot, np.int32, length)
+        self._heap_seq = self._resized(self._heap_seq, np.uint64, length)
         self.w.deadline = <int64_t *><size_t>self._deadline.ctypes.data
         self.w.hop = <int32_t *><size_t>self._hop.ctypes.data
         self.w.next = <int32_t *><size_t>self._next.ctypes.data
         self.w.prev = <int32_t *><size_t>self._prev.ctypes.data
         self.w.heap_slot = <int32_t *><size_t>self._heap_slot.ctypes.data
         self.w.heap_seq = <uint64_t *><size_t>self._heap_seq.ctypes.data
-        self.w.slot_count = slots
-        wheel_add_free_slots(self.w, old, slots)
 
     @staticmethod
     def _resized(old, dtype, slots):
@@ -136,15 +153,15 @@ cdef class TimerWheel:
         return fresh
 
     cdef _ensure_free(self, int64_t n):
-        """Unlimited queue: make room for n more packets before entering nogil."""
-        cdef int64_t need = self.w.count + n
-        if self.capacity > 0 or need <= self.w.slot_count:
-            return
-        if need > MAX_SLOTS:
+        """Make room for n more packets before entering nogil: enough free slots for all of them,
+        or (bounded) for as many as fit under the capacity, the rest being random drops."""
+        cdef Py_ssize_t ceiling = self._slot_ceiling()
+        cdef int64_t need = self.w.count + self.w.held + n
+        if self.capacity == 0 and need > MAX_SLOTS:
             raise MemoryError(f"wheel: queue would exceed {MAX_SLOTS} packets")
-        target = max(need, min(2 * self.w.slot_count, MAX_SLOTS))
-        target = min(MAX_SLOTS, -(-target // GROWTH_CHUNK) * GROWTH_CHUNK)
-        self._grow_to(target, GROWTH_CHUNK)
+        need = min(need, ceiling)
+        if need > self.w.slot_count:
+            self._grow_to(min(ceiling, -(-need // GROWTH_CHUNK) * GROWTH_CHUNK))
 
     cdef _enter(self):
         if self._busy:
@@ -200,6 +217,72 @@ cdef class TimerWheel:
             self._busy = False
         return got
 
+    def pop_due_slots(self, int64_t now_ms, int64_t max_burst, int64_t slack_ms,
+                      int32_t[::1] out_slot not None, int32_t[::1] out_hop not None,
+                      int64_t[::1] out_deadline not None):
+        """Zero-copy pop_due: write the arena slot numbers of at most max_burst due packets (same
+        order and late drops as pop_due). Each slot's row (arena_view) stays valid and untouched
+        until release(); until then it is not reused and counts against the capacity."""
+        cdef int64_t limit = max_burst, got
+        if max_burst < 0 or slack_ms < 0:
+            raise ValueError(f"wheel: max_burst and slack_ms must be >= 0, got {max_burst}, {slack_ms}")
+        limit = min(limit, out_slot.shape[0], out_hop.shape[0], out_deadline.shape[0])
+        if limit == 0:
+            return 0
+        self._enter()
+        try:
+            with nogil:
+                got = wheel_pop_due_slots(self.w, now_ms, limit, slack_ms, &out_slot[0],
+                                          &out_hop[0], &out_deadline[0])
+        finally:
+            self._busy = False
+        return got
+
+    def release(self, const int32_t[::1] slots not None, n=None):
+        """Give back slots 0..n-1 of `slots` (from pop_due_slots) for reuse. A slot that is not
+        held raises ValueError; the slots before it in the list are released."""
+        cdef int64_t count = slots.shape[0] if n is None else int(n)
+        cdef int64_t done
+        if count < 0 or count > slots.shape[0]:
+            raise ValueError(f"wheel: release n={count} exceeds the {slots.shape[0]} slots given")
+        if count == 0:
+            return
+        self._enter()
+        try:
+            with nogil:
+                done = wheel_release(self.w, &slots[0], count)
+        finally:
+            self._busy = False
+        if done < count:
+            raise ValueError(f"wheel: release: slot {slots[done]} at index {done} is not held "
+                             f"(never popped by pop_due_slots, or already released); "
+                             f"{done} slots before it were released")
+
+    def arena_view(self, int64_t slot):
+        """The packet row of a held slot, as a writable memoryview into the arena (no copy; valid
+        until the slot is released, after which the row may be overwritten)."""
+        if not wheel_is_held(self.w, slot):
+            raise ValueError(f"wheel: arena_view: slot {slot} is not held")
+        return self._row_view(slot)
+
+    def arena_views(self, const int32_t[::1] slots not None, n=None):
+        """[arena_view(s) for s in slots[:n]] in one call (the scheduler's per-burst hand-off)."""
+        cdef int64_t count = slots.shape[0] if n is None else int(n)
+        cdef int64_t i
+        if count < 0 or count > slots.shape[0]:
+            raise ValueError(f"wheel: arena_views n={count} exceeds the {slots.shape[0]} slots given")
+        views = [None] * count
+        for i in range(count):
+            if not wheel_is_held(self.w, slots[i]):
+                raise ValueError(f"wheel: arena_views: slot {slots[i]} at index {i} is not held")
+            views[i] = self._row_view(slots[i])
+        return views
+
+    cdef _row_view(self, int64_t slot):
+        cdef Py_ssize_t start = (slot & self.w.chunk_mask) * self.packet_len
+        return PySequence_GetSlice(self._chunk_views[slot >> self.w.chunk_shift], start,
+                                   start + self.packet_len)
+
     def next_deadline(self):
         """Earliest queued deadline (ms), or -1 when the queue is empty."""
         cdef int found = 0
@@ -218,8 +301,13 @@ cdef class TimerWheel:
         return self.w.dropped_late
 
     @property
+    def held(self):
+        """Slots popped by pop_due_slots and not yet released."""
+        return self.w.held
+
+    @property
     def arena_slots(self):
-        """Packet slots allocated (capacity when bounded; grows in chunks when unlimited)."""
+        """Packet slots allocated so far (grows in chunks, never past a bounded capacity)."""
         return self.w.slot_count
 
     @property

@@ -9,6 +9,7 @@
 
 #define WHEEL_MARK_HEAP INT32_MIN
 #define WHEEL_MARK_FREE (INT32_MIN + 1)
+#define WHEEL_MARK_HELD (INT32_MIN + 2)
 
 static inline uint64_t splitmix64(uint64_t *state)
 {
@@ -45,10 +46,18 @@ void wheel_init(wheel_state *w, int64_t limit, size_t packet_len, uint64_t seed)
 
 void wheel_add_free_slots(wheel_state *w, int64_t first, int64_t last)
 {
-    for (int64_t s = last - 1; s >= first; s--) {
+    /* Walk to the tail: growth happens only when fewer than a batch of slots are free. */
+    int32_t tail = -1;
+    for (int32_t s = w->free_head; s >= 0; s = w->next[s])
+        tail = s;
+    for (int64_t s = first; s < last; s++) {
         w->prev[s] = WHEEL_MARK_FREE;
-        w->next[s] = w->free_head;
-        w->free_head = (int32_t)s;
+        w->next[s] = -1;
+        if (tail < 0)
+            w->free_head = (int32_t)s;
+        else
+            w->next[tail] = (int32_t)s;
+        tail = (int32_t)s;
     }
 }
 
@@ -211,12 +220,12 @@ static void remove_slot(wheel_state *w, int32_t s)
         bucket_unlink(w, s);
 }
 
+/* Put slot s (not queued any more) back on the free list. */
 static inline void free_slot(wheel_state *w, int32_t s)
 {
     w->prev[s] = WHEEL_MARK_FREE;
     w->next[s] = w->free_head;
     w->free_head = s;
-    w->count--;
 }
 
 /* Move every packet of bucket b one level (or more) down; the clock is already at its start. */
@@ -301,21 +310,34 @@ int64_t wheel_next_deadline(wheel_state *w, int *found)
     return -1;
 }
 
+/* Full queue: the slot of a uniformly random queued packet, or -1 for the new packet itself
+ * (uniform over count + 1 candidates). Rejection over slot numbers [0, limit) skips held slots;
+ * every other slot is queued because the arena is full. */
+static int32_t pick_victim(wheel_state *w)
+{
+    if (w->count == 0)
+        return -1;
+    for (;;) {
+        uint64_t victim = wheel_rand_below(w, (uint64_t)w->limit + 1);
+        if (victim == (uint64_t)w->limit)
+            return -1;
+        if (w->prev[victim] != WHEEL_MARK_HELD)
+            return (int32_t)victim;
+    }
+}
+
 int64_t wheel_insert_batch(wheel_state *w, const int64_t *deadline, const int32_t *hop,
                            const uint8_t *packets, size_t packet_stride, int64_t n)
 {
     int64_t dropped = 0;
     for (int64_t i = 0; i < n; i++) {
         int32_t s;
-        if (w->limit > 0 && w->count >= w->limit) {
-            /* Full: drop one of the limit+1 packets uniformly, possibly the new one. Every slot
-             * is occupied, so a random slot is a uniformly random queued packet. */
-            uint64_t victim = wheel_rand_below(w, (uint64_t)w->limit + 1);
+        if (w->limit > 0 && w->count + w->held >= w->limit) {
             dropped++;
             w->dropped_full++;
-            if (victim == (uint64_t)w->limit)
+            s = pick_victim(w);
+            if (s < 0)
                 continue;
-            s = (int32_t)victim;
             remove_slot(w, s);
         } else {
             s = w->free_head;
@@ -335,24 +357,66 @@ static inline int is_late(int64_t now, int64_t d, int64_t slack_ms)
     return d < now && (uint64_t)now - (uint64_t)d > (uint64_t)slack_ms;
 }
 
+/* Unqueue the next due packet that is not too late, dropping (and freeing) late ones on the way;
+ * -1 when none is due. The returned slot is off every list and still counted nowhere. */
+static int32_t take_due(wheel_state *w, int64_t now, int64_t slack_ms)
+{
+    for (;;) {
+        int32_t s = peek_due(w, now);
+        if (s < 0)
+            return -1;
+        remove_slot(w, s);
+        w->count--;
+        if (!is_late(now, w->deadline[s], slack_ms))
+            return s;
+        w->dropped_late++;
+        free_slot(w, s);
+    }
+}
+
 int64_t wheel_pop_due(wheel_state *w, int64_t now, int64_t max_out, int64_t slack_ms,
                       uint8_t *out_packets, size_t out_stride, int32_t *out_hop, int64_t *out_deadline)
 {
     int64_t out = 0;
-    while (out < max_out) {
-        int32_t s = peek_due(w, now);
-        if (s < 0)
-            break;
-        remove_slot(w, s);
-        if (is_late(now, w->deadline[s], slack_ms)) {
-            w->dropped_late++;
-        } else {
-            memcpy(out_packets + (size_t)out * out_stride, packet_at(w, s), w->packet_len);
-            out_hop[out] = w->hop[s];
-            out_deadline[out] = w->deadline[s];
-            out++;
-        }
+    int32_t s;
+    while (out < max_out && (s = take_due(w, now, slack_ms)) >= 0) {
+        memcpy(out_packets + (size_t)out * out_stride, packet_at(w, s), w->packet_len);
+        out_hop[out] = w->hop[s];
+        out_deadline[out] = w->deadline[s];
+        out++;
         free_slot(w, s);
     }
     return out;
+}
+
+int64_t wheel_pop_due_slots(wheel_state *w, int64_t now, int64_t max_out, int64_t slack_ms,
+                            int32_t *out_slot, int32_t *out_hop, int64_t *out_deadline)
+{
+    int64_t out = 0;
+    int32_t s;
+    while (out < max_out && (s = take_due(w, now, slack_ms)) >= 0) {
+        w->prev[s] = WHEEL_MARK_HELD;
+        w->held++;
+        out_slot[out] = s;
+        out_hop[out] = w->hop[s];
+        out_deadline[out] = w->deadline[s];
+        out++;
+    }
+    return out;
+}
+
+int wheel_is_held(const wheel_state *w, int64_t s)
+{
+    return s >= 0 && s < w->slot_count && w->prev[s] == WHEEL_MARK_HELD;
+}
+
+int64_t wheel_release(wheel_state *w, const int32_t *slots, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        if (!wheel_is_held(w, slots[i]))
+            return i;
+        free_slot(w, slots[i]);
+        w->held--;
+    }
+    return n;
 }

@@ -30,6 +30,7 @@ typedef struct wheel_state {
     int64_t slot_count;  /* slots allocated */
     int64_t limit;       /* most packets queued; <= 0 means unlimited */
     int64_t count;       /* packets queued */
+    int64_t held;        /* popped by wheel_pop_due_slots, not yet released: slots not reusable */
     int32_t free_head;
     int64_t heap_len;
     int64_t cur;         /* wheel clock (ms): every bucketed packet has deadline >= cur */
@@ -45,16 +46,29 @@ typedef struct wheel_state {
 } wheel_state;
 
 void wheel_init(wheel_state *w, int64_t limit, size_t packet_len, uint64_t seed);
-/* Link slots [first, last) onto the free list, lowest first (after the arrays grew). */
+/* Append slots [first, last) to the tail of the free list, lowest first (after the arrays grew):
+ * freed slots are reused last-freed first, fresh ones in ascending order. */
 void wheel_add_free_slots(wheel_state *w, int64_t first, int64_t last);
 /* Insert n packets; returns how many queued packets (possibly new ones) were dropped because the
- * queue was full. Callers with an unlimited queue must have >= n free slots. */
+ * queue was full (count + held >= limit). Callers must first grow the arena so that
+ * min(n, limit - count - held) slots are free (all n when unlimited). A full-queue victim is
+ * uniform over the queued packets and the new one; held slots are never chosen. */
 int64_t wheel_insert_batch(wheel_state *w, const int64_t *deadline, const int32_t *hop,
                            const uint8_t *packets, size_t packet_stride, int64_t n);
 /* Pop up to max_out due packets (deadline <= now), earliest first, ties in insertion order;
  * packets later than slack_ms are dropped and counted, not returned. */
 int64_t wheel_pop_due(wheel_state *w, int64_t now, int64_t max_out, int64_t slack_ms,
                       uint8_t *out_packets, size_t out_stride, int32_t *out_hop, int64_t *out_deadline);
+/* As wheel_pop_due, but writes slot numbers instead of copying packets: each returned slot is
+ * held (its arena row stays valid and is not reused, nor chosen as a full-queue victim) until
+ * wheel_release. */
+int64_t wheel_pop_due_slots(wheel_state *w, int64_t now, int64_t max_out, int64_t slack_ms,
+                            int32_t *out_slot, int32_t *out_hop, int64_t *out_deadline);
+/* Free n held slots, in order. Stops at the first slot that is out of range or not held and
+ * returns its index (the slots before it are released); returns n when all were released. */
+int64_t wheel_release(wheel_state *w, const int32_t *slots, int64_t n);
+/* 1 if slot s is held (popped by wheel_pop_due_slots, not yet released). */
+int wheel_is_held(const wheel_state *w, int64_t s);
 /* Earliest queued deadline, or -1 with *found = 0 when empty. Does not change the wheel. */
 int64_t wheel_next_deadline(wheel_state *w, int *found);
 /* Uniform integer in [0, bound) from the wheel's generator (splitmix64 + Lemire reduction). */

@@ -38,9 +38,11 @@ class ReferenceWheel:
         self.rng = SplitMix64(seed)
         self.heap = []                 # (deadline, seq, slot); stale entries skipped lazily
         self.live = {}                 # slot -> (seq, deadline, hop, packet)
-        # Slots are handed out lowest first and reused last-freed first, as the compiled free list does.
-        self.free = list(range(self.limit - 1, -1, -1))
-        self.next_unbounded_slot = 0
+        self.held_rows = {}            # slot -> packet, popped by pop_due_slots, not released
+        # Slots are reused last-freed first, fresh ones handed out in ascending order, as the
+        # compiled free list does (fresh slots are appended at its tail when the arena grows).
+        self.free = []
+        self.fresh_slot = 0
         self.seq = 0
         self.dropped_full = 0
         self.dropped_late = 0
@@ -48,23 +50,38 @@ class ReferenceWheel:
     def __len__(self):
         return len(self.live)
 
+    @property
+    def held(self) -> int:
+        return len(self.held_rows)
+
     def _take_slot(self) -> int:
-        if self.limit:
+        if self.free:
             return self.free.pop()
-        self.next_unbounded_slot += 1
-        return self.next_unbounded_slot - 1
+        self.fresh_slot += 1
+        return self.fresh_slot - 1
+
+    def _pick_victim(self):
+        """Slot of a uniformly random queued packet, or None for the new one; held slots are
+        rejected and drawn again, and with nothing queued the new packet goes without a draw."""
+        if not self.live:
+            return None
+        while True:
+            victim = self.rng.below(self.limit + 1)
+            if victim == self.limit:
+                return None
+            if victim not in self.held_rows:
+                return victim
 
     def insert_batch(self, deadlines, hops, packets) -> int:
         dropped = 0
         for deadline, hop, packet in zip(deadlines, hops, packets):
-            if self.limit and len(self.live) >= self.limit:
-                victim = self.rng.below(self.limit + 1)
+            if self.limit and len(self.live) + len(self.held_rows) >= self.limit:
                 dropped += 1
                 self.dropped_full += 1
-                if victim == self.limit:
+                slot = self._pick_victim()
+                if slot is None:
                     continue
-                del self.live[victim]
-                slot = victim
+                del self.live[slot]
             else:
                 slot = self._take_slot()
             self.live[slot] = (self.seq, int(deadline), int(hop), bytes(packet))
@@ -80,22 +97,48 @@ class ReferenceWheel:
                 return
             heapq.heappop(self.heap)
 
+    def _take_due(self, now_ms: int, slack_ms: int):
+        """(slot, packet, hop, deadline) of the next due packet not too late, or None; late ones
+        on the way are dropped, counted and freed."""
+        while True:
+            self._skip_stale()
+            if not self.heap or self.heap[0][0] > now_ms:
+                return None
+            deadline, _, slot = heapq.heappop(self.heap)
+            _, _, hop, packet = self.live.pop(slot)
+            if now_ms - deadline <= slack_ms:
+                return slot, packet, hop, deadline
+            self.dropped_late += 1
+            self.free.append(slot)
+
     def pop_due(self, now_ms: int, max_burst: int, slack_ms: int) -> list:
         """[(packet, hop, deadline), ...] of at most max_burst due packets, earliest first."""
         out = []
         while len(out) < max_burst:
-            self._skip_stale()
-            if not self.heap or self.heap[0][0] > now_ms:
+            due = self._take_due(now_ms, slack_ms)
+            if due is None:
                 break
-            deadline, _, slot = heapq.heappop(self.heap)
-            _, _, hop, packet = self.live.pop(slot)
-            if self.limit:
-                self.free.append(slot)
-            if now_ms - deadline > slack_ms:
-                self.dropped_late += 1
-            else:
-                out.append((packet, hop, deadline))
+            slot, packet, hop, deadline = due
+            self.free.append(slot)
+            out.append((packet, hop, deadline))
         return out
+
+    def pop_due_slots(self, now_ms: int, max_burst: int, slack_ms: int) -> list:
+        """[(slot, hop, deadline), ...] like pop_due; the slots are held until release()."""
+        out = []
+        while len(out) < max_burst:
+            due = self._take_due(now_ms, slack_ms)
+            if due is None:
+                break
+            slot, packet, hop, deadline = due
+            self.held_rows[slot] = packet
+            out.append((slot, hop, deadline))
+        return out
+
+    def release(self, slots) -> None:
+        for slot in slots:
+            del self.held_rows[slot]
+            self.free.append(slot)
 
     def next_deadline(self) -> int:
         self._skip_stale()

@@ -20,7 +20,7 @@ from katzenpost.server.counters import DropReason, Event, PipelineCounters
 from katzenpost.server.scheduler import SchedulerThread, WheelStage, decode_due
 from katzenpost.server.workers import (
     EPOCH_PERIOD_MS, MS, NUM_MIX_KEYS, PACKET_LENGTH, CryptoWorker, EndpointSet, LocalBatch, RouteTable,
-    WorkerEndpoints,
+    WorkerEndpoints, ingress_message_size, write_ingress_tail,
 )
 
 log = logging.getLogger("katzenpost.server.pipeline")
@@ -180,8 +180,9 @@ class OutgoingQueue:
 class _ZmqReader:
     """Reads a zmq socket from the asyncio loop via its (edge-triggered) notification fd."""
 
-    def __init__(self, loop, sock, on_message, counters, budget=64):
+    def __init__(self, loop, sock, on_message, counters, budget=64, multipart=True):
         self._counters = counters
+        self._recv = (lambda: sock.recv_multipart(copy=False)) if multipart else (lambda: sock.recv(copy=False))
         self._loop = loop
         self._sock = sock
         self._on_message = on_message
@@ -198,14 +199,14 @@ class _ZmqReader:
             # Reading EVENTS also re-arms the edge-triggered fd once the queue is empty.
             if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                 return
-            self._handle(sock.recv_multipart(copy=False))
+            self._handle(self._recv())
         # Budget used up: the edge will not fire again for what is left, so come back soon.
         self._pending = self._loop.call_soon(self.read_ready)
 
     def drain(self):
         sock = self._sock
         while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            self._handle(sock.recv_multipart(copy=False))
+            self._handle(self._recv())
 
     def _handle(self, frames):
         # A failing handler must not stop the reader: with an edge-triggered fd, what is still
@@ -267,8 +268,8 @@ class Pipeline:
                                          out_capacity=s.DispatchBatchSize, max_delay_cap_ms=three_p_ms)
                 self._from_workers_fwd = self._socket(zmq.PULL, zmq.RCVHWM, s.SchedulerInputHWM)
                 self._from_workers_fwd.bind(self._addrs.sched)
-                self._readers.append(_ZmqReader(self._loop, self._from_workers_fwd, self._on_sched_frames,
-                                                self._io))
+                self._readers.append(_ZmqReader(self._loop, self._from_workers_fwd, self._on_sched_message,
+                                                self._io, multipart=False))
             else:
                 self._scheduler = SchedulerThread(
                     context=self._ctx, endpoints=self._addrs, counters=self.counters.stage("scheduler"),
@@ -455,13 +456,9 @@ class Pipeline:
             batch.reset()
             self._io.drop(DropReason.INGRESS_QUEUE_FULL, count)
             return
-        meta, data = batch.frames()
-        sock = self._to_workers
         try:
-            # The high-water mark is checked on the first part only; copy=True lets the buffer
-            # be reused at once (zmq copies just the filled part).
-            sock.send(meta, flags=zmq.NOBLOCK | zmq.SNDMORE)
-            sock.send(data, flags=zmq.NOBLOCK, copy=True)
+            # copy=True: zmq copies just the filled part and the buffer is reused at once.
+            self._to_workers.send(batch.message(), flags=zmq.NOBLOCK, copy=True)
         except zmq.Again:
             self._io.drop(DropReason.INGRESS_QUEUE_FULL, count)
             return
@@ -493,8 +490,8 @@ class Pipeline:
             self._put(destinations, int(hop), dispatch_ns, packets[hops == hop])
 
     # ------------------------------------------------------------ inline scheduler (SchedulerInline)
-    def _on_sched_frames(self, frames):
-        self._stage.insert_frames(frames)
+    def _on_sched_message(self, frame):
+        self._stage.insert_message(frame)
         self._arm_wheel_timer()
 
     def _arm_wheel_timer(self):
@@ -558,14 +555,15 @@ class Pipeline:
 
 
 class _IngressBatch:
-    """The open batch of received packets, gathered into one reused contiguous buffer."""
+    """The open batch of received packets, gathered into one reused buffer laid out as the
+    single-frame ingress message (`workers.decode_ingress`)."""
 
     __slots__ = ("capacity", "count", "_buf", "_recv_at", "_from_client")
 
     def __init__(self, capacity):
         self.capacity = capacity
         self.count = 0
-        self._buf = bytearray(capacity * PACKET_LENGTH)
+        self._buf = bytearray(ingress_message_size(capacity))
         self._recv_at = array.array("q")
         self._from_client = bytearray()
 
@@ -581,10 +579,9 @@ class _IngressBatch:
         self._from_client.append(1 if from_client else 0)
         self.count += 1
 
-    def frames(self):
-        meta = self._recv_at.tobytes() + bytes(self._from_client)
-        data = memoryview(self._buf)[: self.count * PACKET_LENGTH]
-        return [meta, data]
+    def message(self):
+        size = write_ingress_tail(self._buf, self.count, self._recv_at, self._from_client)
+        return memoryview(self._buf)[:size]
 
 
 async def _wait_event(event, timeout=10.0):

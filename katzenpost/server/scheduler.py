@@ -72,12 +72,10 @@ class WheelStage:
     def set_max_delay(self, mu_max_delay_ms):
         self.max_delay_ms = clamp_max_delay(mu_max_delay_ms, self._max_delay_cap_ms)
 
-    def insert_frames(self, frames):
-        """Insert one worker batch ([meta, packets] frames); failures are logged and counted."""
+    def insert_message(self, frame):
+        """Insert one worker batch (a single-frame message); failures are logged and counted."""
         try:
-            if len(frames) != 2:
-                raise ValueError(f"scheduler: input message with {len(frames)} frames, expected 2")
-            self._insert(*decode_schedule(frames[0].buffer, frames[1].buffer))
+            self._insert(*decode_schedule(frame.buffer))
         except Exception:
             log.exception("scheduler: batch insert failed")
             self._counters.count(Event.WORKER_EXCEPTIONS)
@@ -250,11 +248,11 @@ class SchedulerThread(threading.Thread):
         count = 0
         while limit is None or count < limit:
             try:
-                frames = pull.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                frame = pull.recv(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
             count += 1
-            self._stage.insert_frames(frames)
+            self._stage.insert_message(frame)
 
     def _send_due(self, out, total):
         stage = self._stage

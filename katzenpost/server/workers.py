@@ -46,35 +46,76 @@ _KIND_EVENT = {
 
 # ---------------------------------------------------------------- batch formats (zmq frames)
 
-def encode_ingress_meta(recv_at_ns, from_client):
-    """Meta frame of an ingress batch: int64 RecvAt (monotonic ns) then uint8 from-client flags."""
-    return np.asarray(recv_at_ns, dtype=np.int64).tobytes() + np.asarray(from_client, np.uint8).tobytes()
+# Packet batches travel as ONE zmq frame, packets first and the per-packet fields after them,
+# ending in the count: one send and one receive per batch (each zmq call gives up the GIL).
+
+def ingress_message_size(n):
+    return n * PACKET_LENGTH + 9 * n + 8
 
 
-def decode_ingress(meta, data):
-    """(recv_at int64[n], from_client uint8[n], packets uint8[n, L] writable) from two frames."""
-    n, rest = divmod(len(data), PACKET_LENGTH)
-    if rest or n == 0 or len(meta) != 9 * n:
-        raise ValueError(f"workers: malformed ingress batch ({len(meta)} meta / {len(data)} data bytes)")
-    recv_at = np.frombuffer(meta, dtype=np.int64, count=n)
-    from_client = np.frombuffer(meta, dtype=np.uint8, count=n, offset=8 * n)
-    packets = np.frombuffer(data, dtype=np.uint8).reshape(n, PACKET_LENGTH)
+def write_ingress_tail(buf, n, recv_at_ns, from_client):
+    """Write the fields after n packets already in buf[:n*L]: int64 RecvAt (monotonic ns) x n,
+    uint8 from-client x n, int64 n. Returns the message length."""
+    view = memoryview(buf)
+    off = n * PACKET_LENGTH
+    view[off:off + 8 * n] = np.asarray(recv_at_ns, dtype=np.int64).tobytes()
+    view[off + 8 * n:off + 9 * n] = np.asarray(from_client, dtype=np.uint8).tobytes()
+    view[off + 9 * n:off + 9 * n + 8] = int(n).to_bytes(8, "little")
+    return ingress_message_size(n)
+
+
+def encode_ingress(packets, recv_at_ns, from_client):
+    """One ingress message from uint8[n, L] packets (tests and tools; the I/O side fills in place)."""
+    n = len(packets)
+    buf = bytearray(ingress_message_size(n))
+    buf[:n * PACKET_LENGTH] = np.ascontiguousarray(packets, np.uint8).tobytes()
+    write_ingress_tail(buf, n, recv_at_ns, from_client)
+    return bytes(buf)
+
+
+def _count(buf, per_packet):
+    if len(buf) < 8:
+        raise ValueError(f"workers: batch message of {len(buf)} bytes is too short")
+    n = int(np.frombuffer(buf, dtype=np.int64, count=1, offset=len(buf) - 8)[0])
+    if not 0 < n <= (1 << 24) or len(buf) != n * (PACKET_LENGTH + per_packet) + 8:
+        raise ValueError(f"workers: malformed batch message ({len(buf)} bytes, count {n})")
+    return n
+
+
+def decode_ingress(buf):
+    """(recv_at int64[n], from_client uint8[n], packets uint8[n, L] writable) from one message."""
+    n = _count(buf, 9)
+    off = n * PACKET_LENGTH
+    packets = np.frombuffer(buf, dtype=np.uint8, count=off).reshape(n, PACKET_LENGTH)
+    recv_at = np.frombuffer(buf, dtype=np.int64, count=n, offset=off)
+    from_client = np.frombuffer(buf, dtype=np.uint8, count=n, offset=off + 8 * n)
     return recv_at, from_client, packets
 
 
-def encode_schedule_meta(deadline_ms, hop):
-    """Meta frame of a batch for the scheduler: int64 deadlines (monotonic ms), int32 hop indices."""
-    return np.asarray(deadline_ms, np.int64).tobytes() + np.asarray(hop, np.int32).tobytes()
+def encode_schedule(packets, rows, deadline_ms, hop):
+    """One message for the scheduler: packets[rows] (or all if rows is None), int64 deadlines
+    (monotonic ms), int32 hop indices, int64 count."""
+    k = len(deadline_ms)
+    out = np.empty(k * (PACKET_LENGTH + 12) + 8, dtype=np.uint8)
+    body = out[:k * PACKET_LENGTH].reshape(k, PACKET_LENGTH)
+    if rows is None:
+        body[:] = packets
+    else:
+        np.take(packets, rows, axis=0, out=body)
+    off = k * PACKET_LENGTH
+    out[off:off + 8 * k] = np.asarray(deadline_ms, np.int64).view(np.uint8)
+    out[off + 8 * k:off + 12 * k] = np.asarray(hop, np.int32).view(np.uint8)
+    out[off + 12 * k:] = np.array([k], np.int64).view(np.uint8)
+    return out
 
 
-def decode_schedule(meta, data):
-    """(deadline_ms int64[n], hop int32[n], packets uint8[n, L]) from a batch for the scheduler."""
-    n, rest = divmod(len(data), PACKET_LENGTH)
-    if rest or len(meta) != 12 * n:
-        raise ValueError(f"workers: malformed schedule batch ({len(meta)} meta / {len(data)} data bytes)")
-    deadline = np.frombuffer(meta, dtype=np.int64, count=n)
-    hop = np.frombuffer(meta, dtype=np.int32, count=n, offset=8 * n)
-    packets = np.frombuffer(data, dtype=np.uint8).reshape(n, PACKET_LENGTH)
+def decode_schedule(buf):
+    """(deadline_ms int64[k], hop int32[k], packets uint8[k, L]) from a message for the scheduler."""
+    k = _count(buf, 12)
+    off = k * PACKET_LENGTH
+    packets = np.frombuffer(buf, dtype=np.uint8, count=off).reshape(k, PACKET_LENGTH)
+    deadline = np.frombuffer(buf, dtype=np.int64, count=k, offset=off)
+    hop = np.frombuffer(buf, dtype=np.int32, count=k, offset=off + 8 * k)
     return deadline, hop, packets
 
 
@@ -355,7 +396,7 @@ class CryptoWorker(threading.Thread):
     def _drain(self, pull, limit):
         count = 0
         while (limit is None or count < limit) and pull.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            self._process_safely(pull.recv_multipart(copy=False))
+            self._process_safely(pull.recv(copy=False))
             count += 1
 
     def _apply_control(self):
@@ -377,12 +418,10 @@ class CryptoWorker(threading.Thread):
             else:
                 log.error("crypto worker %d: unknown control message %r", self.index, kind)
 
-    def _process_safely(self, frames):
+    def _process_safely(self, frame):
         dequeue_ns = time.monotonic_ns()
         try:
-            if len(frames) != 2:
-                raise ValueError(f"workers: ingress message with {len(frames)} frames, expected 2")
-            recv_at, from_client, packets = decode_ingress(frames[0].buffer, frames[1].buffer)
+            recv_at, from_client, packets = decode_ingress(frame.buffer)
         except Exception:
             log.exception("crypto worker %d: malformed ingress batch dropped", self.index)
             self._counters.count(Event.WORKER_EXCEPTIONS)
@@ -424,13 +463,10 @@ class CryptoWorker(threading.Thread):
 
     def _push_forward(self, packets, n, n_fwd):
         clf = self._classifier
-        meta = clf.fwd_deadline_ms[:n_fwd].tobytes() + clf.fwd_hop[:n_fwd].tobytes()
-        chosen = packets if n_fwd == n else packets.take(clf.fwd_rows[:n_fwd], axis=0)
-        sock = self._to_sched
+        message = encode_schedule(packets, None if n_fwd == n else clf.fwd_rows[:n_fwd],
+                                  clf.fwd_deadline_ms[:n_fwd], clf.fwd_hop[:n_fwd])
         try:
-            # zmq checks the high-water mark on a message's first part; the second then goes too.
-            sock.send(meta, flags=zmq.NOBLOCK | zmq.SNDMORE)
-            sock.send(chosen, flags=zmq.NOBLOCK, copy=True)
+            self._to_sched.send(message, flags=zmq.NOBLOCK, copy=True)
         except zmq.Again:
             self._counters.drop(DropReason.SCHEDULER_QUEUE_FULL, n_fwd)
             return
