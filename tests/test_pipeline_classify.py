@@ -334,7 +334,8 @@ def test_frame_formats_round_trip_and_reject_malformed():
                        delay_ms=np.array([0, 5, 9], np.uint32), recipient=np.ones((3, 64), np.uint8),
                        surb_id=np.zeros((3, 16), np.uint8), packets=packets, dispatch_ns=12345)
     back = LocalBatch.from_frames(*[bytes(f) for f in batch.to_frames()])
-    assert back.dispatch_ns == 12345 and list(back.delay_ms) == [0, 5, 9] and (back.recipient == 1).all() and (back.packets == packets).all()
+    assert back.dispatch_ns == 12345 and list(back.delay_ms) == [0, 5, 9]
+    assert (back.recipient == 1).all() and (back.packets == packets).all()
     with pytest.raises(ValueError):
         LocalBatch.from_frames(b"x", packets.tobytes())
 

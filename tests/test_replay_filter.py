@@ -1,8 +1,8 @@
 """Replay filter: keyed Bloom kernel against its Python twin and a set model, persistence across a
 SIGKILL, refusal of damaged or foreign files, thread safety of check_and_add."""
 
+import hashlib
 import os
-import struct
 import subprocess
 import sys
 import textwrap
@@ -293,7 +293,6 @@ def _rewrite_header(path, **changes):
     for name, value in changes.items():
         fields[names.index(name)] = value
     packed = rp._HEADER_FIELDS.pack(*fields)
-    import hashlib
     checksum = hashlib.blake2b(packed, digest_size=32).digest()
     _damage(path, 0, packed + checksum)
 
@@ -336,6 +335,8 @@ def test_foreign_epoch_or_owner_is_refused(tmp_path):
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ReplayFilterError, match="cannot open"):
         ReplayFilter.open(tmp_path / "nope.bloom")
+    with pytest.raises(ReplayFilterError, match="nodir.*cannot create"):
+        ReplayFilter.create(tmp_path / "nodir" / "replay-1.bloom", 1000)
 
 
 CHILD = textwrap.dedent("""
@@ -359,12 +360,15 @@ def test_sigkilled_process_loses_no_added_tag(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(count)],
                              stdout=subprocess.PIPE, env=env, text=True)
+    watchdog = threading.Timer(60, child.kill)  # a child stuck before printing cannot hang the test
+    watchdog.start()
     try:
         line = child.stdout.readline()
         assert line.strip() == f"added {count}", line
     finally:
         child.kill()  # SIGKILL: no close(), no msync, no atexit
         child.wait(timeout=10)
+        watchdog.cancel()
     assert child.returncode == -9
     tags = np.random.default_rng(1234).integers(0, 256, (count, 32), dtype=np.uint8)
     with ReplayFilter.open(path, epoch=11) as filt:

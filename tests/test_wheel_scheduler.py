@@ -260,16 +260,25 @@ def test_unlimited_queue_grows_in_chunks_and_keeps_order():
 def test_memory_per_queued_packet_is_at_most_packet_plus_32_bytes():
     packet_len, capacity = 2524, 20_000
     wheel = TimerWheel(capacity, packet_len, 1)
+    rows = np.zeros((1000, packet_len), np.uint8)
+    for base in range(0, capacity + 1000, 1000):
+        wheel.insert_batch(np.arange(base, base + 1000, dtype=np.int64), np.zeros(1000, np.int32), rows)
+    assert len(wheel) == wheel.arena_slots == capacity
     assert wheel.nbytes <= capacity * (packet_len + 32) + 64 * 1024  # + the fixed bucket tables
 
 
-def test_packet_bytes_and_hops_round_trip():
+def two_packet_wheel():
+    """A wheel holding b"ABCDEFGH" (hop 77, due 3) and b"12345678" (hop 88, due 1)."""
     wheel = TimerWheel(4, PACKET_LEN, 1)
     d, h, p = batch([3, 1], hops=[77, 88])
     p[0] = np.frombuffer(b"ABCDEFGH", np.uint8)
     p[1] = np.frombuffer(b"12345678", np.uint8)
     wheel.insert_batch(d, h, p)
-    assert pop(wheel, 5) == [(b"12345678", 88, 1), (b"ABCDEFGH", 77, 3)]
+    return wheel
+
+
+def test_packet_bytes_and_hops_round_trip():
+    assert pop(two_packet_wheel(), 5) == [(b"12345678", 88, 1), (b"ABCDEFGH", 77, 3)]
 
 
 # ---- bad arguments -----------------------------------------------------------------------------
@@ -293,6 +302,8 @@ def test_bad_arguments_are_refused():
         wheel.pop_due(0, 1, 0, np.zeros((1, 3), np.uint8), np.zeros(1, np.int32), np.zeros(1, np.int64))
     with pytest.raises(ValueError, match="packet_len"):
         TimerWheel(4, 0, 1)
+    bare = TimerWheel.__new__(TimerWheel, 4, PACKET_LEN)  # no path reaches a half-built wheel
+    assert (len(bare), bare.next_deadline(), bare.arena_slots) == (0, -1, 4)
     assert wheel.insert_batch(d, h, p, 0) == 0
     assert len(wheel) == 0
     assert pop(wheel, 10, burst=0) == []
@@ -356,11 +367,7 @@ def test_two_threads_at_once_are_refused_not_corrupting():
 # ---- zero-copy pops ----------------------------------------------------------------------------
 
 def test_pop_due_slots_rows_are_the_packets_and_writable_in_place():
-    wheel = TimerWheel(4, PACKET_LEN, 1)
-    d, h, p = batch([3, 1], hops=[77, 88])
-    p[0] = np.frombuffer(b"ABCDEFGH", np.uint8)
-    p[1] = np.frombuffer(b"12345678", np.uint8)
-    wheel.insert_batch(d, h, p)
+    wheel = two_packet_wheel()
     got, rows = pop_slots(wheel, 5, 16, 100)
     assert [(hop, dl) for _, hop, dl in got] == [(88, 1), (77, 3)]
     assert [rows[slot] for slot, _, _ in got] == [b"12345678", b"ABCDEFGH"]
@@ -425,8 +432,9 @@ def test_bad_releases_and_views_are_refused_without_corruption():
     with pytest.raises(ValueError, match=f"slot {a} at index 1 is not held.*1 slots before"):
         release(wheel, [a, a])  # a double release inside one call: the first one counts
     assert wheel.held == 1
-    with pytest.raises(ValueError, match="exceeds the 1 slots"):
-        wheel.release(np.asarray([b], np.int32), 2)
+    for bad_n in (2, -1):
+        with pytest.raises(ValueError, match=f"release n={bad_n} exceeds the 1 slots"):
+            wheel.release(np.asarray([b], np.int32), bad_n)
     with pytest.raises(ValueError, match=">= 0"):
         wheel.pop_due_slots(0, -1, 0, np.zeros(1, np.int32), np.zeros(1, np.int32), np.zeros(1, np.int64))
     with pytest.raises(ValueError):

@@ -53,6 +53,14 @@ GROWTH_CHUNK = 1 << GROWTH_CHUNK_SHIFT
 MAX_SLOTS = (1 << 31) - 1
 
 
+cdef int64_t _slot_count(const int32_t[::1] slots, n, str what) except -1:
+    """How many of `slots` a call uses: all, or the first n (checked against the array)."""
+    cdef int64_t count = slots.shape[0] if n is None else int(n)
+    if count < 0 or count > slots.shape[0]:
+        raise ValueError(f"wheel: {what} n={count} exceeds the {slots.shape[0]} slots given")
+    return count
+
+
 cdef class TimerWheel:
     """Queue of fixed-size packets keyed by absolute deadlines in monotonic milliseconds.
 
@@ -71,9 +79,8 @@ cdef class TimerWheel:
     cdef bint _busy
 
     def __cinit__(self, capacity, packet_len, seed=None):
+        # All set up here, not in __init__: no Python path can reach a method with no state.
         self.w = NULL
-
-    def __init__(self, capacity, packet_len, seed=None):
         capacity, packet_len = int(capacity), int(packet_len)
         if packet_len < 1:
             raise ValueError(f"wheel: packet_len must be >= 1, got {packet_len}")
@@ -174,7 +181,7 @@ cdef class TimerWheel:
         were dropped because the queue was full (counted in dropped_full)."""
         cdef int64_t count = packets.shape[0] if n is None else int(n)
         cdef int64_t dropped
-        if count < 0 or count > packets.shape[0] or count > deadline_ms.shape[0] or count > hop.shape[0]:
+        if count < 0 or count > min(packets.shape[0], deadline_ms.shape[0], hop.shape[0]):
             raise ValueError(f"wheel: n={count} exceeds the batch (packets {packets.shape[0]}, "
                              f"deadlines {deadline_ms.shape[0]}, hops {hop.shape[0]})")
         if count == 0:
@@ -241,10 +248,8 @@ cdef class TimerWheel:
     def release(self, const int32_t[::1] slots not None, n=None):
         """Give back slots 0..n-1 of `slots` (from pop_due_slots) for reuse. A slot that is not
         held raises ValueError; the slots before it in the list are released."""
-        cdef int64_t count = slots.shape[0] if n is None else int(n)
+        cdef int64_t count = _slot_count(slots, n, "release")
         cdef int64_t done
-        if count < 0 or count > slots.shape[0]:
-            raise ValueError(f"wheel: release n={count} exceeds the {slots.shape[0]} slots given")
         if count == 0:
             return
         self._enter()
@@ -260,17 +265,17 @@ cdef class TimerWheel:
 
     def arena_view(self, int64_t slot):
         """The packet row of a held slot, as a writable memoryview into the arena (no copy; valid
-        until the slot is released, after which the row may be overwritten)."""
+        until the slot is released, after which the row may be overwritten). Whatever reads it
+        must be done by then: with zmq, send with copy=True, or wait on the MessageTracker of a
+        copy=False send before release()."""
         if not wheel_is_held(self.w, slot):
             raise ValueError(f"wheel: arena_view: slot {slot} is not held")
         return self._row_view(slot)
 
     def arena_views(self, const int32_t[::1] slots not None, n=None):
         """[arena_view(s) for s in slots[:n]] in one call (the scheduler's per-burst hand-off)."""
-        cdef int64_t count = slots.shape[0] if n is None else int(n)
+        cdef int64_t count = _slot_count(slots, n, "arena_views")
         cdef int64_t i
-        if count < 0 or count > slots.shape[0]:
-            raise ValueError(f"wheel: arena_views n={count} exceeds the {slots.shape[0]} slots given")
         views = [None] * count
         for i in range(count):
             if not wheel_is_held(self.w, slots[i]):
@@ -312,7 +317,7 @@ cdef class TimerWheel:
 
     @property
     def nbytes(self):
-        """Bytes held by the arena and per-slot arrays (the queue's memory, bar a fixed ~14 KiB)."""
+        """Bytes held by the arena and per-slot arrays, plus the fixed ~34 KiB wheel state."""
         total = sum(c.nbytes for c in self._chunks)
         for arr in (self._deadline, self._hop, self._next, self._prev, self._heap_slot, self._heap_seq):
             total += arr.nbytes

@@ -310,6 +310,15 @@ int64_t wheel_next_deadline(wheel_state *w, int *found)
     return -1;
 }
 
+/* Start loading the row the next insert will overwrite while this one is copied: a freed row has
+ * usually left the cache, and a store to it must first read each line in. */
+static inline void prefetch_row(const wheel_state *w, int32_t s)
+{
+    const uint8_t *row = packet_at(w, s);
+    for (size_t off = 0; off < w->packet_len; off += 64)
+        __builtin_prefetch(row + off, 1, 0);
+}
+
 /* Full queue: the slot of a uniformly random queued packet, or -1 for the new packet itself
  * (uniform over count + 1 candidates). Rejection over slot numbers [0, limit) skips held slots;
  * every other slot is queued because the arena is full. */
@@ -343,6 +352,8 @@ int64_t wheel_insert_batch(wheel_state *w, const int64_t *deadline, const int32_
             s = w->free_head;
             w->free_head = w->next[s];
             w->count++;
+            if (w->free_head >= 0)
+                prefetch_row(w, w->free_head);
         }
         w->deadline[s] = deadline[i];
         w->hop[s] = hop[i];

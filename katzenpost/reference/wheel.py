@@ -113,26 +113,25 @@ class ReferenceWheel:
 
     def pop_due(self, now_ms: int, max_burst: int, slack_ms: int) -> list:
         """[(packet, hop, deadline), ...] of at most max_burst due packets, earliest first."""
-        out = []
-        while len(out) < max_burst:
-            due = self._take_due(now_ms, slack_ms)
-            if due is None:
-                break
-            slot, packet, hop, deadline = due
-            self.free.append(slot)
-            out.append((packet, hop, deadline))
-        return out
+        return self._pop(now_ms, max_burst, slack_ms, hold=False)
 
     def pop_due_slots(self, now_ms: int, max_burst: int, slack_ms: int) -> list:
         """[(slot, hop, deadline), ...] like pop_due; the slots are held until release()."""
+        return self._pop(now_ms, max_burst, slack_ms, hold=True)
+
+    def _pop(self, now_ms: int, max_burst: int, slack_ms: int, hold: bool) -> list:
         out = []
         while len(out) < max_burst:
             due = self._take_due(now_ms, slack_ms)
             if due is None:
                 break
             slot, packet, hop, deadline = due
-            self.held_rows[slot] = packet
-            out.append((slot, hop, deadline))
+            if hold:
+                self.held_rows[slot] = packet
+                out.append((slot, hop, deadline))
+            else:
+                self.free.append(slot)
+                out.append((packet, hop, deadline))
         return out
 
     def release(self, slots) -> None:

@@ -196,7 +196,10 @@ class ReplayFilter:
         # Build the file under a temporary name and link it into place: a crash mid-way never
         # leaves a half-written filter under the real name, and an existing filter is never replaced.
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise ReplayFilterError(f"replay filter {path}: cannot create: {exc.strerror}") from None
         try:
             os.write(fd, header)
             os.ftruncate(fd, HEADER_LENGTH + m_bits // 8)

@@ -49,15 +49,20 @@ _KIND_EVENT = {
 # Packet batches travel as ONE zmq frame, packets first and the per-packet fields after them,
 # ending in the count: one send and one receive per batch (each zmq call gives up the GIL).
 
+def _tail_offset(n):
+    """Where the per-packet fields start: after n packets, rounded up to 8 for aligned int64s."""
+    return (n * PACKET_LENGTH + 7) & ~7
+
+
 def ingress_message_size(n):
-    return n * PACKET_LENGTH + 9 * n + 8
+    return _tail_offset(n) + 9 * n + 8
 
 
 def write_ingress_tail(buf, n, recv_at_ns, from_client):
     """Write the fields after n packets already in buf[:n*L]: int64 RecvAt (monotonic ns) x n,
     uint8 from-client x n, int64 n. Returns the message length."""
     view = memoryview(buf)
-    off = n * PACKET_LENGTH
+    off = _tail_offset(n)
     view[off:off + 8 * n] = np.asarray(recv_at_ns, dtype=np.int64).tobytes()
     view[off + 8 * n:off + 9 * n] = np.asarray(from_client, dtype=np.uint8).tobytes()
     view[off + 9 * n:off + 9 * n + 8] = int(n).to_bytes(8, "little")
@@ -77,7 +82,7 @@ def _count(buf, per_packet):
     if len(buf) < 8:
         raise ValueError(f"workers: batch message of {len(buf)} bytes is too short")
     n = int(np.frombuffer(buf, dtype=np.int64, count=1, offset=len(buf) - 8)[0])
-    if not 0 < n <= (1 << 24) or len(buf) != n * (PACKET_LENGTH + per_packet) + 8:
+    if not 0 < n <= (1 << 24) or len(buf) != _tail_offset(n) + per_packet * n + 8:
         raise ValueError(f"workers: malformed batch message ({len(buf)} bytes, count {n})")
     return n
 
@@ -85,8 +90,8 @@ def _count(buf, per_packet):
 def decode_ingress(buf):
     """(recv_at int64[n], from_client uint8[n], packets uint8[n, L] writable) from one message."""
     n = _count(buf, 9)
-    off = n * PACKET_LENGTH
-    packets = np.frombuffer(buf, dtype=np.uint8, count=off).reshape(n, PACKET_LENGTH)
+    off = _tail_offset(n)
+    packets = np.frombuffer(buf, dtype=np.uint8, count=n * PACKET_LENGTH).reshape(n, PACKET_LENGTH)
     recv_at = np.frombuffer(buf, dtype=np.int64, count=n, offset=off)
     from_client = np.frombuffer(buf, dtype=np.uint8, count=n, offset=off + 8 * n)
     return recv_at, from_client, packets
@@ -96,13 +101,13 @@ def encode_schedule(packets, rows, deadline_ms, hop):
     """One message for the scheduler: packets[rows] (or all if rows is None), int64 deadlines
     (monotonic ms), int32 hop indices, int64 count."""
     k = len(deadline_ms)
-    out = np.empty(k * (PACKET_LENGTH + 12) + 8, dtype=np.uint8)
+    off = _tail_offset(k)
+    out = np.empty(off + 12 * k + 8, dtype=np.uint8)
     body = out[:k * PACKET_LENGTH].reshape(k, PACKET_LENGTH)
     if rows is None:
         body[:] = packets
     else:
         np.take(packets, rows, axis=0, out=body)
-    off = k * PACKET_LENGTH
     out[off:off + 8 * k] = np.asarray(deadline_ms, np.int64).view(np.uint8)
     out[off + 8 * k:off + 12 * k] = np.asarray(hop, np.int32).view(np.uint8)
     out[off + 12 * k:] = np.array([k], np.int64).view(np.uint8)
@@ -112,8 +117,8 @@ def encode_schedule(packets, rows, deadline_ms, hop):
 def decode_schedule(buf):
     """(deadline_ms int64[k], hop int32[k], packets uint8[k, L]) from a message for the scheduler."""
     k = _count(buf, 12)
-    off = k * PACKET_LENGTH
-    packets = np.frombuffer(buf, dtype=np.uint8, count=off).reshape(k, PACKET_LENGTH)
+    off = _tail_offset(k)
+    packets = np.frombuffer(buf, dtype=np.uint8, count=k * PACKET_LENGTH).reshape(k, PACKET_LENGTH)
     deadline = np.frombuffer(buf, dtype=np.int64, count=k, offset=off)
     hop = np.frombuffer(buf, dtype=np.int32, count=k, offset=off + 8 * k)
     return deadline, hop, packets
