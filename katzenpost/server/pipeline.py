@@ -25,7 +25,8 @@ from katzenpost.server.workers import (
 
 log = logging.getLogger("katzenpost.server.pipeline")
 
-DEFAULT_WHEEL_CAPACITY = 65536        # SchedulerQueueSize 0 ("unlimited" in Go) still gets a bound (~165 MB)
+UNLIMITED = 0         # SchedulerQueueSize <= 0: no bound on the timer wheel, as in Go (spec/server.md
+                      # §1.5); the wheel's arena grows in chunks of 4,096 packets as they arrive
 
 
 @dataclasses.dataclass
@@ -33,7 +34,7 @@ class PipelineSettings:
     """Pipeline knobs, named after the config's `[Debug]` fields (spec/server.md §2.2)."""
 
     NumSphinxWorkers: int = 0           # <= 0: CPU count
-    SchedulerQueueSize: int = 0         # <= 0: DEFAULT_WHEEL_CAPACITY
+    SchedulerQueueSize: int = 0         # <= 0: unlimited (Go); > 0: random drop above it
     SchedulerMaxBurst: int = 16
     SchedulerSlack: int = 10            # ms, raised to 10
     UnwrapDelay: int = 10               # ms
@@ -80,7 +81,7 @@ class PipelineSettings:
         if s.NumSphinxWorkers <= 0:
             s.NumSphinxWorkers = os.cpu_count() or 1
         if s.SchedulerQueueSize <= 0:
-            s.SchedulerQueueSize = DEFAULT_WHEEL_CAPACITY
+            s.SchedulerQueueSize = UNLIMITED
         if s.SchedulerMaxBurst <= 0:
             s.SchedulerMaxBurst = 16
         s.SchedulerSlack = max(10, s.SchedulerSlack)
