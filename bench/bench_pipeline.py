@@ -150,7 +150,7 @@ async def run_case(name, args, tmpdir, *, engine=None, workers=0, pool=None, nod
         key = np.frombuffer(node_key or bytes(32), np.uint8).reshape(1, 32)
         pipeline.set_mix_keys(MixKeySet(key, replay_filters(tmpdir, 1)))
         pipeline.set_destinations({NEXT_HOP: sender})
-        server = await loop.create_server(lambda: FramedIngressProtocol(pipeline.submit), "127.0.0.1", 0)
+        server = await loop.create_server(lambda: FramedIngressProtocol.for_pipeline(pipeline), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     cmd = [sys.executable, str(HERE / "pipeline_loadgen.py"), "--port", str(port),
            "--delay-ms", str(args.delay_ms), "--next-hop", NEXT_HOP.hex()]

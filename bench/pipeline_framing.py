@@ -2,6 +2,7 @@
 link protocol (the real wire sessions replace it). Not used by the node in production.
 """
 import asyncio
+import functools
 import time
 
 import numpy as np
@@ -15,11 +16,13 @@ PREFIX_ARRAY = np.frombuffer(PREFIX, dtype=np.uint8)
 
 
 class FramedIngressProtocol(asyncio.Protocol):
-    """Server side: parses frames and hands each packet to `submit(packet, recv_at_ns)`."""
+    """Server side: parses frames and hands each packet to `submit(packet, recv_at_ns)`; with
+    `end_of_read`, calls it once per read after the last packet of that read."""
 
-    def __init__(self, submit, on_close=None):
+    def __init__(self, submit, on_close=None, end_of_read=None):
         self._submit = submit
         self._on_close = on_close
+        self._end_of_read = end_of_read
         self._buf = bytearray()
         self.transport = None
         self.bad_frames = 0
@@ -46,6 +49,13 @@ class FramedIngressProtocol(asyncio.Protocol):
                 submit(view[pos + 4:pos + FRAME], now)
                 pos += FRAME
         del buf[:pos]
+        if self._end_of_read is not None:
+            self._end_of_read()
+
+    @classmethod
+    def for_pipeline(cls, pipeline, on_close=None):
+        """Feeding a Pipeline: one flush per read instead of one per event-loop pass."""
+        return cls(functools.partial(pipeline.submit, caller_flushes=True), on_close, pipeline.end_of_read)
 
     def connection_lost(self, exc):
         if self._on_close:

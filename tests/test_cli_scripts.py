@@ -9,6 +9,7 @@ from pathlib import Path
 
 from config_support import PROVIDER_NESTED_FIELDS, SECTION_FIELDS
 from katzenpost import keys
+from katzenpost.server.replay import replay_filter_path
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 60
@@ -63,6 +64,13 @@ def test_genkeys_refuses_a_wide_directory(tmp_path):
     assert result.returncode == 1
     assert "has invalid permissions" in result.stderr and os.listdir(directory) == []
 
+
+
+def test_genkeys_needs_an_existing_parent_directory_as_the_readme_says(tmp_path):
+    result = genkeys(str(tmp_path / "missing" / "mix1"))
+    assert result.returncode == 1
+    assert "cannot be created" in result.stderr and not (tmp_path / "missing").exists()
+    assert "mkdir -p" in readme_section((REPO / "README.md").read_text(), "### Key generation")
 
 def test_run_main_generates_keys_for_a_sample_mix(tmp_path):
     env = dict(ENV, KATZENPOST=f"{sys.executable} -m katzenpost", TMPDIR=str(tmp_path))
@@ -120,7 +128,8 @@ def test_readme_documents_data_dir_files_signals_and_points_to_the_docs():
     readme = (REPO / "README.md").read_text()
     files = readme_section(readme, "## Files in DataDir")
     for name in (keys.IDENTITY_PRIVATE_FILE, keys.IDENTITY_PUBLIC_FILE, keys.LINK_PRIVATE_FILE,
-                 "mixkey-<epoch>.db", "users.db", "spool.db", "management_sock"):
+                 "mixkey-<epoch>.db", "users.db", "spool.db", "management_sock",
+                 os.path.basename(replay_filter_path("/", 0)).replace("0", "<epoch>")):
         assert f"`{name}`" in files, name
     signals = readme_section(readme, "## Signals")
     assert "SIGHUP" in signals and "SIGTERM" in signals and "SIGINT" in signals

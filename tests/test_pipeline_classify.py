@@ -349,3 +349,17 @@ def test_counters_snapshot_sums_stages():
     assert snap["drops"]["replay"] == 5 and snap["events"]["sent"] == 4
     assert snap["stages"]["a"]["drops"] == {"replay": 2}
     assert counters.total_dropped() == 5 and counters.event_total(Event.SENT) == 4
+
+
+def test_an_ingress_frame_rewritten_in_place_is_a_scheduler_message():
+    # Workers forward an all-forward batch in the frame it came in: the tail holds both layouts.
+    packets = np.arange(3 * L, dtype=np.uint64).astype(np.uint8).reshape(3, L)
+    message = bytearray(encode_ingress(packets, [5, 6, 7], [1, 0, 1]))
+    recv_at, from_client, rows, hop_space = workers._ingress_views(message)
+    assert list(recv_at) == [5, 6, 7] and list(from_client) == [1, 0, 1] and len(hop_space) == 3
+    recv_at[:] = [100, 200, 300]
+    hop_space[:] = [7, 8, 9]
+    deadline, hop, got = decode_schedule(message)
+    assert list(deadline) == [100, 200, 300] and list(hop) == [7, 8, 9]
+    assert np.array_equal(got, packets)
+    assert bytes(message) == encode_schedule(packets, None, [100, 200, 300], [7, 8, 9]).tobytes()

@@ -13,7 +13,7 @@ from katzenpost._core import unwrap_standin as su
 from katzenpost.server.counters import Event
 from katzenpost.server.pipeline import Pipeline, PipelineSettings
 from katzenpost.server.workers import KIND_SURB_REPLY, KIND_TO_USER, MixKeySet
-from pipeline_support import RecordingSender, make_packet, replay_filter, wheel_factory
+from pipeline_support import L, RecordingSender, make_packet, replay_filter, wheel_factory
 
 HOP = b"H" * 32
 OTHER = b"O" * 32
@@ -26,7 +26,7 @@ class FaultyEngine(su.StandinUnwrapEngine):
     def unwrap(self, packets, n, keys, result):
         if (packets[:n, su.OFF_STATUS] == POISON).any():
             raise RuntimeError("injected unwrap failure")
-        super().unwrap(packets, n, keys, result)
+        return super().unwrap(packets, n, keys, result)
 
 
 @pytest.fixture(params=[False, True], ids=["scheduler-thread", "scheduler-inline"])
@@ -394,7 +394,122 @@ def test_settings_from_config_reads_debug_names_and_applies_defaults():
                                                      unwrap_delay=20, scheduler_inline=False))
     assert (s.NumSphinxWorkers, s.SchedulerQueueSize, s.UnwrapDelay, s.SchedulerInline) == (3, 500, 20, False)
     assert PipelineSettings().normalized().EpochPeriod == 1200
+    # SchedulerQueueSize <= 0 is unlimited (0 to the wheel), as in Go; it is never replaced by a bound.
+    assert PipelineSettings().normalized().SchedulerQueueSize == 0
+    assert PipelineSettings(SchedulerQueueSize=-5).normalized().SchedulerQueueSize == 0
     with pytest.raises(ValueError, match="SphinxBatchSize"):
         PipelineSettings(SphinxBatchSize=0).normalized()
     with pytest.raises(ValueError, match="integer"):
         PipelineSettings(UnwrapDelay="10").normalized()
+
+
+def recording_wheel_factory(made):
+    """A wheel factory that records the capacity the pipeline asked for."""
+    wheel_type = wheel_factory()
+
+    def factory(capacity, packet_len, seed):
+        made.append(wheel_type(capacity, packet_len, seed))
+        return made[-1]
+    return factory
+
+
+def test_scheduler_queue_size_zero_means_an_unlimited_wheel(tmp_path, inline):
+    # Go: SchedulerQueueSize 0 is "no bound"; the wheel's arena grows in 4,096-packet chunks.
+    async def scenario():
+        made = []
+        pipeline = Pipeline(PipelineSettings(NumSphinxWorkers=1, SchedulerInline=inline, SchedulerQueueSize=0,
+                                             UnwrapDelay=60_000, SphinxQueuePackets=10_000, SphinxQueueHWM=1_000,
+                                             SchedulerInputHWM=1_000),
+                            engine=FaultyEngine(0), wheel_factory=recording_wheel_factory(made))
+        await pipeline.start()
+        pipeline.set_destinations({HOP: RecordingSender()})
+        pipeline.set_mix_keys(MixKeySet(np.zeros((1, 32), np.uint8), (replay_filter(tmp_path),)))
+        await asyncio.sleep(0.02)
+        total = 4096 + 300                                  # more than the first arena chunk
+        packet = bytearray(make_packet(next_hop=HOP, delay_ms=600_000))
+        for i in range(total):
+            packet[6:14] = i.to_bytes(8, "big")
+            pipeline.submit(packet, time.monotonic_ns())
+            if i % 256 == 255:
+                await asyncio.sleep(0.001)
+        await wait_for(lambda: pipeline.counters.event_total(Event.SCHEDULED) == total, timeout=15)
+        wheel = made[0]
+        capacity, slots = wheel.capacity, wheel.arena_slots
+        await pipeline.halt()
+        drops = pipeline.counters.snapshot()["drops"]
+        assert capacity == 0 and slots > 4096
+        assert drops["scheduler_full"] == 0 and drops["halt"] == total
+    run(scenario())
+
+
+def test_scheduler_queue_size_bounds_the_wheel_with_counted_random_drops(tmp_path, inline):
+    async def scenario():
+        made = []
+        pipeline = Pipeline(PipelineSettings(NumSphinxWorkers=1, SchedulerInline=inline, SchedulerQueueSize=10,
+                                             UnwrapDelay=60_000),
+                            engine=FaultyEngine(0), wheel_factory=recording_wheel_factory(made))
+        await pipeline.start()
+        pipeline.set_destinations({HOP: RecordingSender()})
+        pipeline.set_mix_keys(MixKeySet(np.zeros((1, 32), np.uint8), (replay_filter(tmp_path),)))
+        await asyncio.sleep(0.02)
+        for i in range(30):
+            pipeline.submit(make_packet(next_hop=HOP, delay_ms=600_000), time.monotonic_ns())
+        await wait_for(lambda: accounted(pipeline) + len(made[0]) == 30)
+        await pipeline.halt()
+        drops = pipeline.counters.snapshot()["drops"]
+        assert made[0].capacity == 10
+        assert drops["scheduler_full"] == 20 and drops["halt"] == 10
+    run(scenario())
+
+
+def test_packets_due_beyond_the_slack_are_counted_late():
+    from katzenpost.server.counters import PipelineCounters
+    from katzenpost.server.scheduler import WheelStage, now_ms
+    from katzenpost.server.workers import encode_schedule
+
+    counters = PipelineCounters()
+    stage = WheelStage(wheel=wheel_factory()(0, L, 1), counters=counters.stage("s"),
+                       max_burst=16, slack_ms=10, out_capacity=8)
+    packets = np.zeros((3, L), np.uint8)
+    now = now_ms()
+    deadlines = np.array([now - 500, now - 2, now + 60_000], np.int64)   # late, due, not yet due
+
+    class Frame:
+        buffer = memoryview(encode_schedule(packets, None, deadlines, np.zeros(3, np.int32)))
+
+    stage.insert_message(Frame())
+    total, more_due = stage.pop_due()
+    assert (total, more_due) == (1, False) and stage.out_deadline[0] == now - 2
+    assert counters.snapshot()["drops"]["scheduler_late"] == 1
+    stage.count_halted()
+    assert counters.snapshot()["drops"]["halt"] == 1
+
+
+def test_caller_flushes_mode_sends_the_batch_at_end_of_read(tmp_path, inline):
+    async def scenario():
+        pipeline, sender = await started(tmp_path, SchedulerInline=inline)
+        for i in range(3):
+            pipeline.submit(make_packet(next_hop=HOP, delay_ms=1, stamp=stamp(i)), time.monotonic_ns(),
+                            caller_flushes=True)
+        await asyncio.sleep(0.02)                           # no loop-pass flush was armed
+        held = pipeline.queue_depths()["ingress_open_batch"]
+        pipeline.end_of_read()
+        await wait_for(lambda: len(sender.packets) == 3)
+        await pipeline.halt()
+        assert held == 3 and pipeline.counters.snapshot()["events"]["batches_to_workers"] == 1
+    run(scenario())
+
+
+def test_caller_flushes_mode_still_sends_full_batches_and_honours_a_window(tmp_path, inline):
+    async def scenario():
+        pipeline, sender = await started(tmp_path, SchedulerInline=inline, SphinxBatchSize=4,
+                                         SphinxBatchWindowUs=2_000)
+        for i in range(6):                                  # one full batch of 4, then 2 open
+            pipeline.submit(make_packet(next_hop=HOP, delay_ms=1, stamp=stamp(i)), time.monotonic_ns(),
+                            caller_flushes=True)
+        pipeline.end_of_read()                              # with a window, the window sends
+        assert pipeline.queue_depths()["ingress_open_batch"] == 2
+        await wait_for(lambda: len(sender.packets) == 6)
+        await pipeline.halt()
+        assert pipeline.counters.snapshot()["events"]["batches_to_workers"] == 2
+    run(scenario())

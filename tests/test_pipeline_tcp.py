@@ -41,7 +41,7 @@ async def node_with_sink(tmp_path, engine, keys):
     protocols = []
 
     def make_protocol():
-        protocols.append(FramedIngressProtocol(pipeline.submit))
+        protocols.append(FramedIngressProtocol.for_pipeline(pipeline))
         return protocols[-1]
 
     server = await loop.create_server(make_protocol, "127.0.0.1", 0)

@@ -277,6 +277,19 @@ def test_store_refuses_a_newer_schema(data_dir):
         AuthorityStore.open_in(data_dir)
 
 
+
+def test_store_read_failures_are_store_errors(data_dir):
+    store = AuthorityStore.open_in(data_dir)
+    store._db.executescript("DROP TABLE documents; CREATE TABLE documents (epoch INTEGER PRIMARY KEY);"
+                            "DROP TABLE descriptors; CREATE TABLE descriptors (epoch INTEGER);")
+    store.close()
+    damaged = AuthorityStore.open_in(data_dir)  # the tables exist, with the wrong columns
+    with pytest.raises(StoreError, match="read from .* failed"):
+        damaged.document(E)
+    with pytest.raises(StoreError, match="read from .* failed"):
+        damaged.descriptors(E)
+    damaged.close()
+
 def test_store_file_is_private(data_dir):
     import os
     import stat

@@ -224,3 +224,34 @@ def test_get_consensus_for_a_far_epoch_is_not_found(tmp_path):
             assert reply.error_code == 1 and reply.payload == b""
             await session.close()
     run(scenario())
+
+
+def test_a_failing_worker_tick_is_logged_and_the_worker_keeps_ticking(tmp_path, caplog):
+    async def scenario():
+        async with Running(tmp_path) as auth:
+            real_tick, calls = auth.state.tick, []
+
+            def flaky_tick(now):
+                calls.append(now)
+                if len(calls) == 1:
+                    raise RuntimeError("boom in tick")
+                return real_tick(now)
+
+            auth.state.tick = flaky_tick
+            auth.server._wake.set()  # the worker's wake-up (a stored post sets it)
+            await wait_until(lambda: len(calls) >= 1, "the failing tick")
+            auth.server._wake.set()
+            await wait_until(lambda: len(calls) >= 2, "the next tick")
+            assert auth.server.fatal_error is None and not auth.server._worker.done()
+            session = await auth.connect(additional_data=b"")  # still serving
+            await session.send_command(GetConsensus(epoch=2**64 - 1))
+            assert (await session.recv_command(timeout=5)).error_code == 1
+            await session.close()
+    run(scenario())
+    assert "boom in tick" in caplog.text
+
+
+def test_store_that_cannot_be_created_is_a_store_error(tmp_path):
+    from katzenpost.pki.authority_store import StoreError
+    with pytest.raises(StoreError, match="cannot open"):
+        AuthorityStore(str(tmp_path / "missing-dir" / "persistence.sqlite"))

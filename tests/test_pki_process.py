@@ -173,6 +173,28 @@ def test_nodes_post_fetch_and_the_restarted_authority_serves_the_same_document(g
         after = asyncio.run(asyncio.wait_for(workers[0].client.get_document(epoch), 30))
         assert after.raw == first.raw
 
+    # A whole DEBUG-level run (posts, fetches, garbage, restart) never logs a private key.
+    log_text = pathlib.Path(generated.data_dir, "authority.log").read_text()
+    assert "PostDescriptor" in log_text  # the DEBUG/INFO lines are there
+    identity = keys.load_identity_key(generated.data_dir)
+    for secret in (identity.seed, identity.to_x25519_private()):
+        for form in (secret.hex(), secret.hex().upper(), base64.b64encode(secret).decode()):
+            assert form not in log_text
+
+
+
+def test_damaged_persistence_file_exits_255_with_a_message(generated):
+    import sqlite3
+    db = sqlite3.connect(os.path.join(generated.data_dir, "persistence.sqlite"))
+    db.executescript("CREATE TABLE IF NOT EXISTS metadata (key TEXT PRIMARY KEY, value BLOB);"
+                     "INSERT OR REPLACE INTO metadata VALUES ('version', x'00');"
+                     "CREATE TABLE documents (epoch INTEGER PRIMARY KEY);")  # no raw column
+    db.close()
+    proc = authority(generated.config_path)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 255, err
+    assert b"Failed to spawn authority instance: authority store: read from" in err
+    assert b"Traceback" not in err
 
 def test_console_script_target_in_pyproject_runs_the_authority(tmp_path):
     # What the installed `katzenpost-authority` wrapper does: import the module, call main().

@@ -357,3 +357,10 @@ def test_mix_key_store_failure_skips_the_post_but_not_the_rest_of_the_tick():
     del worker.mix_keys.generate  # the store recovers: the next tick posts
     run(worker.tick(EARLY + 60))
     assert [e for e, _ in client.posts] == [E]
+
+
+def test_node_self_repr_never_shows_the_identity_seed():
+    node = node_self("mix1")
+    text = repr(node)
+    assert node.identity_seed.hex() not in text and "identity_seed" not in text
+    assert node.identity_public.hex() in text or repr(node.identity_public) in text

@@ -100,7 +100,8 @@ cdef inline void burn_cpu(int64_t cost_ns) noexcept nogil:
 
 def unwrap_batch(uint8_t[:, ::1] packets, Py_ssize_t n, const uint8_t[:, ::1] keys, result,
                  int64_t cost_ns=0):
-    """Decode rows 0..n-1 of `packets` into `result`, spending `cost_ns` of CPU per packet nogil."""
+    """Decode rows 0..n-1 of `packets` into `result`, spending `cost_ns` of CPU per packet nogil.
+    Returns how many rows have status 0 (as the real unwrap_batch does)."""
     cdef int32_t[::1] status = result.status
     cdef int8_t[::1] key_index = result.key_index
     cdef uint8_t[:, ::1] tags = result.tags
@@ -109,7 +110,7 @@ def unwrap_batch(uint8_t[:, ::1] packets, Py_ssize_t n, const uint8_t[:, ::1] ke
     cdef uint8_t[:, ::1] next_hop = result.next_hop
     cdef uint8_t[:, ::1] recipient = result.recipient
     cdef uint8_t[:, ::1] surb_id = result.surb_id
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, ok = 0
     cdef const uint8_t *row
     if n < 0 or n > packets.shape[0]:
         raise ValueError(f"unwrap_standin: n={n} outside 0..{packets.shape[0]}")
@@ -134,6 +135,8 @@ def unwrap_batch(uint8_t[:, ::1] packets, Py_ssize_t n, const uint8_t[:, ::1] ke
             memcpy(&next_hop[i, 0], row + C_OFF_NEXT_HOP, HOP_LEN)
             memcpy(&recipient[i, 0], row + C_OFF_RECIPIENT, RECIPIENT_LEN)
             memcpy(&surb_id[i, 0], row + C_OFF_SURB_ID, SURB_ID_LEN)
+            ok += row[C_OFF_STATUS] == 0
+    return ok
 
 
 class StandinUnwrapEngine:
@@ -148,4 +151,4 @@ class StandinUnwrapEngine:
         return StandinUnwrapResult(capacity)
 
     def unwrap(self, packets, n, keys, result):
-        unwrap_batch(packets, n, keys, result, self.cost_ns)
+        return unwrap_batch(packets, n, keys, result, self.cost_ns)

@@ -119,6 +119,8 @@ class AuthorityServer:
             except StoreError as exc:
                 self._fatal(exc)
                 return
+            except Exception as exc:  # a bug in one tick must not end document generation unseen
+                log.error("Authority worker tick failed (retrying next tick): %r", exc)
             try:
                 await asyncio.wait_for(self._wake.wait(), tick)
             except asyncio.TimeoutError:

@@ -27,7 +27,7 @@ class AuthorityStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._create_schema()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"authority store: cannot open {path}: {exc}") from None
 
     @classmethod
@@ -60,13 +60,20 @@ class AuthorityStore:
     def put_document(self, epoch: int, raw: bytes) -> None:
         self._write("INSERT OR REPLACE INTO documents VALUES (?, ?)", (epoch, raw))
 
+    def _read(self, sql: str, args: tuple) -> list:
+        # A damaged file fails on read too; that is as fatal as a failed write, never a traceback.
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"authority store: read from {self.path} failed: {exc}") from None
+
     def descriptors(self, epoch: int) -> dict[bytes, bytes]:
-        rows = self._db.execute("SELECT identity, raw FROM descriptors WHERE epoch = ?", (epoch,))
+        rows = self._read("SELECT identity, raw FROM descriptors WHERE epoch = ?", (epoch,))
         return {bytes(identity): bytes(raw) for identity, raw in rows}
 
     def document(self, epoch: int) -> bytes | None:
-        row = self._db.execute("SELECT raw FROM documents WHERE epoch = ?", (epoch,)).fetchone()
-        return None if row is None else bytes(row[0])
+        rows = self._read("SELECT raw FROM documents WHERE epoch = ?", (epoch,))
+        return bytes(rows[0][0]) if rows else None
 
     def prune_before(self, epoch: int) -> None:
         self._write("DELETE FROM descriptors WHERE epoch < ?", (epoch,))

@@ -51,7 +51,7 @@ class NodeSelf:
     """This node as it publishes itself (filled in by the server from its config and keys)."""
 
     identifier: str
-    identity_seed: bytes
+    identity_seed: bytes = field(repr=False)  # a secret: never in a log line
     identity_public: bytes
     link_public: bytes
     addresses: dict[str, list[str]]

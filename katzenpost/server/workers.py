@@ -17,6 +17,9 @@ from katzenpost.server.counters import DropReason, Event
 from katzenpost.sphinx import geometry
 
 log = logging.getLogger("katzenpost.server.workers")
+# Plain ints: the enum members cost an enum __and__ per readiness check on the hot path.
+ZMQ_EVENTS = int(zmq.EVENTS)
+ZMQ_POLLIN = int(zmq.POLLIN)
 
 PACKET_LENGTH = geometry.PACKET_LENGTH
 EPOCH_PERIOD_MS = 20 * 60 * 1000          # spec/server.md §0.1 (P), unless Debug.EpochPeriod
@@ -48,6 +51,10 @@ _KIND_EVENT = {
 
 # Packet batches travel as ONE zmq frame, packets first and the per-packet fields after them,
 # ending in the count: one send and one receive per batch (each zmq call gives up the GIL).
+# The ingress tail is as long as the scheduler's (12 bytes a packet): when every packet of a
+# batch goes forward, the worker writes deadlines and hops over RecvAt/from-client and sends the
+# very frame it received on to the scheduler (no copy, no new buffer).
+TAIL_BYTES_PER_PACKET = 12
 
 def _tail_offset(n):
     """Where the per-packet fields start: after n packets, rounded up to 8 for aligned int64s."""
@@ -55,18 +62,20 @@ def _tail_offset(n):
 
 
 def ingress_message_size(n):
-    return _tail_offset(n) + 9 * n + 8
+    return _tail_offset(n) + TAIL_BYTES_PER_PACKET * n + 8
 
 
 def write_ingress_tail(buf, n, recv_at_ns, from_client):
     """Write the fields after n packets already in buf[:n*L]: int64 RecvAt (monotonic ns) x n,
-    uint8 from-client x n, int64 n. Returns the message length."""
+    uint8 from-client x n, 3n spare bytes, int64 n. `recv_at_ns` and `from_client` are buffers
+    or sequences of at least n items. Returns the message length."""
     view = memoryview(buf)
     off = _tail_offset(n)
-    view[off:off + 8 * n] = np.asarray(recv_at_ns, dtype=np.int64).tobytes()
-    view[off + 8 * n:off + 9 * n] = np.asarray(from_client, dtype=np.uint8).tobytes()
-    view[off + 9 * n:off + 9 * n + 8] = int(n).to_bytes(8, "little")
-    return ingress_message_size(n)
+    view[off:off + 8 * n] = memoryview(np.asarray(recv_at_ns, dtype=np.int64)).cast("B")[:8 * n]
+    view[off + 8 * n:off + 9 * n] = memoryview(np.asarray(from_client, dtype=np.uint8)).cast("B")[:n]
+    end = off + TAIL_BYTES_PER_PACKET * n
+    view[end:end + 8] = int(n).to_bytes(8, "little")
+    return end + 8
 
 
 def encode_ingress(packets, recv_at_ns, from_client):
@@ -79,22 +88,31 @@ def encode_ingress(packets, recv_at_ns, from_client):
 
 
 def _count(buf, per_packet):
-    if len(buf) < 8:
-        raise ValueError(f"workers: batch message of {len(buf)} bytes is too short")
-    n = int(np.frombuffer(buf, dtype=np.int64, count=1, offset=len(buf) - 8)[0])
-    if not 0 < n <= (1 << 24) or len(buf) != _tail_offset(n) + per_packet * n + 8:
-        raise ValueError(f"workers: malformed batch message ({len(buf)} bytes, count {n})")
+    size = len(buf)
+    if size < 8:
+        raise ValueError(f"workers: batch message of {size} bytes is too short")
+    n = int.from_bytes(buf[size - 8:], "little", signed=True)
+    if not 0 < n <= (1 << 24) or size != _tail_offset(n) + per_packet * n + 8:
+        raise ValueError(f"workers: malformed batch message ({size} bytes, count {n})")
     return n
 
 
 def decode_ingress(buf):
     """(recv_at int64[n], from_client uint8[n], packets uint8[n, L] writable) from one message."""
-    n = _count(buf, 9)
+    return _ingress_views(buf)[:3]
+
+
+def _ingress_views(buf):
+    """decode_ingress plus an int32[n] view of the spare tail bytes (where the hops go when the
+    frame is forwarded in place)."""
+    n = _count(buf, TAIL_BYTES_PER_PACKET)
     off = _tail_offset(n)
-    packets = np.frombuffer(buf, dtype=np.uint8, count=n * PACKET_LENGTH).reshape(n, PACKET_LENGTH)
-    recv_at = np.frombuffer(buf, dtype=np.int64, count=n, offset=off)
-    from_client = np.frombuffer(buf, dtype=np.uint8, count=n, offset=off + 8 * n)
-    return recv_at, from_client, packets
+    raw = np.frombuffer(buf, dtype=np.uint8)
+    packets = raw[:n * PACKET_LENGTH].reshape(n, PACKET_LENGTH)
+    recv_at = raw[off:off + 8 * n].view(np.int64)
+    from_client = raw[off + 8 * n:off + 9 * n]
+    hop_space = raw[off + 8 * n:off + 12 * n].view(np.int32)
+    return recv_at, from_client, packets, hop_space
 
 
 def encode_schedule(packets, rows, deadline_ms, hop):
@@ -116,11 +134,12 @@ def encode_schedule(packets, rows, deadline_ms, hop):
 
 def decode_schedule(buf):
     """(deadline_ms int64[k], hop int32[k], packets uint8[k, L]) from a message for the scheduler."""
-    k = _count(buf, 12)
+    k = _count(buf, TAIL_BYTES_PER_PACKET)
     off = _tail_offset(k)
-    packets = np.frombuffer(buf, dtype=np.uint8, count=k * PACKET_LENGTH).reshape(k, PACKET_LENGTH)
-    deadline = np.frombuffer(buf, dtype=np.int64, count=k, offset=off)
-    hop = np.frombuffer(buf, dtype=np.int32, count=k, offset=off + 8 * k)
+    raw = np.frombuffer(buf, dtype=np.uint8)                  # one buffer export, then views
+    packets = raw[:k * PACKET_LENGTH].reshape(k, PACKET_LENGTH)
+    deadline = raw[off:off + 8 * k].view(np.int64)
+    hop = raw[off + 8 * k:off + 12 * k].view(np.int32)
     return deadline, hop, packets
 
 
@@ -247,7 +266,8 @@ class SphinxUnwrapEngine:
         return self._result_type(capacity)
 
     def unwrap(self, packets, n, keys, result):
-        self._unwrap(packets, n, keys, result)
+        """Returns how many packets unwrapped."""
+        return self._unwrap(packets, n, keys, result)
 
 
 # ---------------------------------------------------------------- classification
@@ -389,8 +409,8 @@ class CryptoWorker(threading.Thread):
         items = [(pull, zmq.POLLIN), (ctl, zmq.POLLIN)]
         while True:
             zmq.zmq_poll(items, -1)
-            if ctl.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                while ctl.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            if ctl.getsockopt(ZMQ_EVENTS) & ZMQ_POLLIN:
+                while ctl.getsockopt(ZMQ_EVENTS) & ZMQ_POLLIN:
                     ctl.recv()
                 if self._apply_control():
                     self._drain(pull, limit=None)
@@ -400,7 +420,7 @@ class CryptoWorker(threading.Thread):
 
     def _drain(self, pull, limit):
         count = 0
-        while (limit is None or count < limit) and pull.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        while (limit is None or count < limit) and pull.getsockopt(ZMQ_EVENTS) & ZMQ_POLLIN:
             self._process_safely(pull.recv(copy=False))
             count += 1
 
@@ -426,26 +446,29 @@ class CryptoWorker(threading.Thread):
     def _process_safely(self, frame):
         dequeue_ns = time.monotonic_ns()
         try:
-            recv_at, from_client, packets = decode_ingress(frame.buffer)
+            recv_at, from_client, packets, hop_space = _ingress_views(frame.buffer)
         except Exception:
             log.exception("crypto worker %d: malformed ingress batch dropped", self.index)
             self._counters.count(Event.WORKER_EXCEPTIONS)
             return
         self._counters.count(Event.DEQUEUED, len(packets))
         try:
-            self.process_batch(recv_at, from_client, packets, dequeue_ns)
+            self.process_batch(recv_at, from_client, packets, dequeue_ns, (frame, hop_space))
         except Exception:
             log.exception("crypto worker %d: batch of %d packets failed", self.index, len(packets))
             self._counters.count(Event.WORKER_EXCEPTIONS)
             self._counters.drop(DropReason.WORKER_ERROR, len(packets))
 
-    def process_batch(self, recv_at, from_client, packets, dequeue_ns):
+    def process_batch(self, recv_at, from_client, packets, dequeue_ns, in_place=None):
+        """One batch; `in_place` = (received frame, its int32 hop space) lets an all-forward batch
+        go on to the scheduler in the frame it came in."""
         counters = self._counters
-        stale = (dequeue_ns - recv_at) > self._unwrap_delay_ns
-        if stale.any():
+        if len(recv_at) and dequeue_ns - int(recv_at.min()) > self._unwrap_delay_ns:
+            stale = (dequeue_ns - recv_at) > self._unwrap_delay_ns
             counters.drop(DropReason.UNWRAP_DELAY, int(stale.sum()))
             fresh = ~stale
             recv_at, from_client, packets = recv_at[fresh], from_client[fresh], packets[fresh]
+            in_place = None                            # the rows are copies now
         n = len(packets)
         if n == 0:
             return
@@ -454,24 +477,33 @@ class CryptoWorker(threading.Thread):
             counters.drop(DropReason.NO_MIX_KEYS, n)
             return
         result, clf = self._result, self._classifier
-        self._engine.unwrap(packets, n, keyset.keys, result)     # GIL released inside
+        ok = self._engine.unwrap(packets, n, keyset.keys, result)     # GIL released inside
         clf.replay_masks(n)
         seen, masks, tags = clf.seen[:n], clf.masks, result.tags[:n]
         for j, replay_filter in enumerate(keyset.filters):      # masks are disjoint: one seen array
             replay_filter.check_and_add(tags, masks[j, :n], seen)
         n_fwd, n_local = clf.classify(n, recv_at, from_client, dequeue_ns, time.monotonic_ns())
-        counters.count(Event.UNWRAPPED, n - int(np.count_nonzero(result.status[:n])))
-        if n_fwd:
-            self._push_forward(packets, n, n_fwd)
+        if ok is None:                             # an engine that does not report it
+            ok = n - int(np.count_nonzero(result.status[:n]))
+        counters.count(Event.UNWRAPPED, ok)
         if n_local:
             self._push_local(result, recv_at, packets, n_local)
+        if n_fwd:                                  # last: it may overwrite recv_at in place
+            self._push_forward(packets, n, n_fwd, recv_at, in_place)
 
-    def _push_forward(self, packets, n, n_fwd):
+    def _push_forward(self, packets, n, n_fwd, recv_at, in_place):
         clf = self._classifier
-        message = encode_schedule(packets, None if n_fwd == n else clf.fwd_rows[:n_fwd],
-                                  clf.fwd_deadline_ms[:n_fwd], clf.fwd_hop[:n_fwd])
+        if in_place is not None and n_fwd == n:
+            # The ingress frame already is a scheduler message once its tail is rewritten.
+            frame, hop_space = in_place
+            recv_at[:] = clf.fwd_deadline_ms[:n]
+            hop_space[:] = clf.fwd_hop[:n]
+            message, copy = frame, False
+        else:
+            message, copy = encode_schedule(packets, None if n_fwd == n else clf.fwd_rows[:n_fwd],
+                                            clf.fwd_deadline_ms[:n_fwd], clf.fwd_hop[:n_fwd]), True
         try:
-            self._to_sched.send(message, flags=zmq.NOBLOCK, copy=True)
+            self._to_sched.send(message, flags=zmq.NOBLOCK, copy=copy)
         except zmq.Again:
             self._counters.drop(DropReason.SCHEDULER_QUEUE_FULL, n_fwd)
             return
