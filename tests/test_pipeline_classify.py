@@ -363,3 +363,11 @@ def test_an_ingress_frame_rewritten_in_place_is_a_scheduler_message():
     assert list(deadline) == [100, 200, 300] and list(hop) == [7, 8, 9]
     assert np.array_equal(got, packets)
     assert bytes(message) == encode_schedule(packets, None, [100, 200, 300], [7, 8, 9]).tobytes()
+
+
+def test_standin_returns_the_number_unwrapped_like_the_real_unwrap():
+    packets = [make_packet(), make_packet(status=3), make_packet(), make_packet(status=1)]
+    arr = np.frombuffer(b"".join(packets), np.uint8).reshape(4, L).copy()
+    result = su.StandinUnwrapResult(4)
+    assert su.unwrap_batch(arr, 4, np.zeros((1, 32), np.uint8), result) == 2
+    assert su.StandinUnwrapEngine(0).unwrap(arr, 3, np.zeros((1, 32), np.uint8), result) == 2

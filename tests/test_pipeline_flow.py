@@ -513,3 +513,47 @@ def test_caller_flushes_mode_still_sends_full_batches_and_honours_a_window(tmp_p
         await pipeline.halt()
         assert pipeline.counters.snapshot()["events"]["batches_to_workers"] == 2
     run(scenario())
+
+
+@pytest.mark.parametrize("kind", ["forward", "local"])
+def test_full_worker_output_queues_drop_with_their_reason(tmp_path, kind):
+    # The I/O thread is kept busy (blocked) while the workers produce: the tiny zmq queues
+    # towards it fill up, and the workers shed what does not fit, counted, without blocking.
+    async def scenario():
+        local = []
+        pipeline, sender = await started(tmp_path, SchedulerInline=True, is_provider=(kind == "local"),
+                                         on_local=local.append, NumSphinxWorkers=1, SphinxQueueHWM=1,
+                                         SchedulerInputHWM=1, LocalHWM=1)
+        to_user = su.FLAG_RECIPIENT | su.FLAG_NODE_DELAY
+        for i in range(12):
+            if kind == "forward":
+                pipeline.submit(make_packet(next_hop=HOP, delay_ms=1), time.monotonic_ns())
+            else:
+                pipeline.submit(make_packet(flags=to_user, recipient=b"alice"), time.monotonic_ns())
+            pipeline.flush()
+            time.sleep(0.01)                 # blocks the loop; the worker runs (GIL released)
+        time.sleep(0.1)
+        await wait_for(lambda: accounted(pipeline) == 12)
+        drops = pipeline.counters.snapshot()["drops"]
+        await pipeline.halt()
+        reason = "scheduler_queue_full" if kind == "forward" else "local_queue_full"
+        assert drops[reason] >= 1
+        delivered = len(sender.packets) + sum(len(b) for b in local)
+        assert delivered + sum(drops.values()) == 12
+    run(scenario())
+
+
+def test_removed_destination_drops_its_scheduled_packets_and_new_ones(tmp_path, inline):
+    async def scenario():
+        pipeline, sender = await started(tmp_path, SchedulerInline=inline)
+        pipeline.submit(make_packet(next_hop=HOP, delay_ms=150), time.monotonic_ns())
+        await wait_for(lambda: pipeline.counters.event_total(Event.SCHEDULED) == 1)
+        pipeline.set_destinations({})                        # the next hop left the PKI document
+        await asyncio.sleep(0.02)                           # the new route table reaches the worker
+        pipeline.submit(make_packet(next_hop=HOP, delay_ms=1), time.monotonic_ns())
+        await wait_for(lambda: accounted(pipeline) == 2)
+        drops = pipeline.counters.snapshot()["drops"]
+        await pipeline.halt()
+        assert sender.packets == []
+        assert drops["destination_gone"] == 1 and drops["no_route"] == 1
+    run(scenario())

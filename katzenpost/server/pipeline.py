@@ -607,17 +607,6 @@ class _IngressBatch:
     def reset(self):
         self.count = 0
 
-    def add(self, packet, recv_at_ns, from_client):
-        """One packet (tests and tools; Pipeline.submit does the same inline)."""
-        if self.count == self.capacity:
-            raise ValueError("pipeline: ingress batch is full")
-        _check_length(packet)
-        start = self.count * PACKET_LENGTH
-        self.view[start:start + PACKET_LENGTH] = packet
-        self.recv_at[self.count] = recv_at_ns
-        self.from_client[self.count] = 1 if from_client else 0
-        self.count += 1
-
     def message(self):
         size = write_ingress_tail(self._buf, self.count, self.recv_at, self.from_client)
         return self.view[:size]

@@ -56,6 +56,7 @@ _KIND_EVENT = {
 # very frame it received on to the scheduler (no copy, no new buffer).
 TAIL_BYTES_PER_PACKET = 12
 
+
 def _tail_offset(n):
     """Where the per-packet fields start: after n packets, rounded up to 8 for aligned int64s."""
     return (n * PACKET_LENGTH + 7) & ~7
