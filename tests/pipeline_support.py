@@ -37,6 +37,7 @@ class RecordingSender:
     def __init__(self):
         self.packets = []
         self.paused = False
+        self.fail_wait = None            # an exception wait_writable raises (a session that died)
         self._resumed = asyncio.Event()
 
     def can_send(self):
@@ -47,6 +48,8 @@ class RecordingSender:
         self.packets.extend(bytes(row) for row in packets)
 
     async def wait_writable(self):
+        if self.fail_wait is not None:
+            raise self.fail_wait
         while self.paused:
             self._resumed.clear()
             await self._resumed.wait()

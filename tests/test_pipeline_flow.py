@@ -376,6 +376,30 @@ def test_paused_destination_queues_then_drops_tail_and_send_slack(tmp_path, inli
     run(scenario())
 
 
+def test_sender_failing_while_paused_closes_its_queue_with_counted_drops(tmp_path, inline):
+    async def scenario():
+        pipeline, sender = await started(tmp_path, SchedulerInline=inline, OutgoingQueueSize=8)
+        sender.paused = True
+        sender.fail_wait = ConnectionError("session closed")
+        now = time.monotonic_ns()
+        for i in range(3):
+            pipeline.submit(make_packet(next_hop=HOP, delay_ms=1, stamp=stamp(i)), now)
+        await wait_for(lambda: pipeline.counters.snapshot()["drops"].get("destination_gone", 0) == 3)
+        pipeline.submit(make_packet(next_hop=HOP, delay_ms=1, stamp=stamp(9)), time.monotonic_ns())
+        await wait_for(lambda: pipeline.counters.snapshot()["drops"].get("destination_gone", 0) == 4)
+        await pipeline.halt()
+        assert sender.packets == []
+    run(scenario())
+
+
+def test_mix_key_set_repr_never_shows_private_keys():
+    import numpy as np
+    from katzenpost.server.workers import MixKeySet
+
+    keys = MixKeySet(np.full((1, 32), 0xAB, dtype=np.uint8), (object(),))
+    assert repr(keys) == "MixKeySet()"
+
+
 def test_settings_from_config_reads_debug_names_and_applies_defaults():
     class Debug:
         NumSphinxWorkers = 0

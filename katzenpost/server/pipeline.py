@@ -152,7 +152,8 @@ class OutgoingQueue:
             self._wakeup.clear()
             while self._chunks:
                 if not self.sender.can_send():
-                    await self.sender.wait_writable()
+                    if not await self._sender_became_writable():
+                        return
                     continue
                 dispatch_ns, packets = self._chunks.popleft()
                 self._queued -= len(packets)
@@ -160,6 +161,17 @@ class OutgoingQueue:
                     self._counters.drop(DropReason.SEND_SLACK, len(packets))
                     continue
                 self._send(packets)
+
+    async def _sender_became_writable(self):
+        # A sender that fails while we wait (its session closed) will never drain this queue:
+        # count what is queued as dropped and refuse more, instead of dying silently.
+        try:
+            await self.sender.wait_writable()
+            return True
+        except Exception as exc:
+            log.info("pipeline: sender %r failed while paused (%s); closing its queue", self.sender, exc)
+            self.close(DropReason.DESTINATION_GONE)
+            return False
 
     def _send(self, packets):
         try:

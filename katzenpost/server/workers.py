@@ -241,8 +241,8 @@ class EndpointSet:
 class MixKeySet:
     """Raw X25519 mix private keys to try, in order, each with its replay filter (thread-safe)."""
 
-    keys: np.ndarray          # uint8[M, 32], M in 1..3
-    filters: tuple            # M objects with check_and_add(tags, mask, out)
+    keys: np.ndarray = dataclasses.field(repr=False)    # uint8[M, 32], M in 1..3; secret
+    filters: tuple = dataclasses.field(repr=False)      # M objects with check_and_add(tags, mask, out)
 
     def __post_init__(self):
         keys = np.ascontiguousarray(self.keys, dtype=np.uint8)
