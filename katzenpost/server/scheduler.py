@@ -5,13 +5,13 @@ or in `SchedulerThread`, which sleeps in a zmq poll until the next deadline or i
 It never blocks on a full queue (drops are counted) and touches no state of other threads.
 """
 import logging
-import queue
 import threading
 import time
 
 import numpy as np
 import zmq
 
+from katzenpost.server.control import HALT, ControlChannel
 from katzenpost.server.counters import DropReason, Event
 from katzenpost.server.workers import EPOCH_PERIOD_MS, MS, PACKET_LENGTH, NUM_MIX_KEYS, decode_schedule
 
@@ -149,23 +149,18 @@ class SchedulerThread(threading.Thread):
         self._endpoints = endpoints
         self._counters = counters
         self._hwm = hwm
-        self._inbox = queue.SimpleQueue()
-        self._ctl_addr = f"{endpoints.sched}-ctl"
-        self._ctl = context.socket(zmq.PAIR)
-        self._ctl.setsockopt(zmq.LINGER, 0)
-        self._ctl.bind(self._ctl_addr)
+        self._control = ControlChannel(context, f"{endpoints.sched}-ctl")
         self.bound = threading.Event()
 
     # --- control, called from the owning (I/O) thread
     def post(self, kind, value):
-        self._inbox.put((kind, value))
-        self._ctl.send(b"c")
+        self._control.post(kind, value)
 
     def request_halt(self):
-        self.post("halt", None)
+        self._control.post(HALT)
 
     def close_control(self):
-        self._ctl.close(linger=0)
+        self._control.close()
 
     # --- thread body
     def run(self):
@@ -184,7 +179,7 @@ class SchedulerThread(threading.Thread):
             ctl = self._ctx.socket(zmq.PAIR)
             sockets.append(ctl)
             ctl.setsockopt(zmq.LINGER, 0)
-            ctl.connect(self._ctl_addr)
+            ctl.connect(self._control.address)
             self.bound.set()
             self._loop(pull, out, ctl)
         except Exception:
@@ -234,18 +229,7 @@ class SchedulerThread(threading.Thread):
         return remaining_ns // MS, remaining_ns
 
     def _apply_control(self):
-        halt = False
-        while True:
-            try:
-                kind, value = self._inbox.get_nowait()
-            except queue.Empty:
-                return halt
-            if kind == "halt":
-                halt = True
-            elif kind == "max_delay":
-                self._stage.set_max_delay(value)
-            else:
-                log.error("scheduler: unknown control message %r", kind)
+        return self._control.apply({"max_delay": self._stage.set_max_delay}, "scheduler")
 
     def _drain_input(self, pull, limit):
         count = 0

@@ -5,7 +5,6 @@ queue: a packet that cannot be handed on is dropped and counted with its reason.
 """
 import dataclasses
 import logging
-import queue
 import threading
 import time
 
@@ -13,6 +12,7 @@ import numpy as np
 import zmq
 
 from katzenpost._core import classify as core_classify
+from katzenpost.server.control import HALT, ControlChannel
 from katzenpost.server.counters import DropReason, Event
 from katzenpost.sphinx import geometry
 
@@ -352,25 +352,19 @@ class CryptoWorker(threading.Thread):
         self._unwrap_delay_ns = unwrap_delay_ms * MS
         self._max_node_delay_ms = max_node_delay_ms
         self._hwm = hwm
-        self._inbox = queue.SimpleQueue()          # control objects; a byte on the PAIR wakes us
-        self._ctl_addr = f"{endpoints.sphinx}-ctl-{index}"
-        self._ctl = context.socket(zmq.PAIR)
-        self._ctl.setsockopt(zmq.LINGER, 0)
-        self._ctl.bind(self._ctl_addr)
+        self._control = ControlChannel(context, f"{endpoints.sphinx}-ctl-{index}")
         self._keyset = None
         self.started_ok = threading.Event()
 
     # --- control, called from the owning (I/O) thread
     def post(self, kind, value):
-        self._inbox.put((kind, value))
-        self._ctl.send(b"c")
+        self._control.post(kind, value)
 
     def request_halt(self):
-        self._inbox.put(("halt", None))
-        self._ctl.send(b"c")
+        self._control.post(HALT)
 
     def close_control(self):
-        self._ctl.close(linger=0)
+        self._control.close()
 
     # --- thread body
     def run(self):
@@ -390,7 +384,7 @@ class CryptoWorker(threading.Thread):
             pull = open_socket(zmq.PULL, self._endpoints.sphinx, self._hwm)
             self._to_sched = open_socket(zmq.PUSH, self._endpoints.sched, self._hwm)
             self._to_local = open_socket(zmq.PUSH, self._endpoints.local, self._hwm)
-            ctl = open_socket(zmq.PAIR, self._ctl_addr)
+            ctl = open_socket(zmq.PAIR, self._control.address)
             self._result = self._engine.new_result(self._capacity)
             self._classifier = core_classify.BatchClassifier(self._result, self._counters.drops,
                                                              self._is_provider, self._max_node_delay_ms)
@@ -427,22 +421,14 @@ class CryptoWorker(threading.Thread):
 
     def _apply_control(self):
         """Apply queued control messages; True when a halt was requested."""
-        halt = False
-        while True:
-            try:
-                kind, value = self._inbox.get_nowait()
-            except queue.Empty:
-                return halt
-            if kind == "halt":
-                halt = True
-            elif kind == "keys":
-                self._keyset = value
-            elif kind == "routes":
-                self._classifier.set_routes(value.ids, value.index)
-            elif kind == "endpoints":
-                self._classifier.set_endpoints(value.ids)
-            else:
-                log.error("crypto worker %d: unknown control message %r", self.index, kind)
+        return self._control.apply({
+            "keys": self._set_keyset,
+            "routes": lambda routes: self._classifier.set_routes(routes.ids, routes.index),
+            "endpoints": lambda endpoints: self._classifier.set_endpoints(endpoints.ids),
+        }, f"crypto worker {self.index}")
+
+    def _set_keyset(self, keyset):
+        self._keyset = keyset
 
     def _process_safely(self, frame):
         dequeue_ns = time.monotonic_ns()

@@ -1,0 +1,47 @@
+"""Control messages from the I/O thread to one pipeline thread (crypto worker or scheduler).
+
+Immutable objects (mix keys, routes, endpoints, maxDelay, halt) travel on a SimpleQueue; a byte on
+a zmq PAIR socket wakes the receiving thread's poll. Packet data never goes this way.
+"""
+import logging
+import queue
+
+import zmq
+
+log = logging.getLogger("katzenpost.server")
+
+HALT = "halt"
+
+
+class ControlChannel:
+    """The sending end lives on the owning thread; the receiving thread connects a PAIR socket
+    to `address`, drains its wake-up bytes and calls `apply`."""
+
+    def __init__(self, context, address):
+        self.address = address
+        self._inbox = queue.SimpleQueue()
+        self._wake = context.socket(zmq.PAIR)
+        self._wake.setsockopt(zmq.LINGER, 0)
+        self._wake.bind(address)
+
+    def post(self, kind, value=None):
+        self._inbox.put((kind, value))
+        self._wake.send(b"c")
+
+    def close(self):
+        self._wake.close(linger=0)
+
+    def apply(self, handlers, owner):
+        """Run every queued message through `handlers[kind](value)`; True when a halt came."""
+        halt = False
+        while True:
+            try:
+                kind, value = self._inbox.get_nowait()
+            except queue.Empty:
+                return halt
+            if kind == HALT:
+                halt = True
+            elif kind in handlers:
+                handlers[kind](value)
+            else:
+                log.error("%s: unknown control message %r", owner, kind)
