@@ -287,9 +287,10 @@ def check_data_dir(path: str) -> list[str]:
         return [str(err)]
     if info is None:
         return []
+    problem = _data_dir_problem(path, info)
+    problems = [problem] if problem else []
     if not stat.S_ISDIR(info.st_mode):
-        return [_data_dir_problem(path, info)]
-    problems = [p for p in (_data_dir_problem(path, info),) if p]
+        return problems
     for file_name, load in ((IDENTITY_PRIVATE_FILE, load_identity_key), (LINK_PRIVATE_FILE, load_link_key)):
         if os.path.lexists(os.path.join(path, file_name)):
             try:

@@ -13,6 +13,7 @@ from katzenpost.log import NOTICE
 from katzenpost.pki.authority_state import AuthorityState
 from katzenpost.pki.authority_store import StoreError
 from katzenpost.pki.keyconv import x25519_public_from_ed25519_public
+from katzenpost.sphinx.geometry import NODE_ID_LENGTH
 from katzenpost.wire import session as wire_session
 from katzenpost.wire.commands import Consensus, GetConsensus, PostDescriptor, PostDescriptorStatus
 from katzenpost.wire.errors import WireError
@@ -23,7 +24,6 @@ log = logging.getLogger("katzenpost.authority")
 HANDSHAKE_TIMEOUT = 30.0  # handshake plus the first command
 RESPONSE_TIMEOUT = 60.0
 MAX_CONNECTIONS = 256
-NODE_ID_LEN = 32
 
 
 class NodeAuthenticator:
@@ -37,7 +37,7 @@ class NodeAuthenticator:
         ad = creds.additional_data
         if len(ad) == 0:
             return True
-        if len(ad) != NODE_ID_LEN or not self._state.is_whitelisted(ad):
+        if len(ad) != NODE_ID_LENGTH or not self._state.is_whitelisted(ad):
             return False
         try:
             return creds.public_key == x25519_public_from_ed25519_public(ad)
@@ -179,7 +179,7 @@ class AuthorityServer:
             log.debug("GetConsensus(%d) -> %s", command.epoch, status.name)
             return Consensus(error_code=int(status), payload=payload)
         if isinstance(command, PostDescriptor):
-            if len(creds.additional_data) != NODE_ID_LEN:
+            if len(creds.additional_data) != NODE_ID_LENGTH:
                 log.debug("PostDescriptor from an anonymous peer: closing")
                 return None
             try:

@@ -14,12 +14,13 @@ from katzenpost.config import idna_lookup_to_ascii
 from katzenpost.pki import canonical_json as cj
 from katzenpost.pki import cert
 from katzenpost.pki.epochtime import DEFAULT_CLOCK, EpochClock
+from katzenpost.sphinx.geometry import NODE_ID_LENGTH, RECIPIENT_ID_LENGTH
 
 DESCRIPTOR_VERSION = "v0"
 LAYER_PROVIDER = 255
-NODE_ID_LEN = 32  # Ed25519 identity public key; also the maximum Name length
+NODE_ID_LEN = NODE_ID_LENGTH  # Ed25519 identity public key; also the maximum Name length
 KEY_LEN = 32
-RECIPIENT_ID_LEN = 64  # maximum Kaetzchen endpoint length
+RECIPIENT_ID_LEN = RECIPIENT_ID_LENGTH  # maximum Kaetzchen endpoint length
 MIX_KEYS_PER_DESCRIPTOR = 3  # keys for epochs [E, E+3)
 
 TRANSPORT_TCP4 = "tcp4"

@@ -81,12 +81,6 @@ class Document:
                 return desc
         return None
 
-    def provider_by_name(self, name: str) -> MixDescriptor | None:
-        for desc in self.providers:
-            if desc.name == name:
-                return desc
-        return None
-
 
 def _raw_of(desc: MixDescriptor) -> bytes:
     if desc.raw is None:

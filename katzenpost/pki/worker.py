@@ -21,12 +21,12 @@ from katzenpost.pki.client import (
 from katzenpost.pki.descriptor import LAYER_PROVIDER, MIX_KEYS_PER_DESCRIPTOR, MixDescriptor
 from katzenpost.pki.document import Document
 from katzenpost.pki.epochtime import EpochClock
+from katzenpost.sphinx.geometry import NODE_ID_LENGTH
 from katzenpost.wire.commands import ConsensusStatus
 from katzenpost.wire.handshake import PeerCredentials
 
 log = logging.getLogger("katzenpost.pki")
 
-NODE_ID_LEN = 32
 FIRST_RUN_DELAY = 5.0
 
 
@@ -275,7 +275,7 @@ class PKIWorker:
                                 now: float | None = None) -> tuple[bool, bool]:
         """(valid, can_send) for a mix peer, by the documents around now (server.md §1.6)."""
         ad = creds.additional_data
-        if len(ad) != NODE_ID_LEN:
+        if len(ad) != NODE_ID_LENGTH:
             return False, False
         current_time = self._now(now)
         epoch, _, till = self.clock.epoch_at(current_time)

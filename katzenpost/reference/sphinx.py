@@ -160,7 +160,7 @@ def decrypt_surb_payload(payload, keys):
     if len(keys) == 0 or len(keys) % step:
         raise SphinxError(errors.INVALID_SURB_KEYS)
     if len(payload) < g.PAYLOAD_TAG_LENGTH:
-        raise SphinxError(errors.MESSAGES[errors.ERR_TRUNCATED_PAYLOAD])
+        _fail(errors.ERR_TRUNCATED_PAYLOAD)
     body = bytes(payload)
     entries = [keys[i : i + step] for i in range(0, len(keys), step)]
     for entry in entries[:-1]:
@@ -168,7 +168,7 @@ def decrypt_surb_payload(payload, keys):
     last = entries[-1]
     body = sprp_decrypt(last[: g.SPRP_KEY_LENGTH], last[g.SPRP_KEY_LENGTH :], body)
     if any(body[: g.PAYLOAD_TAG_LENGTH]):
-        raise SphinxError(errors.MESSAGES[errors.ERR_PAYLOAD_AUTH])
+        _fail(errors.ERR_PAYLOAD_AUTH)
     return body[g.PAYLOAD_TAG_LENGTH :]
 
 

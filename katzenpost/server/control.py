@@ -5,6 +5,7 @@ a zmq PAIR socket wakes the receiving thread's poll. Packet data never goes this
 """
 import logging
 import queue
+import threading
 
 import zmq
 
@@ -45,3 +46,18 @@ class ControlChannel:
                 handlers[kind](value)
             else:
                 log.error("%s: unknown control message %r", owner, kind)
+
+
+class ControlledThread(threading.Thread):
+    """A pipeline thread steered from the owning (I/O) thread through its `self._control`."""
+
+    _control: ControlChannel
+
+    def post(self, kind, value):
+        self._control.post(kind, value)
+
+    def request_halt(self):
+        self._control.post(HALT)
+
+    def close_control(self):
+        self._control.close()

@@ -17,7 +17,7 @@ import numpy as np
 import zmq
 
 from katzenpost.server.counters import DropReason, Event, PipelineCounters
-from katzenpost.server.scheduler import SchedulerThread, WheelStage, decode_due
+from katzenpost.server.scheduler import MIN_SLACK_MS, SchedulerThread, WheelStage, decode_due
 from katzenpost.server.workers import (
     EPOCH_PERIOD_MS, MS, NUM_MIX_KEYS, PACKET_LENGTH, CryptoWorker, EndpointSet, LocalBatch, RouteTable,
     WorkerEndpoints, ingress_message_size, write_ingress_tail,
@@ -87,7 +87,7 @@ class PipelineSettings:
             s.SchedulerQueueSize = UNLIMITED
         if s.SchedulerMaxBurst <= 0:
             s.SchedulerMaxBurst = 16
-        s.SchedulerSlack = max(10, s.SchedulerSlack)
+        s.SchedulerSlack = max(MIN_SLACK_MS, s.SchedulerSlack)
         s.SendSlack = max(50, s.SendSlack)
         if s.UnwrapDelay <= 0:
             s.UnwrapDelay = 10

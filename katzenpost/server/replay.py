@@ -43,7 +43,7 @@ MAX_FILTER_BITS = 1 << 38
 
 FILE_PREFIX = "replay-"
 FILE_SUFFIX = ".bloom"
-_FILE_RE = re.compile(r"^replay-(\d+)\.bloom$")
+_FILE_RE = re.compile(rf"^{re.escape(FILE_PREFIX)}(\d+){re.escape(FILE_SUFFIX)}$")
 
 
 class ReplayFilterError(Exception):

@@ -11,9 +11,9 @@ import time
 import numpy as np
 import zmq
 
-from katzenpost.server.control import HALT, ControlChannel
+from katzenpost.server.control import ControlChannel, ControlledThread
 from katzenpost.server.counters import DropReason, Event
-from katzenpost.server.workers import EPOCH_PERIOD_MS, MS, PACKET_LENGTH, NUM_MIX_KEYS, decode_schedule
+from katzenpost.server.workers import MAX_NODE_DELAY_MS, MS, PACKET_LENGTH, decode_schedule
 
 log = logging.getLogger("katzenpost.server.scheduler")
 # Plain ints: the enum members cost an enum __and__ per readiness check on the hot path.
@@ -21,7 +21,7 @@ ZMQ_EVENTS = int(zmq.EVENTS)
 ZMQ_POLLIN = int(zmq.POLLIN)
 
 MIN_SLACK_MS = 10                       # spec/server.md §2.2: SchedulerSlack is raised to 10
-DEFAULT_MAX_DELAY_MS = NUM_MIX_KEYS * EPOCH_PERIOD_MS
+DEFAULT_MAX_DELAY_MS = MAX_NODE_DELAY_MS    # 3P
 
 
 def encode_due_meta(dispatch_ns, hop, deadline_ms):
@@ -85,8 +85,9 @@ class WheelStage:
 
     def _insert(self, deadline, hop, packets):
         # Workers already drop NodeDelay > 3P, so only a smaller (PKI) maxDelay needs the check.
-        if self.max_delay_ms < self._max_delay_cap_ms and int(deadline.max()) - now_ms() > self.max_delay_ms:
-            too_far = (deadline - now_ms()) > self.max_delay_ms
+        if (self.max_delay_ms < self._max_delay_cap_ms
+                and int(deadline.max()) - (now := now_ms()) > self.max_delay_ms):
+            too_far = (deadline - now) > self.max_delay_ms
             self._counters.drop(DropReason.DELAY_ABOVE_MAX, int(too_far.sum()))
             keep = ~too_far
             deadline, hop, packets = deadline[keep], hop[keep], np.ascontiguousarray(packets[keep])
@@ -137,7 +138,7 @@ class WheelStage:
             self._counters.drop(DropReason.HALT, remaining)
 
 
-class SchedulerThread(threading.Thread):
+class SchedulerThread(ControlledThread):
     """The single scheduler thread: a WheelStage driven by a zmq poll on input and deadlines."""
 
     def __init__(self, *, context, endpoints, counters, wheel, max_burst, slack_ms, hwm, out_capacity,
@@ -151,16 +152,6 @@ class SchedulerThread(threading.Thread):
         self._hwm = hwm
         self._control = ControlChannel(context, f"{endpoints.sched}-ctl")
         self.bound = threading.Event()
-
-    # --- control, called from the owning (I/O) thread
-    def post(self, kind, value):
-        self._control.post(kind, value)
-
-    def request_halt(self):
-        self._control.post(HALT)
-
-    def close_control(self):
-        self._control.close()
 
     # --- thread body
     def run(self):
@@ -244,7 +235,7 @@ class SchedulerThread(threading.Thread):
     def _send_due(self, out, total):
         stage = self._stage
         frames = [encode_due_meta(time.monotonic_ns(), stage.out_hop[:total], stage.out_deadline[:total]),
-                  stage.out_packets[:total].tobytes()]
+                  stage.out_packets[:total]]           # send_multipart copies it (the buffer is reused)
         try:
             out.send_multipart(frames, flags=zmq.NOBLOCK)
         except zmq.Again:

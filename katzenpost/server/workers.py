@@ -12,7 +12,8 @@ import numpy as np
 import zmq
 
 from katzenpost._core import classify as core_classify
-from katzenpost.server.control import HALT, ControlChannel
+from katzenpost.pki.epochtime import DEFAULT_PERIOD
+from katzenpost.server.control import ControlChannel, ControlledThread
 from katzenpost.server.counters import DropReason, Event
 from katzenpost.sphinx import geometry
 
@@ -22,7 +23,7 @@ ZMQ_EVENTS = int(zmq.EVENTS)
 ZMQ_POLLIN = int(zmq.POLLIN)
 
 PACKET_LENGTH = geometry.PACKET_LENGTH
-EPOCH_PERIOD_MS = 20 * 60 * 1000          # spec/server.md §0.1 (P), unless Debug.EpochPeriod
+EPOCH_PERIOD_MS = DEFAULT_PERIOD * 1000   # spec/server.md §0.1 (P), unless Debug.EpochPeriod
 NUM_MIX_KEYS = 3                          # spec/server.md §0.1
 MAX_NODE_DELAY_MS = NUM_MIX_KEYS * EPOCH_PERIOD_MS
 MS = 1_000_000                            # nanoseconds per millisecond
@@ -335,7 +336,7 @@ class WorkerEndpoints:
         return cls(*(f"inproc://kp-{name}-{tag}" for name in ("sphinx", "sched", "local", "out")))
 
 
-class CryptoWorker(threading.Thread):
+class CryptoWorker(ControlledThread):
     """One crypto worker: pulls ingress batches, unwraps, checks replays, classifies, pushes on."""
 
     def __init__(self, index, *, context, endpoints, engine, counters, batch_capacity, is_provider,
@@ -355,16 +356,6 @@ class CryptoWorker(threading.Thread):
         self._control = ControlChannel(context, f"{endpoints.sphinx}-ctl-{index}")
         self._keyset = None
         self.started_ok = threading.Event()
-
-    # --- control, called from the owning (I/O) thread
-    def post(self, kind, value):
-        self._control.post(kind, value)
-
-    def request_halt(self):
-        self._control.post(HALT)
-
-    def close_control(self):
-        self._control.close()
 
     # --- thread body
     def run(self):

@@ -36,7 +36,7 @@ def _read(source, length, what):
 
 def public_key(private_key):
     """The X25519 public key (X25519(k, 9)) of a raw 32-byte private key."""
-    return _core.x25519(_exact(private_key, 32, "private key"), _BASE_POINT)
+    return _core.x25519(_exact(private_key, geometry.GROUP_ELEMENT_LENGTH, "private key"), _BASE_POINT)
 
 
 def unwrap(private_key, packet):
@@ -45,7 +45,7 @@ def unwrap(private_key, packet):
     Returns Unwrapped; raises SphinxError with the reference's message (and `replay_tag`
     set for every error after the version check).
     """
-    key = _exact(private_key, 32, "private key")
+    key = _exact(private_key, geometry.GROUP_ELEMENT_LENGTH, "private key")
     buf = bytearray(packet)
     status, _, tag, slot = _core.unwrap(key, buf)
     if status != errors.OK:

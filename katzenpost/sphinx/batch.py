@@ -39,10 +39,11 @@ class UnwrapBatch:
 
 def keys_array(private_keys):
     """uint8[M, 32] from 1..3 raw X25519 private keys (tried in this order)."""
+    key_len = geometry.GROUP_ELEMENT_LENGTH
     keys = np.frombuffer(b"".join(bytes(k) for k in private_keys), dtype=np.uint8)
-    if not 1 <= len(private_keys) <= geometry.MAX_TRIAL_KEYS or keys.size != 32 * len(private_keys):
-        raise ValueError(f"sphinx: need 1..{geometry.MAX_TRIAL_KEYS} private keys of 32 bytes")
-    return keys.reshape(len(private_keys), 32)
+    if not 1 <= len(private_keys) <= geometry.MAX_TRIAL_KEYS or keys.size != key_len * len(private_keys):
+        raise ValueError(f"sphinx: need 1..{geometry.MAX_TRIAL_KEYS} private keys of {key_len} bytes")
+    return keys.reshape(len(private_keys), key_len)
 
 
 def unwrap_batch(packets, n, keys, result):

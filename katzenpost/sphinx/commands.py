@@ -7,7 +7,8 @@ import struct
 from dataclasses import dataclass
 
 from katzenpost.sphinx import geometry as g
-from katzenpost.sphinx.errors import MESSAGES, ERR_INVALID_COMMAND, SphinxError
+from katzenpost.sphinx import errors
+from katzenpost.sphinx.errors import ERR_INVALID_COMMAND, SphinxError
 
 NULL_CMD = 0x00
 NEXT_NODE_HOP_CMD = 0x01
@@ -101,11 +102,11 @@ def iter_parse(slot):
         remaining = len(slot) - offset
         if cmd_id == NULL_CMD:
             if any(slot[offset + 1 :]):
-                raise SphinxError(MESSAGES[ERR_INVALID_COMMAND], code=ERR_INVALID_COMMAND)
+                raise SphinxError.from_code(ERR_INVALID_COMMAND)
             return
         decoder = _DECODERS.get(cmd_id)
         if decoder is None or remaining < decoder[0]:
-            raise SphinxError(MESSAGES[ERR_INVALID_COMMAND], code=ERR_INVALID_COMMAND)
+            raise SphinxError.from_code(ERR_INVALID_COMMAND)
         length, build = decoder
         yield build(slot[offset + 1 : offset + length])
         offset += length
@@ -141,8 +142,6 @@ def serialize_hop(commands, is_terminal):
 
     The generated NextNodeHop is not included (the caller appends it for non-terminal hops).
     """
-    from katzenpost.sphinx import errors
-
     for cmd in commands:
         if isinstance(cmd, NextNodeHop):
             raise SphinxError(errors.INVALID_COMMANDS_NEXT_NODE)

@@ -47,15 +47,11 @@ class CipherState:
     Transport keys never live here: after ``split()`` the per-frame work, rekey included,
     belongs to ``katzenpost._core.linkframe`` (twin: ``katzenpost.reference.linkframe``)."""
 
-    __slots__ = ("key", "nonce", "_aead")
+    __slots__ = ("nonce", "_aead")
 
     def __init__(self, key: bytes | None = None, nonce: int = 0) -> None:
-        self.key = key
         self.nonce = nonce
         self._aead = ChaCha20Poly1305(key) if key is not None else None
-
-    def has_key(self) -> bool:
-        return self.key is not None
 
     def _next_nonce(self) -> bytes:
         if self.nonce >= MAX_NONCE:
