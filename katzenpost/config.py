@@ -48,6 +48,7 @@ MAX_WORKERS = 1024  # threads or plugin processes of one kind
 MAX_DURATION_MS = 24 * 60 * 60 * 1000
 MAX_SCHEDULER_QUEUE_SIZE = 1 << 24  # packets (about 42 GB of 2524-byte packets)
 MAX_SCHEDULER_BURST = 1 << 16
+MAX_PIPELINE_BOUND = 1 << 20  # batches, packets per batch or packets per queue
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,21 @@ DEBUG_INT_KNOBS: dict[str, DebugKnob] = {
     "ConnectTimeout": DebugKnob(60000),
     "HandshakeTimeout": DebugKnob(30000),
     "ReauthInterval": DebugKnob(30000),
+    # The packet pipeline's bounds (katzenpost.server.pipeline.PipelineSettings; not in the
+    # reference, whose channels are unbounded): batch size and window towards the crypto
+    # workers, zmq high-water marks (in batches), packets in flight per worker, per-hop queue.
+    "SphinxBatchSize": DebugKnob(16, maximum=MAX_PIPELINE_BOUND),
+    "SphinxBatchWindowUs": DebugKnob(0, maximum=1_000_000),  # 0 = flush at each loop pass
+    "SphinxQueueHWM": DebugKnob(32, maximum=MAX_PIPELINE_BOUND),
+    "SphinxQueuePackets": DebugKnob(64, maximum=MAX_PIPELINE_BOUND),
+    "SchedulerInputHWM": DebugKnob(64, maximum=MAX_PIPELINE_BOUND),
+    "DispatchHWM": DebugKnob(64, maximum=MAX_PIPELINE_BOUND),
+    "LocalHWM": DebugKnob(64, maximum=MAX_PIPELINE_BOUND),
+    "OutgoingQueueSize": DebugKnob(64, maximum=MAX_PIPELINE_BOUND),
+    "DispatchBatchSize": DebugKnob(256, maximum=MAX_PIPELINE_BOUND),
 }
-DEBUG_BOOLS = ("SchedulerExternalMemoryQueue", "SendDecoyTraffic", "DisableRateLimit", "GenerateOnly")
+DEBUG_BOOLS = ("SchedulerExternalMemoryQueue", "SendDecoyTraffic", "DisableRateLimit", "GenerateOnly",
+               "SchedulerThread")
 
 INT64_MAX = 2**63 - 1
 
@@ -206,6 +220,17 @@ class DebugConfig:
     send_decoy_traffic: bool = False
     disable_rate_limit: bool = False
     generate_only: bool = False
+    sphinx_batch_size: int = 16
+    sphinx_batch_window_us: int = 0
+    sphinx_queue_hwm: int = 32
+    sphinx_queue_packets: int = 64
+    scheduler_input_hwm: int = 64
+    dispatch_hwm: int = 64
+    local_hwm: int = 64
+    outgoing_queue_size: int = 64
+    dispatch_batch_size: int = 256
+    # The timer wheel on its own thread instead of the I/O thread (measured slower on 2 cores).
+    scheduler_thread: bool = False
     # Test networks only: the epoch period in seconds; 0 = the reference's 20 minutes. Not in
     # the reference's node config: it lets a node follow an authority run with the same period.
     epoch_period: int = 0

@@ -70,6 +70,10 @@ class PipelineSettings:
                 if value is not None:
                     values[field.name] = value
                     break
+        # The config spells the placement as Debug.SchedulerThread (false by default).
+        thread = getattr(debug_section, "scheduler_thread", getattr(debug_section, "SchedulerThread", None))
+        if thread is not None and "SchedulerInline" not in values:
+            values["SchedulerInline"] = not thread
         return cls(**values).normalized()
 
     def normalized(self):
