@@ -1,0 +1,101 @@
+"""Test helpers for the management socket: a line client with bounded waits and a fake node."""
+import asyncio
+
+from katzenpost.server.counters import DropReason, Event, PipelineCounters
+
+TIMEOUT = 5.0
+
+
+def run(coro, timeout=60.0):
+    """Run one async test body with an upper bound on its duration."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+class Client:
+    """One management session over the UNIX socket; every read is bounded."""
+
+    def __init__(self, reader, writer):
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def connect(cls, path, *, banner=True):
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), TIMEOUT)
+        client = cls(reader, writer)
+        if banner:
+            client.banner = await client.line()
+        return client
+
+    async def line(self):
+        raw = await asyncio.wait_for(self.reader.readuntil(b"\r\n"), TIMEOUT)
+        return raw[:-2].decode("utf-8")
+
+    def send(self, data):
+        self.writer.write(data if isinstance(data, bytes) else data.encode("utf-8"))
+
+    async def command(self, text, end="\r\n"):
+        self.send(text + end)
+        await self.writer.drain()
+        return await self.line()
+
+    async def at_eof(self):
+        """True once the server closed the session (after any unread data)."""
+        rest = await asyncio.wait_for(self.reader.read(), TIMEOUT)
+        return rest == b""
+
+    def close(self):
+        self.writer.transport.abort()
+
+
+class FakeUserCommands:
+    def __init__(self):
+        self.calls = []
+
+    async def handle(self, fields):
+        self.calls.append(list(fields))
+        return "250 Requested action ok, completed"
+
+
+class FakeControl:
+    """The node as node_commands and metrics see it."""
+
+    def __init__(self, *, is_provider=False, status=None):
+        self.identifier = "mix1.example.org"
+        self.is_provider = is_provider
+        self.user_commands = FakeUserCommands() if is_provider else None
+        self.shutdown_reasons = []
+        self.send_rate = self.send_burst = None
+        self.counters = PipelineCounters()
+        self._status = status if status is not None else {
+            "identifier": self.identifier, "is_provider": is_provider, "epoch": 42,
+            "uptime_seconds": 12.5, "peers": {"up": 3, "known": 4},
+            "connections": {"incoming": 2, "outgoing": 3},
+            "queues": {"ingress": 5, "scheduler": 7, "outgoing": 1},
+        }
+
+    def request_shutdown(self, reason):
+        self.shutdown_reasons.append(reason)
+
+    def set_send_rate(self, n):
+        self.send_rate = n
+
+    def set_send_burst(self, n):
+        self.send_burst = n
+
+    def status(self):
+        return self._status
+
+    def pipeline_counters(self):
+        return self.counters
+
+
+def add_drops(counters, stage, **reasons):
+    """Count drops on `stage` by reason name, e.g. add_drops(c, "worker-0", replay=3)."""
+    block = counters.stage(stage)
+    for name, n in reasons.items():
+        block.drop(DropReason[name.upper()], n)
+
+
+def add_events(counters, stage, **events):
+    block = counters.stage(stage)
+    for name, n in events.items():
+        block.count(Event[name.upper()], n)
