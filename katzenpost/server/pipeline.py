@@ -20,7 +20,7 @@ from katzenpost.server.counters import DropReason, Event, PipelineCounters
 from katzenpost.server.scheduler import MIN_SLACK_MS, SchedulerThread, WheelStage, decode_due
 from katzenpost.server.workers import (
     EPOCH_PERIOD_MS, MS, NUM_MIX_KEYS, PACKET_LENGTH, CryptoWorker, EndpointSet, LocalBatch, RouteTable,
-    WorkerEndpoints, ingress_message_size, write_ingress_tail,
+    WorkerEndpoints, encode_schedule, ingress_message_size, write_ingress_tail,
 )
 
 log = logging.getLogger("katzenpost.server.pipeline")
@@ -269,6 +269,7 @@ class Pipeline:
         self._stage = None                # the wheel run inline on this thread
         self._wheel_timer = None
         self._wheel_timer_when = None
+        self._to_sched = None             # created on the first schedule() with the scheduler thread
 
     # ------------------------------------------------------------ start / halt
     async def start(self):
@@ -511,6 +512,78 @@ class Pipeline:
         self._io.count(Event.RECEIVED, count)
         self._io.count(Event.BATCHES_TO_WORKERS)
 
+    # ------------------------------------------------------------ locally created packets
+    def dispatch_now(self, node_id, packets):
+        """Hand packets this node created (uint8[k, L]; decoy loops) straight to the outgoing
+        queue of `node_id`: no local delay (spec/server.md §1.11). Not kept: the queue copies
+        what it holds. An unknown next hop is a counted `destination_gone` drop."""
+        packets = _packet_rows(packets)
+        if self._state != "running":
+            self._io.drop(DropReason.HALT, len(packets))
+            return
+        hop = self._hop_of_node.get(bytes(node_id))
+        if hop is None:
+            self._io.drop(DropReason.DESTINATION_GONE, len(packets))
+            return
+        self._put(self._destinations, hop, time.monotonic_ns(), packets)
+
+    def schedule(self, packets, delay_ms, node_ids):
+        """Put packets this node created (uint8[k, L]: SURB-ACKs, Kaetzchen replies) into the
+        timer wheel, due `delay_ms` (uint32[k] or one int) from now, for `node_ids` (one 32-byte
+        ID, or uint8[k, 32] / k IDs). Never dwell-adjusted; the scheduler's maxDelay applies as
+        to forwarded packets (spec/server.md §1.3, §1.5). Unknown next hops: `no_route`."""
+        packets = _packet_rows(packets)
+        k = len(packets)
+        delay = np.array(np.broadcast_to(np.asarray(delay_ms, dtype=np.int64), (k,)))
+        if k and int(delay.min()) < 0:
+            raise ValueError("pipeline: a negative delay")
+        hop = self._hops_of(node_ids, k)
+        if self._state != "running":
+            self._io.drop(DropReason.HALT, k)
+            return
+        keep = (hop >= 0) & (delay <= self._max_delay_cap_ms())
+        if not keep.all():
+            self._io.drop(DropReason.NO_ROUTE, int((hop < 0).sum()))
+            self._io.drop(DropReason.DELAY_ABOVE_MAX, int(((hop >= 0) & ~keep).sum()))
+            packets, delay, hop = packets[keep], delay[keep], hop[keep]
+        if len(packets) == 0:
+            return
+        deadline = (time.monotonic_ns() + MS - 1) // MS + delay
+        message = encode_schedule(packets, None, deadline, hop)
+        if self._stage is not None:
+            self._stage.insert_message(zmq.Frame(message))
+            self._arm_wheel_timer()
+            return
+        try:
+            self._local_to_sched().send(message, flags=zmq.NOBLOCK, copy=True)
+        except zmq.Again:
+            self._io.drop(DropReason.SCHEDULER_QUEUE_FULL, len(packets))
+
+    def _hops_of(self, node_ids, k):
+        """int32[k] hop indices (-1: unknown) of one 32-byte ID or k of them, one dict lookup
+        per distinct ID."""
+        if isinstance(node_ids, (bytes, bytearray, memoryview)) and len(node_ids) == _NODE_ID_LENGTH:
+            ids = np.frombuffer(bytes(node_ids), np.uint8).reshape(1, _NODE_ID_LENGTH)
+        elif isinstance(node_ids, np.ndarray):
+            ids = np.ascontiguousarray(node_ids, np.uint8).reshape(-1, _NODE_ID_LENGTH)
+        else:
+            ids = np.frombuffer(b"".join(map(bytes, node_ids)), np.uint8).reshape(-1, _NODE_ID_LENGTH)
+        if len(ids) not in (1, k):
+            raise ValueError(f"pipeline: {len(ids)} node IDs for {k} packets")
+        unique, inverse = np.unique(ids, axis=0, return_inverse=True)
+        table = np.array([self._hop_of_node.get(row.tobytes(), -1) for row in unique], np.int32)
+        return np.array(np.broadcast_to(table[inverse.reshape(-1)], (k,)))
+
+    def _max_delay_cap_ms(self):
+        return NUM_MIX_KEYS * self.settings.EpochPeriod * 1000     # 3P; the wheel checks maxDelay
+
+    def _local_to_sched(self):
+        # Scheduler thread: a PUSH of our own into its input (inproc allows many connections).
+        if self._to_sched is None:
+            self._to_sched = self._socket(zmq.PUSH, zmq.SNDHWM, self.settings.SchedulerInputHWM)
+            self._to_sched.connect(self._addrs.sched)
+        return self._to_sched
+
     # ------------------------------------------------------------ egress
     def _on_due(self, frames):
         try:
@@ -598,6 +671,17 @@ class Pipeline:
 
 
 _DEQUEUED = int(Event.DEQUEUED)
+
+
+_NODE_ID_LENGTH = 32
+
+
+def _packet_rows(packets):
+    """`packets` as a C-contiguous uint8[k, L] array; anything else is a ValueError."""
+    rows = np.ascontiguousarray(packets, dtype=np.uint8)
+    if rows.ndim != 2 or rows.shape[1] != PACKET_LENGTH:
+        raise ValueError(f"pipeline: packets of shape {rows.shape}, expected (k, {PACKET_LENGTH})")
+    return rows
 
 
 def _check_length(packet):
