@@ -59,3 +59,45 @@ def pg_schema():
 
 def key() -> bytes:
     return secrets.token_bytes(32)
+
+
+class SurbEndpoint:
+    """The far end of a one-hop SURB: makes SURBs and opens the reply packets built from them."""
+
+    def __init__(self):
+        from katzenpost import sphinx
+        from katzenpost.sphinx.commands import Recipient, SURBReply
+        from katzenpost.sphinx.types import PathHop
+
+        self.private = secrets.token_bytes(32)
+        self.node_id = secrets.token_bytes(32)
+        self.surb_id = secrets.token_bytes(16)
+        hop = PathHop(self.node_id, sphinx.public_key(self.private),
+                      [Recipient(b"client".ljust(64, b"\x00")), SURBReply(self.surb_id)])
+        self.surb, self._keys = sphinx.new_surb([hop])
+
+    def open(self, packet) -> bytes:
+        """The 2048-byte plaintext payload of a reply packet made from our SURB."""
+        from katzenpost import sphinx
+
+        unwrapped = sphinx.unwrap(self.private, bytes(packet))
+        return sphinx.decrypt_surb_payload(unwrapped.payload, self._keys)
+
+
+def forward_payload(body: bytes, surb: bytes | None) -> bytes:
+    """A 2048-byte BlockSphinxPlaintext as a client builds it."""
+    from katzenpost.sphinx.geometry import SURB_LENGTH, USER_FORWARD_PAYLOAD_LENGTH
+
+    head = bytes([1 if surb else 0, 0]) + (surb or bytes(SURB_LENGTH))
+    return head + body.ljust(USER_FORWARD_PAYLOAD_LENGTH, b"\x00")
+
+
+class ScheduleRecorder:
+    """A fake of the pipeline's schedule(packets, delay_ms, node_ids) callable."""
+
+    def __init__(self):
+        self.sent: list[tuple[bytes, int, bytes]] = []
+
+    def __call__(self, packets, delay_ms, node_ids):
+        for row in range(len(packets)):
+            self.sent.append((bytes(packets[row]), int(delay_ms[row]), bytes(node_ids[row])))
