@@ -6,11 +6,9 @@ it broke); this module never touches the DataDir, the network or the logging set
 from __future__ import annotations
 
 import dataclasses
-import encodings.idna
 import ipaddress
 import os
 import re
-import socket
 import tomllib
 import types
 import unicodedata
@@ -19,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from katzenpost import keys, log
-from katzenpost.pki.epochtime import DEFAULT_PERIOD, MIN_TEST_PERIOD, EpochClock
+from katzenpost.rules import DEFAULT_PERIOD, discover_global_ipv4, epoch_period_problem, idna_lookup_to_ascii
 
 # ---------------------------------------------------------------------------------------------
 # Constants (names and defaults from spec/server.md §2.2)
@@ -263,10 +261,6 @@ class Config:
         """The epoch period in seconds: Debug.EpochPeriod, or the reference's 20 minutes."""
         return self.debug.epoch_period or DEFAULT_PERIOD
 
-    def epoch_clock(self) -> EpochClock:
-        """The epoch arithmetic this node must share with its authority."""
-        return EpochClock(self.epoch_period)
-
     def with_generate_only(self) -> "Config":
         """The same configuration with Debug.GenerateOnly forced on (what `-g` does)."""
         return dataclasses.replace(self, debug=dataclasses.replace(self.debug, generate_only=True))
@@ -426,58 +420,6 @@ def check_ip_port(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address
         raise ValueError(f"'{address}' host is not a literal IP address") from None
 
 
-_STD3_LABEL = re.compile(r"[a-z0-9-]+")
-_IDNA_DOTS = re.compile("[.\u3002\uff0e\uff61]")
-
-
-def _check_std3_label(label: str) -> None:
-    if not _STD3_LABEL.fullmatch(label):
-        bad = next(c for c in label if not _STD3_LABEL.fullmatch(c))
-        raise ValueError(f"label '{label}' contains {bad!r} (only letters, digits and '-' are allowed)")
-    if label.startswith("-") or label.endswith("-"):
-        raise ValueError(f"label '{label}' starts or ends with '-'")
-    if label[2:4] == "--" and not label.startswith("xn--"):
-        raise ValueError(f"label '{label}' has '--' in positions 3-4")
-
-
-def idna_lookup_to_ascii(name: str) -> str:
-    """IDNA "Lookup" normalization of a host name (lowercase, STD3 rules, punycode).
-
-    ASCII labels follow the reference exactly; non-ASCII labels go through IDNA2003 nameprep
-    (the standard library's codec), which matches UTS #46 for all but a few rare code points.
-    """
-    labels = _IDNA_DOTS.split(name)
-    out = []
-    for index, label in enumerate(labels):
-        if not label:
-            if index == len(labels) - 1 and index > 0:
-                out.append("")  # a trailing root dot
-                continue
-            raise ValueError(f"empty label in '{name}'")
-        if label.isascii():
-            ascii_label = label.lower()
-            if ascii_label.startswith("xn--"):
-                _check_punycode_label(ascii_label)
-        else:
-            try:
-                ascii_label = encodings.idna.ToASCII(label).decode("ascii").lower()
-            except UnicodeError as err:
-                raise ValueError(f"label '{label}': {err}") from None
-        _check_std3_label(ascii_label)
-        out.append(ascii_label)
-    return ".".join(out)
-
-
-def _check_punycode_label(label: str) -> None:
-    try:
-        decoded = label[4:].encode("ascii").decode("punycode")
-        again = encodings.idna.ToASCII(decoded).decode("ascii").lower()
-    except UnicodeError:
-        raise ValueError(f"label '{label}' is not valid punycode") from None
-    if again != label:
-        raise ValueError(f"label '{label}' is not in normalized form")
-
-
 def username_case_mapped(name: str) -> str:
     """PRECIS UsernameCaseMapped (RFC 8265): width-map, lowercase, NFC, IdentifierClass check."""
     mapped = []
@@ -505,17 +447,6 @@ def _is_rfc5322_local_part(local: str) -> bool:
     if _QUOTED_STRING.fullmatch(local):
         return True
     return all(_ATEXT.fullmatch(atom) for atom in local.split("."))
-
-
-def discover_global_ipv4() -> str | None:
-    """The host's globally routable IPv4 address on the default route, if any (no packet sent)."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: only selects a route
-            address = probe.getsockname()[0]
-    except OSError:
-        return None
-    return address if ipaddress.ip_address(address).is_global else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -747,13 +678,13 @@ def _debug_int(table: _Table, toml_name: str, knob: DebugKnob, problems: list[st
 
 
 def _epoch_period(table: _Table, problems: list[str], warnings: list[str]) -> int:
-    """Debug.EpochPeriod: 0, or MIN_TEST_PERIOD..DEFAULT_PERIOD seconds (the authority's floor)."""
+    """Debug.EpochPeriod: 0, or a test period within the bounds nodes and authority share."""
     period = table.int("EpochPeriod")
     if period == 0 or period == DEFAULT_PERIOD:
         return 0
-    if not MIN_TEST_PERIOD <= period <= DEFAULT_PERIOD:
-        problems.append(f"config: Debug.EpochPeriod must be 0 or {MIN_TEST_PERIOD}..{DEFAULT_PERIOD} "
-                        f"seconds, got {period}")
+    problem = epoch_period_problem(period)
+    if problem:
+        problems.append(problem)
         return 0
     warnings.append(f"Debug.EpochPeriod is {period} s: for test networks only (the authority "
                     "and every node must use the same period)")

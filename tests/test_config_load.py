@@ -10,6 +10,8 @@ import toml
 
 from katzenpost import config
 from katzenpost.config import ConfigError
+from katzenpost.pki.epochtime import EpochClock
+from katzenpost.rules import MIN_TEST_PERIOD
 
 CONFIGS = Path(__file__).parent / "configs"
 AUTHORITY_KEY_B64 = "kAiVchOBwHVtKJVFJLsdCQ9UyN2SlfhLHYqT8ePBetg="
@@ -282,7 +284,7 @@ def test_default_sphinx_workers_follow_the_cpu_count_within_the_maximum(monkeypa
 def test_epoch_period_defaults_to_the_reference_20_minutes():
     cfg = load(MIX)
     assert cfg.debug.epoch_period == 0 and cfg.epoch_period == 20 * 60
-    assert cfg.epoch_clock().period == 20 * 60 and not cfg.epoch_clock().is_warped
+    assert not EpochClock(cfg.epoch_period).is_warped
     assert load(with_section("Debug", EpochPeriod=20 * 60)).debug.epoch_period == 0
 
 
@@ -304,22 +306,21 @@ EpochPeriod = %d
 
 @pytest.mark.parametrize("period", [10, 30, 20 * 60])
 def test_epoch_period_builds_the_same_clock_as_the_authority(period):
-    from katzenpost.pki import authority_config, epochtime
+    from katzenpost.authority import config as authority_config
     authority = authority_config.parse(AUTHORITY_TOML % period)
     cfg = load(with_section("Debug", EpochPeriod=period))
     assert cfg.epoch_period == authority.epoch_period == period
-    assert cfg.epoch_clock() == epochtime.EpochClock(authority.epoch_period)
 
 
 def test_epoch_period_marks_the_config_unsafe_and_warns():
     cfg = load(with_section("Debug", EpochPeriod=30))
-    assert cfg.debug.is_unsafe and cfg.epoch_clock().is_warped
+    assert cfg.debug.is_unsafe and EpochClock(cfg.epoch_period).is_warped
     assert any("Debug.EpochPeriod is 30 s: for test networks only" in w for w in cfg.warnings)
 
 
 def test_epoch_period_below_the_authority_minimum_is_refused_by_both():
-    from katzenpost.pki import authority_config
-    too_short = config.MIN_TEST_PERIOD - 1
+    from katzenpost.authority import config as authority_config
+    too_short = MIN_TEST_PERIOD - 1
     with pytest.raises(authority_config.AuthorityConfigError, match="Debug.EpochPeriod"):
         authority_config.parse(AUTHORITY_TOML % too_short)
     assert_one_problem(with_section("Debug", EpochPeriod=too_short), "Debug.EpochPeriod")

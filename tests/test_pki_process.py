@@ -47,7 +47,7 @@ def write_config(tmp_path, port, extra=""):
 
 def authority(config_path, *args):
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.Popen([sys.executable, "-m", "katzenpost.pki.authority_cli", "-f", config_path,
+    return subprocess.Popen([sys.executable, "-m", "katzenpost.authority", "-f", config_path,
                              *args], cwd=str(REPO), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
 

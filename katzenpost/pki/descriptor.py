@@ -10,10 +10,10 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from katzenpost.config import idna_lookup_to_ascii
 from katzenpost.pki import canonical_json as cj
 from katzenpost.pki import cert
 from katzenpost.pki.epochtime import DEFAULT_CLOCK, EpochClock
+from katzenpost.rules import idna_lookup_to_ascii
 from katzenpost.sphinx.geometry import NODE_ID_LENGTH, RECIPIENT_ID_LENGTH
 
 DESCRIPTOR_VERSION = "v0"

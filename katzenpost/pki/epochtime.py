@@ -8,13 +8,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from katzenpost.rules import DEFAULT_PERIOD, MIN_TEST_PERIOD
+
 # 2017-06-01T00:00:00Z as Unix seconds (core/epochtime.Epoch).
 EPOCH_ZERO = 1496275200
-# The reference period, 20 minutes (core/epochtime.Period).
-DEFAULT_PERIOD = 20 * 60
-# Shortest period a test network may use: every timing rule is a fraction of the period and
-# the worker ticks need a few seconds of room.
-MIN_TEST_PERIOD = 10
 
 
 class EpochTimeError(ValueError):

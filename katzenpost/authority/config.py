@@ -12,9 +12,8 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 
-from katzenpost.config import discover_global_ipv4, idna_lookup_to_ascii
 from katzenpost.keys import decode_key_string
-from katzenpost.pki.epochtime import DEFAULT_PERIOD, MIN_TEST_PERIOD
+from katzenpost.rules import DEFAULT_PERIOD, discover_global_ipv4, epoch_period_problem, idna_lookup_to_ascii
 
 DEFAULT_PORT = 62472
 DEFAULT_SEND_RATE_PER_MINUTE = 100
@@ -246,9 +245,9 @@ def _parse_debug(table: dict) -> DebugConfig:
     min_nodes = values.get("MinNodesPerLayer", 0)
     period = values.get("EpochPeriod", 0)
     # The same range as a node's Debug.EpochPeriod: every node must be able to match it.
-    if period and not MIN_TEST_PERIOD <= period <= DEFAULT_PERIOD:
-        raise AuthorityConfigError(f"config: Debug.EpochPeriod must be 0 or {MIN_TEST_PERIOD}.."
-                                   f"{DEFAULT_PERIOD} seconds, got {period}")
+    problem = epoch_period_problem(period)
+    if problem:
+        raise AuthorityConfigError(problem)
     return DebugConfig(layers=layers if layers > 0 else DEFAULT_LAYERS,
                        min_nodes_per_layer=min_nodes if min_nodes > 0 else DEFAULT_MIN_NODES_PER_LAYER,
                        generate_only=values.get("GenerateOnly", False), epoch_period=period)

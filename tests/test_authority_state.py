@@ -13,9 +13,9 @@ from _pki_fixtures import (
     public_for,
     seed_for,
 )
-from katzenpost.pki import authority_config as ac
-from katzenpost.pki.authority_state import AuthorityState
-from katzenpost.pki.authority_store import AuthorityStore, StoreError
+from katzenpost.authority import config as ac
+from katzenpost.authority.state import AuthorityState
+from katzenpost.authority.store import AuthorityStore, StoreError
 from katzenpost.pki.descriptor import sign_descriptor
 from katzenpost.pki.document import verify_and_parse_document
 from katzenpost.wire.commands import ConsensusStatus, DescriptorStatus

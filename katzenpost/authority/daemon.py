@@ -10,8 +10,8 @@ import asyncio
 import logging
 
 from katzenpost.log import NOTICE
-from katzenpost.pki.authority_state import AuthorityState
-from katzenpost.pki.authority_store import StoreError
+from katzenpost.authority.state import AuthorityState
+from katzenpost.authority.store import StoreError
 from katzenpost.pki.keyconv import x25519_public_from_ed25519_public
 from katzenpost.sphinx.geometry import NODE_ID_LENGTH
 from katzenpost.wire import session as wire_session

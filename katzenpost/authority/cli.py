@@ -15,10 +15,10 @@ import sys
 
 from katzenpost import keys
 from katzenpost import log as kp_log
-from katzenpost.pki.authority import AuthorityServer
-from katzenpost.pki.authority_config import AuthorityConfigError, load
-from katzenpost.pki.authority_state import AuthorityState
-from katzenpost.pki.authority_store import AuthorityStore, StoreError
+from katzenpost.authority.daemon import AuthorityServer
+from katzenpost.authority.config import AuthorityConfigError, load
+from katzenpost.authority.state import AuthorityState
+from katzenpost.authority.store import AuthorityStore, StoreError
 from katzenpost.pki.epochtime import EpochClock
 
 EXIT_FAILURE = 255

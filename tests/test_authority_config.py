@@ -2,7 +2,7 @@
 import pytest
 
 from _pki_fixtures import public_for, seed_for
-from katzenpost.pki import authority_config as ac
+from katzenpost.authority import config as ac
 
 MIX_KEYS = [public_for(seed_for(f"mix{i}")) for i in range(6)]
 PROVIDER_KEY = public_for(seed_for("provider1"))

@@ -16,10 +16,10 @@ from _pki_fixtures import (
     seed_for,
     wait_until,
 )
-from katzenpost.pki import authority_config as ac
-from katzenpost.pki.authority import AuthorityServer
-from katzenpost.pki.authority_state import AuthorityState
-from katzenpost.pki.authority_store import AuthorityStore
+from katzenpost.authority import config as ac
+from katzenpost.authority.daemon import AuthorityServer
+from katzenpost.authority.state import AuthorityState
+from katzenpost.authority.store import AuthorityStore
 from katzenpost.pki.client import (
     AuthorityClient,
     AuthorityUnreachableError,
@@ -252,6 +252,6 @@ def test_a_failing_worker_tick_is_logged_and_the_worker_keeps_ticking(tmp_path, 
 
 
 def test_store_that_cannot_be_created_is_a_store_error(tmp_path):
-    from katzenpost.pki.authority_store import StoreError
+    from katzenpost.authority.store import StoreError
     with pytest.raises(StoreError, match="cannot open"):
         AuthorityStore(str(tmp_path / "missing-dir" / "persistence.sqlite"))

@@ -12,8 +12,8 @@ import random
 from dataclasses import dataclass
 
 from katzenpost.pki import cert
-from katzenpost.pki.authority_config import AuthorityConfig
-from katzenpost.pki.authority_store import AuthorityStore
+from katzenpost.authority.config import AuthorityConfig
+from katzenpost.authority.store import AuthorityStore
 from katzenpost.pki.descriptor import (
     LAYER_PROVIDER,
     DescriptorError,
