@@ -587,10 +587,11 @@ class Pipeline:
     # ------------------------------------------------------------ egress
     def _on_due(self, frames):
         try:
-            dispatch_ns, hops, _deadline, packets = decode_due(frames[0].buffer, frames[1].buffer)
+            dispatch_ns, hops, deadline, packets = decode_due(frames[0].buffer, frames[1].buffer)
         except Exception:
             log.exception("pipeline: malformed due batch from the scheduler")
             return
+        self.counters.dispatch_delay.observe_deadlines(time.monotonic_ns(), deadline)
         self._dispatch(dispatch_ns, hops, packets)
 
     def _dispatch(self, dispatch_ns, hops, packets):
@@ -627,7 +628,9 @@ class Pipeline:
         stage = self._stage
         total, more_due = stage.pop_due()
         if total:
-            self._dispatch(time.monotonic_ns(), stage.out_hop[:total], stage.out_packets[:total])
+            now = time.monotonic_ns()
+            self.counters.dispatch_delay.observe_deadlines(now, stage.out_deadline[:total])
+            self._dispatch(now, stage.out_hop[:total], stage.out_packets[:total])
         if more_due:
             self._wheel_timer_when = -1
             self._wheel_timer = self._loop.call_soon(self._on_wheel_timer)
