@@ -26,6 +26,7 @@ DEFAULT_ADDRESS_PORT = 3219
 LOG_LEVELS = tuple(log.LEVELS)  # ERROR, WARNING, NOTICE, INFO, DEBUG
 DEFAULT_LOG_LEVEL = log.DEFAULT_LEVEL
 MANAGEMENT_SOCKET_NAME = "management_sock"
+DEFAULT_METRICS_ADDRESS = "127.0.0.1:6543"  # [Metrics] (ours): loopback unless an Address is given
 MAX_IDENTIFIER_BYTES = 32  # the authority refuses longer descriptor names
 MAX_ENDPOINT_BYTES = 64
 MAX_CONFIG_BYTES = 4 * 1024 * 1024  # a config is a few kB; refuse /dev/zero and the like
@@ -143,6 +144,11 @@ class ManagementConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    address: str  # literal IP:port of the Prometheus endpoint
+
+
+@dataclass(frozen=True)
 class SQLDBConfig:
     backend: str
     data_source_name: str = field(repr=False)  # may hold a password
@@ -248,6 +254,7 @@ class Config:
     provider: ProviderConfig | None  # None for a mix
     debug: DebugConfig
     warnings: tuple[str, ...] = field(default=())  # non-fatal remarks, logged at start
+    metrics: MetricsConfig | None = None  # [Metrics] (our addition); None: no metrics endpoint
 
     @property
     def log_file_path(self) -> str | None:
@@ -645,6 +652,22 @@ def _management_section(table: _Table | None, data_dir: str, problems: list[str]
     return ManagementConfig(enable, path)
 
 
+def _metrics_section(table: _Table | None, problems: list[str]) -> MetricsConfig | None:
+    """[Metrics] is our addition (the reference's config has none): absent, no endpoint; present,
+    the endpoint listens on Address, by default on loopback, never on all interfaces."""
+    if table is None:
+        return None
+    address = table.str("Address")
+    table.finish()
+    if not address:
+        return MetricsConfig(DEFAULT_METRICS_ADDRESS)
+    try:
+        check_ip_port(address)
+    except ValueError as err:
+        problems.append(f"config: Metrics.Address must be a literal IP:port: {err}")
+    return MetricsConfig(address)
+
+
 def _debug_section(table: _Table | None, problems: list[str], warnings: list[str]) -> DebugConfig:
     table = table or _Table({}, "Debug", problems, [])
     values: dict[str, Any] = {}
@@ -910,6 +933,7 @@ def load_text(text: str) -> Config:
     elif provider_table is not None:
         problems.append("config: Provider block set when not a Provider (Server.IsProvider is false)")
     management = _management_section(root.table("Management"), server.data_dir, problems)
+    metrics = _metrics_section(root.table("Metrics"), problems)
     debug = _debug_section(root.table("Debug"), problems, warnings)
     root.finish()
     if undecoded:
@@ -917,7 +941,8 @@ def load_text(text: str) -> Config:
     if problems:
         raise ConfigError(problems, tuple(warnings))
     assert pki is not None  # a missing PKI block is a problem above
-    return Config(server, logging_config, pki, management, provider, debug, tuple(warnings))
+    return Config(server, logging_config, pki, management, provider, debug, tuple(warnings),
+                  metrics=metrics)
 
 
 def load_file(path: str) -> Config:
