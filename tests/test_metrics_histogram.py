@@ -60,3 +60,16 @@ def test_pipeline_counts_every_dispatched_packet(tmp_path, inline):
     snap = asyncio.run(asyncio.wait_for(scenario(), 30))
     assert sum(snap["counts"]) == 25
     assert snap["sum_ms"] >= 0
+
+
+def test_small_and_large_batches_count_alike():
+    rng = np.random.default_rng(7)
+    now_ns = 5_000_000 * MS + 123_456
+    deadlines = 5_000_000 - rng.integers(-3, 1500, size=200)
+    one_by_one, batched = LatencyHistogram(), LatencyHistogram()
+    for i in range(0, 200, 2):                           # batches of 2: the scalar path
+        one_by_one.observe_deadlines(now_ns, deadlines[i:i + 2])
+    batched.observe_deadlines(now_ns, deadlines)         # one batch of 200: the numpy path
+    a, b = one_by_one.snapshot(), batched.snapshot()
+    assert a["counts"] == b["counts"] and sum(a["counts"]) == 200
+    assert a["sum_ms"] == pytest.approx(b["sum_ms"])

@@ -3,6 +3,7 @@
 Each block has exactly one writing thread (the stage that owns it); any thread may read a
 snapshot. Counters only ever grow, so a torn read is at worst one update behind.
 """
+import bisect
 import enum
 
 import numpy as np
@@ -64,6 +65,7 @@ DROP_SLOTS = 32      # room for every DropReason; `_core.classify` adds into thi
 
 # Upper bounds (ms) of the dispatch-delay buckets, log-spaced (1-2-5); an implicit +Inf follows.
 DISPATCH_DELAY_BOUNDS_MS = (0.25, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+_SMALL_BATCH = 8     # up to this many packets a batch, the histogram skips numpy (measured faster)
 
 
 class StageCounters:
@@ -87,12 +89,20 @@ class LatencyHistogram:
 
     def __init__(self, bounds_ms=DISPATCH_DELAY_BOUNDS_MS):
         self.bounds_ms = np.asarray(bounds_ms, dtype=np.float64)
+        self._bounds = self.bounds_ms.tolist()
         self.counts = np.zeros(len(self.bounds_ms) + 1, dtype=np.int64)    # last: above every bound
         self.sum_ms = 0.0
 
     def observe_deadlines(self, now_ns, deadlines_ms):
         """Count how long after their deadline (int64 ms, monotonic) packets left at `now_ns`."""
-        if len(deadlines_ms) == 0:
+        n = len(deadlines_ms)
+        if n <= _SMALL_BATCH:
+            # Light load sends batches of one or two: a few scalar steps beat four numpy calls.
+            now_ms = now_ns / 1e6
+            for deadline in deadlines_ms.tolist():
+                late = max(now_ms - deadline, 0.0)
+                self.counts[bisect.bisect_left(self._bounds, late)] += 1
+                self.sum_ms += late
             return
         late_ms = np.maximum(now_ns / 1e6 - deadlines_ms, 0.0)
         # side="left": a value equal to a bound belongs to that bound's bucket (Prometheus `le`).
