@@ -18,6 +18,15 @@ def lines(caplog):
     return [r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno == NOTICE]
 
 
+async def first_line(caplog, timeout=5.0):
+    """Wait (bounded) until the reporter logged a line."""
+    for _ in range(int(timeout / 0.01)):
+        if lines(caplog):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no drop report logged in time")
+
+
 def test_report_lists_grown_reasons_in_pipeline_order(caplog):
     caplog.set_level(NOTICE, logger=LOGGER)
     counters = PipelineCounters()
@@ -50,10 +59,7 @@ def test_periodic_reports_only_when_something_dropped(caplog):
         await asyncio.sleep(0.2)                         # quiet intervals: no lines
         assert lines(caplog) == []
         add_drops(counters, "scheduler", scheduler_late=2)
-        for _ in range(100):
-            if lines(caplog):
-                break
-            await asyncio.sleep(0.02)
+        await first_line(caplog)
         await asyncio.sleep(0.15)                        # further quiet intervals add nothing
         await reporter.stop()
 
@@ -96,10 +102,7 @@ def test_a_failing_snapshot_does_not_end_the_reports(caplog):
         reporter.start()
         counters.snapshot = flaky
         add_drops(counters, "worker-0", no_mix_keys=1)
-        for _ in range(200):
-            if lines(caplog):
-                break
-            await asyncio.sleep(0.01)
+        await first_line(caplog)
         await reporter.stop()
 
     run(body())

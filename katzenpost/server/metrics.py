@@ -10,6 +10,7 @@ that owns the node's state): one bounded request per connection, GET or HEAD, th
 """
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 from collections.abc import Mapping
@@ -87,18 +88,17 @@ async def render(control) -> bytes:
 
 
 # ------------------------------------------------------------ families
-def _counter(name, documentation, value=None, labels=()):
-    family = CounterMetricFamily(f"{NS}_{name}", documentation, labels=list(labels) or None)
+def _family(kind, name, documentation, value=None, labels=()):
+    """A `kind` metric family named katzenpost_<name>: unlabelled with `value`, or empty to be
+    filled per label set."""
+    family = kind(f"{NS}_{name}", documentation, labels=list(labels) or None)
     if value is not None:
         family.add_metric([], value)
     return family
 
 
-def _gauge(name, documentation, value=None, labels=()):
-    family = GaugeMetricFamily(f"{NS}_{name}", documentation, labels=list(labels) or None)
-    if value is not None:
-        family.add_metric([], value)
-    return family
+_counter = functools.partial(_family, CounterMetricFamily)
+_gauge = functools.partial(_family, GaugeMetricFamily)
 
 
 def _drop_families(drops):
@@ -152,35 +152,28 @@ def _status_families(status):
     ):
         if _is_number(status.get(key)):
             yield _gauge(name, documentation, status[key])
-    yield from _nested_gauges(status, "peers", {
+    yield from _nested(status, "peers", {
         "up": ("peers_up", "Outgoing peers with an established session."),
         "known": ("peers_known", "Outgoing peers the PKI document lists for this node."),
-    })
-    yield from _nested_counters(status, "connection_totals", {
+    }, _gauge)
+    yield from _nested(status, "connection_totals", {
         "outgoing": ("outgoing_conn_outgoing_connections", "Outgoing connections established."),
         "canceled_outgoing": ("outgoing_conn_canceled_outgoing_connections",
                               "Outgoing connection attempts canceled."),
-    })
+    }, _counter)
     yield from _labelled_gauge(status, "connections", "connections", "direction",
                                "Open connections, by direction.")
     yield from _labelled_gauge(status, "queues", "queue_packets", "queue",
                                "Packets waiting in a queue of the node, by queue.")
 
 
-def _nested_gauges(status, key, fields):
+def _nested(status, key, fields, make):
+    """One `make` family per number found in the sub-table status[key] (others are skipped)."""
     section = status.get(key)
     if isinstance(section, Mapping):
         for field, (name, documentation) in fields.items():
             if _is_number(section.get(field)):
-                yield _gauge(name, documentation, section[field])
-
-
-def _nested_counters(status, key, fields):
-    section = status.get(key)
-    if isinstance(section, Mapping):
-        for field, (name, documentation) in fields.items():
-            if _is_number(section.get(field)):
-                yield _counter(name, documentation, section[field])
+                yield make(name, documentation, section[field])
 
 
 def _labelled_gauge(status, key, name, label, documentation):
