@@ -1,6 +1,7 @@
 """The management socket under bad input and bad clients: long and non-UTF-8 lines, half-closed
 and idle sessions, clients that never read, too many sessions; none may hurt another session."""
 import asyncio
+import os
 import socket
 
 from katzenpost.server.management import ManagementServer
@@ -171,4 +172,37 @@ def test_many_concurrent_sessions(tmp_path):
             assert results[7] == [f"250 7|{j}" for j in range(5)]
         finally:
             await server.stop()
+    run(body())
+
+
+def test_overlong_last_line_before_eof_gets_501(tmp_path):
+    async def body():
+        server = await echo_server(tmp_path, max_line_bytes=64)
+        try:
+            client = await Client.connect(server.path)
+            client.send("ECHO " + "d" * 61)              # 66 bytes, no newline, then EOF
+            client.writer.write_eof()
+            assert await client.line() == SYNTAX
+            assert await client.at_eof()
+        finally:
+            await server.stop()
+    run(body())
+
+
+def test_a_handler_that_stops_the_server_does_not_hang(tmp_path):
+    async def body():
+        server = ManagementServer(str(tmp_path / "management_sock"), "x")
+
+        async def halt(fields):
+            await server.stop()
+            return "250 halted"
+
+        server.register("HALT", halt)
+        await server.start()
+        client = await Client.connect(server.path)
+        client.send("HALT\r\n")
+        assert await client.line() == "250 halted"
+        assert await client.at_eof()
+        assert not os.path.exists(server.path)
+        await server.stop()
     run(body())

@@ -102,7 +102,8 @@ class ManagementServer:
         server, self._server = self._server, None
         if server is not None:
             server.close()
-        sessions = list(self._sessions)
+        # Not the caller's own session, should a command handler halt the node itself.
+        sessions = [task for task in self._sessions if task is not asyncio.current_task()]
         for task in sessions:
             task.cancel()
         if sessions:
@@ -152,22 +153,23 @@ class ManagementServer:
                 reply, quit_session = await self._execute(raw)
                 if reply is not None:
                     await self._write(writer, reply)
-                if quit_session:
+                if quit_session or self._server is None:      # QUIT, or the server stopped
                     return
             if last:
                 return
 
     async def _read_line(self, reader):
         """(bytes of one line, or None when it is too long; whether the client finished sending)."""
+        last = False
         try:
             raw = await asyncio.wait_for(reader.readuntil(b"\n"), self._idle_timeout)
         except asyncio.IncompleteReadError as eof:
-            return eof.partial, True        # half-closed: its unterminated last line still counts
+            raw, last = eof.partial, True   # half-closed: its unterminated last line still counts
         except asyncio.LimitOverrunError:
             return None, False
         if len(raw.rstrip(b"\r\n")) > self._max_line:
-            return None, False
-        return raw, False
+            return None, last
+        return raw, last
 
     async def _execute(self, raw):
         """(reply line or None, whether the session ends after it)."""
@@ -184,13 +186,15 @@ class ManagementServer:
         handler = self._handlers.get(verb)
         if handler is None:
             return REPLY_UNKNOWN, False
+        log.debug("management: %s", verb)
         return await self._run_handler(verb, handler, fields), False
 
     async def _run_handler(self, verb, handler, fields):
         try:
             reply = handler(fields)
             if inspect.isawaitable(reply):
-                reply = await asyncio.wait_for(reply, self._handler_timeout)
+                async with asyncio.timeout(self._handler_timeout):    # in this task, unlike wait_for
+                    reply = await reply
         except ManagementSyntaxError:
             return REPLY_SYNTAX
         except ManagementFailure as failure:
