@@ -101,3 +101,49 @@ class ScheduleRecorder:
     def __call__(self, packets, delay_ms, node_ids):
         for row in range(len(packets)):
             self.sent.append((bytes(packets[row]), int(delay_ms[row]), bytes(node_ids[row])))
+
+
+def provider_config(tmp_path, *, userdb: str = "bolt", spool: str = "bolt", dsn: str = "",
+                    extern_url: str = "", extra_provider: str = "", debug: str = "", kaetzchen: str = ""):
+    """A provider Config with its DataDir under tmp_path (0700) and the chosen backends."""
+    from katzenpost import config
+
+    data_dir = tmp_path / "provider"
+    data_dir.mkdir(mode=0o700, exist_ok=True)
+    sqldb = f'[Provider.SQLDB]\nBackend = "pgx"\nDataSourceName = "{dsn}"\n' if dsn else ""
+    extern = f'[Provider.UserDB.Extern]\nProviderURL = "{extern_url}"\n' if extern_url else ""
+    text = f"""
+[Server]
+Identifier = "provider.example"
+Addresses = ["127.0.0.1:30001"]
+DataDir = "{data_dir}"
+IsProvider = true
+[PKI.Nonvoting]
+Address = "127.0.0.1:30000"
+PublicKey = "ebVWLo/mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ="
+[Debug]
+{debug}
+[Provider]
+{extra_provider}
+[Provider.UserDB]
+Backend = "{userdb}"
+{extern}
+[Provider.SpoolDB]
+Backend = "{spool}"
+{sqldb}
+{kaetzchen}
+"""
+    return config.load_text(text)
+
+
+class FakeSession:
+    """A client session as the provider sees it: credentials and a command recorder."""
+
+    def __init__(self, user: bytes, link: bytes = b"\x00" * 32):
+        from katzenpost.wire import PeerCredentials
+
+        self.peer_credentials = PeerCredentials(user, link)
+        self.sent = []
+
+    async def send_command(self, cmd):
+        self.sent.append(cmd)
