@@ -365,6 +365,28 @@ def test_an_ingress_frame_rewritten_in_place_is_a_scheduler_message():
     assert bytes(message) == encode_schedule(packets, None, [100, 200, 300], [7, 8, 9]).tobytes()
 
 
+@pytest.mark.parametrize("k", [1, 3, 5])  # k * L is not a multiple of 8: there is padding
+def test_schedule_message_padding_is_zero_whatever_the_memory_held(k):
+    pad = slice(k * L, workers._tail_offset(k))
+    assert pad.stop > pad.start
+    packets = np.full((k, L), 0xAB, np.uint8)
+    size = workers._tail_offset(k) + 12 * k + 8
+    for _ in range(200):  # freed memory full of 0xFF is what a fresh np.empty most often gets
+        junk = np.full(size, 0xFF, np.uint8)
+        del junk
+        out = encode_schedule(packets, None, list(range(k)), list(range(k)))
+        assert not out[pad].any()
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_a_reused_ingress_buffer_never_carries_old_bytes_in_its_padding(k):
+    buf = bytearray(b"\xff") * workers.ingress_message_size(8)  # a longer batch was here
+    size = workers.write_ingress_tail(buf, k, [1] * k, [0] * k)
+    message = bytes(buf[:size])
+    assert message[k * L:workers._tail_offset(k)] == bytes(workers._tail_offset(k) - k * L)
+    assert message[workers._tail_offset(k) + 9 * k:size - 8] == bytes(3 * k)  # the spare bytes
+
+
 def test_standin_returns_the_number_unwrapped_like_the_real_unwrap():
     packets = [make_packet(), make_packet(status=3), make_packet(), make_packet(status=1)]
     arr = np.frombuffer(b"".join(packets), np.uint8).reshape(4, L).copy()
