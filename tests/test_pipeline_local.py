@@ -9,6 +9,7 @@ import pytest
 from katzenpost._core import unwrap_standin as su
 from katzenpost.server.counters import Event
 from katzenpost.server.pipeline import Pipeline, PipelineSettings
+from _pki_fixtures import wait_until
 from pipeline_support import L, RecordingSender, wheel_factory
 
 HOP = b"H" * 32
@@ -36,14 +37,6 @@ async def started(inline, **settings):
     return pipeline, senders
 
 
-async def wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.005)
-
-
 def packets(n, first=0):
     rows = np.zeros((n, L), np.uint8)
     rows[:, :8] = np.arange(first, first + n, dtype=">u8").view(np.uint8).reshape(n, 8)
@@ -69,7 +62,7 @@ def test_dispatch_now_sends_at_once_and_counts_unknown_hops(inline):
             senders[OTHER].paused = True
             pipeline.dispatch_now(OTHER, packets(1, first=7))
             senders[OTHER].resume()
-            await wait_for(lambda: senders[OTHER].packets)
+            await wait_until(lambda: senders[OTHER].packets)
             assert stamps(senders[OTHER].packets) == [7]
             with pytest.raises(ValueError):
                 pipeline.dispatch_now(HOP, np.zeros((1, L - 1), np.uint8))
@@ -89,7 +82,7 @@ def test_schedule_holds_packets_for_their_delay_per_hop(inline):
             pipeline.schedule(packets(4), np.array([80, 40, 40, 80], np.uint32), ids)
             await asyncio.sleep(0.01)
             assert not senders[HOP].packets and not senders[OTHER].packets
-            await wait_for(lambda: len(senders[HOP].packets) + len(senders[OTHER].packets) == 4)
+            await wait_until(lambda: len(senders[HOP].packets) + len(senders[OTHER].packets) == 4)
             assert time.monotonic() - t0 >= 0.079
             assert stamps(senders[HOP].packets) == [2, 0]          # deadline order
             assert stamps(senders[OTHER].packets) == [1, 3]
@@ -106,7 +99,7 @@ def test_schedule_with_one_id_a_list_and_unknown_hops(inline):
         try:
             pipeline.schedule(packets(2), 5, HOP)
             pipeline.schedule(packets(3, first=10), [5, 5, 5], [OTHER, UNKNOWN, UNKNOWN])
-            await wait_for(lambda: len(senders[HOP].packets) + len(senders[OTHER].packets) == 3)
+            await wait_until(lambda: len(senders[HOP].packets) + len(senders[OTHER].packets) == 3)
             assert stamps(senders[HOP].packets) == [0, 1]
             assert stamps(senders[OTHER].packets) == [10]
             assert drops(pipeline)["no_route"] == 2
@@ -128,8 +121,8 @@ def test_schedule_applies_max_delay(inline):
             pipeline.set_max_delay(50)
             await asyncio.sleep(0.02)                                    # reaches the thread
             pipeline.schedule(packets(2), [60, 30], HOP)
-            await wait_for(lambda: len(senders[HOP].packets) == 1)
-            await wait_for(lambda: drops(pipeline)["delay_above_max"] == 2)
+            await wait_until(lambda: len(senders[HOP].packets) == 1)
+            await wait_until(lambda: drops(pipeline)["delay_above_max"] == 2)
             assert stamps(senders[HOP].packets) == [1]
         finally:
             await pipeline.halt()
@@ -140,7 +133,7 @@ def test_schedule_after_halt_and_wheel_contents_at_halt(inline):
     async def scenario():
         pipeline, senders = await started(inline)
         pipeline.schedule(packets(2), 60_000, HOP)
-        await wait_for(lambda: pipeline.counters.event_total(Event.SCHEDULED) == 2)
+        await wait_until(lambda: pipeline.counters.event_total(Event.SCHEDULED) == 2)
         await pipeline.halt()
         assert drops(pipeline)["halt"] == 2
         pipeline.schedule(packets(1), 5, HOP)
