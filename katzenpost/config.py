@@ -48,6 +48,7 @@ MAX_DURATION_MS = 24 * 60 * 60 * 1000
 MAX_SCHEDULER_QUEUE_SIZE = 1 << 24  # packets (about 42 GB of 2524-byte packets)
 MAX_SCHEDULER_BURST = 1 << 16
 MAX_PIPELINE_BOUND = 1 << 20  # batches, packets per batch or packets per queue
+MAX_CONNECTIONS = 1 << 20  # open file descriptors a node could ever hold
 
 
 @dataclass(frozen=True)
@@ -88,9 +89,13 @@ DEBUG_INT_KNOBS: dict[str, DebugKnob] = {
     "LocalHWM": DebugKnob(64, maximum=MAX_PIPELINE_BOUND),
     "OutgoingQueueSize": DebugKnob(64, maximum=MAX_PIPELINE_BOUND),
     "DispatchBatchSize": DebugKnob(256, maximum=MAX_PIPELINE_BOUND),
+    # Listener bounds (not in the reference): concurrent incoming connections, and those of them
+    # still in the handshake; beyond either a new connection is closed at once (docs/node.md).
+    "MaxIncomingConnections": DebugKnob(4096, maximum=MAX_CONNECTIONS),
+    "MaxPendingHandshakes": DebugKnob(128, maximum=MAX_CONNECTIONS),
 }
 DEBUG_BOOLS = ("SchedulerExternalMemoryQueue", "SendDecoyTraffic", "DisableRateLimit", "GenerateOnly",
-               "SchedulerThread")
+               "SchedulerThread", "MixKeysInMemory")
 
 INT64_MAX = 2**63 - 1
 
@@ -235,6 +240,11 @@ class DebugConfig:
     dispatch_batch_size: int = 256
     # The timer wheel on its own thread instead of the I/O thread (measured slower on 2 cores).
     scheduler_thread: bool = False
+    # Our addition: mix keys and replay filters only in anonymous memory, never on disk (a restart
+    # then loses them: the node cannot unwrap packets built for its old keys).
+    mix_keys_in_memory: bool = False
+    max_incoming_connections: int = 4096
+    max_pending_handshakes: int = 128
     # Test networks only: the epoch period in seconds; 0 = the reference's 20 minutes. Not in
     # the reference's node config: it lets a node follow an authority run with the same period.
     epoch_period: int = 0
