@@ -931,8 +931,7 @@ def load_text(text: str) -> Config:
 
     server_table = root.table("Server")
     if server_table is None:
-        root.finish()
-        raise ConfigError(["config: No Server block was present"] + problems)
+        raise ConfigError(_problems_without_server(root, problems, undecoded))
     server = _server_section(server_table, problems)
     logging_config = _logging_section(root.table("Logging"), problems)
     pki = _pki_section(root.table("PKI"), problems)
@@ -953,6 +952,19 @@ def load_text(text: str) -> Config:
     assert pki is not None  # a missing PKI block is a problem above
     return Config(server, logging_config, pki, management, provider, debug, tuple(warnings),
                   metrics=metrics)
+
+
+def _problems_without_server(root: "_Table", problems: list[str],
+                             undecoded: list[str]) -> list[str]:
+    """Every problem that can be found without a [Server] block (the other sections depend on
+    its DataDir and IsProvider): a missing or broken [PKI] block, and unknown keys."""
+    _pki_section(root.table("PKI"), problems)
+    for name in ("Logging", "Provider", "Management", "Metrics", "Debug"):
+        root.table(name)  # known sections: checked once [Server] is there
+    root.finish()
+    if undecoded:
+        problems.insert(0, f"config: Undecoded keys in config file: [{' '.join(undecoded)}]")
+    return ["config: No Server block was present"] + problems
 
 
 def load_file(path: str) -> Config:

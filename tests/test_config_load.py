@@ -139,6 +139,19 @@ def test_missing_server_block():
     assert_one_problem({"PKI": MIX["PKI"]}, "No Server block was present")
 
 
+def test_an_empty_configuration_reports_both_missing_blocks():
+    assert problems_of("") == ["config: No Server block was present",
+                               "config: No PKI block was present"]
+
+
+def test_without_server_the_pki_block_and_unknown_keys_are_still_checked():
+    problems = problems_of('Colour = "red"\n[PKI.Nonvoting]\nAddress = "nowhere"\n')
+    assert problems[0] == "config: No Server block was present"
+    assert "config: Undecoded keys in config file: [Colour]" in problems
+    assert any("PKI.Nonvoting.Address" in p for p in problems)
+    assert any("PKI.Nonvoting.PublicKey is not set" in p for p in problems)
+
+
 def test_missing_pki_block():
     assert_one_problem({"Server": MIX["Server"]}, "config: No PKI block was present")
 
