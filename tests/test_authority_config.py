@@ -70,7 +70,7 @@ def test_test_network_epoch_period():
     (base(authority='[Authority]\nAddresses = ["127.0.0.1:5"]\n'), r"Authority\.DataDir is not set"),
     (base().replace("[Authority]", "[NotAuthority]"), "Undecoded keys"),
     ("[Logging]\n", "No Authority block"),
-    ("[[[", "invalid TOML"),
+    ("[[[", "TOML syntax error"),
 ])
 def test_invalid_configuration_is_rejected_with_its_field(text, message):
     with pytest.raises(ac.AuthorityConfigError, match=message):
@@ -121,3 +121,34 @@ def test_missing_addresses_default_to_the_global_ipv4_or_fail_clearly(monkeypatc
     monkeypatch.setattr(ac, "discover_global_ipv4", lambda: None)
     with pytest.raises(ac.AuthorityConfigError, match=r"Authority\.Addresses is not set"):
         ac.parse(text)
+
+
+def test_every_problem_is_reported_at_once_in_the_nodes_format():
+    text = base('[Parameters]\nColour = "red"\nMu = -1.0\n[Debug]\nLayers = 4\nShade = 1\n',
+                authority='[Authority]\nAddresses = ["localhost:5"]\n')
+    with pytest.raises(ac.AuthorityConfigError) as caught:
+        ac.parse(text)
+    problems = caught.value.problems
+    assert problems[0] == "config: Undecoded keys in config file: [Parameters.Colour Debug.Shade]"
+    assert all(p.startswith("config: ") for p in problems)
+    for fragment in ("Authority.Addresses", "Authority.DataDir is not set",
+                     "Parameters.Mu must be >= 0", "Debug.Layers must be <= 3"):
+        assert sum(fragment in p for p in problems) == 1, (fragment, problems)
+
+
+def test_a_missing_file_names_its_reason_once(tmp_path):
+    path = str(tmp_path / "missing.toml")
+    with pytest.raises(ac.AuthorityConfigError) as caught:
+        ac.load(path)
+    assert caught.value.problems == [f"config: cannot read '{path}': No such file or directory"]
+
+
+def test_the_cli_prints_one_line_per_problem(tmp_path, capsys):
+    from katzenpost.authority import cli
+    path = tmp_path / "authority.toml"
+    path.write_text(base("[Logging]\nColour = true\n[Debug]\nLayers = 9\n"))
+    assert cli.main(["-f", str(path)]) == 255
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"Failed to load config file '{path}': config: Undecoded keys in config file: "
+                     "[Logging.Colour]",
+                     f"Failed to load config file '{path}': config: Debug.Layers must be <= 3, got 9"]

@@ -67,7 +67,8 @@ def main(argv=None) -> int:
     try:
         cfg = load(args.config)
     except AuthorityConfigError as exc:
-        print(f"Failed to load config file '{args.config}': {exc}", file=sys.stderr)
+        for problem in exc.problems:  # one line each, as the node reports them
+            print(f"Failed to load config file '{args.config}': {problem}", file=sys.stderr)
         return EXIT_FAILURE
     try:
         os.umask(0o077)

@@ -1,7 +1,8 @@
 """TOML configuration of the non-voting authority (authority/nonvoting/server/config).
 
-Strict like the server's loader: an unknown key or an invalid value is an error naming
-Section.Field. Parsing and validation only; it creates no files.
+Strict like the node's loader, and reporting like it: every unknown key and every invalid value
+is found in one pass and listed, one line each, naming Section.Field. Parsing and validation
+only; it creates no files.
 """
 from __future__ import annotations
 
@@ -32,7 +33,12 @@ _LAMBDAS = (("Mu", "MuMaxDelay"), ("LambdaP", "LambdaPMaxDelay"), ("LambdaL", "L
 
 
 class AuthorityConfigError(ValueError):
-    """The configuration file is missing, unreadable or invalid."""
+    """The configuration file is missing, unreadable or invalid; `problems` lists every reason,
+    one line each (the node's `ConfigError` format)."""
+
+    def __init__(self, problems: list[str] | str):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
 
 
 @dataclass
@@ -88,117 +94,137 @@ class AuthorityConfig:
         return self.debug.epoch_period or DEFAULT_PERIOD
 
     def listen_addresses(self) -> list[tuple[str, int]]:
-        return [split_ip_port(a, "Authority.Addresses") for a in self.addresses]
+        return [_ip_port(a) for a in self.addresses]
 
 
 # --- generic strict decoding -----------------------------------------------------------------
 
-def _take(table: dict, section: str, spec: dict) -> dict:
-    """Match keys exactly, then case-insensitively; any leftover key is an error."""
+class _Problems:
+    """What one parse found: invalid values (in order) and unknown keys."""
+
+    def __init__(self):
+        self.invalid: list[str] = []
+        self.undecoded: list[str] = []
+
+    def add(self, problem: str) -> None:
+        self.invalid.append(f"config: {problem}")
+
+    def all(self) -> list[str]:
+        head = ([f"config: Undecoded keys in config file: [{' '.join(self.undecoded)}]"]
+                if self.undecoded else [])
+        return head + self.invalid
+
+
+def _take(table, section: str, spec: dict, found: _Problems) -> dict:
+    """Match keys exactly, then case-insensitively; leftover keys are recorded as undecoded and
+    values of the wrong type as problems (and left out of the result)."""
     if not isinstance(table, dict):
-        raise AuthorityConfigError(f"config: {section} must be a table")
+        found.add(f"{section} must be a table")
+        return {}
     lowered = {name.lower(): name for name in spec}
-    values, unknown = {}, []
+    values = {}
     for key, value in table.items():
         name = key if key in spec else lowered.get(key.lower())
+        where = f"{section}.{name or key}" if section else (name or key)
         if name is None:
-            unknown.append(f"{section}.{key}" if section else key)
-            continue
-        if name in values:
-            raise AuthorityConfigError(f"config: {section}.{name} is set twice")
-        values[name] = _typed(value, spec[name], f"{section}.{name}" if section else name)
-    if unknown:
-        raise AuthorityConfigError(f"config: Undecoded keys in config file: {sorted(unknown)}")
+            found.undecoded.append(where)
+        elif name in values:
+            found.add(f"{where} is set twice")
+        elif _typed(value, spec[name]):
+            values[name] = float(value) if spec[name] is float else value
+        else:
+            found.add(f"{where} has an invalid value {value!r:.60}")
     return values
 
 
-def _typed(value, kind, where: str):
-    if kind is bool and isinstance(value, bool):
-        return value
-    if kind is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if kind is str and isinstance(value, str):
-        return value
-    if kind is list and isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return value
+def _has(table, name: str) -> bool:
+    """Whether `table` sets `name` at all (matched like `_take`), valid or not."""
+    return isinstance(table, dict) and any(key.lower() == name.lower() for key in table)
+
+
+def _typed(value, kind) -> bool:
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is int:
+        return isinstance(value, int)
+    if kind is float:
+        return isinstance(value, (int, float))
+    if kind is list:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
     if kind in (dict, "tables"):
-        return value  # checked by the section parser
-    raise AuthorityConfigError(f"config: {where} has an invalid value {value!r:.60}")
+        return True  # checked by the section parser
+    return isinstance(value, kind)
 
 
-def split_ip_port(address: str, where: str) -> tuple[str, int]:
-    """A literal `IP:port` (IPv6 in brackets); hostnames are not allowed."""
+def _ip_port(address: str) -> tuple[str, int]:
+    """A literal `IP:port` (IPv6 in brackets); hostnames are not allowed (ValueError)."""
     host, sep, port = address.rpartition(":")
     if not sep or not _PORT.fullmatch(port) or not 0 < int(port) <= 65535:
-        raise AuthorityConfigError(f"config: {where}: '{address}' is not a valid IP:port")
+        raise ValueError(f"'{address}' is not a valid IP:port")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
-        raise AuthorityConfigError(f"config: {where}: '{address}' is not a literal IP:port") from None
+        raise ValueError(f"'{address}' is not a literal IP:port") from None
     if ip.version == 6 and "[" not in address:
-        raise AuthorityConfigError(f"config: {where}: IPv6 '{address}' needs brackets")
+        raise ValueError(f"IPv6 '{address}' needs brackets")
     return str(ip), int(port)
 
 
-def parse_identity_key(text: str, where: str) -> bytes:
+def _identity_key(text: str, where: str, found: _Problems) -> bytes | None:
     """An Ed25519 public key, hex tried first, then base64 (32 bytes)."""
-    if not isinstance(text, str):
-        raise AuthorityConfigError(f"config: {where} must be a string")
     try:
         raw = decode_key_string(text)
     except ValueError:
         raw = None
     if raw is None or len(raw) != IDENTITY_KEY_LEN:
-        raise AuthorityConfigError(f"config: {where}: '{text:.60}' is not a 32-byte Ed25519 key")
+        found.add(f"{where}: '{text:.60}' is not a 32-byte Ed25519 key")
+        return None
     return raw
-
-
-def normalize_identifier(text: str, where: str) -> str:
-    """IDNA Lookup normalization (lowercases; STD3 rules, so '_' is rejected)."""
-    try:
-        return idna_lookup_to_ascii(text)
-    except ValueError as exc:
-        raise AuthorityConfigError(f"config: {where}: failed to normalize '{text}': {exc}") from None
 
 
 # --- sections --------------------------------------------------------------------------------
 
-def _default_addresses() -> list[str]:
+def _default_addresses(found: _Problems) -> list[str]:
     """The reference's default: the host's globally routable IPv4 address, port 62472."""
     address = discover_global_ipv4()
     if address is None:
-        raise AuthorityConfigError("config: Authority.Addresses is not set and the host has no "
-                                   "globally routable IPv4 address to default to")
+        found.add("Authority.Addresses is not set and the host has no globally routable IPv4 "
+                  "address to default to")
+        return []
     return [f"{address}:{DEFAULT_PORT}"]
 
 
-def _parse_authority(table: dict) -> tuple[str, list[str], str]:
-    values = _take(table, "Authority", {"Identifier": str, "Addresses": list, "DataDir": str})
+def _parse_authority(table, found: _Problems) -> tuple[str, list[str], str]:
+    values = _take(table, "Authority", {"Identifier": str, "Addresses": list, "DataDir": str},
+                   found)
     identifier = values.get("Identifier", "authority") or "authority"
     addresses = values.get("Addresses")
-    if addresses is None:
-        addresses = _default_addresses()
-    if not addresses:
-        raise AuthorityConfigError("config: Authority.Addresses is empty")
-    for address in addresses:
-        split_ip_port(address, "Authority.Addresses")
+    if addresses is None and not _has(table, "Addresses"):  # absent, not merely invalid
+        addresses = _default_addresses(found)
+    elif addresses == []:
+        found.add("Authority.Addresses is empty")
+    for address in addresses or []:
+        try:
+            _ip_port(address)
+        except ValueError as exc:
+            found.add(f"Authority.Addresses: {exc}")
     data_dir = values.get("DataDir", "")
     if not data_dir:
-        raise AuthorityConfigError("config: Authority.DataDir is not set")
-    if not os.path.isabs(data_dir):
-        raise AuthorityConfigError(f"config: Authority.DataDir '{data_dir}' is not an absolute path")
-    return identifier, addresses, data_dir
+        found.add("Authority.DataDir is not set")
+    elif not os.path.isabs(data_dir):
+        found.add(f"Authority.DataDir '{data_dir}' is not an absolute path")
+    return identifier, addresses or [], data_dir
 
 
-def _parse_logging(table: dict) -> LoggingConfig:
-    values = _take(table, "Logging", {"Disable": bool, "File": str, "Level": str})
+def _parse_logging(table, found: _Problems) -> LoggingConfig:
+    values = _take(table, "Logging", {"Disable": bool, "File": str, "Level": str}, found)
     level = (values.get("Level") or "NOTICE").upper()
     if level not in LOG_LEVELS:
-        raise AuthorityConfigError(f"config: Logging.Level '{values.get('Level')}' is invalid")
+        found.add(f"Logging.Level '{values.get('Level')}' is invalid (one of "
+                  f"{', '.join(LOG_LEVELS)})")
+        level = "NOTICE"
     return LoggingConfig(values.get("Disable", False), values.get("File", ""), level)
 
 
@@ -207,24 +233,27 @@ def default_max_delay(rate: float) -> int:
     return int(-math.log(1 - MAX_DELAY_PERCENTILE) / rate)
 
 
-def _parse_parameters(table: dict) -> Parameters:
+def _parse_parameters(table, found: _Problems) -> Parameters:
     spec = {"SendRatePerMinute": int}
     for rate, delay in _LAMBDAS:
         spec[rate], spec[delay] = float, int
-    values = _take(table, "Parameters", spec)
+    values = _take(table, "Parameters", spec, found)
     send_rate = values.get("SendRatePerMinute", 0)
     if send_rate < 0:
-        raise AuthorityConfigError(f"config: Parameters.SendRatePerMinute must be >= 0, got {send_rate}")
+        found.add(f"Parameters.SendRatePerMinute must be >= 0, got {send_rate}")
+        send_rate = 0
     params = Parameters(send_rate_per_minute=send_rate or DEFAULT_SEND_RATE_PER_MINUTE)
     for rate_name, delay_name in _LAMBDAS:
         rate = values.get(rate_name, 0.0)
         if not math.isfinite(rate) or rate < 0:
-            raise AuthorityConfigError(f"config: Parameters.{rate_name} must be >= 0, got {rate}")
+            found.add(f"Parameters.{rate_name} must be >= 0, got {rate}")
+            rate = 0.0
         rate = rate or DEFAULT_LAMBDA
         delay = values.get(delay_name, 0)
         if delay < 0 or delay > ABSOLUTE_MAX_DELAY_MS:
-            raise AuthorityConfigError(
-                f"config: Parameters.{delay_name} must be within 0..{ABSOLUTE_MAX_DELAY_MS}, got {delay}")
+            found.add(f"Parameters.{delay_name} must be within 0..{ABSOLUTE_MAX_DELAY_MS}, "
+                      f"got {delay}")
+            delay = 0
         delay = delay or min(default_max_delay(rate), ABSOLUTE_MAX_DELAY_MS)
         setattr(params, _attr(rate_name), rate)
         setattr(params, _attr(delay_name), delay)
@@ -236,79 +265,96 @@ def _attr(name: str) -> str:
     return re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
 
 
-def _parse_debug(table: dict) -> DebugConfig:
+def _parse_debug(table, found: _Problems) -> DebugConfig:
     values = _take(table, "Debug", {"Layers": int, "MinNodesPerLayer": int,
-                                    "GenerateOnly": bool, "EpochPeriod": int})
+                                    "GenerateOnly": bool, "EpochPeriod": int}, found)
     layers = values.get("Layers", 0)
     if layers > MAX_LAYERS:
-        raise AuthorityConfigError(f"config: Debug.Layers must be <= {MAX_LAYERS}, got {layers}")
+        found.add(f"Debug.Layers must be <= {MAX_LAYERS}, got {layers}")
+        layers = 0
     min_nodes = values.get("MinNodesPerLayer", 0)
     period = values.get("EpochPeriod", 0)
     # The same range as a node's Debug.EpochPeriod: every node must be able to match it.
     problem = epoch_period_problem(period)
     if problem:
-        raise AuthorityConfigError(problem)
+        found.add(problem.removeprefix("config: "))
+        period = 0
     return DebugConfig(layers=layers if layers > 0 else DEFAULT_LAYERS,
                        min_nodes_per_layer=min_nodes if min_nodes > 0 else DEFAULT_MIN_NODES_PER_LAYER,
                        generate_only=values.get("GenerateOnly", False), epoch_period=period)
 
 
-def _parse_nodes(entries, section: str, is_provider: bool) -> list[Node]:
+def _parse_nodes(entries, section: str, is_provider: bool, found: _Problems) -> list[Node]:
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise AuthorityConfigError(f"config: {section} must be an array of tables ([[{section}]])")
+        found.add(f"{section} must be an array of tables ([[{section}]])")
+        return []
     nodes = []
     for index, entry in enumerate(entries):
-        where = f"{section}[{index}]"
-        values = _take(entry, where, {"Identifier": str, "IdentityKey": str})
-        if "IdentityKey" not in values:
-            raise AuthorityConfigError(f"config: {where}.IdentityKey is not set")
-        key = parse_identity_key(values["IdentityKey"], f"{where}.IdentityKey")
-        identifier = values.get("Identifier", "")
-        if is_provider:
-            if not identifier:
-                raise AuthorityConfigError(f"config: {where}.Identifier is not set")
-            identifier = normalize_identifier(identifier, f"{where}.Identifier")
-        elif identifier:
-            raise AuthorityConfigError(f"config: {where}.Identifier must be empty for a mix")
-        nodes.append(Node(identifier, key))
+        node = _parse_node(entry, f"{section}[{index}]", is_provider, found)
+        if node is not None:
+            nodes.append(node)
     return nodes
 
 
-def _check_nodes(cfg: AuthorityConfig) -> None:
+def _parse_node(entry: dict, where: str, is_provider: bool, found: _Problems) -> Node | None:
+    values = _take(entry, where, {"Identifier": str, "IdentityKey": str}, found)
+    key = None
+    if "IdentityKey" in values:
+        key = _identity_key(values["IdentityKey"], f"{where}.IdentityKey", found)
+    elif not _has(entry, "IdentityKey"):
+        found.add(f"{where}.IdentityKey is not set")
+    identifier = values.get("Identifier", "")
+    if is_provider:
+        if not identifier:
+            found.add(f"{where}.Identifier is not set")
+        else:
+            try:
+                identifier = idna_lookup_to_ascii(identifier)  # lowercases; '_' is refused
+            except ValueError as exc:
+                found.add(f"{where}.Identifier: failed to normalize '{identifier}': {exc}")
+    elif identifier:
+        found.add(f"{where}.Identifier must be empty for a mix")
+    return Node(identifier, key) if key is not None else None
+
+
+def _check_nodes(cfg: AuthorityConfig, found: _Problems) -> None:
     keys = [n.identity_key for n in cfg.mixes + cfg.providers]
     if len(set(keys)) != len(keys):
-        raise AuthorityConfigError("config: Mixes/Providers: an IdentityKey is listed twice")
+        found.add("Mixes/Providers: an IdentityKey is listed twice")
     names = [p.identifier for p in cfg.providers]
     if len(set(names)) != len(names):
-        raise AuthorityConfigError("config: Providers: an Identifier is listed twice")
+        found.add("Providers: an Identifier is listed twice")
     if not cfg.providers:
-        raise AuthorityConfigError("config: Providers: at least one provider is required")
+        found.add("Providers: at least one provider is required")
     needed = cfg.debug.layers * cfg.debug.min_nodes_per_layer
     if len(cfg.mixes) < needed:
-        raise AuthorityConfigError(
-            f"config: Mixes: {len(cfg.mixes)} configured, Debug.Layers x Debug.MinNodesPerLayer"
-            f" = {needed} required")
+        found.add(f"Mixes: {len(cfg.mixes)} configured, Debug.Layers x Debug.MinNodesPerLayer"
+                  f" = {needed} required")
 
 
 def parse(text: str) -> AuthorityConfig:
+    """Parse and validate; raises AuthorityConfigError listing every problem."""
     try:
         tree = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, TypeError, ValueError) as exc:
-        raise AuthorityConfigError(f"config: invalid TOML: {exc}") from None
+        raise AuthorityConfigError(f"config: TOML syntax error: {exc}") from None
+    found = _Problems()
     top = _take(tree, "", {"Authority": dict, "Logging": dict, "Parameters": dict,
-                           "Debug": dict, "Mixes": "tables", "Providers": "tables"})
+                           "Debug": dict, "Mixes": "tables", "Providers": "tables"}, found)
     if "Authority" not in top:
-        raise AuthorityConfigError("config: No Authority block was present")
-    identifier, addresses, data_dir = _parse_authority(top["Authority"])
+        found.add("No Authority block was present")
+    identifier, addresses, data_dir = _parse_authority(top.get("Authority", {}), found)
     cfg = AuthorityConfig(
         identifier=identifier, addresses=addresses, data_dir=data_dir,
-        logging=_parse_logging(top.get("Logging", {})),
-        parameters=_parse_parameters(top.get("Parameters", {})),
-        debug=_parse_debug(top.get("Debug", {})),
-        mixes=_parse_nodes(top.get("Mixes", []), "Mixes", is_provider=False),
-        providers=_parse_nodes(top.get("Providers", []), "Providers", is_provider=True),
+        logging=_parse_logging(top.get("Logging", {}), found),
+        parameters=_parse_parameters(top.get("Parameters", {}), found),
+        debug=_parse_debug(top.get("Debug", {}), found),
+        mixes=_parse_nodes(top.get("Mixes", []), "Mixes", False, found),
+        providers=_parse_nodes(top.get("Providers", []), "Providers", True, found),
     )
-    _check_nodes(cfg)
+    _check_nodes(cfg, found)
+    if found.all():
+        raise AuthorityConfigError(found.all())
     return cfg
 
 
@@ -316,6 +362,8 @@ def load(path: str) -> AuthorityConfig:
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AuthorityConfigError(f"config: cannot read '{path}': {exc}") from None
+    except OSError as exc:
+        raise AuthorityConfigError(f"config: cannot read '{path}': {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise AuthorityConfigError(f"config: '{path}' is not UTF-8: {exc}") from None
     return parse(text)
