@@ -41,6 +41,8 @@ BEGIN
     message_body bytea NOT NULL
   );
   CREATE INDEX ON spool (user_id);
+  -- Not in the reference (harmless there): spool_get reads a user's head through it.
+  CREATE INDEX ON spool (user_id, message_id);
 
   CREATE FUNCTION metadata_get() RETURNS record LANGUAGE plpgsql STABLE AS $fn$
   DECLARE
@@ -103,32 +105,34 @@ BEGIN
   END $fn$;
 
   -- The head of the spool (after deleting the old head when advance is true) and whether at
-  -- least one more entry follows it (remaining is 0 or 1).
+  -- least one more entry follows it (remaining is 0 or 1), as the reference's spool_get. Each
+  -- step reads at most one row through the (user_id, message_id) index, so the cost does not
+  -- grow with the length of the spool.
   CREATE FUNCTION spool_get(user_name bytea, advance boolean) RETURNS record
   LANGUAGE plpgsql AS $fn$
   DECLARE
-    entries refcursor;
-    entry   record;
-    result  record;
+    owner  bigint;
+    head   record;
+    result record;
   BEGIN
-    OPEN entries NO SCROLL FOR
-      SELECT * FROM spool s
-      WHERE s.user_id = (SELECT u.user_id FROM users u WHERE u.user_name = $1)
-      ORDER BY s.message_id FOR UPDATE;
     result := (NULL::bytea, NULL::bytea, 0);
-    FETCH entries INTO entry;
-    IF NOT FOUND THEN
+    SELECT u.user_id INTO owner FROM users u WHERE u.user_name = $1;
+    IF owner IS NULL THEN
       RETURN result;
     END IF;
     IF $2 THEN
-      DELETE FROM spool WHERE CURRENT OF entries;
-      FETCH entries INTO entry;
-      IF NOT FOUND THEN
-        RETURN result;
-      END IF;
+      DELETE FROM spool WHERE message_id = (
+        SELECT s.message_id FROM spool s WHERE s.user_id = owner
+        ORDER BY s.message_id LIMIT 1 FOR UPDATE);
     END IF;
-    MOVE entries;
-    result := (entry.message_body, entry.surb_id, CASE WHEN FOUND THEN 1 ELSE 0 END);
+    SELECT s.message_id, s.message_body, s.surb_id INTO head FROM spool s
+    WHERE s.user_id = owner ORDER BY s.message_id LIMIT 1;
+    IF NOT FOUND THEN
+      RETURN result;
+    END IF;
+    result := (head.message_body, head.surb_id,
+               CASE WHEN EXISTS (SELECT 1 FROM spool s WHERE s.user_id = owner
+                                 AND s.message_id > head.message_id) THEN 1 ELSE 0 END);
     RETURN result;
   END $fn$;
 
