@@ -1,14 +1,26 @@
-"""Test helpers for the management socket: a line client with bounded waits and a fake node."""
+"""Test helpers for the management socket and the metrics endpoint: a line client and an HTTP
+scraper with bounded waits, and a fake node."""
 import asyncio
+import os
+import socket
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from katzenpost.server.counters import DropReason, Event, PipelineCounters
+from katzenpost.server.metrics import MetricsServer
 
 TIMEOUT = 5.0
 
 
-def run(coro, timeout=60.0):
-    """Run one async test body with an upper bound on its duration."""
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+def run(coro, timeout=60.0, *, loop=None):
+    """Run one async test body with an upper bound on its duration, on the stock asyncio loop or,
+    with loop="uvloop" or KATZENPOST_TEST_LOOP=uvloop, on uvloop (which the node prefers)."""
+    factory = None
+    if (loop or os.environ.get("KATZENPOST_TEST_LOOP")) == "uvloop":
+        import uvloop
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(asyncio.wait_for(coro, timeout))
 
 
 class Client:
@@ -99,3 +111,47 @@ def add_events(counters, stage, **events):
     block = counters.stage(stage)
     for name, n in events.items():
         block.count(Event[name.upper()], n)
+
+
+# ------------------------------------------------------------ metrics endpoint
+async def started_metrics(control):
+    """A MetricsServer on a free 127.0.0.1 port (retried if the port was taken meanwhile)."""
+    for _ in range(5):
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        server = MetricsServer(f"127.0.0.1:{port}", control)
+        await server.start()
+        if server.bound_address is not None:
+            return server
+    raise RuntimeError("no free port")
+
+
+async def http(address, request):
+    host, port = address.rsplit(":", 1)
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), TIMEOUT)
+    try:
+        writer.write(request)
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), TIMEOUT)
+    finally:
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ")[1]) if head else None
+    return status, head.decode(), body
+
+
+async def scrape(address):
+    status, head, body = await http(address, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 200, head
+    assert "text/plain; version=0.0.4" in head
+    samples = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples, name, **labels):
+    return samples[(name, tuple(sorted(labels.items())))]

@@ -5,57 +5,10 @@ import socket
 
 import numpy as np
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from katzenpost.server.counters import DropReason, Event
 from katzenpost.server.metrics import REFERENCE_DROPS, MetricsServer
-from management_support import FakeControl, add_drops, add_events, run
-
-TIMEOUT = 5.0
-
-
-async def started(control):
-    """A MetricsServer on a free 127.0.0.1 port (retried if the port was taken meanwhile)."""
-    for _ in range(5):
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-        probe.close()
-        server = MetricsServer(f"127.0.0.1:{port}", control)
-        await server.start()
-        if server.bound_address is not None:
-            return server
-    raise RuntimeError("no free port")
-
-
-async def http(address, request):
-    host, port = address.rsplit(":", 1)
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), TIMEOUT)
-    try:
-        writer.write(request)
-        await writer.drain()
-        data = await asyncio.wait_for(reader.read(), TIMEOUT)
-    finally:
-        writer.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    status = int(head.split(b" ")[1]) if head else None
-    return status, head.decode(), body
-
-
-async def scrape(address):
-    status, head, body = await http(address, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert status == 200, head
-    assert "text/plain; version=0.0.4" in head
-    samples = {}
-    for family in text_string_to_metric_families(body.decode()):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def value(samples, name, **labels):
-    return samples[(name, tuple(sorted(labels.items())))]
-
+from management_support import FakeControl, add_drops, add_events, http, run, scrape, started_metrics, value
 
 def test_scrape_reports_counters_status_and_histogram():
     control = FakeControl()
@@ -68,7 +21,7 @@ def test_scrape_reports_counters_status_and_histogram():
     control.counters.dispatch_delay.observe_deadlines(10_000_000_000, np.array([10_000, 9_999, 9_990, 9_000]))
 
     async def body():
-        server = await started(control)
+        server = await started_metrics(control)
         try:
             s = await scrape(server.bound_address)
         finally:
@@ -118,7 +71,7 @@ def test_scrape_reads_fresh_values_each_time():
     control = FakeControl()
 
     async def body():
-        server = await started(control)
+        server = await started_metrics(control)
         try:
             first = await scrape(server.bound_address)
             control.counters.stage("io").count(Event.SENT, 7)
@@ -143,7 +96,7 @@ def test_failing_or_odd_status_still_serves_the_counters(caplog):
     async def body():
         results = []
         for c in (control, broken):
-            server = await started(c)
+            server = await started_metrics(c)
             try:
                 results.append(await scrape(server.bound_address))
             finally:
@@ -169,7 +122,7 @@ def test_async_status_is_awaited():
     control.status = status
 
     async def body():
-        server = await started(control)
+        server = await started_metrics(control)
         try:
             return await scrape(server.bound_address)
         finally:
@@ -182,7 +135,7 @@ def test_http_edges():
     control = FakeControl()
 
     async def body():
-        server = await started(control)
+        server = await started_metrics(control)
         address = server.bound_address
         try:
             assert (await http(address, b"GET / HTTP/1.1\r\n\r\n"))[0] == 404
