@@ -160,27 +160,31 @@ def test_unanswered_loops_are_lost_after_eta_plus_slack(world):
     assert counts["unmatched_replies"] == 1
 
 
-def test_documents_it_must_ignore(world):
+def test_documents_it_must_ignore_and_one_fetched_ahead(world):
     decoy, pipeline, doc, me, clock, now = world
-    stale = make_document(EPOCH - 1, now[0] - 1200)
-    decoy.on_new_document(stale)
-    assert not decoy.send_loop()
-    assert decoy.counters()["ignored_documents"] == 1
-    decoy.on_new_document(make_document(EPOCH, now[0], mu=0.001, lambda_m=0.0))
+    decoy.on_new_document(make_document(EPOCH - 1, now[0] - 1200))            # a past epoch
+    decoy.on_new_document(make_document(EPOCH, now[0], lambda_m=0.0))          # LambdaM 0 (Go panics)
+    assert decoy.counters()["ignored_documents"] == 2
+    assert decoy.send_loop()                                                   # the current one stays
     outsider = Decoy(identity_public=make_descriptor("outsider", EPOCH).identity_key, pipeline=pipeline,
                      clock=clock, decoy_slack_ms=15_000)
     outsider.on_new_document(doc)
     provider = Decoy(identity_public=doc.providers[0].identity_key, pipeline=pipeline, clock=clock,
                      decoy_slack_ms=15_000)
     provider.on_new_document(doc)
-    assert decoy.counters()["ignored_documents"] == 2
     assert outsider.counters()["ignored_documents"] == 1 and not outsider.send_loop()
     assert provider.counters()["ignored_documents"] == 1 and not provider.send_loop()
-    decoy.on_new_document(doc)
-    assert decoy.send_loop()
-    now[0] += 1200.0                                                         # the epoch ended
-    assert not decoy.send_loop()
     assert len(pipeline.sent) == 1
+
+    ahead = make_document(EPOCH + 1, now[0], per_layer=2)
+    decoy.on_new_document(ahead)
+    assert decoy.send_loop() and len(pipeline.sent) == 2                       # still epoch E's
+    now[0] = clock.epoch_start(EPOCH + 1) + 1.0
+    assert decoy.send_loop()
+    assert pipeline.sent[-1][0] in {n.identity_key for n in ahead.topology[2]}
+    now[0] = clock.epoch_start(EPOCH + 2) + 1.0                                # no document: idle
+    assert not decoy.send_loop()
+    assert len(pipeline.sent) == 3
 
 
 def test_loop_targets_need_a_string_endpoint(world):
@@ -267,3 +271,26 @@ def test_through_a_real_pipeline(world, tmp_path):
             await pipeline.halt()
 
     asyncio.run(asyncio.wait_for(scenario(), 20))
+
+
+def test_the_timer_wakes_when_a_document_fetched_ahead_becomes_current():
+    period_start = EpochClock().epoch_start(EPOCH + 1)
+    t0 = time.monotonic()
+    clock = EpochClock(clock=lambda: period_start - 0.1 + (time.monotonic() - t0))
+    doc = make_document(EPOCH + 1, period_start, per_layer=1, lambda_m=0.5, lambda_m_max_delay=5)
+    pipeline = FakePipeline()
+    decoy = Decoy(identity_public=doc.topology[0][0].identity_key, pipeline=pipeline, clock=clock,
+                  decoy_slack_ms=15_000, rng=random.Random(3))
+
+    async def scenario():
+        decoy.start()
+        decoy.on_new_document(doc)
+        assert not decoy.send_loop()                     # epoch E+1 has not begun
+        for _ in range(300):
+            if pipeline.sent:
+                break
+            await asyncio.sleep(0.01)
+        await decoy.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
+    assert pipeline.sent and clock.current() == EPOCH + 1

@@ -50,8 +50,7 @@ class Decoy:
         self._recipient = bytes(entropy(geometry.RECIPIENT_ID_LENGTH))
         self._surb_id_base = int(clock.unix_now()).to_bytes(_BASE_LENGTH, "big")
         self._book = message.ReplyBook()
-        self._doc: Document | None = None
-        self._self_desc = None
+        self._docs: dict[int, tuple] = {}        # epoch -> (document, this mix's descriptor)
         self._loop = None
         self._timer = None
         self._counts = dict(sent=0, delivered=0, lost=0, ignored_documents=0, send_failures=0,
@@ -79,40 +78,47 @@ class Decoy:
 
     # ------------------------------------------------------------ documents
     def on_new_document(self, doc: Document) -> None:
-        """Use `doc` if it is for the current epoch and lists this node as a mix; otherwise the
-        decoy stays idle (and counts the document as ignored)."""
-        reason = self._unusable(doc)
+        """Keep `doc` if it is for the current or a later epoch and lists this node as a mix (else
+        it is counted as ignored). The decoy sends only while it holds the current epoch's
+        document; one fetched ahead takes over when its epoch begins."""
+        current = self._clock.current()
+        reason = self._unusable(doc, current)
         if reason:
             log.debug("decoy: ignoring the document of epoch %d (%s)", doc.epoch, reason)
             self._counts["ignored_documents"] += 1
-            self._doc = self._self_desc = None
         else:
-            self._doc = doc
-            self._self_desc = next(d for layer in doc.topology for d in layer if d.identity_key == self._identity)
+            mine = next(d for layer in doc.topology for d in layer if d.identity_key == self._identity)
+            self._docs[doc.epoch] = (doc, mine)
+        for epoch in [e for e in self._docs if e < current]:
+            del self._docs[epoch]
         if self._loop is not None:
             self._rearm()
 
-    def _unusable(self, doc):
-        if doc.epoch != self._clock.current():
-            return "not the current epoch"
+    def _unusable(self, doc, current):
+        if doc.epoch < current:
+            return "a past epoch"
         if not any(d.identity_key == self._identity for layer in doc.topology for d in layer):
             return "this node is not a mix in it"
         if not doc.lambda_m > 0:
             return f"LambdaM {doc.lambda_m}"
         return None
 
-    def _current_doc(self):
-        doc = self._doc
-        return doc if doc is not None and doc.epoch == self._clock.current() else None
+    def _current(self):
+        """(document, own descriptor) of the current epoch, or None."""
+        return self._docs.get(self._clock.current())
 
     # ------------------------------------------------------------ timer
     def _rearm(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        doc = self._current_doc()
-        if doc is not None:
+        current = self._current()
+        later = [e for e in self._docs if e > self._clock.current()]
+        if current is not None:
+            doc = current[0]
             wait_ms = min(int(self._draw.exp(1.0 / doc.lambda_m)), doc.lambda_m_max_delay)
+        elif later:                                              # wake when that epoch begins
+            wait_ms = max(0.0, 1000.0 * (self._clock.epoch_start(min(later)) - self._clock.unix_now()))
         elif len(self._book):
             wait_ms = max(1000.0 * self._slack_s, 1000.0)        # no traffic: still sweep lost SURBs
         else:
@@ -123,7 +129,7 @@ class Decoy:
         self._timer = None
         try:
             self.sweep()
-            if self._current_doc() is not None:
+            if self._current() is not None:
                 self.send_loop()
         except Exception:                                       # the loop must outlive one bad tick
             log.exception("decoy: sending a loop packet failed")
@@ -142,16 +148,17 @@ class Decoy:
     def send_loop(self) -> bool:
         """Build and dispatch one loop packet now; False when there is no current document, no
         loop provider, or no path within MAX_ATTEMPTS."""
-        doc = self._current_doc()
-        if doc is None:
+        current = self._current()
+        if current is None:
             return False
+        doc, mine = current
         targets = loop_targets(doc)
         if not targets:
             log.debug("decoy: no provider of epoch %d offers a loop endpoint", doc.epoch)
             self._counts["send_failures"] += 1
             return False
         provider, endpoint = targets[self._draw.index(len(targets))]
-        out = self._build(doc, provider, endpoint)
+        out = self._build(doc, mine, provider, endpoint)
         if out is None:
             self._counts["send_failures"] += 1
             return False
@@ -161,16 +168,16 @@ class Decoy:
         self._counts["sent"] += 1
         return True
 
-    def _build(self, doc, provider, endpoint):
+    def _build(self, doc, mine, provider, endpoint):
         surb_id = self._surb_id_base + bytes(self._entropy(geometry.SURB_ID_LENGTH - _BASE_LENGTH))
         limit = 2 * self._clock.period
         for attempt in range(MAX_ATTEMPTS):
             now = self._clock.unix_now()
             try:
-                forward = paths.new_path(doc, self._self_desc, provider, endpoint, from_client=False,
+                forward = paths.new_path(doc, mine, provider, endpoint, from_client=False,
                                          forward=True, with_surb=True, start=now, rng=self._draw,
                                          clock=self._clock)
-                back = paths.surb_path(doc, provider, self._self_desc, self._recipient, surb_id,
+                back = paths.surb_path(doc, provider, mine, self._recipient, surb_id,
                                        start=forward.end, rng=self._draw, clock=self._clock)
             except paths.PathError as exc:
                 log.debug("decoy: path attempt %d failed: %s", attempt + 1, exc)
