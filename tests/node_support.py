@@ -8,6 +8,7 @@ descriptors like any node. Every process is killed in `close()`; every wait is b
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import pathlib
 import signal
@@ -127,6 +128,34 @@ NumSphinxWorkers = 1
 
     def stop(self, sig=signal.SIGTERM) -> int:
         return stop_process(self.proc, sig) if self.proc is not None else 0
+
+    @property
+    def management_path(self) -> pathlib.Path:
+        return self.data_dir / "management_sock"
+
+    def management(self, *lines: str, timeout: float = 10) -> list[str]:
+        """Send command lines on the management socket; the banner and every reply line."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(self.management_path))
+            stream = sock.makefile("rwb")
+            replies = [stream.readline().decode().rstrip("\r\n")]
+            for line in lines:
+                stream.write(line.encode() + b"\r\n")
+                stream.flush()
+                reply = stream.readline().decode().rstrip("\r\n")
+                if not reply:
+                    break
+                replies.append(reply)
+            return replies
+
+    def status(self) -> dict:
+        reply = self.management("STATUS")[1]
+        assert reply.startswith("250 "), reply
+        return json.loads(reply[4:])
+
+    def drops(self) -> dict:
+        return self.status()["drops"]
 
 
 @dataclass

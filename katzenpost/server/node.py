@@ -27,6 +27,7 @@ from katzenpost.pki.worker import NodeSelf, PKIWorker
 from katzenpost.server.incoming import ListenerError, Listeners, ListenerSettings
 from katzenpost.server.mixkeys import MixKeyError, MixKeys
 from katzenpost.server.outgoing import Connector, ConnectorSettings
+from katzenpost.server.counters import DropReason
 from katzenpost.server.pipeline import Pipeline, PipelineSettings
 
 log = logging.getLogger("katzenpost.server")
@@ -254,6 +255,7 @@ class Node:
         kp_log.notice(log, "%s", self.capacity.describe())
         self.pipeline = Pipeline(settings, engine=SphinxUnwrapEngine(), wheel_factory=TimerWheel,
                                  is_provider=False, on_local=self._on_local)
+        self._node_counters = self.pipeline.counters.stage("node")
         try:
             await self.pipeline.start()
         except Exception as exc:
@@ -263,13 +265,10 @@ class Node:
     def _start_decoy(self) -> None:
         if not self.config.debug.send_decoy_traffic:
             return
-        try:
-            decoy_module = importlib.import_module("katzenpost.server.decoy")
-        except ModuleNotFoundError:
-            log.warning("Debug.SendDecoyTraffic is set but this build has no decoy traffic; "
-                        "sending none")
-            return
-        self.decoy = decoy_module.Decoy(node=self, pipeline=self.pipeline, clock=self.clock)
+        from katzenpost.server.decoy import Decoy
+        self.decoy = Decoy(identity_public=self.identity_key.public, pipeline=self.pipeline,
+                           clock=self.clock, decoy_slack_ms=self.config.debug.decoy_slack)
+        self.decoy.start()
 
     async def _start_management_and_metrics(self) -> None:
         if self.management is not None:
@@ -337,22 +336,20 @@ class Node:
             last = now
 
     async def _watch_threads_forever(self) -> None:
-        """A crypto worker or scheduler thread that died is restarted; if that is impossible
-        the node halts rather than run half-alive."""
+        """A crypto worker thread that died is restarted (counted, logged); a scheduler thread
+        that died cannot be, and the node halts rather than run half-alive."""
         while True:
             await asyncio.sleep(WATCHDOG_INTERVAL)
-            pipeline = self.pipeline
-            dead = [t for t in pipeline.threads() if t is not None and not t.is_alive()]
-            if not dead:
-                continue
-            restart = getattr(pipeline, "restart_dead_workers", None)
-            if restart is None:
-                self.fatal(f"pipeline thread {dead[0].name} died")
+            scheduler, *workers = self.pipeline.threads()
+            if scheduler is not None and not scheduler.is_alive():
+                self.fatal(f"the scheduler thread {scheduler.name} died")
                 return
+            if all(w.is_alive() for w in workers):
+                continue
             try:
-                restarted = restart()
+                restarted = await self.pipeline.restart_dead_workers()
             except Exception as exc:
-                self.fatal(f"pipeline thread {dead[0].name} died and could not be restarted: {exc!r}")
+                self.fatal(f"a crashed crypto worker could not be restarted: {exc!r}")
                 return
             self.worker_restarts += restarted
             log.error("Restarted %d crashed crypto worker thread(s) (%d in total)", restarted,
@@ -382,9 +379,11 @@ class Node:
             self.decoy.on_new_document(doc)
 
     def _on_local(self, batch) -> None:
-        """Terminal packets: SURB replies at a mix belong to the decoy loop."""
+        """Terminal packets: SURB replies at a mix belong to the decoy loop (none: dropped)."""
         if self.decoy is not None:
             self.decoy.on_local(batch)
+        else:
+            self._node_counters.drop(DropReason.TERMINAL_AT_MIX, len(batch))
 
     # --- halt ------------------------------------------------------------------------------
 
@@ -403,8 +402,8 @@ class Node:
             await self._step("metrics", self.metrics.stop)
         if self.management is not None:
             await self._step("management", self.management.stop)
-        if self.decoy is not None and hasattr(self.decoy, "halt"):
-            await self._step("decoy", self.decoy.halt)
+        if self.decoy is not None:
+            await self._step("decoy", self.decoy.stop)
         if self.listeners is not None:
             await self._step("listeners", self.listeners.stop)
         if self.connector is not None:
@@ -480,6 +479,8 @@ class Node:
             "x25519_backend": core_sphinx.x25519_backend(),
             "unwrap_capacity_pps": self.capacity.packets_per_second if self.capacity else None,
             "worker_restarts": self.worker_restarts,
+            "listener_refused": self.listeners.refused if self.listeners else 0,
+            "decoy": self.decoy.counters() if self.decoy is not None else None,
         }
 
     def _queue_depths(self) -> dict:
