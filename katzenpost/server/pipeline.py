@@ -404,9 +404,36 @@ class Pipeline:
             worker.post("keys", keyset)
 
     def set_kaetzchen_endpoints(self, endpoints):
-        table = EndpointSet(endpoints)
+        table = self._endpoint_table = EndpointSet(endpoints)
         for worker in self._workers:
             worker.post("endpoints", table)
+
+    async def restart_dead_workers(self):
+        """Replace crypto worker threads that died (an error outside a batch; a failing batch
+        never kills one) with fresh threads on the same sockets and counters, and hand them the
+        routes and endpoints. The caller re-sends the mix keys. Returns how many were restarted."""
+        if self._state != "running":
+            return 0
+        s = self.settings
+        restarted = 0
+        for i, worker in enumerate(self._workers):
+            if worker.is_alive():
+                continue
+            worker.close_control()
+            fresh = CryptoWorker(i, context=self._ctx, endpoints=self._addrs, engine=self._engine,
+                                 counters=worker.counters, batch_capacity=s.SphinxBatchSize,
+                                 is_provider=self._is_provider, unwrap_delay_ms=s.UnwrapDelay,
+                                 hwm=s.SphinxQueueHWM, max_node_delay_ms=NUM_MIX_KEYS * s.EpochPeriod * 1000)
+            self._workers[i] = fresh
+            fresh.start()
+            await _wait_event(fresh.started_ok)
+            if not fresh.is_alive():
+                raise RuntimeError(f"pipeline: crypto worker {i} failed again at start")
+            fresh.post("routes", RouteTable(self._hop_of_node))
+            if getattr(self, "_endpoint_table", None) is not None:
+                fresh.post("endpoints", self._endpoint_table)
+            restarted += 1
+        return restarted
 
     def set_max_delay(self, mu_max_delay_ms):
         if self._stage is not None:
