@@ -92,6 +92,8 @@ def prepare_node(node_config) -> tuple[keys.IdentityKey, keys.LinkKey]:
         server_log.error("Failed to initialize link key: %s", err)
         raise StartupError(str(err)) from None
     log.notice(server_log, "Server link public key is: %s", keys.public_key_hex(link_key.public))
+    for warning in keys.key_file_warnings(node_config.server.data_dir):
+        server_log.warning("%s", warning)
     return identity_key, link_key
 
 
@@ -157,7 +159,8 @@ def check(config_path: str) -> int:
     except config_module.ConfigError as err:
         return _report_check(config_path, err.warnings, err.problems)
     problems = keys.check_data_dir(node_config.server.data_dir)
-    return _report_check(config_path, node_config.warnings, problems)
+    warnings = (*node_config.warnings, *keys.key_file_warnings(node_config.server.data_dir))
+    return _report_check(config_path, warnings, problems)
 
 
 def _report_check(config_path: str, warnings, problems: list[str]) -> int:

@@ -183,6 +183,23 @@ def test_check_reports_a_wide_data_dir_and_a_bad_key_file(tmp_path):
     assert "link.private.pem" in result.stderr and "no PEM block found" in result.stderr
 
 
+def test_a_private_key_file_others_may_read_is_a_warning_of_check_and_of_g(tmp_path):
+    data_dir = tmp_path / "data"
+    config = write_config(tmp_path, data_dir)
+    assert run(["-g", "-f", str(config)], cwd=tmp_path).returncode == 0
+    key_path = data_dir / "identity.private.pem"
+    key_path.chmod(0o644)
+    checked = run(["--check", "-f", str(config)], cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr  # a warning: the reference does not refuse it
+    assert f"warning: private key file '{key_path}' has mode 0644" in checked.stdout
+    generated = run(["-g", "-f", str(config)], cwd=tmp_path)
+    assert generated.returncode == 0
+    assert any(kind == "WARN" and f"'{key_path}' has mode 0644" in text
+               for kind, text in banner(generated.stdout))
+    key_path.chmod(0o600)
+    assert "has mode" not in run(["--check", "-f", str(config)], cwd=tmp_path).stdout
+
+
 def test_broken_config_exits_255_with_the_reference_message(tmp_path):
     config = write_config(tmp_path, tmp_path / "data", '[Logging]\nLevel = "LOUD"\n')
     result = run(["-g", "-f", str(config)], cwd=tmp_path)
