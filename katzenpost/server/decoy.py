@@ -53,8 +53,7 @@ class Decoy:
         self._docs: dict[int, tuple] = {}        # epoch -> (document, this mix's descriptor)
         self._loop = None
         self._timer = None
-        self._counts = dict(sent=0, delivered=0, lost=0, ignored_documents=0, send_failures=0,
-                            unmatched_replies=0, undecryptable_replies=0)
+        self._counts = dict(sent=0, ignored_documents=0, send_failures=0, unmatched_replies=0)
 
     # ------------------------------------------------------------ life cycle
     def start(self) -> None:
@@ -116,7 +115,9 @@ class Decoy:
         later = [e for e in self._docs if e > self._clock.current()]
         if current is not None:
             doc = current[0]
-            wait_ms = min(int(self._draw.exp(1.0 / doc.lambda_m)), doc.lambda_m_max_delay)
+            wait_ms = int(self._draw.exp(1.0 / doc.lambda_m))
+            if doc.lambda_m_max_delay > 0:                       # 0 would make Go spin: no cap
+                wait_ms = min(wait_ms, doc.lambda_m_max_delay)
         elif later:                                              # wake when that epoch begins
             wait_ms = max(0.0, 1000.0 * (self._clock.epoch_start(min(later)) - self._clock.unix_now()))
         elif len(self._book):
