@@ -542,8 +542,9 @@ class Pipeline:
     # ------------------------------------------------------------ locally created packets
     def dispatch_now(self, node_id, packets):
         """Hand packets this node created (uint8[k, L]; decoy loops) straight to the outgoing
-        queue of `node_id`: no local delay (spec/server.md §1.11). Not kept: the queue copies
-        what it holds. An unknown next hop is a counted `destination_gone` drop."""
+        queue of `node_id`: no local delay at the originating mix, as in the Go server. Not
+        kept: the queue copies what it holds. An unknown next hop is a counted
+        `destination_gone` drop."""
         packets = _packet_rows(packets)
         if self._state != "running":
             self._io.drop(DropReason.HALT, len(packets))
@@ -558,7 +559,8 @@ class Pipeline:
         """Put packets this node created (uint8[k, L]: SURB-ACKs, Kaetzchen replies) into the
         timer wheel, due `delay_ms` (uint32[k] or one int) from now, for `node_ids` (one 32-byte
         ID, or uint8[k, 32] / k IDs). Never dwell-adjusted; the scheduler's maxDelay applies as
-        to forwarded packets (spec/server.md §1.3, §1.5). Unknown next hops: `no_route`."""
+        to forwarded packets, as for the Go server's locally made packets. Unknown next hops:
+        `no_route`."""
         packets = _packet_rows(packets)
         k = len(packets)
         delay = np.array(np.broadcast_to(np.asarray(delay_ms, dtype=np.int64), (k,)))
