@@ -147,3 +147,52 @@ class FakeSession:
 
     async def send_command(self, cmd):
         self.sent.append(cmd)
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of the test's own (to stop and restart it), on a free 127.0.0.1 port.
+    Needs the server binaries (/usr/lib/postgresql/*/bin), as scripts/test.sh does."""
+
+    def __init__(self, tmp_path):
+        import glob
+        import shutil
+        import socket
+        import subprocess
+
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]))
+        if not bins:
+            pytest.fail("PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin)")
+        self.bin = bins[-1]
+        import pathlib
+        import tempfile
+
+        # Not under tmp_path: pytest's base directory is 0700 and the server runs as postgres.
+        self.dir = pathlib.Path(tempfile.mkdtemp(prefix="katzenpost-pg-"))
+        self._as_user = []
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres")
+            self._as_user = ["runuser", "-u", "postgres", "--"]
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self._run = lambda *args: subprocess.run([*self._as_user, *args], check=True,
+                                                 capture_output=True, timeout=60)
+        self._run(f"{self.bin}/initdb", "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres")
+        self.start()
+        self.dsn = f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
+
+    def start(self):
+        self._run(f"{self.bin}/pg_ctl", "-D", str(self.dir / "data"), "-l", str(self.dir / "log"), "-w",
+                  "-o", f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir}", "start")
+
+    def stop(self):
+        self._run(f"{self.bin}/pg_ctl", "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop")
+
+    def close(self):
+        import shutil
+
+        try:
+            self.stop()
+        except Exception:
+            pass
+        shutil.rmtree(self.dir, ignore_errors=True)
