@@ -23,6 +23,19 @@ def run(coro, timeout=60.0, *, loop=None):
         return runner.run(asyncio.wait_for(coro, timeout))
 
 
+def serve(start, scenario, *, loop=None):
+    """Run `scenario(server)` (or `scenario(*values)` when `start` gives a tuple whose first item
+    is the server) against the server `await start()` started; the server is always stopped."""
+    async def main():
+        values = await start()
+        values = values if isinstance(values, tuple) else (values,)
+        try:
+            return await scenario(*values)
+        finally:
+            await values[0].stop()
+    return run(main(), loop=loop)
+
+
 class Client:
     """One management session over the UNIX socket; every read is bounded."""
 
@@ -151,6 +164,11 @@ async def scrape(address):
         for sample in family.samples:
             samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return samples
+
+
+def scrape_once(control, *, loop=None):
+    """Start a metrics endpoint for `control`, scrape it once, stop it: the parsed samples."""
+    return serve(lambda: started_metrics(control), lambda server: scrape(server.bound_address), loop=loop)
 
 
 def value(samples, name, **labels):

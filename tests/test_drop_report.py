@@ -18,6 +18,14 @@ def lines(caplog):
     return [r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno == NOTICE]
 
 
+@pytest.fixture
+def make_reporter(caplog):
+    """DropReporter(counters, interval) logging to a captured NOTICE logger of its own."""
+    caplog.set_level(NOTICE, logger=LOGGER)
+    return lambda counters, interval=60.0: DropReporter(counters, interval=interval,
+                                                        logger=logging.getLogger(LOGGER))
+
+
 async def first_line(caplog, timeout=5.0):
     """Wait (bounded) until the reporter logged a line."""
     for _ in range(int(timeout / 0.01)):
@@ -27,11 +35,10 @@ async def first_line(caplog, timeout=5.0):
     raise AssertionError("no drop report logged in time")
 
 
-def test_report_lists_grown_reasons_in_pipeline_order(caplog):
-    caplog.set_level(NOTICE, logger=LOGGER)
+def test_report_lists_grown_reasons_in_pipeline_order(caplog, make_reporter):
     counters = PipelineCounters()
     add_drops(counters, "worker-0", replay=5)           # before start: the baseline, not reported
-    reporter = DropReporter(counters, logger=logging.getLogger(LOGGER))
+    reporter = make_reporter(counters)
 
     async def body():
         reporter.start()
@@ -49,10 +56,9 @@ def test_report_lists_grown_reasons_in_pipeline_order(caplog):
     assert lines(caplog) == [line]
 
 
-def test_periodic_reports_only_when_something_dropped(caplog):
-    caplog.set_level(NOTICE, logger=LOGGER)
+def test_periodic_reports_only_when_something_dropped(caplog, make_reporter):
     counters = PipelineCounters()
-    reporter = DropReporter(counters, interval=0.05, logger=logging.getLogger(LOGGER))
+    reporter = make_reporter(counters, 0.05)
 
     async def body():
         reporter.start()
@@ -68,10 +74,9 @@ def test_periodic_reports_only_when_something_dropped(caplog):
     assert lines(caplog)[0].endswith(": scheduler_late=2")
 
 
-def test_stop_reports_what_is_left_and_is_idempotent(caplog):
-    caplog.set_level(NOTICE, logger=LOGGER)
+def test_stop_reports_what_is_left_and_is_idempotent(caplog, make_reporter):
     counters = PipelineCounters()
-    reporter = DropReporter(counters, interval=3600, logger=logging.getLogger(LOGGER))
+    reporter = make_reporter(counters, 3600)
 
     async def body():
         reporter.start()
@@ -85,10 +90,9 @@ def test_stop_reports_what_is_left_and_is_idempotent(caplog):
     assert [line.split(": ", 1)[1] for line in lines(caplog)] == ["halt=9"]
 
 
-def test_a_failing_snapshot_does_not_end_the_reports(caplog):
-    caplog.set_level(NOTICE, logger=LOGGER)
+def test_a_failing_snapshot_does_not_end_the_reports(caplog, make_reporter):
     counters = PipelineCounters()
-    reporter = DropReporter(counters, interval=0.03, logger=logging.getLogger(LOGGER))
+    reporter = make_reporter(counters, 0.03)
     real = counters.snapshot
     failures = []
 

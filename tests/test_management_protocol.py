@@ -10,7 +10,7 @@ import pytest
 from katzenpost.server.management import (
     ManagementFailure, ManagementServer, ManagementSyntaxError,
 )
-from management_support import Client, run
+from management_support import Client, run, serve
 
 BANNER = "220 mix1.example.org Katzenpost Management Interface Service ready"
 
@@ -52,86 +52,66 @@ async def started(tmp_path, **kwargs):
 
 
 def test_banner_and_reply_codes(tmp_path):
-    async def body():
-        server, seen = await started(tmp_path)
-        try:
-            client = await Client.connect(server.path)
-            assert client.banner == BANNER
-            assert await client.command("ECHO a B c") == "250 ECHO|a|B|c"
-            assert await client.command("echo MiXeD case") == "250 echo|MiXeD|case"
-            assert await client.command("SYNTAX x") == "501 Syntax error in parameters or arguments"
-            assert await client.command("FAIL") == "554 Transaction failed"
-            assert await client.command("DETAIL") == "554 Transaction failed: no such user"
-            assert await client.command("NOPE") == "500 Syntax error, command unrecognised"
-            assert await client.command("") == "500 Syntax error, command unrecognised"
-            assert await client.command("SYNC") == "250 sync"
-            assert seen[0] == ["ECHO", "a", "B", "c"]
-            client.close()
-        finally:
-            await server.stop()
-    run(body())
+    async def body(server, seen):
+        client = await Client.connect(server.path)
+        assert client.banner == BANNER
+        assert await client.command("ECHO a B c") == "250 ECHO|a|B|c"
+        assert await client.command("echo MiXeD case") == "250 echo|MiXeD|case"
+        assert await client.command("SYNTAX x") == "501 Syntax error in parameters or arguments"
+        assert await client.command("FAIL") == "554 Transaction failed"
+        assert await client.command("DETAIL") == "554 Transaction failed: no such user"
+        assert await client.command("NOPE") == "500 Syntax error, command unrecognised"
+        assert await client.command("") == "500 Syntax error, command unrecognised"
+        assert await client.command("SYNC") == "250 sync"
+        assert seen[0] == ["ECHO", "a", "B", "c"]
+        client.close()
+    serve(lambda: started(tmp_path), body)
 
 
 def test_line_endings_trim_and_single_space_split(tmp_path):
-    async def body():
-        server, _ = await started(tmp_path)
-        try:
-            client = await Client.connect(server.path)
-            assert await client.command("ECHO lf", end="\n") == "250 ECHO|lf"
-            assert await client.command("  ECHO trimmed \t", end="\r\n") == "250 ECHO|trimmed"
-            # Double spaces give empty fields, as the reference's handlers see them.
-            assert await client.command("ECHO  x") == "250 ECHO||x"
-            # Several commands in one write are answered in order.
-            client.send("ECHO 1\nECHO 2\r\nECHO 3\n")
-            assert [await client.line() for _ in range(3)] == ["250 ECHO|1", "250 ECHO|2", "250 ECHO|3"]
-            client.close()
-        finally:
-            await server.stop()
-    run(body())
+    async def body(server, _):
+        client = await Client.connect(server.path)
+        assert await client.command("ECHO lf", end="\n") == "250 ECHO|lf"
+        assert await client.command("  ECHO trimmed \t", end="\r\n") == "250 ECHO|trimmed"
+        # Double spaces give empty fields, as the reference's handlers see them.
+        assert await client.command("ECHO  x") == "250 ECHO||x"
+        # Several commands in one write are answered in order.
+        client.send("ECHO 1\nECHO 2\r\nECHO 3\n")
+        assert [await client.line() for _ in range(3)] == ["250 ECHO|1", "250 ECHO|2", "250 ECHO|3"]
+        client.close()
+    serve(lambda: started(tmp_path), body)
 
 
 def test_quit_replies_then_closes(tmp_path):
-    async def body():
-        server, _ = await started(tmp_path)
-        try:
-            client = await Client.connect(server.path)
-            assert await client.command("quit") == "250 Requested action ok, completed"
-            assert await client.at_eof()
-            # The server keeps serving new sessions.
-            other = await Client.connect(server.path)
-            assert await other.command("ECHO") == "250 ECHO"
-            other.close()
-        finally:
-            await server.stop()
-    run(body())
+    async def body(server, _):
+        client = await Client.connect(server.path)
+        assert await client.command("quit") == "250 Requested action ok, completed"
+        assert await client.at_eof()
+        # The server keeps serving new sessions.
+        other = await Client.connect(server.path)
+        assert await other.command("ECHO") == "250 ECHO"
+        other.close()
+    serve(lambda: started(tmp_path), body)
 
 
 def test_handler_exception_and_invalid_reply_give_554(tmp_path, caplog):
-    async def body():
-        server, _ = await started(tmp_path)
-        try:
-            client = await Client.connect(server.path)
-            assert await client.command("CRASH") == "554 Transaction failed"
-            assert await client.command("BAD") == "554 Transaction failed"
-            assert await client.command("ECHO still") == "250 ECHO|still"
-            client.close()
-        finally:
-            await server.stop()
-    run(body())
+    async def body(server, _):
+        client = await Client.connect(server.path)
+        assert await client.command("CRASH") == "554 Transaction failed"
+        assert await client.command("BAD") == "554 Transaction failed"
+        assert await client.command("ECHO still") == "250 ECHO|still"
+        client.close()
+    serve(lambda: started(tmp_path), body)
     assert any("CRASH failed" in r.getMessage() and r.exc_info for r in caplog.records)
 
 
 def test_no_reply_handler_keeps_session(tmp_path):
-    async def body():
-        server, _ = await started(tmp_path)
-        try:
-            client = await Client.connect(server.path)
-            client.send("SILENT\r\nECHO after\r\n")
-            assert await client.line() == "250 ECHO|after"
-            client.close()
-        finally:
-            await server.stop()
-    run(body())
+    async def body(server, _):
+        client = await Client.connect(server.path)
+        client.send("SILENT\r\nECHO after\r\n")
+        assert await client.line() == "250 ECHO|after"
+        client.close()
+    serve(lambda: started(tmp_path), body)
 
 
 def test_slow_handler_times_out_with_554(tmp_path):

@@ -5,7 +5,7 @@ import os
 import socket
 
 from katzenpost.server.management import ManagementServer
-from management_support import Client, run
+from management_support import Client, run, serve
 
 SYNTAX = "501 Syntax error in parameters or arguments"
 
@@ -22,65 +22,49 @@ async def echo_server(tmp_path, **kwargs):
 
 
 def test_overlong_line_gets_501_and_close(tmp_path):
-    async def body():
-        server = await echo_server(tmp_path, max_line_bytes=64)
-        try:
-            client = await Client.connect(server.path)
-            assert await client.command("ECHO " + "a" * 59) == "250 " + "a" * 59       # 64 bytes: fits
-            client.send("ECHO " + "b" * 5000 + "\r\n")
-            assert await client.line() == SYNTAX
-            assert await client.at_eof()
-            # A line with no newline at all, larger than the limit, is refused the same way.
-            other = await Client.connect(server.path)
-            other.send(b"c" * 1000)
-            assert await other.line() == SYNTAX
-            assert await other.at_eof()
-        finally:
-            await server.stop()
-    run(body())
+    async def body(server):
+        client = await Client.connect(server.path)
+        assert await client.command("ECHO " + "a" * 59) == "250 " + "a" * 59       # 64 bytes: fits
+        client.send("ECHO " + "b" * 5000 + "\r\n")
+        assert await client.line() == SYNTAX
+        assert await client.at_eof()
+        # A line with no newline at all, larger than the limit, is refused the same way.
+        other = await Client.connect(server.path)
+        other.send(b"c" * 1000)
+        assert await other.line() == SYNTAX
+        assert await other.at_eof()
+    serve(lambda: echo_server(tmp_path, max_line_bytes=64), body)
 
 
 def test_non_utf8_and_nul_get_501_and_session_goes_on(tmp_path):
-    async def body():
-        server = await echo_server(tmp_path)
-        try:
-            client = await Client.connect(server.path)
-            client.send(b"ECHO \xff\xfe\r\n")
-            assert await client.line() == SYNTAX
-            client.send(b"ECHO a\x00b\r\n")
-            assert await client.line() == SYNTAX
-            assert await client.command("ECHO ok") == "250 ok"
-            assert await client.command("ECHO gr\u00fc\u00df") == "250 gr\u00fc\u00df"
-            client.close()
-        finally:
-            await server.stop()
-    run(body())
+    async def body(server):
+        client = await Client.connect(server.path)
+        client.send(b"ECHO \xff\xfe\r\n")
+        assert await client.line() == SYNTAX
+        client.send(b"ECHO a\x00b\r\n")
+        assert await client.line() == SYNTAX
+        assert await client.command("ECHO ok") == "250 ok"
+        assert await client.command("ECHO gr\u00fc\u00df") == "250 gr\u00fc\u00df"
+        client.close()
+    serve(lambda: echo_server(tmp_path), body)
 
 
 def test_half_closed_client_gets_replies_including_unterminated_last_line(tmp_path):
-    async def body():
-        server = await echo_server(tmp_path)
-        try:
-            client = await Client.connect(server.path)
-            client.send("ECHO one\nECHO two")
-            client.writer.write_eof()
-            assert await client.line() == "250 one"
-            assert await client.line() == "250 two"
-            assert await client.at_eof()
-        finally:
-            await server.stop()
-    run(body())
+    async def body(server):
+        client = await Client.connect(server.path)
+        client.send("ECHO one\nECHO two")
+        client.writer.write_eof()
+        assert await client.line() == "250 one"
+        assert await client.line() == "250 two"
+        assert await client.at_eof()
+    serve(lambda: echo_server(tmp_path), body)
 
 
 def test_idle_session_is_closed(tmp_path):
-    async def body():
-        server = await echo_server(tmp_path, idle_timeout=0.2)
-        try:
-            client = await Client.connect(server.path)
-            assert await client.at_eof()
-        finally:
-            await server.stop()
-    run(body())
+    async def body(server):
+        client = await Client.connect(server.path)
+        assert await client.at_eof()
+    serve(lambda: echo_server(tmp_path, idle_timeout=0.2), body)
 
 
 def test_session_limit_refuses_extra_sessions_only(tmp_path):
@@ -143,50 +127,38 @@ def test_client_that_never_reads_is_cut_off_without_hurting_others(tmp_path):
 
 
 def test_abrupt_disconnects_do_not_disturb_the_server(tmp_path):
-    async def body():
-        server = await echo_server(tmp_path)
-        try:
-            for _ in range(20):
-                client = await Client.connect(server.path, banner=False)
-                client.send("ECHO half")
-                client.close()
-            good = await Client.connect(server.path)
-            assert await good.command("ECHO alive") == "250 alive"
-            good.close()
-        finally:
-            await server.stop()
-    run(body())
+    async def body(server):
+        for _ in range(20):
+            client = await Client.connect(server.path, banner=False)
+            client.send("ECHO half")
+            client.close()
+        good = await Client.connect(server.path)
+        assert await good.command("ECHO alive") == "250 alive"
+        good.close()
+    serve(lambda: echo_server(tmp_path), body)
 
 
 def test_many_concurrent_sessions(tmp_path):
-    async def body():
-        server = await echo_server(tmp_path)
-        try:
-            async def session(i):
-                client = await Client.connect(server.path)
-                replies = [await client.command(f"ECHO {i} {j}") for j in range(5)]
-                assert await client.command("QUIT") == "250 Requested action ok, completed"
-                return replies
+    async def body(server):
+        async def session(i):
+            client = await Client.connect(server.path)
+            replies = [await client.command(f"ECHO {i} {j}") for j in range(5)]
+            assert await client.command("QUIT") == "250 Requested action ok, completed"
+            return replies
 
-            results = await asyncio.gather(*(session(i) for i in range(20)))
-            assert results[7] == [f"250 7|{j}" for j in range(5)]
-        finally:
-            await server.stop()
-    run(body())
+        results = await asyncio.gather(*(session(i) for i in range(20)))
+        assert results[7] == [f"250 7|{j}" for j in range(5)]
+    serve(lambda: echo_server(tmp_path), body)
 
 
 def test_overlong_last_line_before_eof_gets_501(tmp_path):
-    async def body():
-        server = await echo_server(tmp_path, max_line_bytes=64)
-        try:
-            client = await Client.connect(server.path)
-            client.send("ECHO " + "d" * 61)              # 66 bytes, no newline, then EOF
-            client.writer.write_eof()
-            assert await client.line() == SYNTAX
-            assert await client.at_eof()
-        finally:
-            await server.stop()
-    run(body())
+    async def body(server):
+        client = await Client.connect(server.path)
+        client.send("ECHO " + "d" * 61)              # 66 bytes, no newline, then EOF
+        client.writer.write_eof()
+        assert await client.line() == SYNTAX
+        assert await client.at_eof()
+    serve(lambda: echo_server(tmp_path, max_line_bytes=64), body)
 
 
 def test_a_handler_that_stops_the_server_does_not_hang(tmp_path):

@@ -12,7 +12,7 @@ from katzenpost.log import NOTICE
 from katzenpost.server.drop_report import DropReporter
 from katzenpost.server.management import ManagementServer
 from katzenpost.server.node_commands import register_node_commands
-from management_support import Client, FakeControl, add_drops, run, scrape, started_metrics, value
+from management_support import Client, FakeControl, add_drops, run, scrape_once, value
 
 pytest.importorskip("uvloop")
 
@@ -47,14 +47,7 @@ def test_management_session_on_uvloop(tmp_path):
 def test_metrics_scrape_on_uvloop():
     control = FakeControl()
     add_drops(control.counters, "worker-0", replay=2)
-
-    async def body():
-        server = await started_metrics(control)
-        try:
-            return await scrape(server.bound_address)
-        finally:
-            await server.stop()
-    samples = run(body(), loop="uvloop")
+    samples = scrape_once(control, loop="uvloop")
     assert value(samples, "katzenpost_dropped_packets_total", reason="replay") == 2
 
 

@@ -8,7 +8,9 @@ import pytest
 
 from katzenpost.server.counters import DropReason, Event
 from katzenpost.server.metrics import REFERENCE_DROPS, MetricsServer
-from management_support import FakeControl, add_drops, add_events, http, run, scrape, started_metrics, value
+from management_support import (
+    FakeControl, add_drops, add_events, http, run, scrape, scrape_once, serve, started_metrics, value,
+)
 
 def test_scrape_reports_counters_status_and_histogram():
     control = FakeControl()
@@ -20,15 +22,7 @@ def test_scrape_reports_counters_status_and_histogram():
     add_events(control.counters, "worker-0", unwrapped=90, forward=85)
     control.counters.dispatch_delay.observe_deadlines(10_000_000_000, np.array([10_000, 9_999, 9_990, 9_000]))
 
-    async def body():
-        server = await started_metrics(control)
-        try:
-            s = await scrape(server.bound_address)
-        finally:
-            await server.stop()
-        return s
-
-    s = run(body())
+    s = scrape_once(control)
     assert value(s, "katzenpost_dropped_packets_total", reason="replay") == 4
     assert value(s, "katzenpost_dropped_packets_total", reason="halt") == 6
     assert value(s, "katzenpost_dropped_packets_total", reason="no_mix_keys") == 0
@@ -70,18 +64,13 @@ def test_every_drop_reason_reaches_a_metric():
 def test_scrape_reads_fresh_values_each_time():
     control = FakeControl()
 
-    async def body():
-        server = await started_metrics(control)
-        try:
-            first = await scrape(server.bound_address)
-            control.counters.stage("io").count(Event.SENT, 7)
-            control.counters.stage("io").drop(DropReason.SEND_SLACK, 2)
-            second = await scrape(server.bound_address)
-        finally:
-            await server.stop()
-        return first, second
+    async def body(server):
+        first = await scrape(server.bound_address)
+        control.counters.stage("io").count(Event.SENT, 7)
+        control.counters.stage("io").drop(DropReason.SEND_SLACK, 2)
+        return first, await scrape(server.bound_address)
 
-    first, second = run(body())
+    first, second = serve(lambda: started_metrics(control), body)
     assert value(first, "katzenpost_packets_out_total") == 0
     assert value(second, "katzenpost_packets_out_total") == 7
     assert value(second, "katzenpost_dropped_packets_total", reason="send_slack") == 2
@@ -93,17 +82,7 @@ def test_failing_or_odd_status_still_serves_the_counters(caplog):
     broken = FakeControl()
     broken.status = lambda: 1 / 0
 
-    async def body():
-        results = []
-        for c in (control, broken):
-            server = await started_metrics(c)
-            try:
-                results.append(await scrape(server.bound_address))
-            finally:
-                await server.stop()
-        return results
-
-    odd, failing = run(body())
+    odd, failing = scrape_once(control), scrape_once(broken)
     assert value(odd, "katzenpost_queue_packets", queue="b") == 2
     assert not any(name in ("katzenpost_info", "katzenpost_peers_up", "katzenpost_epoch")
                    for name, _ in odd)
@@ -121,40 +100,29 @@ def test_async_status_is_awaited():
 
     control.status = status
 
-    async def body():
-        server = await started_metrics(control)
-        try:
-            return await scrape(server.bound_address)
-        finally:
-            await server.stop()
-
-    assert value(run(body()), "katzenpost_peers_up") == 3
+    assert value(scrape_once(control), "katzenpost_peers_up") == 3
 
 
 def test_http_edges():
     control = FakeControl()
 
-    async def body():
-        server = await started_metrics(control)
+    async def body(server):
         address = server.bound_address
-        try:
-            assert (await http(address, b"GET / HTTP/1.1\r\n\r\n"))[0] == 404
-            assert (await http(address, b"POST /metrics HTTP/1.1\r\n\r\n"))[0] == 405
-            assert (await http(address, b"garbage\r\n\r\n"))[0] == 400
-            assert (await http(address, b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 10000 + b"\r\n\r\n"))[0] == 431
-            status, head, payload = await http(address, b"HEAD /metrics HTTP/1.1\r\n\r\n")
-            assert status == 200 and payload == b"" and "Content-Length: " in head
-            status, _, _ = await http(address, b"GET /metrics?x=1 HTTP/1.0\r\n\r\n")
-            assert status == 200
-            # A client that sends half a request and stalls does not block others.
-            host, port = address.rsplit(":", 1)
-            _, stalled = await asyncio.open_connection(host, int(port))
-            stalled.write(b"GET /met")
-            await scrape(address)
-            stalled.close()
-        finally:
-            await server.stop()
-    run(body())
+        assert (await http(address, b"GET / HTTP/1.1\r\n\r\n"))[0] == 404
+        assert (await http(address, b"POST /metrics HTTP/1.1\r\n\r\n"))[0] == 405
+        assert (await http(address, b"garbage\r\n\r\n"))[0] == 400
+        assert (await http(address, b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 10000 + b"\r\n\r\n"))[0] == 431
+        status, head, payload = await http(address, b"HEAD /metrics HTTP/1.1\r\n\r\n")
+        assert status == 200 and payload == b"" and "Content-Length: " in head
+        status, _, _ = await http(address, b"GET /metrics?x=1 HTTP/1.0\r\n\r\n")
+        assert status == 200
+        # A client that sends half a request and stalls does not block others.
+        host, port = address.rsplit(":", 1)
+        _, stalled = await asyncio.open_connection(host, int(port))
+        stalled.write(b"GET /met")
+        await scrape(address)
+        stalled.close()
+    serve(lambda: started_metrics(control), body)
 
 
 def test_busy_port_is_not_fatal(caplog):
