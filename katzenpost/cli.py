@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         return check(args.config_file)
     try:
-        node_config = config_module.load_file(args.config_file)
+        # -g needs no authority key: nodes' keys come first (the authority whitelists them).
+        node_config = config_module.load_file(args.config_file, keys_only=args.generate_only)
     except config_module.ConfigError as err:
         for problem in err.problems:
             print(f"Failed to load config file '{args.config_file}': {problem}", file=sys.stderr)

@@ -259,7 +259,7 @@ class DebugConfig:
 class Config:
     server: ServerConfig
     logging: LoggingConfig
-    pki: PKIConfig
+    pki: PKIConfig | None  # None only in a keys-only (-g) load without [PKI]
     management: ManagementConfig
     provider: ProviderConfig | None  # None for a mix
     debug: DebugConfig
@@ -587,9 +587,13 @@ def _logging_section(table: _Table | None, problems: list[str]) -> LoggingConfig
     return LoggingConfig(disable, file_name, level.upper())
 
 
-def _pki_section(table: _Table | None, problems: list[str]) -> PKIConfig | None:
+def _pki_section(table: _Table | None, problems: list[str],
+                 keys_only: bool = False) -> PKIConfig | None:
+    """[PKI]; with `keys_only` (-g) the block and the authority's key may still be missing: a
+    node's keys are generated before the authority's, whose whitelist needs them."""
     if table is None:
-        problems.append("config: No PKI block was present")
+        if not keys_only:
+            problems.append("config: No PKI block was present")
         return None
     nonvoting = table.table("Nonvoting")
     voting = table.table("Voting")
@@ -603,7 +607,8 @@ def _pki_section(table: _Table | None, problems: list[str]) -> PKIConfig | None:
             check_ip_port(address)
         except ValueError as err:
             problems.append(f"config: PKI.Nonvoting.Address must be a literal IP:port: {err}")
-        public_key = _public_key(public_key_text, "PKI.Nonvoting.PublicKey", problems)
+        public_key = (b"" if keys_only and not public_key_text
+                      else _public_key(public_key_text, "PKI.Nonvoting.PublicKey", problems))
         result = PKIConfig(NonvotingPKIConfig(address, public_key))
     if voting is not None:
         _voting_section(voting, problems)
@@ -908,18 +913,22 @@ def _check_unique_services(kaetzchen, plugins, problems: list[str]) -> None:
 # Loading
 
 
-def load_bytes(data: bytes | None) -> Config:
-    """Parse and validate a configuration; raises ConfigError listing every problem."""
+def load_bytes(data: bytes | None, keys_only: bool = False) -> Config:
+    """Parse and validate a configuration; raises ConfigError listing every problem.
+
+    `keys_only` (the -g run) accepts a file without the [PKI] block or the authority's
+    PublicKey; the resulting Config then has `pki` None or an empty public key, and must only
+    be used to generate keys."""
     if data is None:
         raise ConfigError(["config: No nil buffer as config file"])
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise ConfigError([f"config: file is not UTF-8: {err}"]) from None
-    return load_text(text)
+    return load_text(text, keys_only)
 
 
-def load_text(text: str) -> Config:
+def load_text(text: str, keys_only: bool = False) -> Config:
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -931,10 +940,10 @@ def load_text(text: str) -> Config:
 
     server_table = root.table("Server")
     if server_table is None:
-        raise ConfigError(_problems_without_server(root, problems, undecoded))
+        raise ConfigError(_problems_without_server(root, problems, undecoded, keys_only))
     server = _server_section(server_table, problems)
     logging_config = _logging_section(root.table("Logging"), problems)
-    pki = _pki_section(root.table("PKI"), problems)
+    pki = _pki_section(root.table("PKI"), problems, keys_only)
     provider_table = root.table("Provider")
     provider = None
     if server.is_provider:
@@ -949,16 +958,16 @@ def load_text(text: str) -> Config:
         problems.insert(0, f"config: Undecoded keys in config file: [{' '.join(undecoded)}]")
     if problems:
         raise ConfigError(problems, tuple(warnings))
-    assert pki is not None  # a missing PKI block is a problem above
+    assert pki is not None or keys_only  # otherwise a missing PKI block is a problem above
     return Config(server, logging_config, pki, management, provider, debug, tuple(warnings),
                   metrics=metrics)
 
 
-def _problems_without_server(root: "_Table", problems: list[str],
-                             undecoded: list[str]) -> list[str]:
+def _problems_without_server(root: "_Table", problems: list[str], undecoded: list[str],
+                             keys_only: bool) -> list[str]:
     """Every problem that can be found without a [Server] block (the other sections depend on
     its DataDir and IsProvider): a missing or broken [PKI] block, and unknown keys."""
-    _pki_section(root.table("PKI"), problems)
+    _pki_section(root.table("PKI"), problems, keys_only)
     for name in ("Logging", "Provider", "Management", "Metrics", "Debug"):
         root.table(name)  # known sections: checked once [Server] is there
     root.finish()
@@ -967,7 +976,7 @@ def _problems_without_server(root: "_Table", problems: list[str],
     return ["config: No Server block was present"] + problems
 
 
-def load_file(path: str) -> Config:
+def load_file(path: str, keys_only: bool = False) -> Config:
     """Read and validate the configuration file at `path` (ConfigError on any problem)."""
     try:
         with open(path, "rb") as config_file:
@@ -976,4 +985,4 @@ def load_file(path: str) -> Config:
         raise ConfigError([f"config: cannot read '{path}': {err.strerror or err}"]) from None
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError([f"config: '{path}' is larger than {MAX_CONFIG_BYTES} bytes"])
-    return load_bytes(data)
+    return load_bytes(data, keys_only)

@@ -152,3 +152,34 @@ def test_the_cli_prints_one_line_per_problem(tmp_path, capsys):
     assert lines == [f"Failed to load config file '{path}': config: Undecoded keys in config file: "
                      "[Logging.Colour]",
                      f"Failed to load config file '{path}': config: Debug.Layers must be <= 3, got 9"]
+
+
+def test_key_generation_accepts_an_empty_whitelist_serving_does_not():
+    text = '[Authority]\nAddresses = ["127.0.0.1:29999"]\nDataDir = "/tmp/kp-auth"\n'
+    assert ac.parse(text, keys_only=True).mixes == []
+    with pytest.raises(ac.AuthorityConfigError, match="at least one provider"):
+        ac.parse(text)
+    with pytest.raises(ac.AuthorityConfigError, match=r"Mixes\[0\]\.IdentityKey"):
+        ac.parse(text + '[[Mixes]]\nIdentityKey = "abcd"\n', keys_only=True)  # what is there is checked
+
+
+def test_the_cli_generates_the_key_before_any_node_is_whitelisted(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    from katzenpost import keys
+    data_dir = tmp_path / "auth"
+    path = tmp_path / "authority.toml"
+    path.write_text(f'[Authority]\nAddresses = ["127.0.0.1:29999"]\nDataDir = "{data_dir}"\n'
+                    '[Logging]\nFile = "authority.log"\n')
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "katzenpost.authority", "-f", str(path), *args],
+                              env=env, capture_output=True, text=True, timeout=30)
+    generated = run("-g")
+    assert generated.returncode == 0, generated.stderr
+    assert keys.public_key_base64(keys.load_identity_key(str(data_dir)).public) in generated.stdout
+    serving = run()
+    assert serving.returncode == 255 and "at least one provider" in serving.stderr

@@ -200,6 +200,22 @@ def test_a_private_key_file_others_may_read_is_a_warning_of_check_and_of_g(tmp_p
     assert "has mode" not in run(["--check", "-f", str(config)], cwd=tmp_path).stdout
 
 
+def test_g_needs_no_authority_key_but_a_start_and_check_do(tmp_path):
+    data_dir = tmp_path / "data"
+    config = write_config(tmp_path, data_dir)
+    text = config.read_text()
+    config.write_text(text[:text.index("[PKI.Nonvoting]")])  # the authority is not set up yet
+    result = run(["-g", "-f", str(config)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (data_dir / "identity.private.pem").exists() and (data_dir / "link.private.pem").exists()
+    checked = run(["--check", "-f", str(config)], cwd=tmp_path)
+    assert checked.returncode == 1 and "No PKI block was present" in checked.stderr
+    config.write_text(text.replace('PublicKey = "ebVWLo/mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ="', ""))
+    assert run(["-g", "-f", str(config)], cwd=tmp_path).returncode == 0
+    assert "PKI.Nonvoting.PublicKey is not set" in run(["--check", "-f", str(config)],
+                                                        cwd=tmp_path).stderr
+
+
 def test_broken_config_exits_255_with_the_reference_message(tmp_path):
     config = write_config(tmp_path, tmp_path / "data", '[Logging]\nLevel = "LOUD"\n')
     result = run(["-g", "-f", str(config)], cwd=tmp_path)

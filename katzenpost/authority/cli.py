@@ -88,7 +88,7 @@ def _announce_keys(cfg, identity: keys.IdentityKey, generate_only: bool) -> None
 def main(argv=None) -> int:
     args = _parse_args(argv)
     try:
-        cfg = load(args.config)
+        cfg = load(args.config, keys_only=args.generate_only)
     except AuthorityConfigError as exc:
         for problem in exc.problems:  # one line each, as the node reports them
             print(f"Failed to load config file '{args.config}': {problem}", file=sys.stderr)
