@@ -10,6 +10,7 @@ import pytest
 
 from katzenpost.provider.kaetzchen.base import KaetzchenService
 from katzenpost.provider.kaetzchen.dispatcher import KaetzchenDispatcher, endpoint_id
+from katzenpost.provider.kaetzchen.echo import EchoService
 from katzenpost.provider.kaetzchen.keyserver import KeyserverService, encode_reply, parse_request
 from katzenpost.provider.kaetzchen.loop import LoopService
 from katzenpost.provider.payload import MAX_REPLY_LENGTH, PayloadError, reply_payload
@@ -24,6 +25,14 @@ async def lookup(keys: dict):
     async def find(user: bytes):
         return keys.get(user)
     return find
+
+
+def test_builtin_echo_returns_the_padded_plaintext_with_a_surb_only():
+    echo = EchoService("+echo")
+    payload = b"hello".ljust(1490, b"\x00")
+    assert run(echo.on_request(1, payload, True)) == payload
+    assert run(echo.on_request(1, payload, False)) is None
+    assert len(reply_payload(payload)) == 2048  # 1492 bytes before padding
 
 
 def test_loop_answers_empty_with_a_surb_and_nothing_without():

@@ -15,6 +15,7 @@ from katzenpost.provider.clients import ClientHandler
 from katzenpost.provider.delivery import SpoolWriter
 from katzenpost.provider.kaetzchen.cborplugin import CBORPluginService, PluginError
 from katzenpost.provider.kaetzchen.dispatcher import KaetzchenDispatcher
+from katzenpost.provider.kaetzchen.echo import EchoService
 from katzenpost.provider.kaetzchen.keyserver import KeyserverService
 from katzenpost.provider.kaetzchen.loop import LoopService
 from katzenpost.provider.ratelimit import RateSettings
@@ -25,7 +26,7 @@ from katzenpost.provider.usernames import UsernamePolicy
 from katzenpost.server import workers
 from katzenpost.sphinx.geometry import HEADER_LENGTH, PACKET_LENGTH, PAYLOAD_TAG_LENGTH
 
-BUILT_IN = {"loop": LoopService, "keyserver": KeyserverService}
+BUILT_IN = {"loop": LoopService, "keyserver": KeyserverService, "echo": EchoService}
 _DELIVERY_KINDS = (workers.KIND_TO_USER, workers.KIND_UNRELIABLE_TO_USER, workers.KIND_SURB_REPLY)
 log = logging.getLogger("katzenpost.provider")
 
