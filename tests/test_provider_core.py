@@ -332,3 +332,23 @@ def test_spools_of_removed_users_are_vacuumed_at_start(tmp_path):
 
     run(first())
     assert run(second()) == [b"alice"]
+
+
+def test_ephemeral_clients_are_forgotten_unless_connected(tmp_path):
+    async def scenario(extra, where):
+        where.mkdir()
+        async with Harness(provider_config(where, extra_provider=extra)) as h:
+            links = {name: await h.add_user(name) for name in ("alice", "bob", "carol")}
+            h.provider.on_local(local_batch([
+                (workers.KIND_UNRELIABLE_TO_USER, name.encode(), 0, None, forward_payload(body(1), None))
+                for name in ("alice", "bob")]))
+            await h.provider.writer.flush(10)
+            online = FakeSession(b"alice", links["alice"])
+            await h.provider.handle_client_command(online, wire.RetrieveMessage(0))
+            removed = await h.provider.vacuum_expired()
+            exists = h.provider.storage.userdb.exists
+            return removed, [exists(n) for n in (b"alice", b"bob", b"carol")]
+
+    # bob has a spool and is offline: forgotten; alice is connected; carol has no spool.
+    assert run(scenario("EnableEphemeralClients = true", tmp_path / "on")) == (1, [True, False, True])
+    assert run(scenario("", tmp_path / "off")) == (0, [True, True, True])

@@ -76,6 +76,9 @@ class ClientHandler:
             self.state(session).limiter.refresh()
         return valid
 
+    def connected_users(self) -> set[bytes]:
+        return {state.user for state in list(self._states.values())}
+
     def forget(self, session) -> None:
         self._states.pop(session, None)
 

@@ -170,9 +170,30 @@ class Provider:
                 except PluginError as err:
                     log.warning("plugin %s: parameters not refreshed: %s", service.capability, err)
 
+    async def vacuum_expired(self) -> int:
+        """`EnableEphemeralClients`: once an epoch, forget every user that has a spool and is
+        not connected now (user and spool). Returns how many; 0 when the option is off."""
+        if not self.cfg.provider.enable_ephemeral_clients:
+            return 0
+        return await self.storage.run(_remove_disconnected, self.storage, self.clients.connected_users())
+
     def set_send_rate(self, per_minute: int) -> None:
         """SEND_RATE, or the document's SendRatePerMinute; connections see it at re-authentication."""
         self.rate.send_rate_per_minute = int(per_minute)
 
     def set_send_burst(self, burst: int) -> None:
         self.rate.send_burst = int(burst)
+
+
+def _remove_disconnected(storage, connected: set[bytes]) -> int:
+    removed = 0
+    for user in storage.spool.spooled_users():
+        if user in connected:
+            continue
+        try:
+            storage.userdb.remove(user)
+        except UserDBError:
+            pass  # already gone (or an extern database): the spool goes anyway
+        storage.spool.remove(user)
+        removed += 1
+    return removed
