@@ -1,7 +1,7 @@
 """The `katzenpost` command: load the config, prepare DataDir, logging and keys, then hand the
 node over to the runtime (or stop after key generation with -g, or only validate with --check).
 
-Startup steps 1, 2, 4 and 5 of spec/server.md §1.2 live here; the rest belongs to the runtime.
+Startup steps 1, 2, 4 and 5 of the reference server (docs/interfaces.md) live here; the rest belongs to the runtime.
 """
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def _identity_key(node_config) -> keys.IdentityKey:
 
 
 def log_start_banner(node_config) -> None:
-    """The banner of spec/server.md §2.6 up to the identifier line."""
+    """The reference server's start banner up to the identifier line (README.md)."""
     log.notice(server_log, BANNER_PRE_ALPHA)
     if node_config.debug.is_unsafe:
         server_log.warning("Unsafe Debug configuration options are set.")
@@ -137,7 +137,7 @@ def aez_hardware_accelerated() -> tuple[bool, str | None]:
 
 
 def hand_over_to_node(node_config, identity_key: keys.IdentityKey, link_key: keys.LinkKey) -> int:
-    """Steps 6 and later of spec/server.md §1.2: `katzenpost.server.node.run(...)` -> exit code."""
+    """Startup steps 6 and later (docs/interfaces.md): `katzenpost.server.node.run(...)` -> exit code."""
     try:
         node = importlib.import_module(NODE_RUNTIME_MODULE)
     except ModuleNotFoundError as err:

@@ -1,4 +1,5 @@
-"""Node configuration: the TOML file of spec/server.md §2 parsed into immutable dataclasses.
+"""Node configuration: the reference server's TOML file (README.md, Configuration) parsed into
+immutable dataclasses.
 
 Every problem in a file is collected and reported at once (naming `Section.Field` and the rule
 it broke); this module never touches the DataDir, the network or the logging setup.
@@ -20,7 +21,7 @@ from katzenpost import keys, log
 from katzenpost.rules import DEFAULT_PERIOD, discover_global_ipv4, epoch_period_problem, idna_lookup_to_ascii
 
 # ---------------------------------------------------------------------------------------------
-# Constants (names and defaults from spec/server.md §2.2)
+# Constants (names and defaults of the reference server's configuration)
 
 DEFAULT_ADDRESS_PORT = 3219
 LOG_LEVELS = tuple(log.LEVELS)  # ERROR, WARNING, NOTICE, INFO, DEBUG

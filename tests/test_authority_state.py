@@ -1,5 +1,5 @@
 """The authority's state machine without sockets: upload rules, document replies, generation,
-bootstrap and persistence across a restart (server.md §4.6)."""
+bootstrap and persistence across a restart (docs/authority.md)."""
 import hashlib
 import random
 

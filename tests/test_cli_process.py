@@ -1,4 +1,4 @@
-"""The `katzenpost` command run as a real subprocess (spec/server.md §2.5, §2.6): -g output and
+"""The `katzenpost` command run as a real subprocess (README.md, Command line): -g output and
 exit code, --check, broken configs and DataDirs, -h, and the hand-over to the node runtime."""
 import importlib.util
 import os

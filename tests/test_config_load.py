@@ -1,4 +1,4 @@
-"""Configuration loading (spec/server.md §2.1-2.3): sample configs, defaults, key matching,
+"""Configuration loading (README.md, Configuration): sample configs, defaults, key matching,
 unknown keys, and one test per validation rule."""
 import copy
 import dataclasses

@@ -1,4 +1,4 @@
-"""Crypto-worker logic without threads: the stand-in unwrap, classification (spec/server.md §1.3,
+"""Crypto-worker logic without threads: the stand-in unwrap, classification (the reference crypto worker:
 §1.4), dwell adjustment (§1.5), route and endpoint tables, and the batch frame formats."""
 import numpy as np
 import pytest

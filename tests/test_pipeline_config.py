@@ -1,4 +1,4 @@
-"""The pipeline's bounds come from the node config's [Debug] section (issue 7: batch size and
+"""The pipeline's bounds come from the node config's [Debug] section (batch size and
 window, zmq high-water marks, in-flight packets, per-hop queues, scheduler placement)."""
 from pathlib import Path
 

@@ -1,5 +1,5 @@
 """The node's PKI worker: what it fetches and when, publication with retry, peer authentication,
-outgoing destinations and the raw documents it serves (server.md §1.6, §1.9, §4.5)."""
+outgoing destinations and the raw documents it serves (the reference server's PKI worker)."""
 import asyncio
 from dataclasses import replace
 

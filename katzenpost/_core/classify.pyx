@@ -1,5 +1,5 @@
 # cython: boundscheck=False, wraparound=False, initializedcheck=False
-"""Crypto-worker classification in one C pass (spec/server.md §1.3-1.5): drop reasons, packet
+"""Crypto-worker classification in one C pass (the reference server's crypto worker): drop reasons, packet
 kinds, dwell-adjusted deadlines and next-hop indices for a batch of unwrap results.
 
 Pure function on caller-owned arrays: no I/O, no Python objects inside the loop (which is `nogil`
@@ -134,7 +134,7 @@ cdef struct RowsOut:
 
 
 cdef void classify_rows(const RowsIn *a, RowsOut *o, Py_ssize_t n) noexcept nogil:
-    """The classification table of spec/server.md §1.4 with §1.3 drops and §1.5 dwell adjustment."""
+    """The reference crypto worker's classification, with its drops and dwell adjustment."""
     cdef Py_ssize_t i, pos
     cdef int reason, kind, cmd
     cdef int64_t delay, dwell
@@ -156,7 +156,7 @@ cdef void classify_rows(const RowsIn *a, RowsOut *o, Py_ssize_t n) noexcept nogi
             elif a.delay_ms[i] > a.max_node_delay_ms:
                 reason = R_DELAY_TOO_LONG
             else:
-                # Dwell adjustment, spec/server.md §1.5 (unwrap time excluded).
+                # Dwell adjustment as the reference scheduler does it (unwrap time excluded).
                 delay = <int64_t>a.delay_ms[i] * MS
                 dwell = a.dequeue_ns - a.recv_at_ns[i]
                 if delay > dwell:

@@ -121,7 +121,7 @@ class AuthorityState:
 
     def post_descriptor(self, epoch: int, payload: bytes, peer_identity: bytes,
                         now: float) -> PostResult:
-        """onPostDescriptor: the table of server.md §4.6, step by step."""
+        """onPostDescriptor of the reference non-voting authority, step by step (docs/authority.md)."""
         current = self.clock.epoch_at(now)[0]
         if epoch not in (current - 1, current, current + 1):
             return PostResult(DescriptorStatus.INVALID, f"epoch {epoch} is not within "

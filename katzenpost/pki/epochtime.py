@@ -72,7 +72,7 @@ class EpochClock:
         start = self.epoch_start(epoch)
         return start <= unix_seconds < start + self.period
 
-    # Timing rules of server.md §1.10, as fractions of the period so test networks scale.
+    # The reference's timing rules, as fractions of the period so test networks scale.
     def document_lifetime(self) -> int:
         """Certificate lifetime of descriptors and documents: 3P + 10 min (scaled when warped)."""
         return 3 * self.period + (600 if not self.is_warped else self.period // 2)

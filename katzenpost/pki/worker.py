@@ -1,4 +1,5 @@
-"""The node's PKI worker and document cache (server.md §1.9, §1.6 AuthenticateConnection, §4.5).
+"""The node's PKI worker and document cache (the reference server's PKI worker and its
+AuthenticateConnection; the Katzenpost PKI specification).
 
 Fetches documents for the epochs a node needs, publishes its descriptor (retrying within the
 epoch, unlike the reference), and answers the rest of the node: peer authentication, outgoing
@@ -300,7 +301,7 @@ class PKIWorker:
 
     def authenticate_connection(self, creds: PeerCredentials, is_outgoing: bool,
                                 now: float | None = None) -> tuple[bool, bool]:
-        """(valid, can_send) for a mix peer, by the documents around now (server.md §1.6)."""
+        """(valid, can_send) for a mix peer, by the documents around now (AuthenticateConnection)."""
         ad = creds.additional_data
         if len(ad) != NODE_ID_LENGTH:
             return False, False

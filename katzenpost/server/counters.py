@@ -10,7 +10,7 @@ import numpy as np
 
 
 class DropReason(enum.IntEnum):
-    """Why a packet left the pipeline without being delivered (spec/server.md §1.3, §1.4)."""
+    """Why a packet left the pipeline without being delivered (the reference server's drop points)."""
 
     INGRESS_QUEUE_FULL = 0        # workers' input queue at its high-water mark
     UNWRAP_DELAY = 1              # waited longer than Debug.UnwrapDelay before unwrap

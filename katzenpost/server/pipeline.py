@@ -28,13 +28,13 @@ log = logging.getLogger("katzenpost.server.pipeline")
 ZMQ_EVENTS = int(zmq.EVENTS)
 ZMQ_POLLIN = int(zmq.POLLIN)
 
-UNLIMITED = 0         # SchedulerQueueSize <= 0: no bound on the timer wheel, as in Go (spec/server.md
-                      # §1.5); the wheel's arena grows in chunks of 4,096 packets as they arrive
+UNLIMITED = 0         # SchedulerQueueSize <= 0: no bound on the timer wheel, as in Go;
+                      # the wheel's arena grows in chunks of 4,096 packets as they arrive
 
 
 @dataclasses.dataclass
 class PipelineSettings:
-    """Pipeline knobs, named after the config's `[Debug]` fields (spec/server.md §2.2)."""
+    """Pipeline knobs, named after the config's `[Debug]` fields (README.md)."""
 
     NumSphinxWorkers: int = 0           # <= 0: CPU count
     SchedulerQueueSize: int = 0         # <= 0: unlimited (Go); > 0: random drop above it
@@ -244,7 +244,7 @@ class _ZmqReader:
 
 
 class Pipeline:
-    """Crypto workers + scheduler thread + the I/O-side glue, with spec/server.md §1.2 halt order."""
+    """Crypto workers + scheduler thread + the I/O-side glue, with the reference server's halt order."""
 
     def __init__(self, settings, *, engine, wheel_factory, is_provider=False, on_local=None):
         self.settings = settings.normalized()
@@ -273,7 +273,7 @@ class Pipeline:
 
     # ------------------------------------------------------------ start / halt
     async def start(self):
-        """Create sockets and threads (scheduler first, then workers: spec/server.md §1.2)."""
+        """Create sockets and threads (scheduler first, then workers, as the reference starts them)."""
         if self._state != "new":
             raise RuntimeError(f"pipeline: start() in state {self._state}")
         s = self.settings
@@ -341,7 +341,7 @@ class Pipeline:
         await self.halt_scheduler()
 
     async def halt_crypto_workers(self):
-        """Halt steps "connector" and "crypto workers" of spec/server.md §1.2: flush the open
+        """Halt steps "connector" and "crypto workers" of the reference server's halt order: flush the open
         ingress batch, close the outgoing queues, let the workers drain and stop. Local packets
         they produced still reach the local handler (the provider halts after this)."""
         if self._state != "running":

@@ -23,12 +23,12 @@ ZMQ_EVENTS = int(zmq.EVENTS)
 ZMQ_POLLIN = int(zmq.POLLIN)
 
 PACKET_LENGTH = geometry.PACKET_LENGTH
-EPOCH_PERIOD_MS = DEFAULT_PERIOD * 1000   # spec/server.md §0.1 (P), unless Debug.EpochPeriod
-NUM_MIX_KEYS = 3                          # spec/server.md §0.1
+EPOCH_PERIOD_MS = DEFAULT_PERIOD * 1000   # the reference epoch period P, unless Debug.EpochPeriod
+NUM_MIX_KEYS = 3                          # mix keys a node holds: epochs E-1, E, E+1
 MAX_NODE_DELAY_MS = NUM_MIX_KEYS * EPOCH_PERIOD_MS
 MS = 1_000_000                            # nanoseconds per millisecond
 
-# Packet kinds after classification (spec/server.md §1.4), also the `kind` of a LocalBatch row.
+# Packet kinds after classification (the reference crypto worker's cases), also the `kind` of a LocalBatch row.
 KIND_FORWARD = 0
 KIND_TO_USER = 1
 KIND_UNRELIABLE_TO_USER = 2
