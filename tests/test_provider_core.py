@@ -16,6 +16,7 @@ from katzenpost.server import workers
 from katzenpost.sphinx.geometry import (HEADER_LENGTH, PACKET_LENGTH, PAYLOAD_TAG_LENGTH, SPRP_PAYLOAD_LENGTH,
                                         USER_FORWARD_PAYLOAD_LENGTH)
 from katzenpost.wire import commands as wire
+from tests.test_pipeline_flow import wait_for
 from tests.provider_support import (FakeSession, PostgresSchema, ScheduleRecorder, SurbEndpoint,
                                     forward_payload, key, provider_config)
 
@@ -244,9 +245,7 @@ def test_kaetzchen_requests_reach_the_built_ins_and_answer_through_the_surb(tmp_
             request = b'{"Version":0,"User":"alice"}'
             h.provider.on_local(local_batch([
                 (workers.KIND_KAETZCHEN, b"+keyserver", 321, None, forward_payload(request, client.surb))]))
-            deadline = time.monotonic() + 10
-            while not h.schedule.sent and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
+            await wait_for(lambda: h.schedule.sent, 10)
             return h
 
     h = run(scenario())
@@ -259,40 +258,34 @@ def test_kaetzchen_requests_reach_the_built_ins_and_answer_through_the_surb(tmp_
         "PublicKey": base64.b64encode(identity).decode(), "StatusCode": 0, "User": "alice", "Version": 0}
 
 
+def start_and_halt(cfg):
+    """Start a provider (expected to fail) and always halt it."""
+    async def scenario():
+        provider = Provider(cfg, schedule=None, get_raw_consensus=None)
+        try:
+            await provider.start()
+        finally:
+            await provider.halt()
+
+    run(scenario())
+
+
 def test_unsupported_capability_and_a_bad_plugin_stop_the_start(tmp_path):
     bad_builtin = '[[Provider.Kaetzchen]]\nCapability = "panda"\nEndpoint = "+panda"\n'
     with pytest.raises(ProviderError, match="Unsupported capability 'panda'"):
         Provider(provider_config(tmp_path, kaetzchen=bad_builtin), schedule=None, get_raw_consensus=None)
     bad_plugin = (f'[[Provider.CBORPluginKaetzchen]]\nCapability = "echo"\nEndpoint = "+echo"\n'
                   f'Command = "{tmp_path}/missing"\nMaxConcurrency = 1\n')
-
-    async def scenario():
-        provider = Provider(provider_config(tmp_path, kaetzchen=bad_plugin), schedule=None,
-                            get_raw_consensus=None)
-        try:
-            await provider.start()
-        finally:
-            await provider.halt()
-
     with pytest.raises(ProviderError, match="failed to execute plugin"):
-        run(scenario())
+        start_and_halt(provider_config(tmp_path, kaetzchen=bad_plugin))
 
 
 def test_postgres_schema_mismatch_stops_the_start(tmp_path):
     schema = PostgresSchema()
     try:
         schema.execute("UPDATE metadata SET schema_version = 3")
-
-        async def scenario():
-            provider = Provider(provider_config(tmp_path, userdb="sql", spool="sql", dsn=schema.dsn),
-                                schedule=None, get_raw_consensus=None)
-            try:
-                await provider.start()
-            finally:
-                await provider.halt()
-
         with pytest.raises(ProviderError, match="schema version 3 is not supported"):
-            run(scenario())
+            start_and_halt(provider_config(tmp_path, userdb="sql", spool="sql", dsn=schema.dsn))
     finally:
         schema.drop()
 
@@ -300,16 +293,8 @@ def test_postgres_schema_mismatch_stops_the_start(tmp_path):
 def test_full_sql_spool_with_an_embedded_userdb_is_refused(tmp_path):
     schema = PostgresSchema()
     try:
-        async def scenario():
-            provider = Provider(provider_config(tmp_path, spool="sql", dsn=schema.dsn),
-                                schedule=None, get_raw_consensus=None)
-            try:
-                await provider.start()
-            finally:
-                await provider.halt()
-
         with pytest.raises(ProviderError, match="spool-only"):
-            run(scenario())
+            start_and_halt(provider_config(tmp_path, spool="sql", dsn=schema.dsn))
     finally:
         schema.drop()
 

@@ -14,6 +14,7 @@ from katzenpost.provider.kaetzchen.echo import EchoService
 from katzenpost.provider.kaetzchen.keyserver import KeyserverService, encode_reply, parse_request
 from katzenpost.provider.kaetzchen.loop import LoopService
 from katzenpost.provider.payload import MAX_REPLY_LENGTH, PayloadError, reply_payload
+from tests.test_pipeline_flow import wait_for
 from tests.provider_support import ScheduleRecorder, SurbEndpoint, forward_payload
 
 
@@ -101,14 +102,6 @@ class Agent(KaetzchenService):
         return self.response
 
 
-async def settle(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.01)
-
-
 def test_dispatcher_answers_through_the_surb_with_the_request_delay():
     client = SurbEndpoint()
     schedule = ScheduleRecorder()
@@ -120,7 +113,7 @@ def test_dispatcher_answers_through_the_surb_with_the_request_delay():
         try:
             assert dispatcher.submit(endpoint_id("+test"), forward_payload(b"ping", client.surb), 1234, True,
                                      time.monotonic_ns())
-            await settle(lambda: schedule.sent)
+            await wait_for(lambda: schedule.sent)
         finally:
             await dispatcher.halt()
         return agent, dispatcher
@@ -154,7 +147,7 @@ def test_dispatcher_drop_paths_are_counted_and_never_answered():
             dispatcher.submit(endpoint_id("+fail"), forward_payload(b"x", client.surb), 10, True, now)
             dispatcher.submit(endpoint_id("+test"), forward_payload(b"nosurb", None), 10, True, now)
             dispatcher.submit(endpoint_id("+test"), forward_payload(b"unreliable", client.surb), 0, False, now)
-            await settle(lambda: dispatcher.drops["kaetzchen_failed"] == 1 and len(ok.seen) == 2)
+            await wait_for(lambda: dispatcher.drops["kaetzchen_failed"] == 1 and len(ok.seen) == 2)
             await asyncio.sleep(0.05)
         finally:
             await dispatcher.halt()

@@ -55,6 +55,11 @@ class SQLDatabase:
 
     def __init__(self, dsn: str, *, num_provider_workers: int = 1):
         psycopg, psycopg_pool = _psycopg()
+        try:  # one direct attempt first: its error says why (the pool would only time out)
+            psycopg.connect(dsn, connect_timeout=int(CONNECT_TIMEOUT)).close()
+        except psycopg.Error as err:
+            raise SQLDatabaseError(f"sqldb: cannot connect to the PostgreSQL database: "
+                                   f"{first_line(err)}") from None
         self.errors = psycopg.errors
         self.OperationalError = psycopg.OperationalError
         self.Error = psycopg.Error
@@ -66,7 +71,7 @@ class SQLDatabase:
             self.pool.open(wait=True, timeout=CONNECT_TIMEOUT)
         except psycopg_pool.PoolTimeout:
             self.pool.close()
-            raise SQLDatabaseError("sqldb: cannot connect to the PostgreSQL database") from None
+            raise SQLDatabaseError("sqldb: cannot connect to the PostgreSQL database: timed out") from None
         try:
             self.spool_only = self._check_schema()
         except BaseException:

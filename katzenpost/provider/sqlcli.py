@@ -3,9 +3,10 @@ check a database's schema, for the provider's SQL user database and spool."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
-from katzenpost.provider.postgres import SQLDatabase, SQLDatabaseError, load_schema, schema_sql
+from katzenpost.provider.postgres import SQLDatabase, SQLDatabaseError, first_line, load_schema, schema_sql
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("dsn")
     commands.add_parser("schema", help="print the schema SQL")
     args = parser.parse_args(argv)
+    logging.getLogger("psycopg").setLevel(logging.CRITICAL)  # one error line below is enough
     if args.command == "schema":
         sys.stdout.write(schema_sql())
         return 0
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"katzenpost-provider-sql: {err}", file=sys.stderr)
         return 1
     except Exception as err:  # psycopg errors: connection refused, objects already present, ...
-        print(f"katzenpost-provider-sql: {type(err).__name__}: {err}".rstrip(), file=sys.stderr)
+        print(f"katzenpost-provider-sql: {type(err).__name__}: {first_line(err)}", file=sys.stderr)
         return 1
     print(f"schema version 0, {'spool-only' if spool_only else 'user database and spool'}: ok")
     return 0

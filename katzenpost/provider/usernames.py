@@ -25,12 +25,10 @@ def check_username_bytes(user: bytes) -> bytes:
 def username_case_preserved(name: str) -> str:
     """PRECIS UsernameCasePreserved: width mapping and NFC, the same character checks."""
     username_case_mapped(name)  # raises ValueError on a disallowed character
-    mapped = []
-    for char in name:
-        decomposition = unicodedata.decomposition(char)
-        if decomposition.startswith(("<wide>", "<narrow>")):
-            char = chr(int(decomposition.split()[1], 16))
-        mapped.append(char)
+    # Width mapping: a <wide>/<narrow> compatibility character's NFKC form is its mapping.
+    widths = ("<wide>", "<narrow>")
+    mapped = (unicodedata.normalize("NFKC", c) if unicodedata.decomposition(c).startswith(widths) else c
+              for c in name)
     return unicodedata.normalize("NFC", "".join(mapped))
 
 

@@ -24,3 +24,11 @@ class KaetzchenService(abc.ABC):
 
     async def halt(self) -> None:
         """Stop; idempotent."""
+
+
+class BuiltInService(KaetzchenService):
+    """A service answered inside the provider, by `concurrency` workers."""
+
+    def __init__(self, endpoint: str, concurrency: int = 1):
+        self.endpoint = endpoint
+        self.concurrency = concurrency

@@ -2,15 +2,11 @@
 the reply is the request's 1490-byte plaintext, padding included; without one, nothing."""
 from __future__ import annotations
 
-from katzenpost.provider.kaetzchen.base import KaetzchenService
+from katzenpost.provider.kaetzchen.base import BuiltInService
 
 
-class EchoService(KaetzchenService):
+class EchoService(BuiltInService):
     capability = "echo"
-
-    def __init__(self, endpoint: str, concurrency: int = 1):
-        self.endpoint = endpoint
-        self.concurrency = concurrency
 
     async def on_request(self, request_id: int, payload: bytes, has_surb: bool) -> bytes | None:
         return bytes(payload) if has_surb else None

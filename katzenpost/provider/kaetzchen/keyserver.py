@@ -6,7 +6,7 @@ import base64
 import json
 from typing import Awaitable, Callable
 
-from katzenpost.provider.kaetzchen.base import KaetzchenService
+from katzenpost.provider.kaetzchen.base import BuiltInService
 
 STATUS_OK = 0
 STATUS_SYNTAX_ERROR = 1
@@ -34,14 +34,13 @@ def encode_reply(user: str, status: int, public_key: bytes | None) -> bytes:
     return json.dumps(reply, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-class KeyserverService(KaetzchenService):
+class KeyserverService(BuiltInService):
     capability = "keyserver"
 
     def __init__(self, endpoint: str, lookup_identity: Callable[[bytes], Awaitable[bytes | None]],
                  concurrency: int = 1):
         """`lookup_identity(user)` → the identity key, or None (unknown user or no identity)."""
-        self.endpoint = endpoint
-        self.concurrency = concurrency
+        super().__init__(endpoint, concurrency)
         self._lookup = lookup_identity
 
     async def on_request(self, request_id: int, payload: bytes, has_surb: bool) -> bytes | None:
