@@ -15,6 +15,7 @@ import pytest
 from katzenpost.provider.kaetzchen.cborplugin import (CBORPluginService, PluginError, encode_request,
                                                       plugin_argv)
 from katzenpost.provider.kaetzchen.http11 import HTTPError, ResponseParser
+from katzenpost.provider.payload import reply_payload
 
 ECHO = shutil.which("katzenpost-echo-plugin") or os.path.join(os.path.dirname(sys.executable),
                                                               "katzenpost-echo-plugin")
@@ -239,3 +240,34 @@ def test_response_parser_rejects_garbage(data):
         parser = ResponseParser()
         parser.feed(data)
         parser.feed_eof()
+
+
+def test_provider_routes_requests_to_the_echo_plugin_and_advertises_it(tmp_path):
+    from katzenpost.provider.provider import Provider
+    from katzenpost.server import workers
+    from tests.provider_support import ScheduleRecorder, SurbEndpoint, forward_payload, provider_config
+    from tests.test_pipeline_flow import wait_for
+    from tests.test_provider_core import local_batch
+
+    client = SurbEndpoint()
+    schedule = ScheduleRecorder()
+    plugin = (f'[[Provider.CBORPluginKaetzchen]]\nCapability = "echo"\nEndpoint = "+echo"\n'
+              f'Command = "{ECHO}"\nMaxConcurrency = 2\n[Provider.CBORPluginKaetzchen.Config]\n'
+              f'log_dir = "{tmp_path}"\n')
+
+    async def scenario():
+        provider = Provider(provider_config(tmp_path, kaetzchen=plugin), schedule=schedule,
+                            get_raw_consensus=None)
+        await provider.start()
+        try:
+            assert provider.kaetzchen_for_pki() == {"echo": {"endpoint": "+echo"}}
+            provider.on_local(local_batch([(workers.KIND_KAETZCHEN, b"+echo", 55, None,
+                                            forward_payload(b"hello plugin", client.surb))]))
+            await wait_for(lambda: schedule.sent, 10)
+        finally:
+            await provider.halt()
+
+    run(scenario())
+    packet, delay, hop = schedule.sent[0]
+    assert delay == 55 and hop == client.node_id
+    assert client.open(packet) == reply_payload(b"hello plugin".ljust(1490, b"\x00"))
