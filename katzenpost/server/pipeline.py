@@ -16,6 +16,7 @@ import time
 import numpy as np
 import zmq
 
+from katzenpost.config import DEBUG_INT_KNOBS
 from katzenpost.server.counters import DropReason, Event, PipelineCounters
 from katzenpost.server.scheduler import MIN_SLACK_MS, SchedulerThread, WheelStage, decode_due
 from katzenpost.server.workers import (
@@ -32,29 +33,36 @@ UNLIMITED = 0         # SchedulerQueueSize <= 0: no bound on the timer wheel, as
                       # the wheel's arena grows in chunks of 4,096 packets as they arrive
 
 
+def _knob(name):
+    """The default of `[Debug] <name>`: config.DEBUG_INT_KNOBS is the one source of truth."""
+    return DEBUG_INT_KNOBS[name].default
+
+
 @dataclasses.dataclass
 class PipelineSettings:
-    """Pipeline knobs, named after the config's `[Debug]` fields (README.md)."""
+    """Pipeline knobs, named after the config's `[Debug]` fields (README.md), with its defaults."""
 
-    NumSphinxWorkers: int = 0           # <= 0: CPU count
-    SchedulerQueueSize: int = 0         # <= 0: unlimited (Go); > 0: random drop above it
-    SchedulerMaxBurst: int = 16
-    SchedulerSlack: int = 10            # ms, raised to 10
-    UnwrapDelay: int = 10               # ms
-    SendSlack: int = 50                 # ms, raised to 50
-    SphinxBatchSize: int = 16           # packets per batch to the workers (x unwrap cost = latency)
-    SphinxBatchWindowUs: int = 0        # 0: flush at the end of each event-loop pass
-    SphinxQueueHWM: int = 32            # batches per worker pipe and side (zmq SNDHWM and RCVHWM):
-                                        # counts messages, and light load makes 1-packet batches, so
-                                        # keep it roomy; UnwrapDelay bounds the wait, this the memory
-    SphinxQueuePackets: int = 64        # packets in flight per worker (sent, not yet dequeued):
-                                        # ~ UnwrapDelay/2 of real unwrap work; beyond it a FIFO only
-                                        # ages packets into UnwrapDelay drops and goodput collapses
-    SchedulerInputHWM: int = 64         # batches queued towards the scheduler
-    DispatchHWM: int = 64               # due batches queued towards the I/O thread (thread mode)
-    LocalHWM: int = 64                  # local-delivery batches queued towards the I/O thread
-    OutgoingQueueSize: int = 64         # packets per next hop while its sender is paused
-    DispatchBatchSize: int = 256        # packets per due batch from the scheduler
+    NumSphinxWorkers: int = _knob("NumSphinxWorkers")      # <= 0: CPU count
+    SchedulerQueueSize: int = _knob("SchedulerQueueSize")  # <= 0: unlimited (Go); > 0: random drop
+    SchedulerMaxBurst: int = _knob("SchedulerMaxBurst")
+    SchedulerSlack: int = _knob("SchedulerSlack")          # ms, raised to its minimum
+    UnwrapDelay: int = _knob("UnwrapDelay")                # ms
+    SendSlack: int = _knob("SendSlack")                    # ms, raised to its minimum
+    SphinxBatchSize: int = _knob("SphinxBatchSize")        # packets per batch to the workers
+                                                           # (x unwrap cost = latency)
+    SphinxBatchWindowUs: int = _knob("SphinxBatchWindowUs")  # 0: flush at each event-loop pass
+    SphinxQueueHWM: int = _knob("SphinxQueueHWM")  # batches per worker pipe and side (zmq SNDHWM
+                                        # and RCVHWM): counts messages, and light load makes
+                                        # 1-packet batches, so keep it roomy; UnwrapDelay bounds
+                                        # the wait, this the memory
+    SphinxQueuePackets: int = _knob("SphinxQueuePackets")  # packets in flight per worker (sent,
+                                        # not yet dequeued): ~ UnwrapDelay/2 of real unwrap work;
+                                        # beyond it a FIFO only ages packets into UnwrapDelay drops
+    SchedulerInputHWM: int = _knob("SchedulerInputHWM")  # batches queued towards the scheduler
+    DispatchHWM: int = _knob("DispatchHWM")      # due batches towards the I/O thread (thread mode)
+    LocalHWM: int = _knob("LocalHWM")            # local-delivery batches towards the I/O thread
+    OutgoingQueueSize: int = _knob("OutgoingQueueSize")  # packets per next hop while paused
+    DispatchBatchSize: int = _knob("DispatchBatchSize")  # packets per due batch from the scheduler
     EpochPeriod: int = 0                # seconds; <= 0: the 20-minute period (Debug.EpochPeriod)
     SchedulerInline: bool = True        # timer wheel on the I/O thread (measured: less node CPU per
                                         # packet than a scheduler thread); False: its own thread
@@ -90,11 +98,12 @@ class PipelineSettings:
         if s.SchedulerQueueSize <= 0:
             s.SchedulerQueueSize = UNLIMITED
         if s.SchedulerMaxBurst <= 0:
-            s.SchedulerMaxBurst = 16
-        s.SchedulerSlack = max(MIN_SLACK_MS, s.SchedulerSlack)
-        s.SendSlack = max(50, s.SendSlack)
+            s.SchedulerMaxBurst = _knob("SchedulerMaxBurst")
+        s.SchedulerSlack = max(MIN_SLACK_MS, DEBUG_INT_KNOBS["SchedulerSlack"].minimum,
+                               s.SchedulerSlack)
+        s.SendSlack = max(DEBUG_INT_KNOBS["SendSlack"].minimum, s.SendSlack)
         if s.UnwrapDelay <= 0:
-            s.UnwrapDelay = 10
+            s.UnwrapDelay = _knob("UnwrapDelay")
         if s.EpochPeriod <= 0:
             s.EpochPeriod = EPOCH_PERIOD_MS // 1000
         for name in ("SphinxBatchSize", "SphinxQueueHWM", "SphinxQueuePackets", "SchedulerInputHWM",
