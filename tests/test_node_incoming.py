@@ -177,29 +177,72 @@ def test_half_open_handshakes_and_connections_are_bounded():
     asyncio.run(scenario())
 
 
+class FakeClients:
+    """A provider's client service: one known client, a send gate admitting `budget` packets."""
+
+    def __init__(self, client_id: bytes, budget: int = 1):
+        self.client_id, self.budget = client_id, budget
+        self.handled, self.closed, self.reauthenticated = [], [], []
+        self.valid = True
+
+    async def authenticate_client(self, creds):
+        ok = self.valid and creds.additional_data == self.client_id
+        return ok, ok
+
+    async def reauthenticate_client(self, session):
+        self.reauthenticated.append(session)
+        return self.valid
+
+    async def handle_client_command(self, session, command):
+        self.handled.append(command)
+        return command.sequence != 99           # False: the provider wants the session closed
+
+    def client_send_gate(self, session):
+        def admit():
+            self.budget -= 1
+            return self.budget >= 0
+        return admit
+
+    def client_closed(self, session):
+        self.closed.append(session)
+
+
 def test_clients_go_through_the_provider_seam():
     client = keys.IdentityKey.generate()
-    handled = []
-
-    def client_authenticator(creds):
-        return (True, True) if creds.additional_data == client.public else None
-
-    async def client_command_handler(session, command):
-        handled.append(command)
+    clients = FakeClients(client.public, budget=1)
 
     async def scenario():
-        listeners, port = await started(client_authenticator=client_authenticator,
-                                        client_command_handler=client_command_handler)
+        listeners, port = await started(clients=clients)
         session = await dial(port, identity=client)
         await session.send_command(SendPacket(packet(3)))
+        await session.send_command(SendPacket(packet(4)))                 # over the budget
         await session.send_command(RetrieveMessage(5))
-        await until(lambda: handled and listeners.pipeline.submitted)
-        assert listeners.pipeline.submitted[0][1] is True                # from_client
-        assert handled == [RetrieveMessage(5)]
+        await until(lambda: clients.handled and listeners.pipeline.submitted)
+        assert [p[1] for p in listeners.pipeline.submitted] == [True]     # one, from_client
+        assert clients.handled == [RetrieveMessage(5)]
+        await listeners.reauthenticate_all()                               # the client path
+        assert len(clients.reauthenticated) == 1
         mix = await dial(port)                                           # a mix still uses the PKI
         await mix.send_command(RetrieveMessage(1))                       # which a mix may not send
         assert await closed(mix)
-        await session.close()
+        await session.send_command(RetrieveMessage(99))                   # the provider refuses
+        assert await closed(session)
+        await until(lambda: clients.closed)
+        await listeners.stop()
+    asyncio.run(scenario())
+
+
+def test_a_client_that_is_no_longer_valid_is_disconnected():
+    client = keys.IdentityKey.generate()
+    clients = FakeClients(client.public)
+
+    async def scenario():
+        listeners, port = await started(clients=clients)
+        session = await dial(port, identity=client)
+        await until(lambda: listeners.connections)
+        clients.valid = False
+        await listeners.reauthenticate_all()
+        assert await closed(session)
         await listeners.stop()
     asyncio.run(scenario())
 

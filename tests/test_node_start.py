@@ -56,11 +56,21 @@ def test_a_busy_port_stops_the_start_with_a_clear_error(mix):
     assert "Shutdown complete." in text                    # the full halt ran
 
 
-def test_the_provider_role_is_refused_for_now(mix):
+def test_a_provider_whose_plugin_cannot_start_stops_with_a_clear_error(mix):
+    missing = mix.data_dir / "no-such-plugin"
     mix.config_path.write_text(mix.config_path.read_text().replace(
-        "[Server]\n", "[Server]\nIsProvider = true\n"))
+        "[Server]\n", "[Server]\nIsProvider = true\n") + f"""
+[Provider]
+  [[Provider.CBORPluginKaetzchen]]
+  Capability = "echo"
+  Endpoint = "+echo"
+  Command = "{missing}"
+  MaxConcurrency = 1
+""")
     assert run_to_exit(mix) == 1
-    assert "the provider role is not available yet" in mix.log_text()
+    text = mix.log_text()
+    assert str(missing) in text and "Node started" not in text
+    assert "Shutdown complete." in text                    # the full halt ran
 
 
 def test_a_damaged_mix_key_stops_the_start(mix):

@@ -95,15 +95,25 @@ class ClientHandler:
         log.debug("client sent an unexpected command %s", type(cmd).__name__)
         return False
 
+    def send_gate(self, session):
+        """The SendPacket admission of one session, called per packet by the node's command
+        loop: its token bucket; a refusal is counted and the packet dropped silently."""
+        allow, drops = self.state(session).limiter.allow, self.drops
+
+        def admit() -> bool:
+            if allow():
+                return True
+            drops["rate_limited"] += 1
+            return False
+        return admit
+
     def _send_packet(self, session, cmd) -> bool:
         if len(cmd.sphinx_packet) != PACKET_LENGTH:
             log.debug("client sent a %d-byte packet", len(cmd.sphinx_packet))
             return False
-        if not self.state(session).limiter.allow():
-            self.drops["rate_limited"] += 1
-            return True  # dropped silently, the session stays
-        self._submit(cmd.sphinx_packet)
-        return True
+        if self.send_gate(session)():
+            self._submit(cmd.sphinx_packet)
+        return True  # a packet over the rate is dropped silently, the session stays
 
     async def _retrieve(self, session, seq: int) -> bool:
         state = self.state(session)

@@ -127,6 +127,11 @@ class Provider:
     async def handle_client_command(self, session, cmd) -> bool:
         return await self.clients.handle(session, cmd)
 
+    def client_send_gate(self, session) -> Callable[[], bool]:
+        """The per-packet rate check of a client session's SendPackets (the node's command loop
+        submits them itself)."""
+        return self.clients.send_gate(session)
+
     def client_closed(self, session) -> None:
         self.clients.forget(session)
 

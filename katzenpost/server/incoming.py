@@ -2,21 +2,21 @@
 docs/node.md).
 
 One TCP listener per `Server.Addresses` entry. Each accepted connection runs the wire handshake
-as responder, is authenticated (clients through the provider's optional authenticator, nodes
-against the PKI), and then runs the command loop: SendPacket into the pipeline, NoOp ignored,
-Disconnect closes, anything else closes. Commands are read a whole socket read at a time and the
+as responder, is authenticated (on a provider as a client first unless already known as a mix,
+then against the PKI), and then runs the command loop: SendPacket into the pipeline (a client's
+through its send gate, the provider's token bucket), NoOp ignored, Disconnect closes, a client's
+RetrieveMessage and GetConsensus to the provider, anything else closes. Commands are read a whole socket read at a time and the
 pipeline is flushed once per read. Bounds: concurrent connections and connections still in the
 handshake (`[Debug] MaxIncomingConnections`, `MaxPendingHandshakes`).
 """
 from __future__ import annotations
 
 import asyncio
-import inspect
 import itertools
 import logging
 import time
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Callable, Protocol
 
 from katzenpost import config as config_module
 from katzenpost import log as kp_log
@@ -29,10 +29,25 @@ log = logging.getLogger("katzenpost.listener")
 COMMANDS_PER_READ = 64
 CLIENT_COMMANDS = (RetrieveMessage, GetConsensus)
 
-# An optional hook of the provider: (valid, can_send) for a client, or None if the peer is not a
-# client of this provider (then the PKI decides).
-ClientAuthenticator = Callable[[PeerCredentials], "tuple[bool, bool] | None | Awaitable"]
-ClientCommandHandler = Callable[[Session, object], Awaitable[None]]
+
+
+class ClientService(Protocol):
+    """What a provider offers the listeners (katzenpost.provider.provider.Provider)."""
+
+    async def authenticate_client(self, creds: PeerCredentials) -> tuple[bool, bool]:
+        """(valid, can_send) for a peer tried as a client; not valid: the PKI decides."""
+
+    async def reauthenticate_client(self, session: Session) -> bool:
+        """Still valid (its rate limiter refreshed)? Every ReauthInterval and new document."""
+
+    async def handle_client_command(self, session: Session, command) -> bool:
+        """RetrieveMessage or GetConsensus; False closes the connection."""
+
+    def client_send_gate(self, session: Session) -> Callable[[], bool]:
+        """The per-packet SendPacket admission of one session (False: dropped silently)."""
+
+    def client_closed(self, session: Session) -> None:
+        """The session ended: forget its state."""
 
 
 class ListenerError(Exception):
@@ -69,17 +84,13 @@ class IncomingConnection:
     async def authenticate(self, creds: PeerCredentials) -> tuple[bool, bool]:
         """IsPeerValid for an incoming peer: the provider's clients first, then the PKI."""
         listeners = self._listeners
-        if listeners.client_authenticator is not None and not self.is_mix:
-            answer = listeners.client_authenticator(creds)
-            if inspect.isawaitable(answer):
-                answer = await answer
-            if answer is not None:
-                valid, can_send = answer
-                if valid:
-                    self.from_client = True
-                    return True, bool(can_send)
-                if self.from_client:
-                    return False, False         # a client that is no longer valid
+        if listeners.clients is not None and not self.is_mix:
+            valid, can_send = await listeners.clients.authenticate_client(creds)
+            if valid:
+                self.from_client = True
+                return True, bool(can_send)
+            if self.from_client:
+                return False, False             # a client that is no longer valid
         valid, can_send = listeners.pki.authenticate_connection(creds, False)
         if valid:
             self.is_mix = True
@@ -89,7 +100,11 @@ class IncomingConnection:
         session = self.session
         if session is None or session.closed:
             return
-        valid, can_send = await self.authenticate(session.peer_credentials)
+        if self.from_client:
+            valid = await self._listeners.clients.reauthenticate_client(session)
+            can_send = valid
+        else:
+            valid, can_send = await self.authenticate(session.peer_credentials)
         if not valid:
             log.info("Incoming peer is no longer valid; disconnecting")
             await session.close("re-authentication failed", level=logging.INFO)
@@ -101,22 +116,18 @@ class Listeners:
     """All listeners of the node and their connections (the reference's Listener glue)."""
 
     def __init__(self, addresses, *, link_key: bytes, identity_public: bytes, pki, pipeline,
-                 settings: ListenerSettings, client_authenticator: ClientAuthenticator | None = None,
-                 client_command_handler: ClientCommandHandler | None = None) -> None:
+                 settings: ListenerSettings, clients: ClientService | None = None) -> None:
         self.addresses = list(addresses)
         self.link_key = link_key
         self.identity_public = identity_public
         self.pki = pki
         self.pipeline = pipeline
         self.settings = settings
-        self.client_authenticator = client_authenticator
-        self.client_command_handler = client_command_handler
+        self.clients = clients                  # a provider's client service; None on a mix
         self.connections: set[IncomingConnection] = set()
         self.by_credentials: dict[PeerCredentials, IncomingConnection] = {}
         self.handshaking = 0
         self.refused = 0                        # connections closed at once by the bounds
-        self.send_rate_per_minute = 0           # client limits, pushed by the PKI and management
-        self.send_burst = 0
         self._servers: list[asyncio.base_events.Server] = []
         self._tasks: set[asyncio.Task] = set()
         self._reauth_task: asyncio.Task | None = None
@@ -205,6 +216,8 @@ class Listeners:
             creds = conn.session.peer_credentials
             if self.by_credentials.get(creds) is conn:
                 del self.by_credentials[creds]
+            if conn.from_client:
+                self.clients.client_closed(conn.session)
             await conn.session.close("connection handler finished")
 
     def _close_old_connections(self, conn: IncomingConnection) -> None:
@@ -222,6 +235,8 @@ class Listeners:
         pipeline = self.pipeline
         submit = pipeline.submit
         from_client = conn.from_client
+        # A client's packets pass its token bucket; a mix's path has no per-packet check.
+        admit = self.clients.client_send_gate(session) if from_client else None
         while True:
             commands = await session.recv_commands(COMMANDS_PER_READ)
             recv_at = time.monotonic_ns()
@@ -236,6 +251,8 @@ class Listeners:
                             await session.close(f"SendPacket of {len(command.sphinx_packet)} bytes",
                                                 level=logging.INFO)
                             return
+                        if admit is not None and not admit():
+                            continue             # over the client's rate: dropped silently
                         submit(command.sphinx_packet, recv_at, from_client, caller_flushes=True)
                         submitted = True
                     elif kind is NoOp:
@@ -243,9 +260,13 @@ class Listeners:
                     elif kind is Disconnect:
                         await session.close("peer sent Disconnect")
                         return
-                    elif (from_client and kind in CLIENT_COMMANDS
-                          and self.client_command_handler is not None):
-                        await self.client_command_handler(session, command)
+                    elif from_client and kind in CLIENT_COMMANDS:
+                        if submitted:            # do not hold packets behind a spool read
+                            pipeline.end_of_read()
+                            submitted = False
+                        if not await self.clients.handle_client_command(session, command):
+                            await session.close(f"{kind.__name__} failed", level=logging.INFO)
+                            return
                     else:
                         await session.close(f"unexpected command {kind.__name__}", level=logging.INFO)
                         return
@@ -268,11 +289,3 @@ class Listeners:
                 await conn.reauthenticate()
             except Exception:
                 log.exception("Re-authentication of an incoming peer failed")
-
-    # --- client limits (provider) ----------------------------------------------------------
-
-    def set_send_rate(self, per_minute: int) -> None:
-        self.send_rate_per_minute = per_minute
-
-    def set_send_burst(self, burst: int) -> None:
-        self.send_burst = burst

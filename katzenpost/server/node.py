@@ -3,7 +3,7 @@ until a signal or a fatal error, and halts it (spec: Katzenpost mix server, star
 docs/node.md).
 
 Start (continuing the CLI's steps 1-5): 6 mix keys, 7 management socket file, 8 PKI client,
-9 provider (not available yet), 10-11 scheduler and crypto workers (the pipeline), 12 connector,
+9 provider (IsProvider), 10-11 scheduler and crypto workers (the pipeline), 12 connector,
 13 decoy, 14 listeners, 15 PKI worker, 16 periodic tasks, 17 management and metrics listeners.
 Halt, in the reference's order: periodic, management, decoy, listeners, connector, crypto workers,
 provider, scheduler, PKI, mix keys. A failure after step 6 runs the full halt.
@@ -118,6 +118,7 @@ class Node:
         self.identifier = config.server.identifier
         self.is_provider = config.server.is_provider
         self.user_commands = None                  # the provider's; None on a mix
+        self.provider_role = None                  # ProviderRole on a provider
         self.clock = EpochClock(config.epoch_period)
         self.exit_code = EXIT_OK
         self.started_at = time.monotonic()
@@ -192,9 +193,6 @@ class Node:
 
     async def start(self) -> None:
         cfg = self.config
-        if self.is_provider:
-            raise NodeStartError("the provider role is not available yet: this build runs mixes "
-                                 "only (Server.IsProvider = true)")
         # 6. Mix keys: load or create [now, now+2], purge stale ones.
         self.mix_keys = MixKeys(cfg.server.data_dir, self.clock, in_memory=cfg.debug.mix_keys_in_memory)
         try:
@@ -206,6 +204,7 @@ class Node:
         pki_host, pki_port = split_host_port(cfg.pki.nonvoting.address)  # 8
         self.pki_client = AuthorityClient(pki_host, pki_port, cfg.pki.nonvoting.public_key,
                                           clock=self.clock)
+        await self._start_provider()                                # 9
         await self._start_pipeline()                                # 10, 11
         self.connector = Connector(pki=None, pipeline=self.pipeline, link_key=self.link_key.private,
                                    identity_public=self.identity_key.public,
@@ -219,7 +218,8 @@ class Node:
         self.listeners = Listeners(cfg.server.addresses, link_key=self.link_key.private,
                                    identity_public=self.identity_key.public, pki=self.pki,
                                    pipeline=self.pipeline,
-                                   settings=ListenerSettings.from_config(cfg.debug))
+                                   settings=ListenerSettings.from_config(cfg.debug),
+                                   clients=self.provider_role.provider if self.provider_role else None)
         try:
             await self.listeners.start()                            # 14
         except ListenerError as exc:
@@ -245,6 +245,17 @@ class Node:
             self.management = ManagementServer(path, self.identifier)
             register_node_commands(self.management, self)
 
+    async def _start_provider(self) -> None:
+        if not self.is_provider:
+            return
+        from katzenpost.server.provider_role import ProviderError, ProviderRole
+        try:
+            self.provider_role = ProviderRole(self)
+            await self.provider_role.start()
+        except ProviderError as exc:
+            raise NodeStartError(str(exc)) from None
+        self.user_commands = self.provider_role.provider.user_commands
+
     async def _start_pipeline(self) -> None:
         from katzenpost._core.wheel import TimerWheel
         from katzenpost.server.workers import SphinxUnwrapEngine
@@ -254,17 +265,19 @@ class Node:
         self.capacity = measure_unwrap_capacity(settings.normalized().NumSphinxWorkers)
         kp_log.notice(log, "%s", self.capacity.describe())
         self.pipeline = Pipeline(settings, engine=SphinxUnwrapEngine(), wheel_factory=TimerWheel,
-                                 is_provider=False, on_local=self._on_local)
+                                 is_provider=self.is_provider, on_local=self._on_local)
         self._node_counters = self.pipeline.counters.stage("node")
         try:
             await self.pipeline.start()
         except Exception as exc:
             raise NodeStartError(f"Failed to start the packet pipeline: {exc}") from None
         self.push_mix_keys()
+        if self.provider_role is not None:
+            self.provider_role.attach(self.pipeline)
 
     def _start_decoy(self) -> None:
-        if not self.config.debug.send_decoy_traffic:
-            return
+        if not self.config.debug.send_decoy_traffic or self.is_provider:
+            return                  # providers ignore SendDecoyTraffic, as the reference
         from katzenpost.server.decoy import Decoy
         self.decoy = Decoy(identity_public=self.identity_key.public, pipeline=self.pipeline,
                            clock=self.clock, decoy_slack_ms=self.config.debug.decoy_slack)
@@ -296,7 +309,9 @@ class Node:
     def _node_self(self) -> NodeSelf:
         return NodeSelf(identifier=self.identifier, identity_seed=self.identity_key.seed,
                         identity_public=self.identity_key.public, link_public=self.link_key.public,
-                        addresses=advertised_addresses(self.config.server), is_provider=False)
+                        addresses=advertised_addresses(self.config.server), is_provider=self.is_provider,
+                        kaetzchen_for_pki=(self.provider_role.provider.kaetzchen_for_pki
+                                           if self.provider_role is not None else None))
 
     # --- periodic work ---------------------------------------------------------------------
 
@@ -373,14 +388,17 @@ class Node:
 
     def _on_epoch_change(self, doc) -> None:
         self.pipeline.set_max_delay(doc.mu_max_delay)
-        if self.listeners is not None:
-            self.listeners.set_send_rate(doc.send_rate_per_minute)
+        if self.provider_role is not None:
+            self.provider_role.on_epoch_change(doc)
         if self.decoy is not None:
             self.decoy.on_new_document(doc)
 
     def _on_local(self, batch) -> None:
-        """Terminal packets: SURB replies at a mix belong to the decoy loop (none: dropped)."""
-        if self.decoy is not None:
+        """Terminal packets: a provider's go to its spool and Kaetzchen; SURB replies at a mix
+        belong to the decoy loop (none: dropped)."""
+        if self.provider_role is not None:
+            self.provider_role.provider.on_local(batch)
+        elif self.decoy is not None:
             self.decoy.on_local(batch)
         else:
             self._node_counters.drop(DropReason.TERMINAL_AT_MIX, len(batch))
@@ -410,6 +428,9 @@ class Node:
             await self._step("connector", self.connector.stop)
         if self.pipeline is not None:
             await self._step("crypto workers", self.pipeline.halt_crypto_workers)
+        if self.provider_role is not None:
+            await self._step("provider", self.provider_role.halt)
+        if self.pipeline is not None:
             await self._step("scheduler", self.pipeline.halt_scheduler)
             self._log_drops()
         if self.pki is not None:
@@ -436,12 +457,13 @@ class Node:
     # --- management and metrics (the `control` interface) ----------------------------------
 
     def set_send_rate(self, per_minute: int) -> None:
-        if self.listeners is not None:
-            self.listeners.set_send_rate(per_minute)
+        """SEND_RATE: every client connection picks it up at its next re-authentication."""
+        if self.provider_role is not None:
+            self.provider_role.provider.set_send_rate(per_minute)
 
     def set_send_burst(self, burst: int) -> None:
-        if self.listeners is not None:
-            self.listeners.set_send_burst(burst)
+        if self.provider_role is not None:
+            self.provider_role.provider.set_send_burst(burst)
 
     def pipeline_counters(self):
         return self.pipeline.counters
@@ -481,6 +503,7 @@ class Node:
             "worker_restarts": self.worker_restarts,
             "listener_refused": self.listeners.refused if self.listeners else 0,
             "decoy": self.decoy.counters() if self.decoy is not None else None,
+            "provider": self.provider_role.status() if self.provider_role is not None else None,
         }
 
     def _queue_depths(self) -> dict:
