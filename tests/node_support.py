@@ -96,7 +96,7 @@ class MixNode:
         return self.log_path.read_text() if self.log_path.exists() else ""
 
     def write_config(self, authority_port: int, authority_key: bytes, period: int,
-                     management: bool = False) -> None:
+                     management: bool = False, log_level: str = "DEBUG", workers: int = 1) -> None:
         mgmt = (f'[Management]\nEnable = true\nPath = "{self.data_dir / "management_sock"}"\n'
                 if management else "")
         self.config_path.write_text(f'''[Server]
@@ -106,7 +106,7 @@ DataDir = "{self.data_dir}"
 
 [Logging]
 File = "node.log"
-Level = "DEBUG"
+Level = "{log_level}"
 
 [PKI]
   [PKI.Nonvoting]
@@ -116,12 +116,12 @@ Level = "DEBUG"
 {mgmt}
 [Debug]
 EpochPeriod = {period}
-NumSphinxWorkers = 1
+NumSphinxWorkers = {workers}
 {self.extra_debug}
 ''')
 
-    def start(self, env=None) -> subprocess.Popen:
-        self.proc = subprocess.Popen([*console_script("katzenpost"), "-f", str(self.config_path)],
+    def start(self, env=None, prefix=()) -> subprocess.Popen:
+        self.proc = subprocess.Popen([*prefix, *console_script("katzenpost"), "-f", str(self.config_path)],
                                      cwd=str(self.data_dir.parent), env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         return self.proc
@@ -208,7 +208,8 @@ class Network:
     """Authority + mixes (one per layer) + sender and sink providers, all on 127.0.0.1."""
 
     def __init__(self, root: pathlib.Path, *, period: int = PERIOD, layers: int = 3,
-                 mix_debug: str = "", management: bool = False) -> None:
+                 mix_debug: str = "", management: bool = False, serve_providers: bool = True,
+                 log_level: str = "DEBUG", workers: int = 1) -> None:
         self.root = root
         self.period = period
         self.clock = EpochClock(period)
@@ -221,10 +222,12 @@ class Network:
             identity, _ = keys.load_or_create_identity_key(str(data_dir))
             link, _ = keys.load_or_create_link_key(str(data_dir))
             mix = MixNode(f"mix{i}", data_dir, free_port(), identity, link, root / f"mix{i}.toml", mix_debug)
-            mix.write_config(self.authority_port, self.authority_identity.public, period, management)
+            mix.write_config(self.authority_port, self.authority_identity.public, period, management,
+                             log_level, workers)
             self.mixes.append(mix)
         self.sender = Provider("sender", free_port())
         self.sink = Provider("sink", free_port())
+        self.serve_providers = serve_providers         # False: the providers' sessions run elsewhere
         self.received: list[tuple[int, bytes]] = []     # (monotonic ns, packet) at the sink
         self.received_event = threading.Event()
         self.authority_proc: subprocess.Popen | None = None
@@ -260,8 +263,8 @@ EpochPeriod = {self.period}
 
 {mixes}{providers}'''
 
-    def start(self, timeout: float = 60) -> None:
-        """Start everything and wait until traffic can flow (document, sessions up)."""
+    def start(self, timeout: float = 60, *, mix_env=None, mix_prefix=()) -> None:
+        """Start everything; with the providers served here, wait until traffic can flow."""
         config = self.root / "authority.toml"
         config.write_text(self.authority_config())
         self.authority_proc = subprocess.Popen([*console_script("katzenpost-authority"), "-f", str(config)],
@@ -270,8 +273,9 @@ EpochPeriod = {self.period}
         wait_for(lambda: self._listening(self.authority_port), 20, "the authority to listen")
         self.loop.call(self._start_providers())
         for mix in self.mixes:
-            mix.start()
-        self.wait_ready(timeout)
+            mix.start(env=mix_env, prefix=mix_prefix)
+        if self.serve_providers:
+            self.wait_ready(timeout)
 
     def _listening(self, port: int) -> bool:
         if self.authority_proc.poll() is not None:
@@ -320,7 +324,7 @@ EpochPeriod = {self.period}
 
     async def _start_providers(self) -> None:
         # Both providers listen (the last layer dials every provider); the sink's packets count.
-        for provider in (self.sender, self.sink):
+        for provider in (self.sender, self.sink) if self.serve_providers else ():
             self._servers.append(await asyncio.start_server(
                 lambda r, w, p=provider: self._on_provider_connection(p, r, w), "127.0.0.1", provider.port))
         loop = asyncio.get_running_loop()
