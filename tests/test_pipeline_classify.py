@@ -284,6 +284,26 @@ def test_batch_classifier_replay_masks_and_bad_input():
     assert bound.classify(0, np.zeros(0, np.int64), np.zeros(0, np.uint8), 0, 0) == (0, 0)
 
 
+def test_batch_classifier_holds_every_array_it_points_into():
+    """The classifier's C pointers stay valid whatever the caller does with the result object
+    and the arrays it handed in: the classifier itself owns a reference to each."""
+    import gc
+    import weakref
+    _, result = unwrap([make_packet(), make_packet(status=3)])
+    drops = np.zeros(32, np.int64)
+    bound = core_classify.BatchClassifier(result, drops, False)
+    watched = [weakref.ref(getattr(result, name)) for name in
+               ("status", "flags", "delay_ms", "next_hop", "recipient")] + [weakref.ref(drops)]
+    for name in ("status", "flags", "delay_ms", "next_hop", "recipient"):
+        setattr(result, name, None)  # the result object lets go of its arrays...
+    del drops
+    gc.collect()
+    assert all(ref() is not None for ref in watched)  # ...the classifier does not
+    assert bound.classify(2, np.zeros(2, np.int64), np.zeros(2, np.uint8), 0, 0) == (0, 0)
+    counts = watched[-1]()  # no route table: the good packet is a no_route drop
+    assert counts[int(DropReason.UNWRAP_FAILED)] == 1 and counts[int(DropReason.NO_ROUTE)] == 1
+
+
 def test_core_classify_rejects_short_outputs():
     _, result = unwrap([make_packet()])
     z = np.zeros(0, np.int32)
