@@ -85,7 +85,7 @@ class PipelineSettings:
         return cls(**values).normalized()
 
     def normalized(self):
-        """A copy with the spec's defaults applied (<= 0 means default) and bounds checked."""
+        """A copy with the config's defaults applied (<= 0 means default) and bounds checked."""
         s = dataclasses.replace(self)
         for field in dataclasses.fields(s):
             value = getattr(s, field.name)

@@ -40,7 +40,7 @@ def public_key(private_key):
 
 
 def unwrap(private_key, packet):
-    """Unwrap `packet` at the node holding `private_key` (spec 5.3).
+    """Unwrap `packet` at the node holding `private_key` (the Sphinx Packet Format Specification).
 
     Returns Unwrapped; raises SphinxError with the reference's message (and `replay_tag`
     set for every error after the version check).
@@ -74,7 +74,7 @@ def _create_header(path, rng, filler):
 
 
 def new_packet(path, payload, rng=None, filler=None):
-    """A forward packet along `path` (1..5 PathHop) carrying `payload` (spec 5.2).
+    """A forward packet along `path` (1..5 PathHop) carrying `payload` (the Sphinx Packet Format Specification).
 
     `rng(n)` supplies the ephemeral key, `filler(n)` the padding of unused hops (both
     default to os.urandom). The payload is not padded: 2048 bytes in production.
@@ -84,7 +84,7 @@ def new_packet(path, payload, rng=None, filler=None):
 
 
 def new_surb(path, rng=None, filler=None):
-    """A SURB for `path` and the keys to decrypt its reply (spec 5.4): (surb, keys)."""
+    """A SURB for `path` and the keys to decrypt its reply (the Sphinx Packet Format Specification): (surb, keys)."""
     rng = rng or os.urandom
     reply_key = _read(rng, geometry.SPRP_KEY_MATERIAL_LENGTH, "rng")
     header, sprp_keys = _create_header(path, rng, filler or os.urandom)
@@ -95,7 +95,7 @@ def new_surb(path, rng=None, filler=None):
 
 
 def new_packet_from_surb(surb, payload):
-    """The reply packet for `surb` carrying `payload` and its first hop id (spec 5.5)."""
+    """The reply packet for `surb` carrying `payload` and its first hop id (the Sphinx Packet Format Specification)."""
     surb = bytes(surb)
     if len(surb) != geometry.SURB_LENGTH:
         raise SphinxError(errors.INVALID_SURB)
@@ -106,7 +106,7 @@ def new_packet_from_surb(surb, payload):
 
 
 def decrypt_surb_payload(payload, keys):
-    """The plaintext of a SURB reply payload, given the keys from new_surb (spec 5.6)."""
+    """The plaintext of a SURB reply payload, given the keys from new_surb (the Sphinx Packet Format Specification)."""
     keys = bytes(keys)
     if not keys or len(keys) % geometry.SPRP_KEY_MATERIAL_LENGTH:
         raise SphinxError(errors.INVALID_SURB_KEYS)
