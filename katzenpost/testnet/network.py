@@ -1,0 +1,157 @@
+"""Bring a written network up and down: start the authority and the nodes, register the users
+over the providers' management sockets, wait for a document that lists every node and for every
+node's links, connect the users' clients; restart a node or the authority; stop everything.
+Every wait is bounded and checks that the processes are still alive."""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from katzenpost import keys
+from katzenpost.client.session import Client, ClientError, ClientSettings
+from katzenpost.pki.client import AuthorityClient, PKIClientError
+from katzenpost.pki.epochtime import EpochClock
+from katzenpost.testnet import monitor
+from katzenpost.testnet.layout import Plan
+from katzenpost.testnet.processes import ProcessError, Supervisor, authority_argv, node_argv
+
+AUTHORITY = "authority"
+
+
+class NetworkError(Exception):
+    """The network did not come up (or back) in time; the message says what is missing."""
+
+
+class Testnet:
+    def __init__(self, plan: Plan, *, keep: bool = False, say=print):
+        self.plan = plan
+        self.clock = EpochClock(plan.epoch_period)
+        self.say = say
+        self.supervisor = Supervisor(keep=keep)
+        self.supervisor.add(AUTHORITY, authority_argv(plan.authority_config), plan.authority_dir,
+                            os.path.join(plan.authority_dir, "authority.log"))
+        for node in plan.nodes:
+            self.supervisor.add(node.name, node_argv(node.config_path), node.data_dir, node.log_path)
+        self.views = {n.name: monitor.NodeView(n.name, "provider" if n.is_provider else "mix")
+                      for n in plan.nodes}
+        self.management_paths = {n.name: n.management_path for n in plan.nodes}
+        self.authority = AuthorityClient("127.0.0.1", plan.authority_port, bytes.fromhex(plan.authority_key),
+                                         clock=self.clock, connect_timeout=3, handshake_timeout=3,
+                                         response_timeout=5)
+
+    # --- start -------------------------------------------------------------------------------
+
+    async def start(self, timeout: float) -> None:
+        """Everything up and linked within `timeout` seconds (NetworkError otherwise)."""
+        deadline = time.monotonic() + timeout
+        self.supervisor.start(AUTHORITY)
+        await self._until(deadline, self._authority_listening, "the authority to listen")
+        for node in self.plan.nodes:
+            self.supervisor.start(node.name)
+        self.plan.pids = self.supervisor.pids()
+        self.plan.save()
+        self.say("started the authority, 3 mixes and 2 providers; waiting for their management sockets")
+        await self._until(deadline, self._all_managed, "every node's management socket")
+        for user in self.plan.users:
+            provider = self.plan.provider(user.provider)
+            await monitor.register_user(provider.management_path, user.name, user.link_key, user.identity_key)
+        self.say("users registered; waiting for a document listing every node")
+        await self._until(deadline, self._document_complete, "a document listing every node")
+        self.say("document published; waiting for every node's links")
+        await self._until(deadline, self._all_linked, "every node's outgoing links")
+
+    async def _until(self, deadline: float, probe, what: str, interval: float = 0.25):
+        while True:
+            self.supervisor.check()
+            result = await probe()
+            if result:
+                return result
+            if time.monotonic() >= deadline:
+                raise NetworkError(f"timed out waiting for {what}")
+            await asyncio.sleep(interval)
+
+    async def _authority_listening(self) -> bool:
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", self.plan.authority_port), 1)
+        except (OSError, asyncio.TimeoutError):
+            return False
+        writer.close()
+        return True
+
+    async def _all_managed(self) -> bool:
+        await monitor.poll_all(self.views, self.management_paths)
+        return all(v.up for v in self.views.values())
+
+    async def document(self, epoch: int | None = None):
+        epoch = self.clock.current() if epoch is None else epoch
+        return await self.authority.get_document(epoch)
+
+    async def _document_complete(self) -> bool:
+        try:
+            doc = await self.document()
+        except PKIClientError:
+            return False
+        names = {d.name for d in doc.providers}
+        mixes = sum(len(layer) for layer in doc.topology)
+        return names == {p.name for p in self.plan.providers} and mixes == len(self.plan.mixes)
+
+    async def _all_linked(self) -> bool:
+        await monitor.poll_all(self.views, self.management_paths)
+        return all(v.up and v.peers_known > 0 and v.peers_up == v.peers_known for v in self.views.values())
+
+    # --- clients -------------------------------------------------------------------------------
+
+    def client_settings(self, user_name: str, **overrides) -> ClientSettings:
+        user = next(u for u in self.plan.users if u.name == user_name)
+        provider = self.plan.provider(user.provider)
+        values = dict(user=user.name, link_key=keys.load_link_key(user.data_dir), provider=provider.name,
+                      provider_key=bytes.fromhex(provider.identity_key), address=("127.0.0.1", provider.port),
+                      authority_key=bytes.fromhex(self.plan.authority_key), epoch_period=self.plan.epoch_period,
+                      poll_interval=0.2, reply_slack=20.0)
+        values.update(overrides)
+        return ClientSettings(**values)
+
+    async def connect_client(self, user_name: str, timeout: float, **kwargs) -> Client:
+        """A started client of `user_name` (retried until its provider serves the document)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.supervisor.check()
+            client = Client(self.client_settings(user_name), **kwargs)
+            try:
+                await client.start()
+                return client
+            except ClientError as err:
+                await client.close()
+                if time.monotonic() >= deadline:
+                    raise NetworkError(f"client {user_name} could not start: {err}") from None
+                await asyncio.sleep(0.5)
+
+    # --- restarts and stop ---------------------------------------------------------------------
+
+    async def restart(self, name: str, timeout: float = 60.0) -> float:
+        """Stop `name` (a node or the authority) with SIGTERM, start it again, and wait until it
+        is back in service; returns the seconds it took."""
+        started = time.monotonic()
+        await asyncio.get_running_loop().run_in_executor(None, self.supervisor.children[name].stop)
+        self.supervisor.start(name)
+        self.plan.pids = self.supervisor.pids()
+        self.plan.save()
+        deadline = started + timeout
+        if name == AUTHORITY:
+            await self._until(deadline, self._authority_listening, "the authority to listen again")
+            await self._until(deadline, self._document_complete, "the authority's document again")
+        else:
+            await self._until(deadline, self._all_managed, f"{name}'s management socket again")
+            await self._until(deadline, self._all_linked, f"the links to and from {name} again")
+        return time.monotonic() - started
+
+    def stop(self) -> dict[str, int | None]:
+        codes = self.supervisor.stop_all()
+        self.plan.pids = {}
+        self.plan.save()
+        return codes
+
+
+__all__ = ["Testnet", "NetworkError", "ProcessError", "AUTHORITY"]
