@@ -60,13 +60,15 @@ def test_nodes_follow_the_authority_through_an_epoch_rollover(tmp_path):
         handed_over = []
         workers = [node_worker(name, port, clock, handed_over) for name in MIXES + PROVIDERS]
         try:
-            # 30 s into E: the first tick posts for E; the last upload bootstraps document E.
+            # 30 s into E: the first tick posts for E and, in the same tick, for E+1; the last
+            # upload for E bootstraps document E.
             for worker in workers:
                 await worker.tick()
-            assert [w.last_published_epoch for w in workers] == [E] * 5
+            assert [w.published for w in workers] == [{E, E + 1}] * 5
+            assert [w.last_published_epoch for w in workers] == [E + 1] * 5
             await wait_until(lambda: E in state.documents, "the bootstrap document")
 
-            # A minute later: every node fetches E and publishes for E+1 with keys E+1..E+3.
+            # A minute later: every node fetches E; E+1 was published with keys E+1..E+3.
             time.now += 60
             for worker in workers:
                 await worker.tick()
