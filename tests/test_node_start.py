@@ -3,6 +3,7 @@ port, a provider configuration, a damaged mix key, the stale management socket f
 mix keys, and the graceful halt on SIGINT."""
 import signal
 import socket
+import urllib.request
 
 import pytest
 
@@ -92,3 +93,15 @@ def test_in_memory_mix_keys_leave_no_files(mix):
     mix.write_config(free_port(), keys.IdentityKey.generate().public, 20)
     assert run_to_exit_after_start(mix) == 0
     assert not list(mix.data_dir.glob("mixkey-*")) and not list(mix.data_dir.glob("replay-*"))
+
+
+def test_metrics_endpoint_serves_the_node(mix):
+    port = free_port()
+    mix.config_path.write_text(mix.config_path.read_text() + f'\n[Metrics]\nAddress = "127.0.0.1:{port}"\n')
+    mix.start()
+    wait_for(lambda: "Node started" in mix.log_text(), 30, "the node to start")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        body = reply.read().decode()
+    assert 'katzenpost_info{identifier="lonely",role="mix"} 1.0' in body
+    assert "katzenpost_epoch" in body
+    assert mix.stop() == 0
