@@ -1,7 +1,8 @@
-"""Whole-pipeline load test on loopback: generator process -> node pipeline -> sink process.
+"""Packet-pipeline load test on loopback: generator process -> the pipeline -> sink process.
 
-Cases, each a sweep of offered rates (2,524-byte packets, 4-byte length-prefix framing over
-127.0.0.1 TCP): `relay` (the baseline measured in the same run: a plain asyncio relay with the
+This is not a whole node: packets travel with a plain 4-byte length prefix over 127.0.0.1 TCP,
+without the wire protocol (Noise handshake, encrypted frames) or the PKI; `bench_node.py` runs a
+real `katzenpost` node. Cases, each a sweep of offered rates (2,524-byte packets): `relay` (the baseline measured in the same run: a plain asyncio relay with the
 same framing, no pipeline), `a` (zero-cost stand-in unwrap), `b` (the real Sphinx batch unwrap
 on genuine packets, for each of --b-workers), `costNN` (stand-in at NN us per packet); suffix
 `-thread` runs the timer wheel in a scheduler thread instead of on the I/O thread.
@@ -13,7 +14,7 @@ gives, per case: highest no-loss rate, knee, marginal I/O CPU per packet, node C
 packet at the busiest step and the throughput that projects to on 2 free cores, ratios to the
 targets (I/O <= 15 us, p99 <= 5 ms, (b) >= 0.85 x workers / unwrap cost) and to the relay.
 
-    python3 bench/bench_pipeline.py --rates 2000,8000,16000 --seconds 1.5 --cases relay,a,b \
+    .venv/bin/python bench/bench_pipeline.py --rates 2000,8000,16000 --seconds 1.5 --cases relay,a,b \
         [--b-workers 1,2] [--pool-cache /tmp/pool.npz] [--json out.json]
 """
 import argparse

@@ -1,7 +1,9 @@
-"""pyperf benchmark of the crypto worker's per-batch work after unwrap: `_core.classify` against
-its pure-Python twin, and the whole Python side of one worker batch (what holds the GIL).
+"""pyperf benchmark of the classification step of a crypto worker's batch: `replay_masks` plus
+`classify_batch` on a batch of 64 forward packets, `_core.classify` against its pure-Python
+twin. It measures that step only, not the rest of a worker batch (the zmq receive, the unwrap,
+the replay filter, building and sending the scheduler message).
 
-    python3 bench/bench_pipeline_classify.py --fast
+    .venv/bin/python bench/bench_pipeline_classify.py --fast
 """
 import os
 import sys
@@ -51,7 +53,8 @@ def classify_loop(loops, impl):
 
 def main():
     runner = pyperf.Runner()
-    runner.metadata["description"] = f"classify a batch of {BATCH} forward packets"
+    runner.metadata["description"] = (f"replay_masks + classify_batch of {BATCH} forward packets "
+                                      "(the classification step only)")
     results = {}
     for name, impl in (("core", core), ("reference", ref)):
         results[name] = runner.bench_time_func(f"classify_batch{BATCH}_{name}", classify_loop, impl)
