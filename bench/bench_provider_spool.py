@@ -104,7 +104,7 @@ def delivery_case(seconds: float, batch: int, backend_kwargs: dict | None = None
     async def scenario(tmp):
         cfg = provider_config(Path(tmp), **(backend_kwargs or {}))
         provider = Provider(cfg, schedule=lambda p, d, h: acks.append(len(p)),
-                            get_raw_consensus=lambda e: (1, b""))
+                            get_raw_consensus=lambda e: (1, b""), submit_packet=lambda p: None)
         await provider.start()
         try:
             for user in USERS:

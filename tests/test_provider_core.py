@@ -261,7 +261,7 @@ def test_kaetzchen_requests_reach_the_built_ins_and_answer_through_the_surb(tmp_
 def start_and_halt(cfg):
     """Start a provider (expected to fail) and always halt it."""
     async def scenario():
-        provider = Provider(cfg, schedule=None, get_raw_consensus=None)
+        provider = Provider(cfg, schedule=None, get_raw_consensus=None, submit_packet=None)
         try:
             await provider.start()
         finally:
@@ -273,7 +273,8 @@ def start_and_halt(cfg):
 def test_unsupported_capability_and_a_bad_plugin_stop_the_start(tmp_path):
     bad_builtin = '[[Provider.Kaetzchen]]\nCapability = "panda"\nEndpoint = "+panda"\n'
     with pytest.raises(ProviderError, match="Unsupported capability 'panda'"):
-        Provider(provider_config(tmp_path, kaetzchen=bad_builtin), schedule=None, get_raw_consensus=None)
+        Provider(provider_config(tmp_path, kaetzchen=bad_builtin), schedule=None, get_raw_consensus=None,
+                 submit_packet=None)
     bad_plugin = (f'[[Provider.CBORPluginKaetzchen]]\nCapability = "echo"\nEndpoint = "+echo"\n'
                   f'Command = "{tmp_path}/missing"\nMaxConcurrency = 1\n')
     with pytest.raises(ProviderError, match="failed to execute plugin"):

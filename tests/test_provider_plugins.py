@@ -257,7 +257,7 @@ def test_provider_routes_requests_to_the_echo_plugin_and_advertises_it(tmp_path)
 
     async def scenario():
         provider = Provider(provider_config(tmp_path, kaetzchen=plugin), schedule=schedule,
-                            get_raw_consensus=None)
+                            get_raw_consensus=None, submit_packet=None)
         await provider.start()
         try:
             assert provider.kaetzchen_for_pki() == {"echo": {"endpoint": "+echo"}}

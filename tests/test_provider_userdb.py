@@ -290,6 +290,18 @@ def test_extern_refuses_every_mutation_with_the_reference_text():
             call()
 
 
+def test_extern_binary_names_are_unknown_without_asking():
+    service = AuthService()
+    try:
+        db = ExternUserDB(service.url)
+        assert not db.exists(b"\xff\xfe") and not db.is_valid(b"\xff", key())
+        with pytest.raises(NoIdentity):
+            db.identity(b"\xff")
+        assert service.requests == []
+    finally:
+        service.close()
+
+
 def test_extern_unreachable_or_garbage_answers_mean_no():
     db = ExternUserDB("http://127.0.0.1:9", timeout=2)
     assert not db.exists(b"alice") and not db.is_valid(b"alice", key())

@@ -36,8 +36,7 @@ class ProviderError(Exception):
 
 
 class Provider:
-    def __init__(self, cfg, *, schedule: Callable, get_raw_consensus: Callable,
-                 submit_packet: Callable = lambda packet: None,
+    def __init__(self, cfg, *, schedule: Callable, get_raw_consensus: Callable, submit_packet: Callable,
                  clock_ns: Callable[[], int] = time.monotonic_ns):
         """`schedule(packets uint8[k, L], delay_ms uint32[k], node_ids uint8[k, 32])` sends reply
         packets (SURB-ACKs, Kaetzchen answers) after their delay; `get_raw_consensus(epoch)` →

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 
 @dataclass
@@ -22,7 +23,7 @@ class RateLimiter:
     """One client connection's token bucket; times in monotonic milliseconds."""
 
     settings: RateSettings
-    clock: callable = field(default=lambda: time.monotonic_ns() // 1_000_000)
+    clock: Callable[[], int] = field(default=lambda: time.monotonic_ns() // 1_000_000)
     increment_ms: int = 0   # one token per increment; 0 = not limited
     tokens: int = 0
     max_tokens: int = 0

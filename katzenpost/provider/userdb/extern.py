@@ -9,7 +9,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from katzenpost.provider.userdb.base import NoIdentity, NotSupported, UserDB, UserDBError
+from katzenpost.provider.userdb.base import NoIdentity, NotSupported, UserDB
 
 log = logging.getLogger("katzenpost.provider.userdb")
 
@@ -47,14 +47,17 @@ class ExternUserDB(UserDB):
         return answer.get(endpoint) if isinstance(answer, dict) else None
 
     def exists(self, user: bytes) -> bool:
-        return self._answer("exists", {"user": _text(user)}) is True
+        name = _text_or_none(user)
+        return name is not None and self._answer("exists", {"user": name}) is True
 
     def is_valid(self, user: bytes, link_key: bytes) -> bool:
+        name = _text_or_none(user)
         key = base64.b64encode(bytes(link_key)).decode("ascii")
-        return self._answer("isvalid", {"user": _text(user), "key": key}) is True
+        return name is not None and self._answer("isvalid", {"user": name, "key": key}) is True
 
     def identity(self, user: bytes) -> bytes:
-        value = self._answer("getidkey", {"user": _text(user)})
+        name = _text_or_none(user)
+        value = None if name is None else self._answer("getidkey", {"user": name})
         try:
             key = bytes.fromhex(value) if isinstance(value, str) else b""
         except ValueError:
@@ -76,8 +79,9 @@ class ExternUserDB(UserDB):
         raise NotSupported(_READ_ONLY)
 
 
-def _text(user: bytes) -> str:
+def _text_or_none(user: bytes) -> str | None:
+    """The name as form text; a binary (non-UTF-8) name cannot be asked about: it is unknown."""
     try:
         return bytes(user).decode("utf-8")
     except UnicodeDecodeError:
-        raise UserDBError("userdb: the extern backend needs UTF-8 user names") from None
+        return None
