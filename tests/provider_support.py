@@ -61,6 +61,15 @@ def key() -> bytes:
     return secrets.token_bytes(32)
 
 
+def reap(child, schema=None) -> None:
+    """Kill a test's child process if it still runs, and drop its PostgreSQL schema."""
+    if child.poll() is None:
+        child.kill()
+        child.wait(10)
+    if schema is not None:
+        schema.drop()
+
+
 class SurbEndpoint:
     """The far end of a one-hop SURB: makes SURBs and opens the reply packets built from them."""
 

@@ -12,7 +12,7 @@ import textwrap
 import pytest
 
 from katzenpost.wire import commands as wire
-from tests.provider_support import FakeSession, PostgresSchema, provider_config
+from tests.provider_support import FakeSession, PostgresSchema, provider_config, reap
 from tests.test_provider_core import Harness, body
 
 CHILD = textwrap.dedent("""
@@ -58,8 +58,4 @@ def test_an_acknowledged_message_survives_kill_9_of_the_provider(tmp_path, kind)
         message = asyncio.run(asyncio.wait_for(retrieve(), 60))
         assert isinstance(message, wire.Message) and message.payload == body(42)
     finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait(10)
-        if schema is not None:
-            schema.drop()
+        reap(child, schema)

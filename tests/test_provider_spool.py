@@ -19,7 +19,7 @@ from katzenpost.provider.spool.sqlite import SQLiteSpool
 from katzenpost.provider.userdb.postgres import PostgresUserDB
 from katzenpost.provider.userdb.sqlite import SQLiteUserDB
 from katzenpost.sphinx.geometry import SPRP_PAYLOAD_LENGTH, USER_FORWARD_PAYLOAD_LENGTH
-from tests.provider_support import PostgresSchema, key
+from tests.provider_support import PostgresSchema, key, reap
 
 
 def message(n: int) -> bytes:
@@ -172,8 +172,4 @@ def test_a_returned_store_survives_kill_9(tmp_path, kind):
         assert spool.get(b"alice", True).message == bytes([8]) * 1490
         spool.close()
     finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait(10)
-        if schema is not None:
-            schema.drop()
+        reap(child, schema)
