@@ -138,7 +138,8 @@ def settings_from(args, *, create_key: bool = False) -> ClientSettings:
     }
     missing = [name for name, value in found.items() if value in (None, "")]
     if missing:
-        flags = ", ".join("--" + m.replace("_", "-") for m in missing)
+        flag = {"address": "provider-address"}
+        flags = ", ".join("--" + flag.get(m, m.replace("_", "-")) for m in missing)
         raise UsageError(f"missing {flags} (or the matching entries of a -c configuration file)")
     if args.config and not os.path.isabs(found["data_dir"]):
         found["data_dir"] = os.path.join(os.path.dirname(os.path.abspath(args.config)), found["data_dir"])
@@ -200,9 +201,26 @@ def cmd_genkey(args) -> int:
     return EXIT_OK
 
 
+def precheck(args) -> None:
+    """Check a network command's arguments before any connection (bad input: exit 2 at once)."""
+    if args.command == "send":
+        args.target = _target(args.recipient)
+        args.body = _body(args.text, stdin_allowed=True)
+    elif args.command == "ping":
+        args.target = _target(args.service)
+        args.body = _body(args.text or "ping", stdin_allowed=False)
+    elif args.command == "keyserver":
+        args.target = _target(args.lookup)
+    elif args.command == "loop":
+        args.target = ("loop", _target(f"loop@{args.provider_of_loop}")[1] if args.provider_of_loop else None)
+        args.body = b""
+    elif args.command == "load":
+        args.target = _target(args.to or args.service) if (args.to or args.service) else None
+
+
 async def cmd_send(client: Client, args) -> int:
-    name, provider = _target(args.recipient)
-    pending = await client.send_message(name, provider, _body(args.text, stdin_allowed=True))
+    name, provider = args.target
+    pending = await client.send_message(name, provider, args.body)
     if args.no_wait:
         print("sent")
         return EXIT_OK
@@ -231,8 +249,8 @@ async def cmd_retrieve(client: Client, args) -> int:
 
 
 async def cmd_ping(client: Client, args) -> int:
-    service, provider = _target(args.service)
-    body = _body(args.text or "ping", stdin_allowed=False)
+    (service, provider), body = args.target, args.body
+    label = service if provider is None else f"{service}@{provider}"
     failures = 0
     for index in range(args.count):
         pending = await client.request(service, provider, body)
@@ -240,16 +258,16 @@ async def cmd_ping(client: Client, args) -> int:
             reply = await pending.result
         except ClientError as err:
             failures += 1
-            print(f"{args.service}: {err}".replace("client: ", ""))
+            print(f"{label}: {err}".replace("client: ", ""))
             continue
         shown = _show(reply.body)
-        print(f"reply from {args.service} in {_elapsed(pending):.2f} s: {shown!r}" if shown
-              else f"reply from {args.service} in {_elapsed(pending):.2f} s (empty)")
+        print(f"reply from {label} in {_elapsed(pending):.2f} s: {shown!r}" if shown
+              else f"reply from {label} in {_elapsed(pending):.2f} s (empty)")
     return EXIT_FAILED if failures else EXIT_OK
 
 
 async def cmd_keyserver(client: Client, args) -> int:
-    user, provider = _target(args.lookup)
+    user, provider = args.target
     request = json.dumps({"Version": 0, "User": user}, separators=(",", ":")).encode()
     pending = await client.request("keyserver", provider, request)
     reply = await pending.result
@@ -258,13 +276,12 @@ async def cmd_keyserver(client: Client, args) -> int:
 
 
 async def cmd_loop(client: Client, args) -> int:
-    args.service, args.text = "loop" + (f"@{args.provider_of_loop}" if args.provider_of_loop else ""), None
     return await cmd_ping(client, args)
 
 
 async def cmd_load(client: Client, args) -> int:
     stats = TrafficStats()
-    name, provider = _target(args.to or args.service or client.settings.user)
+    name, provider = args.target or (client.settings.user, None)
     body_prefix = b"katzenpost-client load "
 
     async def send_one(index: int) -> None:
@@ -302,6 +319,7 @@ _NETWORK_COMMANDS = {"send": cmd_send, "retrieve": cmd_retrieve, "ping": cmd_pin
 
 
 async def _run_network_command(args) -> int:
+    precheck(args)
     settings = settings_from(args)
     client = Client(settings)
     try:

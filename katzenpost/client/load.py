@@ -35,6 +35,7 @@ class KindStats:
     lost: int = 0
     failed: int = 0          # send errors and replies that did not decrypt or check
     latencies: list[float] = field(default_factory=list)
+    completed_at: list[float] = field(default_factory=list)   # clock() of each delivery
 
     @property
     def pending(self) -> int:
@@ -84,8 +85,10 @@ class TrafficStats:
                 entry.failed += 1
                 self._note_error(ClientError("reply: unexpected content"))
             else:
+                now = self._clock()
                 entry.delivered += 1
-                entry.latencies.append(self._clock() - pending.sent)
+                entry.latencies.append(now - pending.sent)
+                entry.completed_at.append(now)
         pending.result.add_done_callback(done)
 
     @property
@@ -106,7 +109,12 @@ class TrafficStats:
             total.lost += entry.lost
             total.failed += entry.failed
             total.latencies.extend(entry.latencies)
+            total.completed_at.extend(entry.completed_at)
         return total
+
+    def delivered_since(self, moment: float) -> int:
+        """Replies that came back after `moment` (the clock's time)."""
+        return sum(1 for entry in self.kinds.values() for t in entry.completed_at if t > moment)
 
     def summary(self, name: str | None = None) -> dict:
         entry = self.total() if name is None else self.kind(name)

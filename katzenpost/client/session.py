@@ -131,7 +131,7 @@ class Client:
         self._retrieve_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
         self._closed = False
-        self.reconnects = 0
+        self.connections = 0       # sessions established, re-dials included
 
     # --- life cycle --------------------------------------------------------------------------
 
@@ -167,6 +167,10 @@ class Client:
         return self._session is not None and not self._session.closed
 
     @property
+    def reconnects(self) -> int:
+        return max(0, self.connections - 1)
+
+    @property
     def pending_count(self) -> int:
         return len(self._waiting)
 
@@ -187,6 +191,7 @@ class Client:
             raise ClientError(f"client: cannot connect to provider {self.settings.provider} at "
                               f"{host}:{port}: {err}") from None
         session.write_timeout = self.settings.timeout
+        self.connections += 1
         self._session = session
         self._retr_seq = 0           # the provider's retrieval state is per connection
         self._reader = asyncio.get_running_loop().create_task(self._read(session))
@@ -433,7 +438,7 @@ class Client:
 
     async def _retrieve_forever(self) -> None:
         delay = RECONNECT_BACKOFF[0]
-        while True:
+        while not self._closed:      # also ends the loop if a cancellation was swallowed
             try:
                 await self.retrieve()
                 delay = RECONNECT_BACKOFF[0]
@@ -441,6 +446,5 @@ class Client:
             except ClientError as err:
                 self.expire()
                 log.info("client: retrieval failed (%s); again in %.2f s", err, delay)
-                self.reconnects += 1
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_BACKOFF[1])

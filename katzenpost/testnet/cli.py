@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "in this database)")
     parser.add_argument("--restart", type=_restart_spec, action="append", default=[], metavar="NAME@S",
                         help="restart a node or the authority S seconds into the traffic (repeatable)")
+    parser.add_argument("--strict-timing", action="store_true", help="the reference's 10 ms "
+                        "UnwrapDelay and SchedulerSlack (the testnet allows 250 ms: its nodes share the CPU)")
     parser.add_argument("--plain", action="store_true", help="progress lines instead of the live table")
     parser.add_argument("--log-level", default="NOTICE", choices=("ERROR", "WARNING", "NOTICE", "INFO", "DEBUG"),
                         help="the nodes' log level (logs are in each node's directory)")
@@ -150,7 +152,7 @@ class Run:
             self.restarts.append({"name": name, "at": at_time, "took": -1.0, "error": str(err)[:500]})
             self.say(f"{name} did not come back: {err}")
             return
-        self.restarts.append({"name": name, "at": at_time, "took": took})
+        self.restarts.append({"name": name, "at": at_time, "took": took, "back_at": time.monotonic()})
         self.say(f"{name} is back after {took:.1f} s")
 
     async def watch(self) -> None:
@@ -180,8 +182,12 @@ class Run:
                 live.stop()
 
     def report(self) -> dict:
+        for restart in self.restarts:   # traffic resumed? (replies after the node was back)
+            if "back_at" in restart:
+                restart["delivered_after"] = self.stats.delivered_since(restart.pop("back_at"))
         settings = {"duration": self.args.duration, "rate": self.args.rate,
                     "epoch_period": self.plan.epoch_period, "postgres": bool(self.args.postgres),
+                    "strict_timing": self.args.strict_timing,
                     "dir": self.plan.root}
         return view.report_dict(self.stats, self.net.views, settings=settings, epochs=self.epochs,
                                 restarts=self.restarts, acked=len(self.driver.acked),
@@ -258,7 +264,7 @@ def _prepare(args) -> layout.Plan:
             raise layout.LayoutError(str(err)) from None
         sql = {name: dsn for name, (_, dsn) in schemas.items()}
     plan = layout.write_network(root, epoch_period=args.epoch_period, log_level=args.log_level,
-                                provider_sql=sql)
+                                provider_sql=sql, strict_timing=args.strict_timing)
     if schemas:
         plan.postgres_dsn = args.postgres
         plan.postgres_schemas = [schema for schema, _ in schemas.values()]
@@ -313,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             print("katzenpost-testnet: --stop needs --dir", file=sys.stderr)
             return EXIT_USAGE
         return stop_kept(args.dir)
-    console = Console()
+    console = Console(soft_wrap=True)
     try:
         plan = _prepare(args)
     except layout.LayoutError as err:

@@ -56,8 +56,8 @@ class Testnet:
         for user in self.plan.users:
             provider = self.plan.provider(user.provider)
             await monitor.register_user(provider.management_path, user.name, user.link_key, user.identity_key)
-        self.say("users registered; waiting for a document listing every node")
-        await self._until(deadline, self._document_complete, "a document listing every node")
+        self.say("users registered; waiting for the documents of this epoch and the next")
+        await self._until(deadline, self._document_complete, "documents listing every node")
         self.say("document published; waiting for every node's links")
         await self._until(deadline, self._all_linked, "every node's outgoing links")
 
@@ -88,14 +88,19 @@ class Testnet:
         epoch = self.clock.current() if epoch is None else epoch
         return await self.authority.get_document(epoch)
 
-    async def _document_complete(self) -> bool:
+    async def _document_complete(self, ahead: bool = True) -> bool:
+        """The documents of this epoch and the next list every node. Both are needed: nodes
+        that start late in an epoch miss the deadline to publish for the next one (3P/8 before
+        it, as in the reference), the authority then makes no document for it, and during that
+        epoch nothing is routed."""
+        epoch = self.clock.current()
         try:
-            doc = await self.document()
+            docs = [await self.document(e) for e in ((epoch, epoch + 1) if ahead else (epoch,))]
         except PKIClientError:
             return False
-        names = {d.name for d in doc.providers}
-        mixes = sum(len(layer) for layer in doc.topology)
-        return names == {p.name for p in self.plan.providers} and mixes == len(self.plan.mixes)
+        providers = {p.name for p in self.plan.providers}
+        return all({d.name for d in doc.providers} == providers
+                   and sum(len(layer) for layer in doc.topology) == len(self.plan.mixes) for doc in docs)
 
     async def _all_linked(self) -> bool:
         await monitor.poll_all(self.views, self.management_paths)
@@ -141,7 +146,8 @@ class Testnet:
         deadline = started + timeout
         if name == AUTHORITY:
             await self._until(deadline, self._authority_listening, "the authority to listen again")
-            await self._until(deadline, self._document_complete, "the authority's document again")
+            await self._until(deadline, lambda: self._document_complete(ahead=False),
+                              "the authority's document again")
         else:
             await self._until(deadline, self._all_managed, f"{name}'s management socket again")
             await self._until(deadline, self._all_linked, f"the links to and from {name} again")

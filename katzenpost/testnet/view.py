@@ -77,7 +77,11 @@ def report_text(report: dict) -> str:
         lines.append(f"  {name:<10} sent {s['sent']:>5} delivered {s['delivered']:>5} lost {s['lost']:>3} "
                      f"failed {s['failed']:>3}  p50 {_ms(s['latency_p50']):>7} p99 {_ms(s['latency_p99']):>7}")
     for restart in report["restarts"]:
-        lines.append(f"  restarted {restart['name']} at {restart['at']:.0f} s, back in {restart['took']:.1f} s")
+        if restart.get("error"):
+            lines.append(f"  restarted {restart['name']} at {restart['at']:.0f} s: did not come back")
+        else:
+            lines.append(f"  restarted {restart['name']} at {restart['at']:.0f} s, back in {restart['took']:.1f} s, "
+                         f"{restart.get('delivered_after', 0)} replies after that")
     for name, node in report["nodes"].items():
         drops = ", ".join(f"{k} {v}" for k, v in sorted(node["drops"].items())) or "none"
         lines.append(f"  {name:<10} received {node['packets_received']:>6} sent {node['packets_sent']:>6} "
