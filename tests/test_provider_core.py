@@ -338,3 +338,23 @@ def test_ephemeral_clients_are_forgotten_unless_connected(tmp_path):
     # bob has a spool and is offline: forgotten; alice is connected; carol has no spool.
     assert run(scenario("EnableEphemeralClients = true", tmp_path / "on")) == (1, [True, False, True])
     assert run(scenario("", tmp_path / "off")) == (0, [True, True, True])
+
+
+def test_a_spool_backlog_drops_new_rows_without_ack(tmp_path, monkeypatch):
+    from katzenpost.provider import delivery
+
+    monkeypatch.setattr(delivery, "MAX_PENDING", 3)
+    sender = SurbEndpoint()
+
+    async def scenario():
+        async with Harness(provider_config(tmp_path)) as h:
+            await h.add_user("alice")
+            rows = [(workers.KIND_TO_USER, b"alice", 5, None, forward_payload(body(i), sender.surb))
+                    for i in range(5)]
+            h.provider.on_local(local_batch(rows))  # one on_local call: the writer has not run yet
+            await h.provider.writer.flush(10)
+            return h
+
+    h = run(scenario())
+    assert h.provider.drops["spool_backlog"] == 2
+    assert h.provider.writer.stored == 3 and len(h.schedule.sent) == 3

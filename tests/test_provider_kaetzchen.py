@@ -165,3 +165,26 @@ def test_dispatcher_refuses_duplicate_and_oversized_endpoints():
         KaetzchenDispatcher([Agent(), Agent()], kaetzchen_delay_ms=1, schedule=None)
     with pytest.raises(ValueError):
         endpoint_id("x" * 65)
+
+
+def test_oversized_answers_and_full_queues_are_dropped_and_counted():
+    client = SurbEndpoint()
+    schedule = ScheduleRecorder()
+
+    async def scenario():
+        big = Agent(response=bytes(MAX_REPLY_LENGTH + 1))
+        dispatcher = KaetzchenDispatcher([big], kaetzchen_delay_ms=750, schedule=schedule, queue_limit=2)
+        # Not started: nothing consumes, so the third request finds the queue full.
+        accepted = [dispatcher.submit(endpoint_id("+test"), forward_payload(b"x", client.surb), 1, True,
+                                      time.monotonic_ns()) for _ in range(3)]
+        await dispatcher.start()
+        try:
+            await wait_for(lambda: len(big.seen) == 2)
+            await wait_for(lambda: dispatcher.drops["kaetzchen_failed"] == 2)
+        finally:
+            await dispatcher.halt()
+        return accepted, dispatcher.drops
+
+    accepted, drops = run(scenario())
+    assert accepted == [True, True, False]
+    assert drops == {"kaetzchen_queue_full": 1, "kaetzchen_failed": 2} and schedule.sent == []
