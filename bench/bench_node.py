@@ -70,7 +70,7 @@ class Bench:
         self.pinned = mode == "pinned"
         self.root = Path(tempfile.mkdtemp(prefix=f"kp-bench-node-{mode}-"))
         workers = 1 if self.pinned else 0
-        self.net = Network(self.root, period=BENCH_PERIOD, layers=1, serve_providers=False, log_level="INFO",
+        self.net = Network(self.root, period=args.period, layers=1, serve_providers=False, log_level="INFO",
                            workers=workers, management=True)
         self.mix = self.net.mixes[0]
         self.ctx = multiprocessing.get_context("spawn")
@@ -120,7 +120,10 @@ class Bench:
         if self.pool is not None:
             self.pool.terminate()
         self.net.close()
-        shutil.rmtree(self.root, ignore_errors=True)
+        if self.args.keep:
+            print(f"# {self.mode}: kept {self.root}", flush=True)
+        else:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     # --- one step --------------------------------------------------------------------------
 
@@ -253,6 +256,8 @@ def main():
     ap.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=None)
     ap.add_argument("--seconds", type=float, default=None)
     ap.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    ap.add_argument("--period", type=int, default=BENCH_PERIOD, help="test-network epoch period (s)")
+    ap.add_argument("--keep", action="store_true", help="keep the network's directory (logs)")
     ap.add_argument("--json", help="write rows and summary as JSON")
     ap.add_argument("-o", "--output", help="write a pyperf JSON suite")
     args = ap.parse_args()

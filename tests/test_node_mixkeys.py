@@ -198,3 +198,16 @@ def test_file_names_parse_back():
     assert mix_key_epoch("mixkey-123.private.pem") == 123
     assert mix_key_epoch("mixkey-x.private.pem") is None
     assert mix_key_epoch("identity.private.pem") is None
+
+
+def test_keys_already_published_ahead_survive_a_restart(data_dir, clock_time):
+    mix_keys = store(data_dir, clock_time)
+    mix_keys.start()
+    mix_keys.generate(E + 1)                              # the post for E+1 lists E+3
+    published = mix_keys.public_key(E + 3)
+    mix_keys.close()
+    again = store(data_dir, clock_time)
+    again.start()
+    assert again.public_key(E + 3) == published
+    assert sorted(again.keys) == [E, E + 1, E + 2, E + 3]
+    again.close()

@@ -185,9 +185,7 @@ class Listeners:
                       writer.get_extra_info("peername"), len(self.connections), self.handshaking)
             writer.transport.abort()
             return
-        task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._serve(reader, writer))
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = IncomingConnection(self)
@@ -227,8 +225,13 @@ class Listeners:
         self.by_credentials[creds] = conn
         if old is not None and old is not conn and old.session is not None:
             log.debug("Closing an older connection of the same peer")
-            asyncio.get_running_loop().create_task(
-                old.session.close("replaced by a newer connection", level=logging.DEBUG))
+            self._spawn(old.session.close("replaced by a newer connection", level=logging.DEBUG))
+
+    def _spawn(self, coro) -> None:
+        """A background task of the listeners, referenced until done and cancelled at stop."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _command_loop(self, conn: IncomingConnection) -> None:
         session = conn.session
@@ -280,6 +283,10 @@ class Listeners:
         while True:
             await asyncio.sleep(self.settings.reauth_interval)
             await self.reauthenticate_all()
+
+    def reauthenticate_soon(self) -> None:
+        """reauthenticate_all() in the background (a new document arrived)."""
+        self._spawn(self.reauthenticate_all())
 
     async def reauthenticate_all(self) -> None:
         """Re-check every connection against the PKI (every ReauthInterval, and when a new

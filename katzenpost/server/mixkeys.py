@@ -144,7 +144,8 @@ class MixKeys:
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Load the keys on disk that are still useful, delete stale ones, create [now, now+2]."""
+        """Load the keys on disk that are still useful (epochs from now-1 on), delete older ones,
+        create the missing ones of [now, now+2]."""
         now = self.clock.current()
         if not self.in_memory:
             self._load_existing(now)
@@ -251,8 +252,9 @@ class MixKeys:
                 key_files[epoch] = entry
         filters = replay.list_replay_filters(self.data_dir)
         for epoch in sorted(set(key_files) | set(filters)):
-            if epoch < now - 1 or epoch > now + KEYS_AHEAD:
-                # Expired (or from a clock far ahead): useless, and a key must not outlive its use.
+            if epoch < now - 1:
+                # Expired: useless, and a key must not outlive its use. Keys ahead are kept: a
+                # descriptor already posted may list them (E+3 after the post for E+1).
                 log.debug("Purging stale key: %s", key_files.get(epoch) or filters.get(epoch))
                 for path in (key_files.get(epoch), filters.get(epoch)):
                     if path is not None:

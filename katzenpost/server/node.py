@@ -384,7 +384,7 @@ class Node:
     def _on_new_documents(self) -> None:
         self.connector.update()
         if self.listeners is not None:
-            asyncio.get_running_loop().create_task(self.listeners.reauthenticate_all())
+            self.listeners.reauthenticate_soon()
 
     def _on_epoch_change(self, doc) -> None:
         self.pipeline.set_max_delay(doc.mu_max_delay)

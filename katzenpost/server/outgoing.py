@@ -218,6 +218,7 @@ class Connector:
         self.connections: dict[bytes, OutgoingConnection] = {}
         self._live: dict[bytes, SessionSender] = {}
         self._sweeper: asyncio.Task | None = None
+        self._teardowns: set[asyncio.Task] = set()
         self._stopping = False
 
     def start(self) -> None:
@@ -232,7 +233,7 @@ class Connector:
             self._sweeper = None
         conns = list(self.connections.values())
         self.connections.clear()
-        await asyncio.gather(*(c.stop() for c in conns), return_exceptions=True)
+        await asyncio.gather(*(c.stop() for c in conns), *self._teardowns, return_exceptions=True)
 
     async def _sweep_forever(self) -> None:
         await asyncio.sleep(self.settings.first_sweep)
@@ -255,7 +256,9 @@ class Connector:
         for node_id in [n for n in self.connections if n not in wanted]:
             conn = self.connections.pop(node_id)
             log.debug("Tearing down the connection to %s: it left the PKI", conn.desc.name)
-            asyncio.get_running_loop().create_task(conn.stop())
+            task = asyncio.get_running_loop().create_task(conn.stop())
+            self._teardowns.add(task)                  # the loop keeps only weak references
+            task.add_done_callback(self._teardowns.discard)
 
     def forget(self, conn: OutgoingConnection) -> None:
         if self.connections.get(conn.node_id) is conn:
