@@ -1,7 +1,9 @@
 """Spool throughput of the provider's storage backends: durable single stores (one commit each),
 batched stores (one commit per batch, as the spool writer does), and Get round trips (peek and
 advance), on SQLite and, with --dsn or KATZENPOST_TEST_POSTGRES_DSN, PostgreSQL (a throw-away
-schema). Every store is committed (synchronous=FULL / PostgreSQL commit) before it counts.
+schema); then the provider's whole delivery path (on_local → commit → SURB-ACKs) and
+RetrieveMessage round trips through its client handling. Every store is committed
+(synchronous=FULL / PostgreSQL commit) before it counts.
 
     python3 bench/bench_provider_spool.py [--seconds 2] [--batch 64] [--dsn DSN] [--json out.json]
 """
@@ -95,8 +97,7 @@ def delivery_case(seconds: float, batch: int, backend_kwargs: dict | None = None
     import asyncio
 
     from katzenpost.provider.provider import Provider
-    from tests.provider_support import SurbEndpoint, forward_payload, provider_config
-    from tests.test_provider_core import local_batch
+    from tests.provider_support import SurbEndpoint, forward_payload, local_batch, provider_config
 
     surb = SurbEndpoint().surb
     acks = []
@@ -124,15 +125,33 @@ def delivery_case(seconds: float, batch: int, backend_kwargs: dict | None = None
                     await provider.writer.flush(60)
             await provider.writer.flush(60)
             elapsed = time.perf_counter() - start
-            return {"delivered_per_s": round(provider.writer.stored / elapsed),
-                    "on_local_io_us_per_packet": round(io_ns / delivered / 1000, 2),
-                    "surb_acks": sum(acks), "stored": provider.writer.stored,
-                    "dropped": dict(provider.drops)}
+            figures = {"delivered_per_s": round(provider.writer.stored / elapsed),
+                       "on_local_io_us_per_packet": round(io_ns / delivered / 1000, 2),
+                       "surb_acks": sum(acks), "stored": provider.writer.stored,
+                       "dropped": dict(provider.drops)}
+            figures["retrieve_round_trips_per_s"] = await retrieve_rate(provider, seconds)
+            return figures
         finally:
             await provider.halt()
 
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
         return asyncio.run(scenario(tmp))
+
+
+async def retrieve_rate(provider, seconds: float) -> int:
+    """RetrieveMessage → Message round trips through the provider's client handling (storage
+    thread hop included, no network), advancing through user0's spool."""
+    from katzenpost.wire import commands as wire
+    from tests.provider_support import FakeSession
+
+    session = FakeSession(USERS[0])
+    seq, done, start = 0, 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        if not await provider.handle_client_command(session, wire.RetrieveMessage(seq)):
+            raise RuntimeError("retrieval refused")
+        seq, done = (seq + 1) & 0xFFFFFFFF, done + 1
+        session.sent.clear()
+    return round(done / (time.perf_counter() - start))
 
 
 def main() -> int:

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 
+import numpy as np
 import pytest
+
+from katzenpost.server import workers
+from katzenpost.sphinx.geometry import HEADER_LENGTH, PACKET_LENGTH, PAYLOAD_TAG_LENGTH, USER_FORWARD_PAYLOAD_LENGTH
 
 DSN_VARIABLE = "KATZENPOST_TEST_POSTGRES_DSN"
 
@@ -205,3 +210,24 @@ class PrivatePostgres:
         except Exception:
             pass
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def local_batch(rows, dispatch_ns=None):
+    """A pipeline LocalBatch as the crypto workers hand it on; rows: (kind, recipient bytes, delay_ms, surb_id, payload placed after the header)."""
+    k = len(rows)
+    packets = np.zeros((k, PACKET_LENGTH), np.uint8)
+    recipient = np.zeros((k, 64), np.uint8)
+    surb_ids = np.zeros((k, 16), np.uint8)
+    for i, (kind, rcpt, _, surb_id, payload) in enumerate(rows):
+        offset = HEADER_LENGTH if kind == workers.KIND_SURB_REPLY else HEADER_LENGTH + PAYLOAD_TAG_LENGTH
+        packets[i, offset:offset + len(payload)] = np.frombuffer(payload, np.uint8)
+        recipient[i, :len(rcpt)] = np.frombuffer(rcpt, np.uint8)
+        surb_ids[i] = np.frombuffer(surb_id or bytes(16), np.uint8)
+    return workers.LocalBatch(
+        kind=np.array([r[0] for r in rows], np.uint8), recv_at_ns=np.zeros(k, np.int64),
+        delay_ms=np.array([r[2] for r in rows], np.uint32), recipient=recipient, surb_id=surb_ids,
+        packets=packets, dispatch_ns=time.monotonic_ns() if dispatch_ns is None else dispatch_ns)
+
+
+def body(n: int) -> bytes:
+    return bytes([n]) * USER_FORWARD_PAYLOAD_LENGTH

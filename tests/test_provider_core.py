@@ -7,18 +7,15 @@ import asyncio
 import os
 import time
 
-import numpy as np
 import pytest
 
-from katzenpost.provider.payload import reply_payload
 from katzenpost.provider.provider import Provider, ProviderError
 from katzenpost.server import workers
-from katzenpost.sphinx.geometry import (HEADER_LENGTH, PACKET_LENGTH, PAYLOAD_TAG_LENGTH, SPRP_PAYLOAD_LENGTH,
-                                        USER_FORWARD_PAYLOAD_LENGTH)
+from katzenpost.sphinx.geometry import PACKET_LENGTH, SPRP_PAYLOAD_LENGTH
 from katzenpost.wire import commands as wire
 from tests.test_pipeline_flow import wait_for
-from tests.provider_support import (FakeSession, PostgresSchema, ScheduleRecorder, SurbEndpoint,
-                                    forward_payload, key, provider_config)
+from tests.provider_support import (FakeSession, PostgresSchema, ScheduleRecorder, SurbEndpoint, body,
+                                    forward_payload, key, local_batch, provider_config)
 
 KAETZCHEN = """
 [[Provider.Kaetzchen]]
@@ -32,27 +29,6 @@ Endpoint = "+keyserver"
 
 def run(coro, timeout=60):
     return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-def local_batch(rows, dispatch_ns=None):
-    """rows: (kind, recipient bytes, delay_ms, surb_id, payload placed after the header)."""
-    k = len(rows)
-    packets = np.zeros((k, PACKET_LENGTH), np.uint8)
-    recipient = np.zeros((k, 64), np.uint8)
-    surb_ids = np.zeros((k, 16), np.uint8)
-    for i, (kind, rcpt, _, surb_id, payload) in enumerate(rows):
-        offset = HEADER_LENGTH if kind == workers.KIND_SURB_REPLY else HEADER_LENGTH + PAYLOAD_TAG_LENGTH
-        packets[i, offset:offset + len(payload)] = np.frombuffer(payload, np.uint8)
-        recipient[i, :len(rcpt)] = np.frombuffer(rcpt, np.uint8)
-        surb_ids[i] = np.frombuffer(surb_id or bytes(16), np.uint8)
-    return workers.LocalBatch(
-        kind=np.array([r[0] for r in rows], np.uint8), recv_at_ns=np.zeros(k, np.int64),
-        delay_ms=np.array([r[2] for r in rows], np.uint32), recipient=recipient, surb_id=surb_ids,
-        packets=packets, dispatch_ns=time.monotonic_ns() if dispatch_ns is None else dispatch_ns)
-
-
-def body(n: int) -> bytes:
-    return bytes([n]) * USER_FORWARD_PAYLOAD_LENGTH
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

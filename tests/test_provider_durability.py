@@ -12,15 +12,15 @@ import textwrap
 import pytest
 
 from katzenpost.wire import commands as wire
-from tests.provider_support import FakeSession, PostgresSchema, provider_config, reap
-from tests.test_provider_core import Harness, body
+from tests.provider_support import FakeSession, PostgresSchema, body, provider_config, reap
+from tests.test_provider_core import Harness
 
 CHILD = textwrap.dedent("""
     import asyncio, pathlib, sys, time
     sys.path[:0] = [sys.argv[1], sys.argv[1] + "/tests"]  # as pytest runs the tests
     from katzenpost.server import workers
-    from tests.provider_support import SurbEndpoint, forward_payload, provider_config
-    from tests.test_provider_core import Harness, body, local_batch
+    from tests.provider_support import SurbEndpoint, body, forward_payload, local_batch, provider_config
+    from tests.test_provider_core import Harness
 
     backend = eval(sys.argv[3])
     async def main():

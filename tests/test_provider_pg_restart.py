@@ -11,8 +11,9 @@ from katzenpost.provider import postgres
 from katzenpost.provider.postgres import load_schema
 from katzenpost.server import workers
 from katzenpost.wire import commands as wire
-from tests.provider_support import FakeSession, PrivatePostgres, SurbEndpoint, forward_payload, provider_config
-from tests.test_provider_core import Harness, body, local_batch
+from tests.provider_support import (FakeSession, PrivatePostgres, SurbEndpoint, body, forward_payload,
+                                    local_batch, provider_config)
+from tests.test_provider_core import Harness
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import sys
 import textwrap
 import time
 
-import cbor2
 import pytest
 
 from katzenpost.provider.kaetzchen.cborplugin import (CBORPluginService, PluginError, encode_request,
@@ -247,7 +246,7 @@ def test_provider_routes_requests_to_the_echo_plugin_and_advertises_it(tmp_path)
     from katzenpost.server import workers
     from tests.provider_support import ScheduleRecorder, SurbEndpoint, forward_payload, provider_config
     from tests.test_pipeline_flow import wait_for
-    from tests.test_provider_core import local_batch
+    from tests.provider_support import local_batch
 
     client = SurbEndpoint()
     schedule = ScheduleRecorder()
