@@ -19,6 +19,7 @@ from katzenpost.provider.kaetzchen.echo import EchoService
 from katzenpost.provider.kaetzchen.keyserver import KeyserverService
 from katzenpost.provider.kaetzchen.loop import LoopService
 from katzenpost.provider.ratelimit import RateSettings
+from katzenpost.provider.registration import RegistrationService
 from katzenpost.provider.storage import Storage
 from katzenpost.provider.user_commands import UserCommands
 from katzenpost.provider.userdb.base import UserDBError
@@ -58,6 +59,10 @@ class Provider:
         self.kaetzchen = KaetzchenDispatcher(self._services(), kaetzchen_delay_ms=cfg.debug.kaetzchen_delay,
                                              schedule=schedule, drops=self.drops, clock_ns=clock_ns)
         self.user_commands = UserCommands(self.storage, self.policy, self.rate)
+        self.registration = None
+        if cfg.provider.enable_user_registration_http:
+            self.registration = RegistrationService(cfg.provider.user_registration_http_addresses,
+                                                    self.storage, self.policy)
         self._started = False
 
     def _services(self):
@@ -95,6 +100,8 @@ class Provider:
             if removed:
                 log.info("spool: removed the spools of %d users no longer in the user database", removed)
             await self.kaetzchen.start()
+            if self.registration is not None:
+                await self._start_registration()
         except ProviderError:
             await self._close_storage()
             raise
@@ -104,8 +111,18 @@ class Provider:
         self.writer.start()
         self._started = True
 
+    async def _start_registration(self) -> None:
+        try:
+            await self.registration.start()
+        except BaseException:
+            await self.registration.halt()
+            await self.kaetzchen.halt()
+            raise
+
     async def halt(self) -> None:
         """Commit what is queued, stop Kaetzchen and plugins, close the databases; idempotent."""
+        if self.registration is not None:
+            await self.registration.halt()
         if self._started:
             await self.writer.halt()
             await self.kaetzchen.halt()
