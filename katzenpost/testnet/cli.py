@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--restart", type=_restart_spec, action="append", default=[], metavar="NAME@S",
                         help="restart a node or the authority S seconds into the traffic (repeatable)")
     parser.add_argument("--strict-timing", action="store_true", help="the reference's 10 ms "
-                        "UnwrapDelay and SchedulerSlack (the testnet allows 250 ms: its nodes share the CPU)")
+                        "UnwrapDelay and SchedulerSlack (the testnet allows 1 s: its nodes share the CPU)")
     parser.add_argument("--plain", action="store_true", help="progress lines instead of the live table")
     parser.add_argument("--log-level", default="NOTICE", choices=("ERROR", "WARNING", "NOTICE", "INFO", "DEBUG"),
                         help="the nodes' log level (logs are in each node's directory)")

@@ -30,11 +30,13 @@ USERS = (("alice", "provider1"), ("bob", "provider2"))
 SERVICES = (("echo", "+echo"), ("keyserver", "+keyserver"), ("loop", "+loop"))
 DEFAULT_MU = 0.02              # mean per-hop delay 1/Mu = 50 ms: a round trip well under 2 s
 DEFAULT_MU_MAX_DELAY = 1000    # ms
-# Seven Python processes share a few cores here (often with other work): a 10 ms stall of a
-# node's event loop or crypto thread is common, and the reference's 10 ms UnwrapDelay and
-# SchedulerSlack then drop packets (`unwrap_delay`, `scheduler_late`) that a dedicated machine
-# would forward. The testnet allows 250 ms; `strict_timing` keeps the reference's values.
-RELAXED_TIMING = {"UnwrapDelay": 250, "SchedulerSlack": 250}
+# Seven Python processes share a few cores here (often with other work): a stall of a node's
+# event loop or crypto thread of tens, at times hundreds, of milliseconds is common, and the
+# reference's 10 ms UnwrapDelay and SchedulerSlack then drop packets (`unwrap_delay`,
+# `scheduler_late`) that a dedicated machine would forward (measured on a shared 2-core
+# machine: 5 of 80 replies lost with 10 ms, 1 of 100 with 250 ms). The testnet allows 1 s;
+# `strict_timing` keeps the reference's values.
+RELAXED_TIMING = {"UnwrapDelay": 1000, "SchedulerSlack": 1000}
 
 
 class LayoutError(Exception):
