@@ -1,39 +1,14 @@
 #!/usr/bin/env bash
-# The main job until the local test network exists: make a temporary DataDir, write a sample
-# mix node configuration into it, and run key generation (`katzenpost -g`), which logs the
-# start banner with the node's identity and link public keys. The DataDir is kept so the key
-# files can be inspected; its path is printed at the end.
+# The main job: a whole Katzenpost network on this machine for a short, bounded time
+# (`katzenpost-testnet`, docs/testnet.md): an authority, three mix layers and two providers
+# on 127.0.0.1, client traffic between two users and to the providers' echo, keyserver and
+# loop services with live progress, then the report (delivered, lost, latency p50/p99, per-node
+# packets and drops) and a clean stop of every process. Options are passed on to
+# katzenpost-testnet (e.g. `--duration 60 --rate 10`, `--keep --dir /tmp/kp`).
+# Exit status: the testnet's (0 = nothing lost).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-KATZENPOST=${KATZENPOST:-.venv/bin/katzenpost}  # a test may point this at "python3 -m katzenpost"
+# A test may point this at "python3 -m katzenpost.testnet.cli".
+TESTNET=${KATZENPOST_TESTNET:-.venv/bin/katzenpost-testnet}
 umask 077
-
-data_dir=$(mktemp -d -t katzenpost-mix.XXXXXX)   # under $TMPDIR or /tmp; created 0700, as required
-chmod 0700 "$data_dir"
-config="$data_dir/katzenpost.toml"
-cat > "$config" <<TOML
-# Sample mix node configuration written by scripts/run-main.sh (see README.md).
-[Server]
-Identifier = "mix1.example.org"
-Addresses = ["127.0.0.1:30001"]
-DataDir = "$data_dir"
-IsProvider = false
-
-[PKI]
-  [PKI.Nonvoting]
-  Address = "127.0.0.1:30000"
-  PublicKey = "kAiVchOBwHVtKJVFJLsdCQ9UyN2SlfhLHYqT8ePBetg="
-
-[Logging]
-Level = "NOTICE"
-
-[Management]
-Enable = false
-TOML
-
-echo "== configuration check"
-$KATZENPOST --check -f "$config"
-echo "== key generation (katzenpost -g -f $config)"
-$KATZENPOST -g -f "$config"
-echo "== DataDir $data_dir"
-ls -l "$data_dir"
+exec $TESTNET --duration 30 --rate 5 "$@"

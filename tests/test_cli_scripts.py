@@ -73,17 +73,15 @@ def test_genkeys_needs_an_existing_parent_directory_as_the_readme_says(tmp_path)
     assert "parent must\nalready exist" in readme_section((REPO / "README.md").read_text(),
                                                         "### Key generation")
 
-def test_run_main_generates_keys_for_a_sample_mix(tmp_path):
-    env = dict(ENV, KATZENPOST=f"{sys.executable} -m katzenpost", TMPDIR=str(tmp_path))
-    result = subprocess.run([str(REPO / "scripts" / "run-main.sh")], capture_output=True, text=True,
-                            timeout=TIMEOUT, env=env)
-    assert result.returncode == 0, result.stderr
-    assert "configuration is valid" in result.stdout
-    assert "NOTI server: Server identifier is: 'mix1.example.org'" in result.stdout
-    identity_hex = re.search(r"Server identity public key is: ([0-9A-F]{64})$", result.stdout, re.M).group(1)
-    data_dir = Path(re.search(r"^== DataDir (\S+)$", result.stdout, re.M).group(1))
-    assert identity_hex == keys.load_identity_key(str(data_dir)).public.hex().upper()
-    assert re.search(r"Server link public key is: [0-9A-F]{64}$", result.stdout, re.M)
+def test_run_main_runs_a_bounded_test_network_and_reports(tmp_path):
+    env = dict(ENV, KATZENPOST_TESTNET=f"{sys.executable} -m katzenpost.testnet.cli", PYTHONUNBUFFERED="1")
+    result = subprocess.run([str(REPO / "scripts" / "run-main.sh"), "--duration", "4", "--rate", "2",
+                             "--epoch-period", "10", "--plain", "--dir", str(tmp_path / "net")],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "== katzenpost-testnet report" in result.stdout
+    assert re.search(r"^sent 8, delivered 8, lost 0, failed 0, pending 0; latency p50 \d+ ms", result.stdout, re.M)
+    assert "testnet: stopping every process" in result.stdout
 
 
 def test_readme_setup_has_exactly_the_two_commands_and_they_exist():

@@ -125,6 +125,9 @@ class Run:
             client = await self.interruptible(self.net.connect_client(
                 user.name, startup, on_message=self.driver.on_message(user.name)))
             self.driver.clients[user.name] = client
+        probes = await self.interruptible(self.net.warm_up(self.driver.clients, startup))
+        if probes > len(self.plan.users):
+            self.say(f"the network carried traffic after {probes} probes")
         self.say(f"traffic: {self.args.rate:g} packets/s for {self.args.duration:g} s "
                  f"(epoch period {self.plan.epoch_period} s)")
         self.started = time.monotonic()

@@ -74,6 +74,9 @@ class NodeView:
     rate_out: float = 0.0
     drops: dict = field(default_factory=dict)
     mix_keys: list = field(default_factory=list)
+    links_up: list = field(default_factory=list)     # peer names, for the report
+    links_down: list = field(default_factory=list)
+    queues: dict = field(default_factory=dict)
     _mark: tuple[float, int, int] | None = None
 
     def update(self, answer: dict, now: float | None = None) -> None:
@@ -93,6 +96,9 @@ class NodeView:
         self.peers_up, self.peers_known = int(peers.get("up", 0)), int(peers.get("known", 0))
         self.drops = dict(answer.get("drops", {}))
         self.mix_keys = list(answer.get("mix_keys", []))
+        self.links_up = list(peers.get("up_names", []))
+        self.links_down = list(peers.get("down_names", []))
+        self.queues = dict(answer.get("queues", {}))
 
     def down(self) -> None:
         self.up, self.rate_in, self.rate_out, self._mark = False, 0.0, 0.0, None
@@ -105,7 +111,8 @@ class NodeView:
         return {"name": self.name, "role": self.role, "up": self.up, "epoch": self.epoch,
                 "peers_up": self.peers_up, "peers_known": self.peers_known,
                 "packets_received": self.received, "packets_sent": self.sent, "drops": self.drops,
-                "mix_keys": self.mix_keys}
+                "mix_keys": self.mix_keys, "links_up": self.links_up, "links_down": self.links_down,
+                "queues": self.queues}
 
 
 async def poll_all(views: dict[str, NodeView], paths: dict[str, str]) -> None:

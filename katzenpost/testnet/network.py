@@ -133,6 +133,30 @@ class Testnet:
                     raise NetworkError(f"client {user_name} could not start: {err}") from None
                 await asyncio.sleep(0.5)
 
+    async def warm_up(self, clients: dict[str, Client], timeout: float, probe_wait: float = 3.0) -> int:
+        """Until a loop request of every user, through the whole network to the other
+        provider, has come back: links that are up may still refuse to carry packets for a
+        while (a session opened before its peer's document was current is only re-checked at
+        the next re-authentication). Returns the probes sent."""
+        deadline = time.monotonic() + timeout
+        probes = 0
+        for user in self.plan.users:
+            other = next(p.name for p in self.plan.providers if p.name != user.provider)
+            while True:
+                self.supervisor.check()
+                probes += 1
+                try:
+                    pending = await clients[user.name].request("loop", other, b"")
+                    # A late reply or its loss is nobody's business: consume the outcome.
+                    pending.result.add_done_callback(lambda f: f.cancelled() or f.exception())
+                    await asyncio.wait_for(asyncio.shield(pending.result), probe_wait)
+                    break
+                except (ClientError, asyncio.TimeoutError):
+                    if time.monotonic() >= deadline:
+                        raise NetworkError(f"no loop reply for {user.name} within {timeout:.0f} s: the "
+                                           "network does not carry traffic") from None
+        return probes
+
     # --- restarts and stop ---------------------------------------------------------------------
 
     async def restart(self, name: str, timeout: float = 60.0) -> float:
