@@ -4,7 +4,7 @@ its recipient). Replies in flight through the restarted mix may be lost; they ar
 acknowledged."""
 import pytest
 
-from testnet_support import plan, report, run_testnet, stop_leftovers, wait_gone
+from testnet_support import plan, processes_holding, report, run_testnet, stop_leftovers, wait_gone
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +41,5 @@ def test_the_run_left_no_process(restarted):
     root, proc = restarted
     assert "testnet: stopping every process" in proc.stdout
     assert plan(root)["pids"] == {}
-    # Every process ever started (the restarted ones too) is gone: none holds the directory.
-    import os
-    leftovers = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    if str(root).encode() in f.read():
-                        leftovers.append(int(pid))
-            except OSError:
-                continue
-    assert wait_gone(leftovers, timeout=5) == []
+    # Every process ever started (the restarted ones too) is gone: none names the directory.
+    assert wait_gone(processes_holding(root), timeout=5) == []

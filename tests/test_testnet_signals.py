@@ -4,22 +4,9 @@ import os
 import signal
 import subprocess
 
-from testnet_support import EPOCH_PERIOD, katzenpost_testnet, plan, wait_for_line, wait_gone
+from testnet_support import EPOCH_PERIOD, katzenpost_testnet, plan, processes_holding, wait_for_line, wait_gone
 
 STOP_WITHIN = 90
-
-
-def processes_holding(root) -> list[int]:
-    found = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit() and int(pid) != os.getpid():
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    if str(root).encode() in f.read():
-                        found.append(int(pid))
-            except OSError:
-                continue
-    return found
 
 
 def start(root, *args):

@@ -37,6 +37,20 @@ def alive(pid: int) -> bool:
         return False
 
 
+def processes_holding(root) -> list[int]:
+    """Processes (other than this one) whose command line names `root`."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if str(root).encode() in f.read():
+                        found.append(int(pid))
+            except OSError:
+                continue
+    return found
+
+
 def wait_gone(pids, timeout: float = 30) -> list[int]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -329,14 +329,17 @@ async def _run_network_command(args) -> int:
         await client.close()
 
 
-def _positive(kind):
+def number_arg(kind, low=None, high=None):
+    """An argparse type: a `kind` number, > 0 without bounds, else within low..high."""
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: '{text}'") from None
-        if value <= 0:
+        if low is None and value <= 0:
             raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        if low is not None and not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be within {low}..{high}, got {text}")
         return value
     return parse
 
@@ -351,11 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--provider-address", help="HOST:PORT of one of the provider's listeners")
     parser.add_argument("--provider-key", help="the provider's identity public key (hex or base64)")
     parser.add_argument("--authority-key", help="the authority's identity public key (hex or base64)")
-    parser.add_argument("--epoch-period", type=_positive(int), help="test networks only: epoch period (s)")
-    parser.add_argument("--timeout", type=_positive(float), help="connect and answer timeout (s), default 10")
-    parser.add_argument("--reply-slack", type=_positive(float),
+    parser.add_argument("--epoch-period", type=number_arg(int), help="test networks only: epoch period (s)")
+    parser.add_argument("--timeout", type=number_arg(float), help="connect and answer timeout (s), default 10")
+    parser.add_argument("--reply-slack", type=number_arg(float),
                         help="seconds past a reply's expected arrival before it counts as lost (default 30)")
-    parser.add_argument("--poll-interval", type=_positive(float), help="spool poll interval (s), default 0.2")
+    parser.add_argument("--poll-interval", type=number_arg(float), help="spool poll interval (s), default 0.2")
     parser.add_argument("-v", "--verbose", action="store_true", help="log the client's steps on stderr")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -366,19 +369,19 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--no-wait", action="store_true", help="do not wait for the SURB-ACK")
     retrieve = commands.add_parser("retrieve", help="print the messages waiting in the spool")
     retrieve.add_argument("--wait", type=float, default=0.0, help="keep polling this many seconds")
-    retrieve.add_argument("--count", type=_positive(int), help="stop after this many messages")
+    retrieve.add_argument("--count", type=number_arg(int), help="stop after this many messages")
     ping = commands.add_parser("ping", help="a request to a service (+echo, +loop, ...) and its reply")
     ping.add_argument("service", help="SERVICE or SERVICE@PROVIDER (capability or endpoint)")
     ping.add_argument("text", nargs="?", help="request body (default 'ping')")
-    ping.add_argument("--count", type=_positive(int), default=1)
+    ping.add_argument("--count", type=number_arg(int), default=1)
     keyserver = commands.add_parser("keyserver", help="look a user's identity key up")
     keyserver.add_argument("lookup", metavar="USER", help="USER or USER@PROVIDER")
     loop = commands.add_parser("loop", help="loop requests through the network")
-    loop.add_argument("--count", type=_positive(int), default=1)
+    loop.add_argument("--count", type=number_arg(int), default=1)
     loop.add_argument("--via", dest="provider_of_loop", help="the provider whose loop service to use")
     load = commands.add_parser("load", help="paced traffic, then delivered/lost/latency")
-    load.add_argument("--rate", type=_positive(float), required=True, help="messages per second")
-    load.add_argument("--duration", type=_positive(float), required=True, help="seconds of sending")
+    load.add_argument("--rate", type=number_arg(float), required=True, help="messages per second")
+    load.add_argument("--duration", type=number_arg(float), required=True, help="seconds of sending")
     target = load.add_mutually_exclusive_group()
     target.add_argument("--to", help="USER[@PROVIDER] to send messages to (default: yourself)")
     target.add_argument("--service", help="a service to send requests to instead (e.g. +echo)")

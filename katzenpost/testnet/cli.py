@@ -24,6 +24,7 @@ import time
 from rich.console import Console
 from rich.live import Live
 
+from katzenpost.client.cli import number_arg
 from katzenpost.client.load import TrafficStats, run_load
 from katzenpost.rules import MIN_TEST_PERIOD
 from katzenpost.testnet import driver as traffic
@@ -49,26 +50,14 @@ def _restart_spec(text: str) -> tuple[str, float]:
     return name, seconds
 
 
-def _bounded(kind, low, high):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: '{text}'") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be within {low}..{high}, got {text}")
-        return value
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="katzenpost-testnet", description="A local Katzenpost "
                                      "network (authority, 3 mix layers, 2 providers) with live traffic.")
-    parser.add_argument("--duration", type=_bounded(float, 1, 86400), default=30.0,
+    parser.add_argument("--duration", type=number_arg(float, 1, 86400), default=30.0,
                         help="seconds of client traffic (default 30)")
-    parser.add_argument("--rate", type=_bounded(float, 0.1, 1000), default=5.0,
+    parser.add_argument("--rate", type=number_arg(float, 0.1, 1000), default=5.0,
                         help="client packets per second, all users together (default 5)")
-    parser.add_argument("--epoch-period", type=_bounded(int, MIN_TEST_PERIOD, 1200), default=20,
+    parser.add_argument("--epoch-period", type=number_arg(int, MIN_TEST_PERIOD, 1200), default=20,
                         help="epoch period in seconds ([Debug] EpochPeriod; default 20, so a run "
                              "crosses epoch rollovers)")
     parser.add_argument("--dir", help="directory for keys, configurations, logs and the report "
