@@ -489,3 +489,33 @@ def test_an_acknowledged_message_survives_kill_9_of_the_receiving_provider(netwo
         await bob.retrieve_all()
         assert any(m.startswith(body) for m in bob.messages)
     run(go, bob)
+
+
+# --- start failures (no network needed) ----------------------------------------------------
+
+def unreachable_database():
+    return sql_storage(f"host=127.0.0.1 port={free_port()} user=postgres dbname=none connect_timeout=2"), None
+
+
+def database_without_schema():
+    from provider_support import PostgresSchema
+    schema = PostgresSchema(load=False)
+    return sql_storage(schema.dsn), schema
+
+
+@pytest.mark.parametrize("make, reason", [(unreachable_database, "cannot connect to the PostgreSQL database"),
+                                          (database_without_schema, "has no katzenpost schema")])
+def test_a_provider_whose_database_is_unusable_stops_with_one_error_line(tmp_path, make, reason):
+    storage, schema = make()
+    node = ProviderNetwork(tmp_path, [storage, ""]).providers[0]
+    try:
+        node.start()
+        assert node.proc.wait(60) == 1
+    finally:
+        node.stop()
+        if schema is not None:
+            schema.drop()
+    text = node.log_text()
+    errors = [line for line in text.splitlines() if " ERRO " in line]
+    assert len(errors) == 1 and reason in errors[0], errors
+    assert "Node started" not in text and "Shutdown complete." in text

@@ -311,7 +311,16 @@ class Node:
                         identity_public=self.identity_key.public, link_public=self.link_key.public,
                         addresses=advertised_addresses(self.config.server), is_provider=self.is_provider,
                         kaetzchen_for_pki=(self.provider_role.provider.kaetzchen_for_pki
-                                           if self.provider_role is not None else None))
+                                           if self.provider_role is not None else None),
+                        registration_http_addresses=self._registration_addresses())
+
+    def _registration_addresses(self) -> list[str] | None:
+        """The descriptor's registration addresses: AdvertiseUserRegistrationHTTPAddresses, when
+        the provider's HTTP registration is on (as the reference)."""
+        provider = self.config.provider
+        if not self.is_provider or provider is None or not provider.enable_user_registration_http:
+            return None
+        return list(provider.advertise_user_registration_http_addresses)
 
     # --- periodic work ---------------------------------------------------------------------
 
