@@ -467,6 +467,26 @@ def test_a_wrong_key_or_an_unknown_user_is_refused(network):
     assert "Authentication failed: User: 'bob'" in text and "Authentication failed: User: 'mallory'" in text
 
 
+def test_send_rate_and_burst_from_management_limit_a_client(network):
+    provider = network.providers[1]
+    carol = TestClient("carol", provider, network.authority_identity.public, network.clock)
+    assert provider.management(f"ADD_USER carol {carol.link.public.hex()}")[1].startswith("250")
+    assert provider.management("SEND_RATE 1", "SEND_BURST 1")[1:] == ["250 1", "250 1"]
+    before = provider.status()["provider"]["drops"].get("rate_limited", 0)
+
+    async def go():
+        await carol.connect()                     # its bucket: 1 token, one more a minute
+        for _ in range(5):
+            await carol.session.send_command(wire.SendPacket(os.urandom(2524)))
+        await carol.ask(wire.RetrieveMessage(0))  # the five were read before this answer
+    try:
+        run(go, carol)
+        assert provider.status()["provider"]["drops"].get("rate_limited", 0) - before == 4
+    finally:
+        assert provider.management("SEND_BURST 0", "REMOVE_USER carol")[1:] == [
+            "250 0", "250 Requested action ok, completed"]
+
+
 def test_an_acknowledged_message_survives_kill_9_of_the_receiving_provider(network):
     alice, bob = users(network)
     receiver = network.providers[1]
