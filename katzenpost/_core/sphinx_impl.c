@@ -39,7 +39,8 @@ static int init_status = -1;
 /* OpenSSL contexts of one thread, allocated on its first use and freed when it exits: no
  * allocation per hash or per AES-CTR call. */
 typedef struct {
-    EVP_MD_CTX *md;
+    EVP_MD_CTX *md;                      /* SHA-256, SHA-512/256: reset after secret inputs */
+    EVP_MD_CTX *hmac_inner, *hmac_outer; /* HKDF's keyed states, reset after each use */
     EVP_CIPHER_CTX *aes; /* AES-128-CTR fetched once; re-keyed per call, then with zeros */
 } thread_ctx;
 static pthread_key_t thread_ctx_key;
@@ -54,7 +55,9 @@ void sx_wipe(void *buf, size_t len) { OPENSSL_cleanse(buf, len); }
 static void free_thread_ctx(void *p)
 {
     thread_ctx *tc = p;
-    EVP_MD_CTX_free(tc->md);       /* the providers clear their state when freeing it */
+    EVP_MD_CTX_free(tc->md); /* the providers clear their state when freeing it */
+    EVP_MD_CTX_free(tc->hmac_inner);
+    EVP_MD_CTX_free(tc->hmac_outer);
     EVP_CIPHER_CTX_free(tc->aes);
     free(tc);
 }
@@ -69,8 +72,10 @@ static thread_ctx *get_thread_ctx(void)
     if (tc == NULL)
         return NULL;
     tc->md = EVP_MD_CTX_new();
+    tc->hmac_inner = EVP_MD_CTX_new();
+    tc->hmac_outer = EVP_MD_CTX_new();
     tc->aes = EVP_CIPHER_CTX_new();
-    if (tc->md == NULL || tc->aes == NULL ||
+    if (tc->md == NULL || tc->hmac_inner == NULL || tc->hmac_outer == NULL || tc->aes == NULL ||
         EVP_EncryptInit_ex2(tc->aes, cipher_aes128_ctr, NULL, NULL, NULL) <= 0 ||
         pthread_setspecific(thread_ctx_key, tc) != 0) {
         free_thread_ctx(tc);
@@ -281,13 +286,7 @@ int sx_sha512_256(const uint8_t *msg, size_t len, uint8_t out[32])
     return 0;
 }
 
-/* HMAC-SHA256 key pads (key XOR ipad, key XOR opad), secret: wiped by the callers. */
-typedef struct {
-    uint8_t ipad[SHA256_BLOCK];
-    uint8_t opad[SHA256_BLOCK];
-} hmac_pads;
-
-/* SHA-256 over up to four pieces (NULL-terminated lists are overkill for this file). */
+/* SHA-256 of msg[0] || ... || msg[n-1] in the thread's reused context. */
 static int sha256_pieces(EVP_MD_CTX *md, const uint8_t *const *msg, const size_t *len, size_t n,
                          uint8_t out[32])
 {
@@ -299,6 +298,12 @@ static int sha256_pieces(EVP_MD_CTX *md, const uint8_t *const *msg, const size_t
             return -1;
     return EVP_DigestFinal_ex(md, out, &out_len) > 0 ? 0 : -1;
 }
+
+/* HMAC-SHA256 key pads (key XOR ipad, key XOR opad); secret, wiped by the callers. */
+typedef struct {
+    uint8_t ipad[SHA256_BLOCK];
+    uint8_t opad[SHA256_BLOCK];
+} hmac_pads;
 
 static int hmac_keying(EVP_MD_CTX *md, hmac_pads *pads, const uint8_t *key, size_t key_len)
 {
@@ -320,8 +325,8 @@ static int hmac_keying(EVP_MD_CTX *md, hmac_pads *pads, const uint8_t *key, size
 }
 
 /* HMAC(key, msg[0] || ... || msg[n-1]) for n <= 3. The pads are hashed again for every
- * message (two SHA-256 blocks) rather than copying keyed contexts, which OpenSSL 3.0 does by
- * allocating a new one. */
+ * message: with OpenSSL 3.0 that costs less than copying keyed contexts (each copy
+ * allocates). */
 static int hmac_pieces(EVP_MD_CTX *md, const hmac_pads *pads, const uint8_t *const *msg,
                        const size_t *len, size_t n, uint8_t out[32])
 {
@@ -341,6 +346,13 @@ static int hmac_pieces(EVP_MD_CTX *md, const hmac_pads *pads, const uint8_t *con
     return rc;
 }
 
+/* Leaves nothing of the last hash (its final state is the HMAC output) in the context. */
+static int hmac_done(EVP_MD_CTX *md, hmac_pads *pads, int rc)
+{
+    sx_wipe(pads, sizeof *pads);
+    return EVP_DigestInit_ex2(md, md_sha256, NULL) > 0 ? rc : -1;
+}
+
 int sx_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *msg, size_t len,
                    uint8_t out[32])
 {
@@ -351,7 +363,42 @@ int sx_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *msg, size_
     int rc = hmac_keying(tc->md, &pads, key, key_len);
     if (rc == 0)
         rc = hmac_pieces(tc->md, &pads, &msg, &len, 1, out);
-    sx_wipe(&pads, sizeof pads);
+    return hmac_done(tc->md, &pads, rc);
+}
+
+/* HKDF hashes five messages under one key: the pads are hashed once into the thread's keyed
+ * contexts, then copied for each message (cheaper than hashing the pads again). */
+static int hkdf_keyed(thread_ctx *tc, const hmac_pads *pads, const uint8_t *info,
+                      size_t info_len, uint8_t *out, size_t out_len)
+{
+    unsigned int digest_len = 0;
+    uint8_t t[32];
+    size_t t_len = 0;
+    int rc = EVP_DigestInit_ex2(tc->hmac_inner, md_sha256, NULL) > 0 &&
+             EVP_DigestUpdate(tc->hmac_inner, pads->ipad, SHA256_BLOCK) > 0 &&
+             EVP_DigestInit_ex2(tc->hmac_outer, md_sha256, NULL) > 0 &&
+             EVP_DigestUpdate(tc->hmac_outer, pads->opad, SHA256_BLOCK) > 0 ? 0 : -1;
+    for (uint8_t counter = 1; rc == 0 && out_len > 0; counter++) {
+        if (EVP_MD_CTX_copy_ex(tc->md, tc->hmac_inner) <= 0 ||
+            EVP_DigestUpdate(tc->md, t, t_len) <= 0 ||
+            EVP_DigestUpdate(tc->md, info, info_len) <= 0 ||
+            EVP_DigestUpdate(tc->md, &counter, 1) <= 0 ||
+            EVP_DigestFinal_ex(tc->md, t, &digest_len) <= 0 ||
+            EVP_MD_CTX_copy_ex(tc->md, tc->hmac_outer) <= 0 ||
+            EVP_DigestUpdate(tc->md, t, sizeof t) <= 0 ||
+            EVP_DigestFinal_ex(tc->md, t, &digest_len) <= 0)
+            rc = -1;
+        t_len = sizeof t;
+        size_t take = out_len < t_len ? out_len : t_len;
+        memcpy(out, t, take);
+        out += take;
+        out_len -= take;
+    }
+    sx_wipe(t, sizeof t);
+    /* The keyed states are as good as the key: reset them. */
+    if (EVP_DigestInit_ex2(tc->hmac_inner, md_sha256, NULL) <= 0 ||
+        EVP_DigestInit_ex2(tc->hmac_outer, md_sha256, NULL) <= 0)
+        rc = -1;
     return rc;
 }
 
@@ -360,24 +407,12 @@ int sx_hkdf_expand(const uint8_t *prk, size_t prk_len, const uint8_t *info, size
 {
     thread_ctx *tc = get_thread_ctx();
     hmac_pads pads;
-    uint8_t t[32];
-    size_t t_len = 0;
     if (tc == NULL)
         return -1;
     int rc = hmac_keying(tc->md, &pads, prk, prk_len);
-    for (uint8_t counter = 1; rc == 0 && out_len > 0; counter++) {
-        const uint8_t *msg[3] = {t, info, &counter};
-        const size_t len[3] = {t_len, info_len, 1};
-        rc = hmac_pieces(tc->md, &pads, msg, len, 3, t);
-        t_len = sizeof t;
-        size_t take = out_len < t_len ? out_len : t_len;
-        memcpy(out, t, take);
-        out += take;
-        out_len -= take;
-    }
-    sx_wipe(&pads, sizeof pads);
-    sx_wipe(t, sizeof t);
-    return rc;
+    if (rc == 0)
+        rc = hkdf_keyed(tc, &pads, info, info_len, out, out_len);
+    return hmac_done(tc->md, &pads, rc);
 }
 
 int sx_kdf(const uint8_t shared_secret[32], sx_packet_keys *keys)
@@ -668,6 +703,8 @@ static int derive_hop_keys(size_t count, const sx_header_request *req, header_st
     const uint8_t *scalar[SX_LANES] = {0}, *point[SX_LANES] = {0};
     size_t max_hops = 0;
     int rc;
+    if (count > SX_LANES)
+        return SX_ERR_BAD_ARGUMENT;
     for (size_t i = 0; i < count; i++) {
         max_hops = req[i].n_hops > max_hops ? req[i].n_hops : max_hops;
         out[i] = st[i].alphas[0];
