@@ -129,3 +129,4 @@ cdef extern from "x25519_mb_impl.h" nogil:
         XMB_NO_SYMBOL
         XMB_SELF_TEST
     int xmb_cpu_has_ifma()
+    int xmb_probe(const char *library, const char *const *runtime, size_t n_runtime)

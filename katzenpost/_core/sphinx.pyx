@@ -114,17 +114,31 @@ def crypto_mb_paths():
     return library, [runtime[n] for n in _RUNTIME if n in runtime]
 
 
+cdef str _open_crypto_mb(str library, runtime, bint keep):
+    """Load (keep) or probe libcrypto_mb and its runtime libraries; '' or why not."""
+    encoded = [p.encode() for p in runtime]
+    if len(encoded) > 8:
+        raise ValueError("sphinx: at most 8 runtime libraries")
+    cdef const char *paths[8]
+    for i, p in enumerate(encoded):
+        paths[i] = p
+    name = library.encode()
+    rc = (sx_load_ifma if keep else xmb_probe)(name, paths, len(encoded))
+    return "" if rc == XMB_OK else _LOAD_FAILURES.get(rc, f"libcrypto_mb load error {rc}")
+
+
+def probe_crypto_mb(str library, runtime=()):
+    """'' if `library` (after the `runtime` libraries) would serve as the lane backend, else
+    why not; loads nothing for good and changes nothing (tests of the loader)."""
+    return _open_crypto_mb(library, list(runtime), False)
+
+
 def _load_crypto_mb():
     """Load libcrypto_mb for the lane backend; returns why not ('' when loaded)."""
     if not xmb_cpu_has_ifma():  # before any file lookup: most machines stop here
         return _LOAD_FAILURES[XMB_NO_CPU_FEATURE]
     library, runtime = crypto_mb_paths()
-    encoded = [p.encode() for p in runtime]
-    cdef const char *paths[8]
-    for i, p in enumerate(encoded[:8]):
-        paths[i] = p
-    rc = sx_load_ifma(library.encode(), paths, min(len(encoded), 8))
-    return "" if rc == XMB_OK else _LOAD_FAILURES.get(rc, f"libcrypto_mb load error {rc}")
+    return _open_crypto_mb(library, runtime, True)
 
 
 def _select_backend():
@@ -148,6 +162,11 @@ def _select_backend():
 
 
 _IFMA_STATUS = _select_backend()
+
+
+def cpu_has_ifma():
+    """True if the CPU has AVX-512 IFMA (and the OS saves the AVX-512 registers)."""
+    return xmb_cpu_has_ifma() == 1
 
 
 def ifma_status():

@@ -256,20 +256,48 @@ int sx_x25519(uint8_t out[32], const uint8_t scalar[32], const uint8_t point[32]
     return rc;
 }
 
+/* 1 if u (top bit ignored) is at least 2^255 - 2^16. libcrypto_mb 2026.2's eight-lane X25519
+ * gets u just below p wrong (measured: every u in about [p - 1500, p), among them p - 1, a
+ * point of small order whose all-zero secret an attacker knows, so a crafted packet would
+ * unwrap differently from the reference). Such lanes go to the scalar backend; the margin is
+ * wide, and honest group elements land there with probability 2^-239. The point is public
+ * (a packet's group element, or a path's public key), so the branch leaks nothing. */
+static int near_p(const uint8_t point[32])
+{
+    uint8_t all = (uint8_t)(point[31] | 0x80);
+    for (size_t b = 2; b < 31; b++)
+        all &= point[b];
+    return all == 0xff;
+}
+
 int sx_x25519_lanes(uint8_t *const out[SX_LANES], const uint8_t *const scalar[SX_LANES],
                     const uint8_t *const point[SX_LANES])
 {
-    size_t active = 0;
-    for (size_t i = 0; i < SX_LANES; i++)
-        active += out[i] != NULL;
+    uint8_t *lane_out[SX_LANES] = {0}, *scalar_out[SX_LANES] = {0};
+    size_t lanes = 0;
+    int use_lanes = sx_x25519_backend() == SX_X25519_IFMA, rc = 0;
+    for (size_t i = 0; i < SX_LANES; i++) {
+        if (out[i] == NULL)
+            continue;
+        if (use_lanes && !near_p(point[i])) {
+            lane_out[i] = out[i];
+            lanes++;
+        } else {
+            scalar_out[i] = out[i];
+        }
+    }
     /* One eight-lane pass costs about as much as eight lanes' work, so a lone operation is
      * cheaper on the scalar backend; which lanes run depends only on public facts (how many
-     * packets, which of them failed a MAC). */
-    if (active >= 2 && sx_x25519_backend() == SX_X25519_IFMA)
-        return xmb_x25519_mb8(out, scalar, point);
-    int rc = 0;
+     * packets, which of them failed a MAC, their group elements). */
+    if (lanes == 1)
+        for (size_t i = 0; i < SX_LANES; i++) {
+            scalar_out[i] = scalar_out[i] != NULL ? scalar_out[i] : lane_out[i];
+            lane_out[i] = NULL;
+        }
+    if (lanes >= 2 && xmb_x25519_mb8(lane_out, scalar, point) != 0)
+        rc = -1;
     for (size_t i = 0; i < SX_LANES; i++)
-        if (out[i] != NULL && sx_x25519(out[i], scalar[i], point[i]) != 0)
+        if (scalar_out[i] != NULL && sx_x25519(scalar_out[i], scalar[i], point[i]) != 0)
             rc = -1;
     return rc;
 }
@@ -415,7 +443,7 @@ int sx_hkdf_expand(const uint8_t *prk, size_t prk_len, const uint8_t *info, size
     return hmac_done(tc->md, &pads, rc);
 }
 
-int sx_kdf(const uint8_t shared_secret[32], sx_packet_keys *keys)
+int sx_kdf(const uint8_t *shared_secret, sx_packet_keys *keys)
 {
     return sx_hkdf_expand(shared_secret, 32, KDF_INFO, KDF_INFO_LEN, (uint8_t *)keys, SX_KDF_LEN);
 }

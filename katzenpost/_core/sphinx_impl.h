@@ -131,7 +131,7 @@ int sx_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *msg, size_
                    uint8_t out[32]);
 int sx_hkdf_expand(const uint8_t *prk, size_t prk_len, const uint8_t *info, size_t info_len,
                    uint8_t *out, size_t out_len); /* out_len <= 255 * 32 */
-int sx_kdf(const uint8_t shared_secret[32], sx_packet_keys *keys);
+int sx_kdf(const uint8_t *shared_secret /* 32 bytes */, sx_packet_keys *keys);
 int sx_aes128_ctr(const uint8_t key[16], const uint8_t iv[16], const uint8_t *in,
                   uint8_t *out, size_t len);
 

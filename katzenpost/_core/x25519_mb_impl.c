@@ -32,7 +32,10 @@ int xmb_cpu_has_ifma(void)
 
 /* RFC 7748 section 5.2 (two vectors) and 6.1 (Alice's public key from the base point),
  * two low-order points, and a skipped lane whose output must stay untouched. */
-static int self_test(void)
+static int lanes_x25519(mb8_fn fn, uint8_t *const out[XMB_LANES],
+                        const uint8_t *const scalar[XMB_LANES], const uint8_t *const point[XMB_LANES]);
+
+static int self_test(mb8_fn fn)
 {
     static const uint8_t k1[32] = {
         0xa5, 0x46, 0xe3, 0x6b, 0xf0, 0x52, 0x7c, 0x9d, 0x3b, 0x16, 0x15, 0x4b, 0x82, 0x46, 0x5e, 0xdd,
@@ -70,7 +73,7 @@ static int self_test(void)
     memset(out, 0xa5, sizeof out);
     for (int i = 0; i < XMB_LANES; i++)
         outp[i] = expect[i] != NULL ? out[i] : NULL; /* lane 5 is skipped */
-    if (xmb_x25519_mb8(outp, scalar, point) != 0)
+    if (lanes_x25519(fn, outp, scalar, point) != 0)
         return -1;
     for (int i = 0; i < XMB_LANES; i++) {
         if (expect[i] != NULL && memcmp(out[i], expect[i], 32) != 0)
@@ -83,38 +86,63 @@ static int self_test(void)
     return 0;
 }
 
-int xmb_load(const char *library, const char *const *runtime, size_t n_runtime)
+/* mbx_x25519_mb8 of `library` after its runtime libraries, self-tested; XMB_OK with *fn and
+ * *handle set (the library stays loaded), else the reason (the library is closed again; the
+ * runtime libraries stay: they may already be in use by another copy). */
+static int open_crypto_mb(const char *library, const char *const *runtime, size_t n_runtime,
+                          mb8_fn *fn, void **handle)
 {
-    if (mb8 != NULL)
-        return XMB_OK;
-    if (!xmb_cpu_has_ifma())
-        return XMB_NO_CPU_FEATURE;
-    /* Handles stay open for the life of the process (as libsodium's). RTLD_LOCAL: once a
-     * runtime library is loaded, libcrypto_mb's NEEDED entry matches it by soname and
-     * binds to it; nothing is added to the global symbol namespace. */
+    /* RTLD_LOCAL: once a runtime library is loaded, libcrypto_mb's NEEDED entry matches it by
+     * soname and binds to it; nothing is added to the global symbol namespace. */
     for (size_t i = 0; i < n_runtime; i++)
         if (dlopen(runtime[i], RTLD_NOW | RTLD_LOCAL) == NULL)
             return XMB_NOT_FOUND;
     void *lib = dlopen(library, RTLD_NOW | RTLD_LOCAL);
     if (lib == NULL)
         return XMB_NOT_FOUND;
-    mb8 = (mb8_fn)dlsym(lib, "mbx_x25519_mb8");
-    if (mb8 == NULL) {
+    mb8_fn found = (mb8_fn)dlsym(lib, "mbx_x25519_mb8");
+    int rc = found == NULL ? XMB_NO_SYMBOL : self_test(found) != 0 ? XMB_SELF_TEST : XMB_OK;
+    if (rc != XMB_OK) {
         dlclose(lib);
-        return XMB_NO_SYMBOL;
+        return rc;
     }
-    if (self_test() != 0) {
-        mb8 = NULL;
-        dlclose(lib);
-        return XMB_SELF_TEST;
-    }
+    *fn = found;
+    *handle = lib;
     return XMB_OK;
+}
+
+int xmb_load(const char *library, const char *const *runtime, size_t n_runtime)
+{
+    void *handle = NULL; /* kept open for the life of the process, as libsodium's */
+    if (mb8 != NULL)
+        return XMB_OK;
+    if (!xmb_cpu_has_ifma())
+        return XMB_NO_CPU_FEATURE;
+    return open_crypto_mb(library, runtime, n_runtime, &mb8, &handle);
+}
+
+int xmb_probe(const char *library, const char *const *runtime, size_t n_runtime)
+{
+    mb8_fn fn = NULL;
+    void *handle = NULL;
+    if (!xmb_cpu_has_ifma())
+        return XMB_NO_CPU_FEATURE;
+    int rc = open_crypto_mb(library, runtime, n_runtime, &fn, &handle);
+    if (rc == XMB_OK)
+        dlclose(handle);
+    return rc;
 }
 
 int xmb_loaded(void) { return mb8 != NULL; }
 
 int xmb_x25519_mb8(uint8_t *const out[XMB_LANES], const uint8_t *const scalar[XMB_LANES],
                    const uint8_t *const point[XMB_LANES])
+{
+    return lanes_x25519(mb8, out, scalar, point);
+}
+
+static int lanes_x25519(mb8_fn fn, uint8_t *const out[XMB_LANES],
+                        const uint8_t *const scalar[XMB_LANES], const uint8_t *const point[XMB_LANES])
 {
     const uint8_t *s[XMB_LANES], *p[XMB_LANES];
     uint8_t *o[XMB_LANES], tmp[XMB_LANES][32];
@@ -127,7 +155,7 @@ int xmb_x25519_mb8(uint8_t *const out[XMB_LANES], const uint8_t *const scalar[XM
         s[i] = on ? scalar[i] : NULL;
         p[i] = on ? point[i] : NULL;
     }
-    uint32_t status = mb8(o, s, p);
+    uint32_t status = fn(o, s, p);
     for (int i = 0; i < XMB_LANES; i++) {
         if (o[i] == NULL)
             continue;

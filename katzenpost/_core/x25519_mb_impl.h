@@ -26,6 +26,10 @@ int xmb_cpu_has_ifma(void);
  * succeeded; not thread-safe (call it from module import). Returns an XMB_* code. */
 int xmb_load(const char *library, const char *const *runtime, size_t n_runtime);
 
+/* What xmb_load would return for these files, without keeping anything loaded or changing
+ * the backend in use (tests of the loader). */
+int xmb_probe(const char *library, const char *const *runtime, size_t n_runtime);
+
 /* 1 once xmb_load succeeded. */
 int xmb_loaded(void);
 
