@@ -256,6 +256,14 @@ int sx_x25519(uint8_t out[32], const uint8_t scalar[32], const uint8_t point[32]
     return rc;
 }
 
+static int ct_is_zero(const uint8_t *a, size_t len)
+{
+    uint8_t acc = 0;
+    for (size_t i = 0; i < len; i++)
+        acc |= a[i];
+    return acc == 0;
+}
+
 /* 1 if u (top bit ignored) is at least 2^255 - 2^16. libcrypto_mb 2026.2's eight-lane X25519
  * gets u just below p wrong (measured: every u in about [p - 1500, p), among them p - 1, a
  * point of small order whose all-zero secret an attacker knows, so a crafted packet would
@@ -296,6 +304,11 @@ int sx_x25519_lanes(uint8_t *const out[SX_LANES], const uint8_t *const scalar[SX
         }
     if (lanes >= 2 && xmb_x25519_mb8(lane_out, scalar, point) != 0)
         rc = -1;
+    /* Defence in depth against more inputs the library gets wrong: an all-zero secret is
+     * the one wrong answer an attacker could predict, and is right only for small order. */
+    for (size_t i = 0; lanes >= 2 && i < SX_LANES; i++)
+        if (lane_out[i] != NULL && ct_is_zero(lane_out[i], 32) && !is_small_order(point[i]))
+            scalar_out[i] = lane_out[i];
     for (size_t i = 0; i < SX_LANES; i++)
         if (scalar_out[i] != NULL && sx_x25519(scalar_out[i], scalar[i], point[i]) != 0)
             rc = -1;
@@ -469,14 +482,6 @@ int sx_aes128_ctr(const uint8_t key[16], const uint8_t iv[16], const uint8_t *in
 }
 
 /* ---------------------------------------------------------------- unwrap */
-
-static int ct_is_zero(const uint8_t *a, size_t len)
-{
-    uint8_t acc = 0;
-    for (size_t i = 0; i < len; i++)
-        acc |= a[i];
-    return acc == 0;
-}
 
 static int ct_equal(const uint8_t *a, const uint8_t *b, size_t len)
 {
