@@ -1,7 +1,7 @@
 """The `katzenpost` command: load the config, prepare DataDir, logging and keys, then hand the
 node over to the runtime (or stop after key generation with -g, or only validate with --check).
 
-Startup steps 1, 2, 4 and 5 of spec/server.md §1.2 live here; the rest belongs to the runtime.
+Startup steps 1, 2, 4 and 5 of the reference server (docs/interfaces.md) live here; the rest belongs to the runtime.
 """
 from __future__ import annotations
 
@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         return check(args.config_file)
     try:
-        node_config = config_module.load_file(args.config_file)
+        # -g needs no authority key: nodes' keys come first (the authority whitelists them).
+        node_config = config_module.load_file(args.config_file, keys_only=args.generate_only)
     except config_module.ConfigError as err:
         for problem in err.problems:
             print(f"Failed to load config file '{args.config_file}': {problem}", file=sys.stderr)
@@ -92,6 +93,8 @@ def prepare_node(node_config) -> tuple[keys.IdentityKey, keys.LinkKey]:
         server_log.error("Failed to initialize link key: %s", err)
         raise StartupError(str(err)) from None
     log.notice(server_log, "Server link public key is: %s", keys.public_key_hex(link_key.public))
+    for warning in keys.key_file_warnings(node_config.server.data_dir):
+        server_log.warning("%s", warning)
     return identity_key, link_key
 
 
@@ -108,7 +111,7 @@ def _identity_key(node_config) -> keys.IdentityKey:
 
 
 def log_start_banner(node_config) -> None:
-    """The banner of spec/server.md §2.6 up to the identifier line."""
+    """The reference server's start banner up to the identifier line (README.md)."""
     log.notice(server_log, BANNER_PRE_ALPHA)
     if node_config.debug.is_unsafe:
         server_log.warning("Unsafe Debug configuration options are set.")
@@ -134,7 +137,7 @@ def aez_hardware_accelerated() -> tuple[bool, str | None]:
 
 
 def hand_over_to_node(node_config, identity_key: keys.IdentityKey, link_key: keys.LinkKey) -> int:
-    """Steps 6 and later of spec/server.md §1.2: `katzenpost.server.node.run(...)` -> exit code."""
+    """Startup steps 6 and later (docs/interfaces.md): `katzenpost.server.node.run(...)` -> exit code."""
     try:
         node = importlib.import_module(NODE_RUNTIME_MODULE)
     except ModuleNotFoundError as err:
@@ -157,7 +160,8 @@ def check(config_path: str) -> int:
     except config_module.ConfigError as err:
         return _report_check(config_path, err.warnings, err.problems)
     problems = keys.check_data_dir(node_config.server.data_dir)
-    return _report_check(config_path, node_config.warnings, problems)
+    warnings = (*node_config.warnings, *keys.key_file_warnings(node_config.server.data_dir))
+    return _report_check(config_path, warnings, problems)
 
 
 def _report_check(config_path: str, warnings, problems: list[str]) -> int:

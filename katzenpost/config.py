@@ -1,4 +1,5 @@
-"""Node configuration: the TOML file of spec/server.md §2 parsed into immutable dataclasses.
+"""Node configuration: the reference server's TOML file (README.md, Configuration) parsed into
+immutable dataclasses.
 
 Every problem in a file is collected and reported at once (naming `Section.Field` and the rule
 it broke); this module never touches the DataDir, the network or the logging setup.
@@ -6,11 +7,9 @@ it broke); this module never touches the DataDir, the network or the logging set
 from __future__ import annotations
 
 import dataclasses
-import encodings.idna
 import ipaddress
 import os
 import re
-import socket
 import tomllib
 import types
 import unicodedata
@@ -19,15 +18,16 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from katzenpost import keys, log
-from katzenpost.pki.epochtime import DEFAULT_PERIOD, MIN_TEST_PERIOD, EpochClock
+from katzenpost.rules import DEFAULT_PERIOD, discover_global_ipv4, epoch_period_problem, idna_lookup_to_ascii
 
 # ---------------------------------------------------------------------------------------------
-# Constants (names and defaults from spec/server.md §2.2)
+# Constants (names and defaults of the reference server's configuration)
 
 DEFAULT_ADDRESS_PORT = 3219
 LOG_LEVELS = tuple(log.LEVELS)  # ERROR, WARNING, NOTICE, INFO, DEBUG
 DEFAULT_LOG_LEVEL = log.DEFAULT_LEVEL
 MANAGEMENT_SOCKET_NAME = "management_sock"
+DEFAULT_METRICS_ADDRESS = "127.0.0.1:6543"  # [Metrics] (ours): loopback unless an Address is given
 MAX_IDENTIFIER_BYTES = 32  # the authority refuses longer descriptor names
 MAX_ENDPOINT_BYTES = 64
 MAX_CONFIG_BYTES = 4 * 1024 * 1024  # a config is a few kB; refuse /dev/zero and the like
@@ -49,6 +49,7 @@ MAX_DURATION_MS = 24 * 60 * 60 * 1000
 MAX_SCHEDULER_QUEUE_SIZE = 1 << 24  # packets (about 42 GB of 2524-byte packets)
 MAX_SCHEDULER_BURST = 1 << 16
 MAX_PIPELINE_BOUND = 1 << 20  # batches, packets per batch or packets per queue
+MAX_CONNECTIONS = 1 << 20  # open file descriptors a node could ever hold
 
 
 @dataclass(frozen=True)
@@ -89,9 +90,13 @@ DEBUG_INT_KNOBS: dict[str, DebugKnob] = {
     "LocalHWM": DebugKnob(64, maximum=MAX_PIPELINE_BOUND),
     "OutgoingQueueSize": DebugKnob(64, maximum=MAX_PIPELINE_BOUND),
     "DispatchBatchSize": DebugKnob(256, maximum=MAX_PIPELINE_BOUND),
+    # Listener bounds (not in the reference): concurrent incoming connections, and those of them
+    # still in the handshake; beyond either a new connection is closed at once (docs/node.md).
+    "MaxIncomingConnections": DebugKnob(4096, maximum=MAX_CONNECTIONS),
+    "MaxPendingHandshakes": DebugKnob(128, maximum=MAX_CONNECTIONS),
 }
 DEBUG_BOOLS = ("SchedulerExternalMemoryQueue", "SendDecoyTraffic", "DisableRateLimit", "GenerateOnly",
-               "SchedulerThread")
+               "SchedulerThread", "MixKeysInMemory")
 
 INT64_MAX = 2**63 - 1
 
@@ -142,6 +147,11 @@ class PKIConfig:
 class ManagementConfig:
     enable: bool
     path: str
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    address: str  # literal IP:port of the Prometheus endpoint
 
 
 @dataclass(frozen=True)
@@ -231,6 +241,11 @@ class DebugConfig:
     dispatch_batch_size: int = 256
     # The timer wheel on its own thread instead of the I/O thread (measured slower on 2 cores).
     scheduler_thread: bool = False
+    # Our addition: mix keys and replay filters only in anonymous memory, never on disk (a restart
+    # then loses them: the node cannot unwrap packets built for its old keys).
+    mix_keys_in_memory: bool = False
+    max_incoming_connections: int = 4096
+    max_pending_handshakes: int = 128
     # Test networks only: the epoch period in seconds; 0 = the reference's 20 minutes. Not in
     # the reference's node config: it lets a node follow an authority run with the same period.
     epoch_period: int = 0
@@ -245,11 +260,12 @@ class DebugConfig:
 class Config:
     server: ServerConfig
     logging: LoggingConfig
-    pki: PKIConfig
+    pki: PKIConfig | None  # None only in a keys-only (-g) load without [PKI]
     management: ManagementConfig
     provider: ProviderConfig | None  # None for a mix
     debug: DebugConfig
     warnings: tuple[str, ...] = field(default=())  # non-fatal remarks, logged at start
+    metrics: MetricsConfig | None = None  # [Metrics] (our addition); None: no metrics endpoint
 
     @property
     def log_file_path(self) -> str | None:
@@ -262,10 +278,6 @@ class Config:
     def epoch_period(self) -> int:
         """The epoch period in seconds: Debug.EpochPeriod, or the reference's 20 minutes."""
         return self.debug.epoch_period or DEFAULT_PERIOD
-
-    def epoch_clock(self) -> EpochClock:
-        """The epoch arithmetic this node must share with its authority."""
-        return EpochClock(self.epoch_period)
 
     def with_generate_only(self) -> "Config":
         """The same configuration with Debug.GenerateOnly forced on (what `-g` does)."""
@@ -426,58 +438,6 @@ def check_ip_port(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address
         raise ValueError(f"'{address}' host is not a literal IP address") from None
 
 
-_STD3_LABEL = re.compile(r"[a-z0-9-]+")
-_IDNA_DOTS = re.compile("[.\u3002\uff0e\uff61]")
-
-
-def _check_std3_label(label: str) -> None:
-    if not _STD3_LABEL.fullmatch(label):
-        bad = next(c for c in label if not _STD3_LABEL.fullmatch(c))
-        raise ValueError(f"label '{label}' contains {bad!r} (only letters, digits and '-' are allowed)")
-    if label.startswith("-") or label.endswith("-"):
-        raise ValueError(f"label '{label}' starts or ends with '-'")
-    if label[2:4] == "--" and not label.startswith("xn--"):
-        raise ValueError(f"label '{label}' has '--' in positions 3-4")
-
-
-def idna_lookup_to_ascii(name: str) -> str:
-    """IDNA "Lookup" normalization of a host name (lowercase, STD3 rules, punycode).
-
-    ASCII labels follow the reference exactly; non-ASCII labels go through IDNA2003 nameprep
-    (the standard library's codec), which matches UTS #46 for all but a few rare code points.
-    """
-    labels = _IDNA_DOTS.split(name)
-    out = []
-    for index, label in enumerate(labels):
-        if not label:
-            if index == len(labels) - 1 and index > 0:
-                out.append("")  # a trailing root dot
-                continue
-            raise ValueError(f"empty label in '{name}'")
-        if label.isascii():
-            ascii_label = label.lower()
-            if ascii_label.startswith("xn--"):
-                _check_punycode_label(ascii_label)
-        else:
-            try:
-                ascii_label = encodings.idna.ToASCII(label).decode("ascii").lower()
-            except UnicodeError as err:
-                raise ValueError(f"label '{label}': {err}") from None
-        _check_std3_label(ascii_label)
-        out.append(ascii_label)
-    return ".".join(out)
-
-
-def _check_punycode_label(label: str) -> None:
-    try:
-        decoded = label[4:].encode("ascii").decode("punycode")
-        again = encodings.idna.ToASCII(decoded).decode("ascii").lower()
-    except UnicodeError:
-        raise ValueError(f"label '{label}' is not valid punycode") from None
-    if again != label:
-        raise ValueError(f"label '{label}' is not in normalized form")
-
-
 def username_case_mapped(name: str) -> str:
     """PRECIS UsernameCaseMapped (RFC 8265): width-map, lowercase, NFC, IdentifierClass check."""
     mapped = []
@@ -505,17 +465,6 @@ def _is_rfc5322_local_part(local: str) -> bool:
     if _QUOTED_STRING.fullmatch(local):
         return True
     return all(_ATEXT.fullmatch(atom) for atom in local.split("."))
-
-
-def discover_global_ipv4() -> str | None:
-    """The host's globally routable IPv4 address on the default route, if any (no packet sent)."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: only selects a route
-            address = probe.getsockname()[0]
-    except OSError:
-        return None
-    return address if ipaddress.ip_address(address).is_global else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -639,9 +588,13 @@ def _logging_section(table: _Table | None, problems: list[str]) -> LoggingConfig
     return LoggingConfig(disable, file_name, level.upper())
 
 
-def _pki_section(table: _Table | None, problems: list[str]) -> PKIConfig | None:
+def _pki_section(table: _Table | None, problems: list[str],
+                 keys_only: bool = False) -> PKIConfig | None:
+    """[PKI]; with `keys_only` (-g) the block and the authority's key may still be missing: a
+    node's keys are generated before the authority's, whose whitelist needs them."""
     if table is None:
-        problems.append("config: No PKI block was present")
+        if not keys_only:
+            problems.append("config: No PKI block was present")
         return None
     nonvoting = table.table("Nonvoting")
     voting = table.table("Voting")
@@ -655,7 +608,8 @@ def _pki_section(table: _Table | None, problems: list[str]) -> PKIConfig | None:
             check_ip_port(address)
         except ValueError as err:
             problems.append(f"config: PKI.Nonvoting.Address must be a literal IP:port: {err}")
-        public_key = _public_key(public_key_text, "PKI.Nonvoting.PublicKey", problems)
+        public_key = (b"" if keys_only and not public_key_text
+                      else _public_key(public_key_text, "PKI.Nonvoting.PublicKey", problems))
         result = PKIConfig(NonvotingPKIConfig(address, public_key))
     if voting is not None:
         _voting_section(voting, problems)
@@ -714,6 +668,22 @@ def _management_section(table: _Table | None, data_dir: str, problems: list[str]
     return ManagementConfig(enable, path)
 
 
+def _metrics_section(table: _Table | None, problems: list[str]) -> MetricsConfig | None:
+    """[Metrics] is our addition (the reference's config has none): absent, no endpoint; present,
+    the endpoint listens on Address, by default on loopback, never on all interfaces."""
+    if table is None:
+        return None
+    address = table.str("Address")
+    table.finish()
+    if not address:
+        return MetricsConfig(DEFAULT_METRICS_ADDRESS)
+    try:
+        check_ip_port(address)
+    except ValueError as err:
+        problems.append(f"config: Metrics.Address must be a literal IP:port: {err}")
+    return MetricsConfig(address)
+
+
 def _debug_section(table: _Table | None, problems: list[str], warnings: list[str]) -> DebugConfig:
     table = table or _Table({}, "Debug", problems, [])
     values: dict[str, Any] = {}
@@ -747,13 +717,13 @@ def _debug_int(table: _Table, toml_name: str, knob: DebugKnob, problems: list[st
 
 
 def _epoch_period(table: _Table, problems: list[str], warnings: list[str]) -> int:
-    """Debug.EpochPeriod: 0, or MIN_TEST_PERIOD..DEFAULT_PERIOD seconds (the authority's floor)."""
+    """Debug.EpochPeriod: 0, or a test period within the bounds nodes and authority share."""
     period = table.int("EpochPeriod")
     if period == 0 or period == DEFAULT_PERIOD:
         return 0
-    if not MIN_TEST_PERIOD <= period <= DEFAULT_PERIOD:
-        problems.append(f"config: Debug.EpochPeriod must be 0 or {MIN_TEST_PERIOD}..{DEFAULT_PERIOD} "
-                        f"seconds, got {period}")
+    problem = epoch_period_problem(period)
+    if problem:
+        problems.append(problem)
         return 0
     warnings.append(f"Debug.EpochPeriod is {period} s: for test networks only (the authority "
                     "and every node must use the same period)")
@@ -944,18 +914,22 @@ def _check_unique_services(kaetzchen, plugins, problems: list[str]) -> None:
 # Loading
 
 
-def load_bytes(data: bytes | None) -> Config:
-    """Parse and validate a configuration; raises ConfigError listing every problem."""
+def load_bytes(data: bytes | None, keys_only: bool = False) -> Config:
+    """Parse and validate a configuration; raises ConfigError listing every problem.
+
+    `keys_only` (the -g run) accepts a file without the [PKI] block or the authority's
+    PublicKey; the resulting Config then has `pki` None or an empty public key, and must only
+    be used to generate keys."""
     if data is None:
         raise ConfigError(["config: No nil buffer as config file"])
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise ConfigError([f"config: file is not UTF-8: {err}"]) from None
-    return load_text(text)
+    return load_text(text, keys_only)
 
 
-def load_text(text: str) -> Config:
+def load_text(text: str, keys_only: bool = False) -> Config:
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -967,11 +941,10 @@ def load_text(text: str) -> Config:
 
     server_table = root.table("Server")
     if server_table is None:
-        root.finish()
-        raise ConfigError(["config: No Server block was present"] + problems)
+        raise ConfigError(_problems_without_server(root, problems, undecoded, keys_only))
     server = _server_section(server_table, problems)
     logging_config = _logging_section(root.table("Logging"), problems)
-    pki = _pki_section(root.table("PKI"), problems)
+    pki = _pki_section(root.table("PKI"), problems, keys_only)
     provider_table = root.table("Provider")
     provider = None
     if server.is_provider:
@@ -979,17 +952,32 @@ def load_text(text: str) -> Config:
     elif provider_table is not None:
         problems.append("config: Provider block set when not a Provider (Server.IsProvider is false)")
     management = _management_section(root.table("Management"), server.data_dir, problems)
+    metrics = _metrics_section(root.table("Metrics"), problems)
     debug = _debug_section(root.table("Debug"), problems, warnings)
     root.finish()
     if undecoded:
         problems.insert(0, f"config: Undecoded keys in config file: [{' '.join(undecoded)}]")
     if problems:
         raise ConfigError(problems, tuple(warnings))
-    assert pki is not None  # a missing PKI block is a problem above
-    return Config(server, logging_config, pki, management, provider, debug, tuple(warnings))
+    assert pki is not None or keys_only  # otherwise a missing PKI block is a problem above
+    return Config(server, logging_config, pki, management, provider, debug, tuple(warnings),
+                  metrics=metrics)
 
 
-def load_file(path: str) -> Config:
+def _problems_without_server(root: "_Table", problems: list[str], undecoded: list[str],
+                             keys_only: bool) -> list[str]:
+    """Every problem that can be found without a [Server] block (the other sections depend on
+    its DataDir and IsProvider): a missing or broken [PKI] block, and unknown keys."""
+    _pki_section(root.table("PKI"), problems, keys_only)
+    for name in ("Logging", "Provider", "Management", "Metrics", "Debug"):
+        root.table(name)  # known sections: checked once [Server] is there
+    root.finish()
+    if undecoded:
+        problems.insert(0, f"config: Undecoded keys in config file: [{' '.join(undecoded)}]")
+    return ["config: No Server block was present"] + problems
+
+
+def load_file(path: str, keys_only: bool = False) -> Config:
     """Read and validate the configuration file at `path` (ConfigError on any problem)."""
     try:
         with open(path, "rb") as config_file:
@@ -998,4 +986,4 @@ def load_file(path: str) -> Config:
         raise ConfigError([f"config: cannot read '{path}': {err.strerror or err}"]) from None
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError([f"config: '{path}' is larger than {MAX_CONFIG_BYTES} bytes"])
-    return load_bytes(data)
+    return load_bytes(data, keys_only)

@@ -300,6 +300,27 @@ def check_data_dir(path: str) -> list[str]:
     return problems
 
 
+def key_file_warnings(data_dir: str) -> list[str]:
+    """A warning for each private key file in DataDir that others than its owner may open.
+
+    The reference does not look at these modes, and DataDir's own 0700 already keeps other
+    users out, so this is a warning rather than a refusal: a copied or restored key file with a
+    wide mode is still worth fixing before DataDir's mode ever changes.
+    """
+    warnings = []
+    for name in (IDENTITY_PRIVATE_FILE, LINK_PRIVATE_FILE):
+        path = os.path.join(data_dir, name)
+        try:
+            info = os.lstat(path)
+        except OSError:
+            continue  # absent (or unreadable: loading it reports why)
+        mode = stat.S_IMODE(info.st_mode)
+        if stat.S_ISREG(info.st_mode) and mode & 0o077:
+            warnings.append(f"private key file '{path}' has mode {mode:04o}: group or others may "
+                            f"open it; it should be {KEY_FILE_MODE:04o} (chmod 600 '{path}')")
+    return warnings
+
+
 def _lstat_data_dir(path: str) -> os.stat_result | None:
     """lstat() of DataDir (a symlink is not followed, as in the reference), None if missing."""
     try:

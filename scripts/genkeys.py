@@ -3,8 +3,8 @@
 and print the public keys, without starting anything. Existing key files are loaded, never
 overwritten.
 
-    python3 scripts/genkeys.py /var/lib/katzenpost/mix1
-    python3 scripts/genkeys.py --authority /var/lib/katzenpost/authority
+    .venv/bin/python scripts/genkeys.py /var/lib/katzenpost-mix1
+    .venv/bin/python scripts/genkeys.py --authority /var/lib/katzenpost-authority
 """
 import argparse
 import os

@@ -17,6 +17,9 @@ if [ -n "$missing" ] && command -v apt-get >/dev/null; then
   apt-get install -y -qq $missing
 fi
 
+# setuptools warns on every editable install that a folder named like the package sits in the
+# working directory: that folder is the package itself, so the warning is noise here.
+export PYTHONWARNINGS="ignore:Editable installation"
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel

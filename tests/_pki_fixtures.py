@@ -15,7 +15,7 @@ CLOCK = EpochClock()
 MIXES = ("mix0", "mix1", "mix2")
 PROVIDERS = ("provider1", "provider2")
 AUTHORITY_SEED = bytes(range(0xC8, 0xE8))
-# The spec's Appendix A vector (server.md): provider1's signed descriptor for epoch 123456.
+# A reference descriptor vector: provider1's signed descriptor for epoch 123456.
 APPENDIX_A_HEX = (
     "a56756657273696f6e006a45787069726174696f6e1b0000000468912f00674b6579547970656765643235353139"
     "694365727469666965645901e07b22416464726573736573223a7b2274637034223a5b223132372e302e302e313a"

@@ -1,4 +1,4 @@
-"""The TOML names of the node configuration's fields (spec/server.md §2.2), per section, shared
+"""The TOML names of the node configuration's fields (README.md, Configuration), per section, shared
 by the config fuzz tests and the README completeness test."""
 from katzenpost import config
 

@@ -1,4 +1,4 @@
-"""AEZ v5 against every Yawning/aez JSON vector (spec 8.5), on both compiled backends and
+"""AEZ v5 against every Yawning/aez JSON vector (the Yawning/aez test vectors), on both compiled backends and
 on the pure-Python reference, plus checks of the building blocks (BLAKE2b, the AES round)."""
 import hashlib
 import os

@@ -1,4 +1,4 @@
-"""The `katzenpost` command run as a real subprocess (spec/server.md §2.5, §2.6): -g output and
+"""The `katzenpost` command run as a real subprocess (README.md, Command line): -g output and
 exit code, --check, broken configs and DataDirs, -h, and the hand-over to the node runtime."""
 import importlib.util
 import os
@@ -181,6 +181,39 @@ def test_check_reports_a_wide_data_dir_and_a_bad_key_file(tmp_path):
     assert result.returncode == 1
     assert "has invalid permissions" in result.stderr
     assert "link.private.pem" in result.stderr and "no PEM block found" in result.stderr
+
+
+def test_a_private_key_file_others_may_read_is_a_warning_of_check_and_of_g(tmp_path):
+    data_dir = tmp_path / "data"
+    config = write_config(tmp_path, data_dir)
+    assert run(["-g", "-f", str(config)], cwd=tmp_path).returncode == 0
+    key_path = data_dir / "identity.private.pem"
+    key_path.chmod(0o644)
+    checked = run(["--check", "-f", str(config)], cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr  # a warning: the reference does not refuse it
+    assert f"warning: private key file '{key_path}' has mode 0644" in checked.stdout
+    generated = run(["-g", "-f", str(config)], cwd=tmp_path)
+    assert generated.returncode == 0
+    assert any(kind == "WARN" and f"'{key_path}' has mode 0644" in text
+               for kind, text in banner(generated.stdout))
+    key_path.chmod(0o600)
+    assert "has mode" not in run(["--check", "-f", str(config)], cwd=tmp_path).stdout
+
+
+def test_g_needs_no_authority_key_but_a_start_and_check_do(tmp_path):
+    data_dir = tmp_path / "data"
+    config = write_config(tmp_path, data_dir)
+    text = config.read_text()
+    config.write_text(text[:text.index("[PKI.Nonvoting]")])  # the authority is not set up yet
+    result = run(["-g", "-f", str(config)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (data_dir / "identity.private.pem").exists() and (data_dir / "link.private.pem").exists()
+    checked = run(["--check", "-f", str(config)], cwd=tmp_path)
+    assert checked.returncode == 1 and "No PKI block was present" in checked.stderr
+    config.write_text(text.replace('PublicKey = "ebVWLo/mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ="', ""))
+    assert run(["-g", "-f", str(config)], cwd=tmp_path).returncode == 0
+    assert "PKI.Nonvoting.PublicKey is not set" in run(["--check", "-f", str(config)],
+                                                        cwd=tmp_path).stderr
 
 
 def test_broken_config_exits_255_with_the_reference_message(tmp_path):

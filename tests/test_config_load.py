@@ -1,4 +1,4 @@
-"""Configuration loading (spec/server.md §2.1-2.3): sample configs, defaults, key matching,
+"""Configuration loading (README.md, Configuration): sample configs, defaults, key matching,
 unknown keys, and one test per validation rule."""
 import copy
 import dataclasses
@@ -10,6 +10,8 @@ import toml
 
 from katzenpost import config
 from katzenpost.config import ConfigError
+from katzenpost.pki.epochtime import EpochClock
+from katzenpost.rules import MIN_TEST_PERIOD
 
 CONFIGS = Path(__file__).parent / "configs"
 AUTHORITY_KEY_B64 = "kAiVchOBwHVtKJVFJLsdCQ9UyN2SlfhLHYqT8ePBetg="
@@ -135,6 +137,19 @@ def test_non_utf8_file_is_a_config_error():
 
 def test_missing_server_block():
     assert_one_problem({"PKI": MIX["PKI"]}, "No Server block was present")
+
+
+def test_an_empty_configuration_reports_both_missing_blocks():
+    assert problems_of("") == ["config: No Server block was present",
+                               "config: No PKI block was present"]
+
+
+def test_without_server_the_pki_block_and_unknown_keys_are_still_checked():
+    problems = problems_of('Colour = "red"\n[PKI.Nonvoting]\nAddress = "nowhere"\n')
+    assert problems[0] == "config: No Server block was present"
+    assert "config: Undecoded keys in config file: [Colour]" in problems
+    assert any("PKI.Nonvoting.Address" in p for p in problems)
+    assert any("PKI.Nonvoting.PublicKey is not set" in p for p in problems)
 
 
 def test_missing_pki_block():
@@ -282,7 +297,7 @@ def test_default_sphinx_workers_follow_the_cpu_count_within_the_maximum(monkeypa
 def test_epoch_period_defaults_to_the_reference_20_minutes():
     cfg = load(MIX)
     assert cfg.debug.epoch_period == 0 and cfg.epoch_period == 20 * 60
-    assert cfg.epoch_clock().period == 20 * 60 and not cfg.epoch_clock().is_warped
+    assert not EpochClock(cfg.epoch_period).is_warped
     assert load(with_section("Debug", EpochPeriod=20 * 60)).debug.epoch_period == 0
 
 
@@ -304,22 +319,21 @@ EpochPeriod = %d
 
 @pytest.mark.parametrize("period", [10, 30, 20 * 60])
 def test_epoch_period_builds_the_same_clock_as_the_authority(period):
-    from katzenpost.pki import authority_config, epochtime
+    from katzenpost.authority import config as authority_config
     authority = authority_config.parse(AUTHORITY_TOML % period)
     cfg = load(with_section("Debug", EpochPeriod=period))
     assert cfg.epoch_period == authority.epoch_period == period
-    assert cfg.epoch_clock() == epochtime.EpochClock(authority.epoch_period)
 
 
 def test_epoch_period_marks_the_config_unsafe_and_warns():
     cfg = load(with_section("Debug", EpochPeriod=30))
-    assert cfg.debug.is_unsafe and cfg.epoch_clock().is_warped
+    assert cfg.debug.is_unsafe and EpochClock(cfg.epoch_period).is_warped
     assert any("Debug.EpochPeriod is 30 s: for test networks only" in w for w in cfg.warnings)
 
 
 def test_epoch_period_below_the_authority_minimum_is_refused_by_both():
-    from katzenpost.pki import authority_config
-    too_short = config.MIN_TEST_PERIOD - 1
+    from katzenpost.authority import config as authority_config
+    too_short = MIN_TEST_PERIOD - 1
     with pytest.raises(authority_config.AuthorityConfigError, match="Debug.EpochPeriod"):
         authority_config.parse(AUTHORITY_TOML % too_short)
     assert_one_problem(with_section("Debug", EpochPeriod=too_short), "Debug.EpochPeriod")

@@ -1,5 +1,5 @@
 """Property tests: no key file or key string, however malformed, crashes the loaders. Random
-bytes and mutations of the spec's PEM vector end in a key or a KeyFileError / ValueError."""
+bytes and mutations of the reference's PEM example end in a key or a KeyFileError / ValueError."""
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

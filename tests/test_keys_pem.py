@@ -1,4 +1,4 @@
-"""Key files in DataDir (spec/server.md §2.4): the PEM example vector, round trips, file and
+"""Key files in DataDir (README.md, Files in DataDir): the PEM example vector, round trips, file and
 directory modes, and malformed files giving errors (never crashes)."""
 import os
 import stat
@@ -8,7 +8,7 @@ import pytest
 from katzenpost import keys
 from katzenpost.keys import KeyFileError
 
-# spec/server.md §2.4: identity seed 0x01..0x20, link scalar 0x64..0x83.
+# The reference key-file example: identity seed 0x01..0x20, link scalar 0x64..0x83.
 VECTOR_SEED = bytes(range(0x01, 0x21))
 VECTOR_LINK = bytes(range(0x64, 0x84))
 VECTOR_IDENTITY_PRIVATE_PEM = (
@@ -25,7 +25,7 @@ VECTOR_LINK_PRIVATE_PEM = (
     b"ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7fH1+f4CBgoM=\n"
     b"-----END X25519 PRIVATE KEY-----\n")
 VECTOR_IDENTITY_PUBLIC = bytes.fromhex("79b5562e8fe654f94078b112e8a98ba7901f853ae695bed7e0e3910bad049664")
-# spec/server.md §4.4: ToECDH of that identity.
+# ToECDH of that identity (the authority's derived link key).
 VECTOR_IDENTITY_X25519_PUBLIC = bytes.fromhex(
     "4a3807d064d077181cc070989e76891d20dca5559548dc2c77c1a50273882b38")
 

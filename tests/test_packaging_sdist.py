@@ -51,7 +51,29 @@ def test_sdist_never_ships_generated_cython_c_files(sdist_names):
 def test_sdist_ships_tests_vectors_configs_and_scripts(sdist_names):
     for folder in ("tests/vectors", "tests/configs", "scripts", "docs", "bench"):
         for path in (REPO / folder).rglob("*"):
-            if path.is_file() and "__pycache__" not in path.parts:
+            generated = folder == "bench" and path.suffix == ".c"  # Cython output of a stand-in
+            if path.is_file() and "__pycache__" not in path.parts and not generated:
                 assert str(path.relative_to(REPO)) in sdist_names, path
     for name in ("README.md", "setup.py", "pyproject.toml", "MANIFEST.in", ".ci/run"):
         assert name in sdist_names, name
+
+
+def test_benchmark_stand_ins_ship_as_sources_only(sdist_names):
+    assert "bench/unwrap_standin.pyx" in sdist_names
+    assert not any(n.startswith("bench/") and n.endswith(".c") for n in sdist_names)
+    assert not any("unwrap_standin" in n for n in sdist_names if n.startswith("katzenpost/"))
+
+
+def test_a_wheel_never_carries_the_benchmark_stand_in(tmp_path):
+    """Only the stand-in is selected, so the wheel build compiles nothing and stays quick."""
+    copy = tmp_path / "src"
+    shutil.copytree(REPO, copy, ignore=SKIP_IN_COPY)
+    env = dict(os.environ, KATZENPOST_EXTENSIONS="unwrap_standin")
+    result = subprocess.run([sys.executable, "setup.py", "-q", "bdist_wheel", "-d", str(tmp_path / "out")],
+                            cwd=copy, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    [wheel] = (tmp_path / "out").glob("*.whl")
+    import zipfile
+    names = zipfile.ZipFile(wheel).namelist()
+    assert any(n.startswith("katzenpost/pki/") for n in names)
+    assert not [n for n in names if "unwrap_standin" in n]

@@ -1,4 +1,4 @@
-"""Crypto-worker logic without threads: the stand-in unwrap, classification (spec/server.md §1.3,
+"""Crypto-worker logic without threads: the stand-in unwrap, classification (the reference crypto worker:
 §1.4), dwell adjustment (§1.5), route and endpoint tables, and the batch frame formats."""
 import numpy as np
 import pytest
@@ -284,6 +284,26 @@ def test_batch_classifier_replay_masks_and_bad_input():
     assert bound.classify(0, np.zeros(0, np.int64), np.zeros(0, np.uint8), 0, 0) == (0, 0)
 
 
+def test_batch_classifier_holds_every_array_it_points_into():
+    """The classifier's C pointers stay valid whatever the caller does with the result object
+    and the arrays it handed in: the classifier itself owns a reference to each."""
+    import gc
+    import weakref
+    _, result = unwrap([make_packet(), make_packet(status=3)])
+    drops = np.zeros(32, np.int64)
+    bound = core_classify.BatchClassifier(result, drops, False)
+    watched = [weakref.ref(getattr(result, name)) for name in
+               ("status", "flags", "delay_ms", "next_hop", "recipient")] + [weakref.ref(drops)]
+    for name in ("status", "flags", "delay_ms", "next_hop", "recipient"):
+        setattr(result, name, None)  # the result object lets go of its arrays...
+    del drops
+    gc.collect()
+    assert all(ref() is not None for ref in watched)  # ...the classifier does not
+    assert bound.classify(2, np.zeros(2, np.int64), np.zeros(2, np.uint8), 0, 0) == (0, 0)
+    counts = watched[-1]()  # no route table: the good packet is a no_route drop
+    assert counts[int(DropReason.UNWRAP_FAILED)] == 1 and counts[int(DropReason.NO_ROUTE)] == 1
+
+
 def test_core_classify_rejects_short_outputs():
     _, result = unwrap([make_packet()])
     z = np.zeros(0, np.int32)
@@ -363,6 +383,28 @@ def test_an_ingress_frame_rewritten_in_place_is_a_scheduler_message():
     assert list(deadline) == [100, 200, 300] and list(hop) == [7, 8, 9]
     assert np.array_equal(got, packets)
     assert bytes(message) == encode_schedule(packets, None, [100, 200, 300], [7, 8, 9]).tobytes()
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])  # k * L is not a multiple of 8: there is padding
+def test_schedule_message_padding_is_zero_whatever_the_memory_held(k):
+    pad = slice(k * L, workers._tail_offset(k))
+    assert pad.stop > pad.start
+    packets = np.full((k, L), 0xAB, np.uint8)
+    size = workers._tail_offset(k) + 12 * k + 8
+    for _ in range(200):  # freed memory full of 0xFF is what a fresh np.empty most often gets
+        junk = np.full(size, 0xFF, np.uint8)
+        del junk
+        out = encode_schedule(packets, None, list(range(k)), list(range(k)))
+        assert not out[pad].any()
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_a_reused_ingress_buffer_never_carries_old_bytes_in_its_padding(k):
+    buf = bytearray(b"\xff") * workers.ingress_message_size(8)  # a longer batch was here
+    size = workers.write_ingress_tail(buf, k, [1] * k, [0] * k)
+    message = bytes(buf[:size])
+    assert message[k * L:workers._tail_offset(k)] == bytes(workers._tail_offset(k) - k * L)
+    assert message[workers._tail_offset(k) + 9 * k:size - 8] == bytes(3 * k)  # the spare bytes
 
 
 def test_standin_returns_the_number_unwrapped_like_the_real_unwrap():

@@ -1,4 +1,4 @@
-"""The pipeline's bounds come from the node config's [Debug] section (issue 7: batch size and
+"""The pipeline's bounds come from the node config's [Debug] section (batch size and
 window, zmq high-water marks, in-flight packets, per-hop queues, scheduler placement)."""
 from pathlib import Path
 
@@ -39,3 +39,25 @@ def test_out_of_range_or_mistyped_pipeline_knob_is_a_config_error(line, field):
     with pytest.raises(config.ConfigError) as info:
         load_with_debug([line])
     assert any(field in problem for problem in info.value.problems), info.value.problems
+
+
+def test_the_pipeline_defaults_come_from_the_config_knobs_alone():
+    """One source of truth: change a knob's default in config and the pipeline follows."""
+    import subprocess
+    import sys
+    code = (
+        "import dataclasses\n"
+        "from katzenpost import config\n"
+        "for name, knob in list(config.DEBUG_INT_KNOBS.items()):\n"
+        "    config.DEBUG_INT_KNOBS[name] = dataclasses.replace(knob, default=knob.default + 7,\n"
+        "                                                       maximum=knob.maximum + 7)\n"
+        "from katzenpost.server.pipeline import PipelineSettings\n"
+        "s = PipelineSettings()\n"
+        "print(s.SphinxBatchSize, s.SchedulerMaxBurst, s.UnwrapDelay, s.OutgoingQueueSize,"
+        " s.DispatchBatchSize, s.SendSlack)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         check=True).stdout.split()
+    knobs = __import__("katzenpost.config", fromlist=["x"]).DEBUG_INT_KNOBS
+    assert [int(v) for v in out] == [knobs[n].default + 7 for n in (
+        "SphinxBatchSize", "SchedulerMaxBurst", "UnwrapDelay", "OutgoingQueueSize",
+        "DispatchBatchSize", "SendSlack")]

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from _pki_fixtures import APPENDIX_A_HEX, CLOCK, make_descriptor, seed_for, signed_descriptor
+from _pki_fixtures import APPENDIX_A_HEX, CLOCK, make_descriptor, public_for, seed_for, signed_descriptor
 from katzenpost.pki import canonical_json as cj
 from katzenpost.pki import cert
 from katzenpost.pki.descriptor import (
@@ -193,7 +193,7 @@ def test_expired_descriptor_is_rejected():
     (b"not json", "malformed JSON"),
     (b"[1,2]", "not an object"),
     (b'{"Version":"v1"}', "Invalid Descriptor Version"),
-    (b'{"Version":"v0","IdentityKey":"!!"}', "invalid base64"),
+    (b'{"Version":"v0","IdentityKey":"!!"}', "neither hex nor base64"),
     (b'{"Version":"v0","IdentityKey":"AAAA"}', "must be 32 bytes"),
     (b'{"Version":"v0","Layer":"256"}', "does not fit"),
     (b'{"Version":"v0","Layer":"-1"}', "not an unsigned integer"),
@@ -218,3 +218,64 @@ def test_unsigned_and_oversized_descriptors_are_rejected_with_a_reason():
     oversized = cert.Certificate(0, NOW + 100, "ed25519", b" " * cert.MAX_CERT_SIZE).to_bytes()
     with pytest.raises(DescriptorError, match="exceeds"):
         verify_and_parse_descriptor(desc.identity_key, oversized, 10, NOW)
+
+
+# --- what Go nodes sign and post (trailing data, hex keys, missing fields) -------------------
+
+def _payload_signed_by(name: str, payload: bytes) -> bytes:
+    return cert.sign(seed_for(name), payload, NOW + 3600, now=NOW)
+
+
+@pytest.mark.parametrize("trailer", [b' {"Name":"other"}', b"\n", b" garbage \xff\xfe", b"]"])
+def test_trailing_data_after_the_payload_object_is_ignored_like_the_reference(trailer):
+    desc = make_descriptor("mix1", EPOCH)
+    raw = _payload_signed_by("mix1", desc.to_json() + trailer)
+    parsed = verify_and_parse_descriptor(desc.identity_key, raw, EPOCH, NOW)
+    assert parsed.name == "mix1" and parsed.mix_keys == desc.mix_keys and parsed.raw == raw
+
+
+@pytest.mark.parametrize("payload", [b'{"Version":"v0","Name":"\xff"}', b'["v0"]', b"  ", b"{"])
+def test_the_object_itself_must_still_be_valid(payload):
+    with pytest.raises(DescriptorError):
+        verify_and_parse_descriptor(public_for(seed_for("mix1")),
+                                    _payload_signed_by("mix1", payload), EPOCH, NOW)
+
+
+def test_key_fields_are_read_hex_first_then_base64_like_the_reference():
+    desc = make_descriptor("mix1", EPOCH)
+    obj = json.loads(desc.to_json())
+    obj["IdentityKey"] = desc.identity_key.hex()
+    obj["LinkKey"] = desc.link_key.hex().upper()
+    obj["MixKeys"][str(EPOCH)] = desc.mix_keys[EPOCH].hex()
+    raw = _payload_signed_by("mix1", json.dumps(obj).encode())
+    parsed = verify_and_parse_descriptor(desc.identity_key, raw, EPOCH, NOW)
+    assert (parsed.identity_key, parsed.link_key) == (desc.identity_key, desc.link_key)
+    assert parsed.mix_keys == desc.mix_keys  # the other two stayed base64
+
+
+@pytest.mark.parametrize("field, value", [("LinkKey", "ab" * 31), ("LinkKey", "not a key!"),
+                                          ("IdentityKey", 7), ("LinkKey", "")])
+def test_a_key_of_the_wrong_length_or_form_is_refused(field, value):
+    desc = make_descriptor("mix1", EPOCH)
+    obj = json.loads(desc.to_json())
+    obj[field] = value
+    with pytest.raises(DescriptorError):
+        verify_and_parse_descriptor(desc.identity_key,
+                                    _payload_signed_by("mix1", json.dumps(obj).encode()), EPOCH, NOW)
+
+
+@pytest.mark.parametrize("missing", [dict(link_key=None), dict(identity_key=None),
+                                     dict(mix_keys=None), dict(addresses=None),
+                                     dict(link_key=b""), dict(mix_keys={}), dict(addresses={})])
+def test_a_descriptor_lacking_keys_or_addresses_signs_with_null_like_the_reference(missing):
+    desc = make_descriptor("mix1", EPOCH, **missing)
+    field = {"link_key": "LinkKey", "identity_key": "IdentityKey", "mix_keys": "MixKeys",
+             "addresses": "Addresses"}[next(iter(missing))]
+    raw = sign_descriptor(seed_for("mix1"), desc, CLOCK, NOW)  # no crash
+    obj = json.loads(cert.parse(raw, NOW).certified)
+    if missing[next(iter(missing))] is None or field.endswith("Key"):
+        assert obj[field] is None
+    with pytest.raises(DescriptorError, match="missing|Missing"):
+        check_well_formed(desc, EPOCH)
+    with pytest.raises(DescriptorError):
+        verify_and_parse_descriptor(public_for(seed_for("mix1")), raw, EPOCH, NOW)

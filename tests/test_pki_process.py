@@ -47,7 +47,7 @@ def write_config(tmp_path, port, extra=""):
 
 def authority(config_path, *args):
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.Popen([sys.executable, "-m", "katzenpost.pki.authority_cli", "-f", config_path,
+    return subprocess.Popen([sys.executable, "-m", "katzenpost.authority", "-f", config_path,
                              *args], cwd=str(REPO), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
 
@@ -259,3 +259,41 @@ def test_sighup_reopens_the_log_file_after_rotation(generated):
         assert "GetConsensus" in log_path.read_text()
         assert stat.S_IMODE(os.stat(log_path).st_mode) == 0o600
         assert proc.poll() is None
+
+
+def test_a_log_file_that_cannot_be_reopened_on_sighup_exits_255_and_says_why(generated):
+    proc = authority(generated.config_path)
+    try:
+        wait_listening(generated.port, proc)
+        log_path = pathlib.Path(generated.data_dir, "authority.log")
+        log_path.rename(log_path.with_suffix(".old"))
+        log_path.mkdir()  # a directory where the log file must be reopened
+        proc.send_signal(signal.SIGHUP)
+        code = proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = proc.stderr.read().decode()
+    assert code == 255, err
+    assert "cannot reopen the log file on SIGHUP" in err and "authority.log" in err
+
+
+def test_generate_prints_the_keys_on_the_terminal_when_the_log_goes_to_a_file(generated):
+    proc = authority(generated.config_path, "-g")
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    identity = keys.load_identity_key(generated.data_dir)
+    assert out.decode().splitlines() == [
+        f"Authority identity public key is: {base64.b64encode(identity.public).decode()}",
+        f"Authority link public key is: {base64.b64encode(identity.to_x25519_public()).decode()}"]
+
+
+def test_a_private_key_file_others_may_read_is_warned_about(generated):
+    key_path = os.path.join(generated.data_dir, "identity.private.pem")
+    os.chmod(key_path, 0o644)
+    proc = authority(generated.config_path, "-g")
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    log_text = pathlib.Path(generated.data_dir, "authority.log").read_text()
+    assert f"private key file '{key_path}' has mode 0644" in log_text and "chmod 600" in log_text

@@ -15,10 +15,10 @@ from _pki_fixtures import (
     public_for,
     wait_until,
 )
-from katzenpost.pki import authority_config as ac
-from katzenpost.pki.authority import AuthorityServer
-from katzenpost.pki.authority_state import AuthorityState
-from katzenpost.pki.authority_store import AuthorityStore
+from katzenpost.authority import config as ac
+from katzenpost.authority.daemon import AuthorityServer
+from katzenpost.authority.state import AuthorityState
+from katzenpost.authority.store import AuthorityStore
 from katzenpost.pki.client import AuthorityClient, DocumentGoneError, DocumentNotFoundError
 from katzenpost.pki.epochtime import EpochClock
 from katzenpost.pki.keyconv import x25519_private_from_ed25519_seed

@@ -1,5 +1,5 @@
 """The node's PKI worker: what it fetches and when, publication with retry, peer authentication,
-outgoing destinations and the raw documents it serves (server.md §1.6, §1.9, §4.5)."""
+outgoing destinations and the raw documents it serves (the reference server's PKI worker)."""
 import asyncio
 from dataclasses import replace
 
@@ -150,14 +150,29 @@ def test_epoch_change_hands_the_document_over_once():
 
 # --- publication ------------------------------------------------------------------------
 
-def test_publishes_for_now_at_start_then_for_next_epoch():
+DEADLINE = CLOCK.epoch_start(E) + P - 3 * P / 8   # 3P/8 before the rollover
+
+
+def posted(client):
+    return [e for e, _ in client.posts]
+
+
+def test_publishes_for_now_and_next_epoch_in_the_first_tick():
     worker, client = make_worker()
     run(worker.tick(EARLY))
-    assert [e for e, _ in client.posts] == [E]
+    assert posted(client) == [E, E + 1]
+    assert worker.last_published_epoch == E + 1
     run(worker.tick(EARLY + 60))
-    assert [e for e, _ in client.posts] == [E, E + 1]
-    run(worker.tick(EARLY + 120))
-    assert len(client.posts) == 2  # last == now+1: nothing to do
+    assert posted(client) == [E, E + 1]  # both settled: nothing to do
+
+
+def test_steady_state_publishes_next_epoch_at_the_first_tick_of_each_epoch():
+    worker, client = make_worker()
+    run(worker.tick(EARLY))
+    run(worker.tick(CLOCK.epoch_start(E + 1) + 1))
+    assert posted(client) == [E, E + 1, E + 2]
+    run(worker.tick(CLOCK.epoch_start(E + 1) + 60))
+    assert posted(client) == [E, E + 1, E + 2]
 
 
 def test_descriptor_carries_three_mix_keys_and_the_right_layer():
@@ -165,50 +180,60 @@ def test_descriptor_carries_three_mix_keys_and_the_right_layer():
     run(worker.tick(EARLY))
     desc = client.posts[0][1]
     assert sorted(desc.mix_keys) == [E, E + 1, E + 2] and desc.layer == 0 and desc.kaetzchen is None
+    assert sorted(client.posts[1][1].mix_keys) == [E + 1, E + 2, E + 3]
     pworker, pclient = make_worker(me="provider1", provider=True)
     run(pworker.tick(EARLY))
     pdesc = pclient.posts[0][1]
     assert pdesc.layer == 255 and pdesc.kaetzchen == {"loop": {"endpoint": "+loop"}}
 
 
-def test_failed_post_is_retried_within_the_epoch():
+def test_transport_errors_are_retried_until_the_deadline():
     worker, client = make_worker()
     client.post_error = AuthorityUnreachableError("down")
     run(worker.tick(EARLY))
     run(worker.tick(EARLY + 60))
-    assert [e for e, _ in client.posts] == [E, E]
+    assert posted(client) == [E, E + 1, E, E + 1]
     client.post_error = None
-    run(worker.tick(EARLY + 120))
-    assert worker.last_published_epoch == E
+    run(worker.tick(DEADLINE - 1))  # still more than 3P/8 left
+    assert posted(client)[-2:] == [E, E + 1] and worker.published == {E, E + 1}
 
 
-def test_rejected_post_is_retried_too():
+def test_after_the_deadline_the_next_epoch_is_given_up_once_and_the_one_after_follows(caplog):
+    worker, client = make_worker()
+    client.post_error = AuthorityUnreachableError("down")
+    run(worker.tick(EARLY))
+    client.post_error = None
+    caplog.set_level("WARNING", logger="katzenpost.pki")
+    run(worker.tick(DEADLINE + 1))
+    run(worker.tick(DEADLINE + 60))
+    assert posted(client) == [E, E + 1, E]  # the current epoch is retried, E+1 is not
+    missed = [r for r in caplog.records if "missed publication deadline" in r.getMessage()]
+    assert [r.getMessage() for r in missed] == [f"missed publication deadline for epoch: {E + 1}"]
+    run(worker.tick(CLOCK.epoch_start(E + 1) + 1))
+    assert posted(client) == [E, E + 1, E, E + 2]
+
+
+def test_rejected_post_ends_the_attempts_for_that_epoch():
     worker, client = make_worker()
     client.post_error = PostRejectedError("Forbidden")
     run(worker.tick(EARLY))
     run(worker.tick(EARLY + 60))
-    assert len(client.posts) == 2 and worker.last_published_epoch == 0
+    assert posted(client) == [E, E + 1]
 
 
 def test_conflict_counts_as_published():
     worker, client = make_worker()
     client.post_error = PostConflictError("already there")
     run(worker.tick(EARLY))
-    assert worker.last_published_epoch == E
+    assert worker.published == {E, E + 1} and worker.last_published_epoch == E + 1
+    run(worker.tick(EARLY + 60))
+    assert posted(client) == [E, E + 1]
 
 
-def test_no_publication_for_next_epoch_after_the_deadline():
+def test_start_after_the_deadline_publishes_only_the_current_epoch():
     worker, client = make_worker()
-    worker.last_published_epoch = E
-    run(worker.tick(CLOCK.epoch_start(E) + P - P / 4 + 1))
-    assert client.posts == []
-
-
-def test_clock_jump_republishes_for_now():
-    worker, client = make_worker()
-    worker.last_published_epoch = E - 7
-    run(worker.tick(EARLY))
-    assert [e for e, _ in client.posts] == [E]
+    run(worker.tick(DEADLINE + 1))
+    assert posted(client) == [E]
 
 
 def test_pruned_key_aborts_the_post_and_it_is_retried():
@@ -216,6 +241,9 @@ def test_pruned_key_aborts_the_post_and_it_is_retried():
     worker.mix_keys.public_key = lambda epoch: None
     run(worker.tick(EARLY))
     assert client.posts == [] and worker.last_published_epoch == 0
+    del worker.mix_keys.public_key
+    run(worker.tick(EARLY + 60))
+    assert posted(client) == [E, E + 1]
 
 
 # --- peer authentication ----------------------------------------------------------------
@@ -335,12 +363,12 @@ def test_link_key_of_the_most_recent_descriptor_is_accepted_for_older_documents(
 def test_mix_key_changes_ask_the_node_to_reshadow():
     changes = []
     worker, client = make_worker(on_mix_keys_changed=lambda: changes.append(1))
-    run(worker.tick(EARLY))  # keys E..E+2 created
-    assert changes == [1]
-    run(worker.tick(EARLY + 60))  # publication for E+1 creates E+3
+    run(worker.tick(EARLY))  # keys E..E+2 created, then E+3 for the post of E+1
     assert changes == [1, 1]
-    run(worker.tick(EARLY + 120))  # nothing to publish, nothing changes
+    run(worker.tick(EARLY + 60))  # nothing to publish, nothing changes
     assert changes == [1, 1]
+    run(worker.tick(CLOCK.epoch_start(E + 1) + 1))  # E+2 published: E+4 created
+    assert changes == [1, 1, 1]
 
 
 def test_mix_key_store_failure_skips_the_post_but_not_the_rest_of_the_tick():
@@ -356,7 +384,7 @@ def test_mix_key_store_failure_skips_the_post_but_not_the_rest_of_the_tick():
     assert [d.epoch for d in seen] == [E]  # the document still reached the node
     del worker.mix_keys.generate  # the store recovers: the next tick posts
     run(worker.tick(EARLY + 60))
-    assert [e for e, _ in client.posts] == [E]
+    assert [e for e, _ in client.posts] == [E, E + 1]
 
 
 def test_node_self_repr_never_shows_the_identity_seed():

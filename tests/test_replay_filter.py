@@ -375,3 +375,29 @@ def test_sigkilled_process_loses_no_added_tag(tmp_path):
         out = np.zeros(count, np.uint8)
         assert filt.contains(tags, out) == count
         assert filt.added == count
+
+
+def test_probing_bits_that_are_already_set_writes_nothing():
+    """A replayed (or colliding) tag must not write its words again: on the mmap'd filter file
+    each such write would dirty a page for nothing. Checked with the bit pages made read-only,
+    in a child process (a write there is a segmentation fault)."""
+    import subprocess
+    import sys
+    code = """
+import ctypes, mmap, numpy as np
+from katzenpost._core.replay import BloomKernel
+m_bits = 64 * 4096
+region = mmap.mmap(-1, m_bits // 8)
+bits = np.frombuffer(region, dtype=np.uint64)
+kernel = BloomKernel(bits, m_bits, 7, bytes(range(16)), np.zeros(1, np.uint64))
+tags = np.random.default_rng(5).integers(0, 256, (64, 32), dtype=np.uint8)
+out = np.zeros(64, np.uint8)
+assert kernel.check_and_add(tags, None, out) == 0
+libc = ctypes.CDLL(None, use_errno=True)
+address = bits.ctypes.data  # page-aligned: an anonymous mmap starts on a page
+assert libc.mprotect(ctypes.c_void_p(address), ctypes.c_size_t(m_bits // 8), 1) == 0  # PROT_READ
+assert kernel.check_and_add(tags, None, out) == 64 and out.all()
+print("no write")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "no write" in result.stdout, (result.returncode, result.stderr)

@@ -68,7 +68,7 @@ def test_creation_is_deterministic_and_matches_reference(hops):
     surb_a = sphinx.new_surb(path, rng=counter_rng(b"s"), filler=counter_rng(b"t"))
     surb_b = ref.new_surb(path, rng=counter_rng(b"s"), filler=counter_rng(b"t"))
     assert surb_a == surb_b
-    # SURB key material is read first, then the ephemeral key (spec 5.4).
+    # SURB key material is read first, then the ephemeral key (as the reference does).
     assert surb_a[0][492:556] == counter_rng(b"s")(64)
 
 

@@ -178,3 +178,22 @@ def test_fuzz_command_parser_python_and_c_agree(pieces, tail):
         assert a[4] == expected[1]
     else:  # the commands are valid: only the payload check may fail (no payload here)
         assert a[1] == "sphinx: truncated payload"
+
+
+def test_the_reference_twin_never_calls_the_production_command_codec(monkeypatch):
+    """Otherwise the differential tests would compare that codec with itself."""
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the reference twin used the production command codec")
+    for name in ("iter_parse", "parse", "serialize", "serialize_path", "serialize_hop"):
+        monkeypatch.setattr(commands, name, forbidden)
+    for cls in (commands.NextNodeHop, commands.Recipient, commands.SURBReply, commands.NodeDelay):
+        monkeypatch.setattr(cls, "to_bytes", forbidden)
+    keys = [keypair() for _ in range(3)]
+    path = [PathHop(bytes([i]) * 32, pub, [commands.NodeDelay(5)]) for i, (_, pub) in enumerate(keys)]
+    path[-1] = PathHop(path[-1].id, path[-1].public_key,
+                       [commands.Recipient(b"r" * 64), commands.SURBReply(b"s" * 16)])
+    packet = ref.new_packet(path, b"payload", rng=os.urandom)
+    for i, (private, _) in enumerate(keys):
+        result = ref.unwrap(private, packet)
+        packet = result.packet
+    assert result.commands == [commands.Recipient(b"r" * 64), commands.SURBReply(b"s" * 16)]

@@ -1,4 +1,4 @@
-"""Sphinx against the Go reference's vectors (spec/sphinx.md section 8): every hop byte for
+"""Sphinx against the Go reference's vectors (the Sphinx Packet Format Specification): every hop byte for
 byte, every command, SURB decryption and the extra checks of 8.1, for the compiled API, the
 batch API and the pure-Python reference."""
 import hashlib

@@ -1,5 +1,5 @@
 """Wire command codec: the Go vectors byte for byte in both directions, every command's layout,
-and strict decoding of malformed input (spec wire.md §1.5-1.6)."""
+and strict decoding of malformed input (the Wire Protocol Specification)."""
 import json
 import os
 import random

@@ -1,5 +1,5 @@
 """Noise XXhfs handshake and transport framing: the Go transcript byte for byte, both KEM
-implementations live, and every malformed handshake message or frame (spec wire.md §1.2-1.4, §2.5)."""
+implementations live, and every malformed handshake message or frame (the Wire Protocol Specification)."""
 import hashlib
 import os
 import random

@@ -1,5 +1,5 @@
 """Kyber1024 round 3: the cryptography ML-KEM adapter against kyber-py's round-3 oracle, and the
-oracle against circl's pinned KAT digest (spec wire.md §2.2, §2.4)."""
+oracle against circl's pinned KAT digest (the Wire Protocol Specification)."""
 import hashlib
 import os
 

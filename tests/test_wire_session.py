@@ -1,6 +1,6 @@
 """Link sessions over real TCP on 127.0.0.1: handshake, NoOp finalisation, authentication,
-framed commands, the Go transcript on the wire, and the bad-input suite (spec wire.md §1.3-1.4,
-server.md §1.6, §6). Every test is bounded in time and checks that no task or socket leaks."""
+framed commands, the Go transcript on the wire, and the bad-input suite (the Wire Protocol Specification,
+and the reference server's connection rules). Every test is bounded in time and checks that no task or socket leaks."""
 import asyncio
 import contextlib
 import gc

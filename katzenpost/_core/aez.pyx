@@ -1,5 +1,5 @@
 # cython: boundscheck=False, wraparound=False, cdivision=True
-"""AEZ v5 (spec/sphinx.md section 7) over the C core in aez_impl.c: argument checks here,
+"""AEZ v5 (as the Sphinx Packet Format Specification uses it) over the C core in aez_impl.c: argument checks here,
 all cryptography in C with the GIL released. Holds no key material between calls and does
 no I/O; the public API is katzenpost.sphinx.aez."""
 from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer

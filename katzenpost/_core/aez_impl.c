@@ -1,4 +1,4 @@
-/* AEZ v5 (spec/sphinx.md section 7): Extract (with a small BLAKE2b), AEZ-hash, AEZ-prf,
+/* AEZ v5 (the Sphinx Packet Format Specification): Extract (with a small BLAKE2b), AEZ-hash, AEZ-prf,
  * AEZ-core, AEZ-tiny and the Encrypt/Decrypt wrappers, over two AES-round backends:
  * AES-NI (function-level target attributes, so this file loads on any x86-64) and a
  * constant-time bitsliced round (no secret-indexed memory). Must not allocate on the

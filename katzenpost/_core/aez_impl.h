@@ -1,5 +1,5 @@
 /* AEZ v5 (Hoang, Krovetz, Rogaway) in C: the whole algorithm, byte-compatible with
- * Yawning/aez @ ec7426b as used by Katzenpost Sphinx (spec/sphinx.md section 7).
+ * Yawning/aez @ ec7426b as used by Katzenpost Sphinx (the Sphinx Packet Format Specification).
  * Pure functions on caller buffers: no I/O, no allocation on the Sphinx sizes, no global
  * state besides the one-time choice of the AES-round backend (AES-NI or bitsliced). */
 #ifndef KATZENPOST_AEZ_IMPL_H

@@ -1,5 +1,5 @@
 # cython: boundscheck=False, wraparound=False, initializedcheck=False
-"""Crypto-worker classification in one C pass (spec/server.md §1.3-1.5): drop reasons, packet
+"""Crypto-worker classification in one C pass (the reference server's crypto worker): drop reasons, packet
 kinds, dwell-adjusted deadlines and next-hop indices for a batch of unwrap results.
 
 Pure function on caller-owned arrays: no I/O, no Python objects inside the loop (which is `nogil`
@@ -134,7 +134,7 @@ cdef struct RowsOut:
 
 
 cdef void classify_rows(const RowsIn *a, RowsOut *o, Py_ssize_t n) noexcept nogil:
-    """The classification table of spec/server.md §1.4 with §1.3 drops and §1.5 dwell adjustment."""
+    """The reference crypto worker's classification, with its drops and dwell adjustment."""
     cdef Py_ssize_t i, pos
     cdef int reason, kind, cmd
     cdef int64_t delay, dwell
@@ -156,7 +156,7 @@ cdef void classify_rows(const RowsIn *a, RowsOut *o, Py_ssize_t n) noexcept nogi
             elif a.delay_ms[i] > a.max_node_delay_ms:
                 reason = R_DELAY_TOO_LONG
             else:
-                # Dwell adjustment, spec/server.md §1.5 (unwrap time excluded).
+                # Dwell adjustment as the reference scheduler does it (unwrap time excluded).
                 delay = <int64_t>a.delay_ms[i] * MS
                 dwell = a.dequeue_ns - a.recv_at_ns[i]
                 if delay > dwell:
@@ -211,13 +211,11 @@ cdef void classify_rows(const RowsIn *a, RowsOut *o, Py_ssize_t n) noexcept nogi
             o.n_local += 1
 
 
-cdef int fill_rows_in(RowsIn *a, result, Py_ssize_t n) except -1:
-    """Point `a` at the result arrays after checking their shapes hold n rows."""
-    cdef const int32_t[::1] status = result.status
-    cdef const uint8_t[::1] flags = result.flags
-    cdef const uint32_t[::1] delay_ms = result.delay_ms
-    cdef const uint8_t[:, ::1] next_hop = result.next_hop
-    cdef const uint8_t[:, ::1] recipient = result.recipient
+cdef int point_rows_in(RowsIn *a, const int32_t[::1] status, const uint8_t[::1] flags,
+                       const uint32_t[::1] delay_ms, const uint8_t[:, ::1] next_hop,
+                       const uint8_t[:, ::1] recipient, Py_ssize_t n) except -1:
+    """Point `a` at the result arrays after checking their shapes hold n rows. The pointers are
+    only as good as the caller's hold on these memoryviews (which keep the arrays alive)."""
     if n < 0 or n > status.shape[0] or n > flags.shape[0] or n > delay_ms.shape[0] \
             or n > next_hop.shape[0] or n > recipient.shape[0]:
         raise ValueError(f"classify: n={n} outside the result capacity {status.shape[0]}")
@@ -229,6 +227,12 @@ cdef int fill_rows_in(RowsIn *a, result, Py_ssize_t n) except -1:
     a.next_hop = &next_hop[0, 0]
     a.recipient = &recipient[0, 0]
     return 0
+
+
+cdef int fill_rows_in(RowsIn *a, result, Py_ssize_t n) except -1:
+    """point_rows_in for one call: the caller's `result` holds the arrays while it runs."""
+    return point_rows_in(a, result.status, result.flags, result.delay_ms, result.next_hop,
+                         result.recipient, n)
 
 
 def classify_batch(result, Py_ssize_t n, const int64_t[::1] recv_at_ns, const uint8_t[::1] from_client,
@@ -304,6 +308,15 @@ cdef class BatchClassifier:
     cdef const int8_t[::1] key_index
     cdef uint8_t[:, ::1] mask_view
     cdef uint8_t[::1] seen_view
+    # The owners of every array `a` and `o` point into: each memoryview holds its buffer (and so
+    # the array) for the classifier's lifetime, whatever happens to `result`'s attributes.
+    cdef const int32_t[::1] status_view
+    cdef const uint8_t[::1] flags_view
+    cdef const uint32_t[::1] delay_view
+    cdef const uint8_t[:, ::1] next_hop_view, recipient_view
+    cdef int64_t[::1] drops_view, fwd_deadline_view
+    cdef int32_t[::1] fwd_rows_view, fwd_hop_view, local_rows_view
+    cdef uint8_t[::1] local_kind_view, row_reason_view
 
     def __init__(self, result, int64_t[::1] drop_counts, bint is_provider,
                  int64_t max_node_delay_ms=DEFAULT_MAX_NODE_DELAY_MS):
@@ -311,9 +324,13 @@ cdef class BatchClassifier:
         cdef Py_ssize_t cap = len(result.status)
         if drop_counts.shape[0] < R_COUNT:
             raise ValueError(f"classify: drop_counts needs {R_COUNT} slots")
-        fill_rows_in(&self.a, result, cap)
+        self.status_view, self.flags_view = result.status, result.flags
+        self.delay_view = result.delay_ms
+        self.next_hop_view, self.recipient_view = result.next_hop, result.recipient
+        point_rows_in(&self.a, self.status_view, self.flags_view, self.delay_view,
+                      self.next_hop_view, self.recipient_view, cap)
         self.capacity = cap
-        self.result = result                         # keeps the arrays behind the pointers alive
+        self.result = result
         self.key_index = result.key_index
         if self.key_index.shape[0] < cap:
             raise ValueError("classify: result key_index shorter than status")
@@ -328,20 +345,17 @@ cdef class BatchClassifier:
         self.seen = np.zeros(cap, np.uint8)
         self.mask_view = self.masks
         self.seen_view = self.seen
-        cdef int64_t[::1] dc = drop_counts
-        cdef int32_t[::1] fr = self.fwd_rows
-        cdef int64_t[::1] fd = self.fwd_deadline_ms
-        cdef int32_t[::1] fh = self.fwd_hop
-        cdef int32_t[::1] lr = self.local_rows
-        cdef uint8_t[::1] lk = self.local_kind
-        cdef uint8_t[::1] rr = self.row_reason
-        self.o.drop_counts = &dc[0]
-        self.o.fwd_rows = &fr[0]
-        self.o.fwd_deadline_ms = &fd[0]
-        self.o.fwd_hop = &fh[0]
-        self.o.local_rows = &lr[0]
-        self.o.local_kind = &lk[0]
-        self.o.row_reason = &rr[0]
+        self.drops_view = drop_counts
+        self.fwd_rows_view, self.fwd_deadline_view = self.fwd_rows, self.fwd_deadline_ms
+        self.fwd_hop_view, self.local_rows_view = self.fwd_hop, self.local_rows
+        self.local_kind_view, self.row_reason_view = self.local_kind, self.row_reason
+        self.o.drop_counts = &self.drops_view[0]
+        self.o.fwd_rows = &self.fwd_rows_view[0]
+        self.o.fwd_deadline_ms = &self.fwd_deadline_view[0]
+        self.o.fwd_hop = &self.fwd_hop_view[0]
+        self.o.local_rows = &self.local_rows_view[0]
+        self.o.local_kind = &self.local_kind_view[0]
+        self.o.row_reason = &self.row_reason_view[0]
         self.a.replayed = &self.seen_view[0]
         self.a.is_provider = is_provider
         self.a.max_node_delay_ms = max_node_delay_ms
@@ -396,4 +410,7 @@ cdef class BatchClassifier:
         # GIL held on purpose: this is ~1 us of work, and under contention giving the
         # GIL up and taking it back costs far more than the loop itself.
         classify_rows(&self.a, &self.o, n)
+        # The inputs belong to this call only: no pointer into them outlives it.
+        self.a.recv_at_ns = NULL
+        self.a.from_client = NULL
         return self.o.n_fwd, self.o.n_local

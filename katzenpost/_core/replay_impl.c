@@ -138,7 +138,8 @@ size_t replay_bloom_check_and_add(uint64_t *bits, uint64_t m_bits, uint32_t k_pr
                 uint64_t word = idx[cur][g][j] >> 6, bit = 1ULL << (idx[cur][g][j] & 63);
                 uint64_t old = bits[word];
                 all_set &= (old & bit) != 0;
-                bits[word] = old | bit;
+                if (!(old & bit))   /* write only on change: a set bit never dirties its page */
+                    bits[word] = old | bit;
             }
             out[row] = (uint8_t)all_set;
             present_total += all_set;

@@ -123,15 +123,30 @@ def _reject_constant(name: str):
     raise CanonicalJSONError(f"canonical_json: {name} is not valid JSON")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_LEADING_SPACE = re.compile(r"[ \t\n\r]*")
+# surrogateescape turns each byte that is not UTF-8 into one of these (valid UTF-8 never does).
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+
+
 def loads(payload: bytes, what: str) -> dict:
-    """Parse a JSON object; anything else (or invalid UTF-8/JSON) is an error naming `what`."""
+    """Parse the JSON object at the start of `payload`; anything else (or invalid UTF-8/JSON in
+    it) is an error naming `what`.
+
+    Like the reference's decoder, which reads one value and stops, whatever follows the object
+    (another value, garbage, invalid UTF-8) is ignored: descriptors Go nodes sign that way must
+    be accepted.
+    """
+    text = bytes(payload).decode("utf-8", "surrogateescape")
+    start = _LEADING_SPACE.match(text).end()
     try:
-        text = bytes(payload).decode("utf-8")
-        obj = json.loads(text, parse_constant=_reject_constant)
+        obj, end = _DECODER.raw_decode(text, start)
     except CanonicalJSONError:
         raise
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:
         raise CanonicalJSONError(f"{what}: malformed JSON: {exc}") from None
+    if _UNDECODABLE.search(text, start, end):
+        raise CanonicalJSONError(f"{what}: malformed JSON: invalid UTF-8")
     if not isinstance(obj, dict):
         raise CanonicalJSONError(f"{what}: JSON payload is not an object")
     return obj

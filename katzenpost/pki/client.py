@@ -1,4 +1,4 @@
-"""The node's client of a non-voting authority (server.md §4.4): one request per connection.
+"""The node's client of a non-voting authority (the Katzenpost PKI specification): one request per connection.
 
 Fetches and verifies documents, posts signed descriptors. It keeps no state between requests;
 scheduling, caching and retries belong to the PKI worker (`worker.py`).

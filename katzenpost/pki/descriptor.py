@@ -10,10 +10,11 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from katzenpost.config import idna_lookup_to_ascii
+from katzenpost.keys import decode_key_string
 from katzenpost.pki import canonical_json as cj
 from katzenpost.pki import cert
 from katzenpost.pki.epochtime import DEFAULT_CLOCK, EpochClock
+from katzenpost.rules import idna_lookup_to_ascii
 from katzenpost.sphinx.geometry import NODE_ID_LENGTH, RECIPIENT_ID_LENGTH
 
 DESCRIPTOR_VERSION = "v0"
@@ -53,14 +54,22 @@ class MixDescriptor:
         return self.layer == LAYER_PROVIDER
 
     def to_json(self) -> bytes:
-        """The Certified payload, byte for byte as the reference encodes it."""
+        """The Certified payload, byte for byte as the reference encodes it.
+
+        A missing key (None or empty), mix-key map or address map is written `null`, as the
+        reference writes its nil pointers and maps; such a descriptor is not well formed and
+        `check_well_formed` says why.
+        """
         fields = {
             "Version": DESCRIPTOR_VERSION,
-            "Name": self.name,
-            "IdentityKey": self.identity_key,
-            "LinkKey": self.link_key,
-            "MixKeys": {int(e): k for e, k in self.mix_keys.items()},
-            "Addresses": {t: list(a) for t, a in self.addresses.items()},
+            "Name": self.name or "",
+            "IdentityKey": _key_or_null(self.identity_key),
+            "LinkKey": _key_or_null(self.link_key),
+            "MixKeys": (None if self.mix_keys is None
+                        else {int(e): _key_or_null(k) for e, k in self.mix_keys.items()}),
+            "Addresses": (None if self.addresses is None
+                          else {t: None if a is None else list(a)
+                                for t, a in self.addresses.items()}),
             "RegistrationHTTPAddresses": (None if self.registration_http_addresses is None
                                           else list(self.registration_http_addresses)),
             "Layer": self.layer,
@@ -91,12 +100,27 @@ class MixDescriptor:
         )
 
 
+def _key_or_null(key: bytes | None) -> bytes | None:
+    return bytes(key) if key else None
+
+
 # --- decoding helpers ------------------------------------------------------------------------
 
+def _decode_key_text(value, what: str) -> bytes:
+    """A public key as the reference's key types read JSON text: hex first, then base64."""
+    if not isinstance(value, str):
+        raise DescriptorError(f"{what}: expected a hex or base64 string")
+    try:
+        return decode_key_string(value)
+    except ValueError:
+        raise DescriptorError(f"{what}: key is neither hex nor base64") from None
+
+
 def _key(obj: dict, key: str) -> bytes:
-    value = cj.get_bytes(obj, key, "descriptor")
-    if value is None:
+    raw = obj.get(key)
+    if raw is None:
         return b""
+    value = _decode_key_text(raw, f"descriptor: {key}")
     if len(value) != KEY_LEN:
         raise DescriptorError(f"descriptor: {key} must be {KEY_LEN} bytes, got {len(value)}")
     return value
@@ -105,9 +129,9 @@ def _key(obj: dict, key: str) -> bytes:
 def _mix_keys(obj: dict) -> dict[int, bytes]:
     raw = cj.get_map(obj, "MixKeys", "descriptor") or {}
     keys = {}
-    for epoch_text, b64 in raw.items():
+    for epoch_text, text in raw.items():
         epoch = cj.parse_uint_text(epoch_text, "descriptor: MixKeys epoch")
-        key = cj.decode_b64(b64, f"descriptor: MixKeys[{epoch}]")
+        key = _decode_key_text(text, f"descriptor: MixKeys[{epoch}]")
         if len(key) != KEY_LEN:
             raise DescriptorError(f"descriptor: MixKeys[{epoch}] must be {KEY_LEN} bytes")
         keys[epoch] = key
@@ -255,17 +279,18 @@ def check_well_formed(desc: MixDescriptor, epoch: int) -> None:
         raise DescriptorError("descriptor: Descriptor missing Name")
     if len(desc.name.encode("utf-8", "surrogatepass")) > NODE_ID_LEN:
         raise DescriptorError(f"descriptor: Descriptor Name '{desc.name:.64}' exceeds max length")
-    if len(desc.link_key) != KEY_LEN:
+    if not desc.link_key or len(desc.link_key) != KEY_LEN:
         raise DescriptorError("descriptor: Descriptor missing LinkKey")
-    if len(desc.identity_key) != KEY_LEN:
+    if not desc.identity_key or len(desc.identity_key) != KEY_LEN:
         raise DescriptorError("descriptor: Descriptor missing IdentityKey")
-    if epoch not in desc.mix_keys:
+    mix_keys = desc.mix_keys or {}
+    if epoch not in mix_keys:
         raise DescriptorError(f"descriptor: Descriptor missing MixKey[{epoch}]")
-    for key_epoch, key in desc.mix_keys.items():
+    for key_epoch, key in mix_keys.items():
         if not epoch <= key_epoch < epoch + MIX_KEYS_PER_DESCRIPTOR:
             raise DescriptorError(
                 f"descriptor: Descriptor contains MixKey for invalid epoch {key_epoch}")
-        if len(key) != KEY_LEN:
+        if not key or len(key) != KEY_LEN:
             raise DescriptorError(f"descriptor: MixKey[{key_epoch}] must be {KEY_LEN} bytes")
     _check_addresses(desc)
     if desc.layer == 0:

@@ -8,13 +8,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from katzenpost.rules import DEFAULT_PERIOD, MIN_TEST_PERIOD
+
 # 2017-06-01T00:00:00Z as Unix seconds (core/epochtime.Epoch).
 EPOCH_ZERO = 1496275200
-# The reference period, 20 minutes (core/epochtime.Period).
-DEFAULT_PERIOD = 20 * 60
-# Shortest period a test network may use: every timing rule is a fraction of the period and
-# the worker ticks need a few seconds of room.
-MIN_TEST_PERIOD = 10
 
 
 class EpochTimeError(ValueError):
@@ -75,7 +72,7 @@ class EpochClock:
         start = self.epoch_start(epoch)
         return start <= unix_seconds < start + self.period
 
-    # Timing rules of server.md §1.10, as fractions of the period so test networks scale.
+    # The reference's timing rules, as fractions of the period so test networks scale.
     def document_lifetime(self) -> int:
         """Certificate lifetime of descriptors and documents: 3P + 10 min (scaled when warped)."""
         return 3 * self.period + (600 if not self.is_warped else self.period // 2)

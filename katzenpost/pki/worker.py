@@ -1,4 +1,5 @@
-"""The node's PKI worker and document cache (server.md §1.9, §1.6 AuthenticateConnection, §4.5).
+"""The node's PKI worker and document cache (the reference server's PKI worker and its
+AuthenticateConnection; the Katzenpost PKI specification).
 
 Fetches documents for the epochs a node needs, publishes its descriptor (retrying within the
 epoch, unlike the reference), and answers the rest of the node: peer authentication, outgoing
@@ -17,6 +18,7 @@ from katzenpost.pki.client import (
     DocumentGoneError,
     PKIClientError,
     PostConflictError,
+    PostRejectedError,
 )
 from katzenpost.pki.descriptor import LAYER_PROVIDER, MIX_KEYS_PER_DESCRIPTOR, MixDescriptor
 from katzenpost.pki.document import Document
@@ -125,7 +127,10 @@ class PKIWorker:
         self.on_mix_keys_changed = on_mix_keys_changed
         self.documents: dict[int, CachedDocument] = {}
         self.failed: set[int] = set()
-        self.last_published_epoch = 0
+        self.last_published_epoch = 0           # highest epoch whose publication is settled
+        self.published: set[int] = set()        # epochs whose post ended (Ok, Conflict, Rejected)
+        self._retry_current: set[int] = set()   # the current epoch, if its post at start failed
+        self._started = False
         self._missed_deadline_logged = -1
         self._last_epoch_handled = -1
         self._task: asyncio.Task | None = None
@@ -201,21 +206,33 @@ class PKIWorker:
 
     # --- publishing ------------------------------------------------------------------------
 
-    def _publication_epoch(self, epoch: int, till: float) -> int | None:
-        last = self.last_published_epoch
-        if last == 0:
-            return epoch
-        if last == epoch:
-            if till > self.clock.period / 4:
-                return epoch + 1
-            if self._missed_deadline_logged != epoch:
-                self._missed_deadline_logged = epoch
-                log.warning("missed publication deadline for epoch: %d", epoch + 1)
-            return None
-        if last == epoch + 1:
-            return None
-        log.warning("Last published epoch %d is wildly disjointed from %d.", last, epoch)
-        return epoch
+    def publication_deadline(self) -> float:
+        """Seconds before the rollover after which the descriptor for the next epoch is late:
+        3P/8, when the authority builds the next document with whoever has posted."""
+        return 3 * self.clock.period / 8
+
+    def _publication_epochs(self, epoch: int, till: float) -> list[int]:
+        """Epochs to post for in this tick (docs/node.md, "Publication").
+
+        At start: the current epoch and, in the same tick, the next one. Afterwards the next
+        epoch, at the first tick of each epoch; an epoch whose post failed in transport is
+        retried on later ticks while more than 3P/8 of the current epoch is left (the current
+        one: while it is current). After the deadline the next epoch is given up, logged once,
+        and the epoch after it is published at the first tick of the next epoch."""
+        targets = []
+        if not self._started and epoch not in self.published:
+            targets.append(epoch)
+        elif epoch in self._retry_current and epoch not in self.published:
+            targets.append(epoch)
+        upcoming = epoch + 1
+        if upcoming not in self.published:
+            if till > self.publication_deadline():
+                targets.append(upcoming)
+            elif self._missed_deadline_logged != upcoming:
+                self._missed_deadline_logged = upcoming
+                log.warning("missed publication deadline for epoch: %d", upcoming)
+        self._started = True
+        return targets
 
     def _rotate_mix_keys(self, epoch: int) -> None:
         """Keys for epoch..epoch+2 exist, old ones are gone; the node re-shadows on a change."""
@@ -246,9 +263,17 @@ class PKIWorker:
             layer=LAYER_PROVIDER if node.is_provider else 0)
 
     async def _publish_if_needed(self, epoch: int, till: float, now: float) -> None:
-        target = self._publication_epoch(epoch, till)
-        if target is None:
-            return
+        self.published = {e for e in self.published if e >= epoch - 1}
+        self._retry_current = {e for e in self._retry_current if e == epoch}
+        for target in self._publication_epochs(epoch, till):
+            if await self._publish(target, now):
+                self.published.add(target)
+                self.last_published_epoch = max(self.last_published_epoch, target)
+            elif target == epoch:
+                self._retry_current.add(target)
+
+    async def _publish(self, target: int, now: float) -> bool:
+        """One post; True when it ended the attempts for `target` (Ok, Conflict, Rejected)."""
         try:
             desc = self.build_descriptor(target)
             await self.client.post_descriptor(target, self.node.identity_seed, desc, now)
@@ -256,14 +281,17 @@ class PKIWorker:
             # Already stored (our earlier post whose reply was lost) or too late: either
             # way another attempt cannot change anything this epoch.
             log.warning("Descriptor for epoch %d not accepted: %s", target, exc)
+        except PostRejectedError as exc:
+            # The authority refused it (Invalid, Forbidden): the same post would be refused again.
+            log.error("Failed to post to PKI: %s", exc)
         except (PKIClientError, ValueError, OSError) as exc:
-            # OSError: the mix-key store failed; like any other failure, the post is retried
-            # on the next tick and the rest of this tick still runs.
+            # Transport errors, and OSError from the mix-key store: retried on the next tick,
+            # and the rest of this tick still runs.
             log.warning("Failed to post descriptor for epoch %d (will retry): %s", target, exc)
-            return
+            return False
         else:
             log.info("Posted descriptor for epoch %d", target)
-        self.last_published_epoch = target
+        return True
 
     # --- what the rest of the node asks ----------------------------------------------------
 
@@ -273,7 +301,7 @@ class PKIWorker:
 
     def authenticate_connection(self, creds: PeerCredentials, is_outgoing: bool,
                                 now: float | None = None) -> tuple[bool, bool]:
-        """(valid, can_send) for a mix peer, by the documents around now (server.md §1.6)."""
+        """(valid, can_send) for a mix peer, by the documents around now (AuthenticateConnection)."""
         ad = creds.additional_data
         if len(ad) != NODE_ID_LENGTH:
             return False, False

@@ -1,4 +1,4 @@
-"""Pure-Python AEZ v5 (spec/sphinx.md section 7), written straight from the spec.
+"""Pure-Python AEZ v5 (as the Sphinx Packet Format Specification uses it), written straight from the AEZ v5 paper.
 
 The differential-test oracle and benchmark baseline for katzenpost._core.aez; slow and not
 constant-time (table lookups), so never used to protect real traffic.

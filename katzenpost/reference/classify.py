@@ -1,5 +1,5 @@
-"""Pure-Python twin of `katzenpost._core.classify` (spec/server.md §1.3-1.5), row by row as the spec
-reads. Used only by the differential tests and as the benchmark baseline; never by the server.
+"""Pure-Python twin of `katzenpost._core.classify` (the reference crypto worker), row by row as
+the reference reads. Used only by the differential tests and as the benchmark baseline; never by the server.
 """
 FLAG_NEXT_HOP, FLAG_RECIPIENT, FLAG_SURB_REPLY, FLAG_NODE_DELAY, FLAG_DUPLICATE = 1, 2, 4, 8, 16
 CMD_FORWARD = FLAG_NEXT_HOP | FLAG_NODE_DELAY

@@ -1,6 +1,10 @@
 """Pure-Python Sphinx (pyca/cryptography + the Python AEZ): the twin of `_core.sphinx`.
 
-Used only by the differential tests and as the benchmark baseline; never by the server.
+Used only by the differential tests and as the benchmark baseline; never by the server. It has
+its own routing-command codec (byte layout, terminator and duplicate rules, the creation-time
+checks), written from the Sphinx Packet Format Specification: the production codec
+(`katzenpost.sphinx.commands`) is never called, so the differential tests compare two codecs.
+Only the command *value* classes are shared, so that results compare equal.
 """
 import hashlib
 import hmac
@@ -11,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
-from katzenpost.sphinx import commands as cmds
 from katzenpost.sphinx import errors
+from katzenpost.sphinx.commands import NextNodeHop, NodeDelay, Recipient, SURBReply
 from katzenpost.sphinx import geometry as g
 from katzenpost.sphinx.errors import SphinxError
 from katzenpost.sphinx.types import Unwrapped
@@ -50,7 +54,7 @@ def hkdf_expand(prk, info, length):
 
 
 def kdf(shared_secret):
-    """KDF(ss) -> dict of the per-hop keys (spec §2.1)."""
+    """KDF(ss) -> dict of the per-hop keys (the Sphinx Packet Format Specification, key derivation)."""
     okm = hkdf_expand(shared_secret, g.KDF_INFO, g.KDF_OUTPUT_LENGTH)
     return {
         "header_mac": okm[0:32],
@@ -84,11 +88,11 @@ def sprp_decrypt(key, iv, data):
 
 
 def create_header(path, rng=os.urandom, filler=os.urandom):
-    """Spec §5.1: returns (header, [(sprp_key, sprp_iv) per hop])."""
+    """Header creation (the Sphinx Packet Format Specification): returns (header, [(sprp_key, sprp_iv) per hop])."""
     n = len(path)
     if not 1 <= n <= g.NR_HOPS:
         raise SphinxError(errors.INVALID_PATH)
-    blocks = cmds.serialize_path(path)
+    blocks = _path_blocks(path)
     ephemeral = bytes(rng(g.GROUP_ELEMENT_LENGTH))
     alphas, keys = [], []
     blindings = []
@@ -116,7 +120,7 @@ def create_header(path, rng=os.urandom, filler=os.urandom):
     for i in range(n - 1, -1, -1):
         block = blocks[i]
         if i < n - 1:
-            block += cmds.NextNodeHop(path[i + 1].id, gamma).to_bytes()
+            block += _encode(NextNodeHop(path[i + 1].id, gamma))
         block = block.ljust(P, b"\x00")
         beta = xor(block + beta, keystreams[i])
         prev_filler = fillers[i - 1] if i > 0 else b""
@@ -176,30 +180,86 @@ def _fail(code, tag=None):
     raise SphinxError.from_code(code, tag)
 
 
+# --- the twin's own routing-command codec ---------------------------------------------------
+
+_NULL, _NEXT_NODE_HOP, _RECIPIENT, _SURB_REPLY, _NODE_DELAY = 0x00, 0x01, 0x02, 0x03, 0x80
+# Whole command lengths, id byte included: hop ID 32 + MAC 16, recipient 64, SURB ID 16, uint32.
+_LENGTH = {_NEXT_NODE_HOP: 49, _RECIPIENT: 65, _SURB_REPLY: 17, _NODE_DELAY: 5}
+
+
+def _encode(cmd):
+    if type(cmd) is NextNodeHop:
+        return bytes([_NEXT_NODE_HOP]) + cmd.id + cmd.mac
+    if type(cmd) is Recipient:
+        return bytes([_RECIPIENT]) + cmd.id
+    if type(cmd) is SURBReply:
+        return bytes([_SURB_REPLY]) + cmd.id
+    if type(cmd) is NodeDelay:
+        return bytes([_NODE_DELAY]) + cmd.delay.to_bytes(4, "big")
+    raise TypeError(f"reference sphinx: not a routing command: {cmd!r}")
+
+
+def _hop_block(commands, is_terminal):
+    """One hop's user commands, with the reference's checks (the NextNodeHop is added later)."""
+    for cmd in commands:
+        if type(cmd) is NextNodeHop:
+            raise SphinxError(errors.INVALID_COMMANDS_NEXT_NODE)
+        if type(cmd) not in (Recipient, SURBReply, NodeDelay):
+            raise TypeError(f"reference sphinx: not a routing command: {cmd!r}")
+    block = b"".join(_encode(cmd) for cmd in commands)
+    if len(block) > P:
+        raise SphinxError(errors.INVALID_COMMANDS_OVERSIZED)
+    if not is_terminal and len(block) > P - _LENGTH[_NEXT_NODE_HOP]:
+        raise SphinxError(errors.INVALID_COMMANDS_CAPACITY)
+    return block
+
+
+def _path_blocks(path):
+    """Every hop's block, checked from the terminal hop backwards as the reference builds them."""
+    n = len(path)
+    return [_hop_block(path[i].commands, i == n - 1) for i in reversed(range(n))][::-1]
+
+
+def _decode(cmd_id, body):
+    if cmd_id == _NEXT_NODE_HOP:
+        return NextNodeHop(body[:32], body[32:])
+    if cmd_id == _RECIPIENT:
+        return Recipient(body)
+    if cmd_id == _SURB_REPLY:
+        return SURBReply(body)
+    return NodeDelay(int.from_bytes(body, "big"))
+
+
 def _parse_slot(slot, tag):
     """The reference's command loop: a duplicate NextNodeHop / SURBReply fails as soon as
     it is read, before any later (possibly invalid) bytes. Returns (commands, next, surb)."""
     commands, next_hop, surb_reply = [], None, None
-    try:
-        for cmd in cmds.iter_parse(slot):
-            if isinstance(cmd, cmds.NextNodeHop):
-                if next_hop is not None:
-                    _fail(errors.ERR_DUPLICATE_NEXT_NODE, tag)
-                next_hop = cmd
-            elif isinstance(cmd, cmds.SURBReply):
-                if surb_reply is not None:
-                    _fail(errors.ERR_DUPLICATE_SURB_REPLY, tag)
-                surb_reply = cmd
-            commands.append(cmd)
-    except SphinxError as exc:
-        if exc.code != errors.ERR_INVALID_COMMAND:
-            raise
-        _fail(errors.ERR_INVALID_COMMAND, tag)
+    offset = 0
+    while offset < len(slot):
+        cmd_id = slot[offset]
+        if cmd_id == _NULL:
+            if any(slot[offset + 1:]):
+                _fail(errors.ERR_INVALID_COMMAND, tag)
+            break
+        length = _LENGTH.get(cmd_id)
+        if length is None or len(slot) - offset < length:
+            _fail(errors.ERR_INVALID_COMMAND, tag)
+        cmd = _decode(cmd_id, slot[offset + 1:offset + length])
+        offset += length
+        if cmd_id == _NEXT_NODE_HOP:
+            if next_hop is not None:
+                _fail(errors.ERR_DUPLICATE_NEXT_NODE, tag)
+            next_hop = cmd
+        elif cmd_id == _SURB_REPLY:
+            if surb_reply is not None:
+                _fail(errors.ERR_DUPLICATE_SURB_REPLY, tag)
+            surb_reply = cmd
+        commands.append(cmd)
     return commands, next_hop, surb_reply
 
 
 def unwrap(private_key, packet):
-    """Spec §5.3: returns Unwrapped or raises SphinxError (with replay_tag after step 2)."""
+    """Unwrap (the Sphinx Packet Format Specification): returns Unwrapped or raises SphinxError (with replay_tag after step 2)."""
     packet = bytes(packet)
     if len(packet) < g.HEADER_LENGTH:
         _fail(errors.ERR_TRUNCATED)

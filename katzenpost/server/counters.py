@@ -3,13 +3,14 @@
 Each block has exactly one writing thread (the stage that owns it); any thread may read a
 snapshot. Counters only ever grow, so a torn read is at worst one update behind.
 """
+import bisect
 import enum
 
 import numpy as np
 
 
 class DropReason(enum.IntEnum):
-    """Why a packet left the pipeline without being delivered (spec/server.md §1.3, §1.4)."""
+    """Why a packet left the pipeline without being delivered (the reference server's drop points)."""
 
     INGRESS_QUEUE_FULL = 0        # workers' input queue at its high-water mark
     UNWRAP_DELAY = 1              # waited longer than Debug.UnwrapDelay before unwrap
@@ -62,6 +63,10 @@ class Event(enum.IntEnum):
 
 DROP_SLOTS = 32      # room for every DropReason; `_core.classify` adds into this array directly
 
+# Upper bounds (ms) of the dispatch-delay buckets, log-spaced (1-2-5); an implicit +Inf follows.
+DISPATCH_DELAY_BOUNDS_MS = (0.25, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+_SMALL_BATCH = 8     # up to this many packets a batch, the histogram skips numpy (measured faster)
+
 
 class StageCounters:
     """Event and drop counters of one stage; written only by the thread that runs the stage."""
@@ -78,11 +83,47 @@ class StageCounters:
         self.drops[reason] += n
 
 
+class LatencyHistogram:
+    """Fixed-bucket histogram filled one batch at a time (a numpy pass, no per-packet Python);
+    one writing thread, like the stage blocks."""
+
+    def __init__(self, bounds_ms=DISPATCH_DELAY_BOUNDS_MS):
+        self.bounds_ms = np.asarray(bounds_ms, dtype=np.float64)
+        self._bounds = self.bounds_ms.tolist()
+        self.counts = np.zeros(len(self.bounds_ms) + 1, dtype=np.int64)    # last: above every bound
+        self.sum_ms = 0.0
+
+    def observe_deadlines(self, now_ns, deadlines_ms):
+        """Count how long after their deadline (int64 ms, monotonic) packets left at `now_ns`."""
+        n = len(deadlines_ms)
+        if n <= _SMALL_BATCH:
+            # Light load sends batches of one or two: a few scalar steps beat four numpy calls.
+            now_ms = now_ns / 1e6
+            for deadline in deadlines_ms.tolist():
+                late = max(now_ms - deadline, 0.0)
+                self.counts[bisect.bisect_left(self._bounds, late)] += 1
+                self.sum_ms += late
+            return
+        late_ms = np.maximum(now_ns / 1e6 - deadlines_ms, 0.0)
+        # side="left": a value equal to a bound belongs to that bound's bucket (Prometheus `le`).
+        self.counts += np.bincount(np.searchsorted(self.bounds_ms, late_ms, side="left"),
+                                   minlength=len(self.counts))
+        self.sum_ms += float(late_ms.sum())
+
+    def snapshot(self):
+        """{'bounds_ms': (...), 'counts': (per bucket, not cumulative; one more than bounds), 'sum_ms'}"""
+        counts = self.counts.copy()
+        return {"bounds_ms": tuple(float(b) for b in self.bounds_ms),
+                "counts": tuple(int(c) for c in counts), "sum_ms": self.sum_ms}
+
+
 class PipelineCounters:
     """All stage blocks of one pipeline; readers take snapshots, never write."""
 
     def __init__(self):
         self._stages = {}
+        # Deadline to hand-over to the outgoing queue, written by the I/O thread.
+        self.dispatch_delay = LatencyHistogram()
 
     def stage(self, name):
         """The block of stage `name` (created once, by the pipeline before threads start)."""

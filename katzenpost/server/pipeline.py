@@ -16,11 +16,12 @@ import time
 import numpy as np
 import zmq
 
+from katzenpost.config import DEBUG_INT_KNOBS
 from katzenpost.server.counters import DropReason, Event, PipelineCounters
 from katzenpost.server.scheduler import MIN_SLACK_MS, SchedulerThread, WheelStage, decode_due
 from katzenpost.server.workers import (
     EPOCH_PERIOD_MS, MS, NUM_MIX_KEYS, PACKET_LENGTH, CryptoWorker, EndpointSet, LocalBatch, RouteTable,
-    WorkerEndpoints, ingress_message_size, write_ingress_tail,
+    WorkerEndpoints, encode_schedule, ingress_message_size, write_ingress_tail,
 )
 
 log = logging.getLogger("katzenpost.server.pipeline")
@@ -28,33 +29,40 @@ log = logging.getLogger("katzenpost.server.pipeline")
 ZMQ_EVENTS = int(zmq.EVENTS)
 ZMQ_POLLIN = int(zmq.POLLIN)
 
-UNLIMITED = 0         # SchedulerQueueSize <= 0: no bound on the timer wheel, as in Go (spec/server.md
-                      # §1.5); the wheel's arena grows in chunks of 4,096 packets as they arrive
+UNLIMITED = 0         # SchedulerQueueSize <= 0: no bound on the timer wheel, as in Go;
+                      # the wheel's arena grows in chunks of 4,096 packets as they arrive
+
+
+def _knob(name):
+    """The default of `[Debug] <name>`: config.DEBUG_INT_KNOBS is the one source of truth."""
+    return DEBUG_INT_KNOBS[name].default
 
 
 @dataclasses.dataclass
 class PipelineSettings:
-    """Pipeline knobs, named after the config's `[Debug]` fields (spec/server.md §2.2)."""
+    """Pipeline knobs, named after the config's `[Debug]` fields (README.md), with its defaults."""
 
-    NumSphinxWorkers: int = 0           # <= 0: CPU count
-    SchedulerQueueSize: int = 0         # <= 0: unlimited (Go); > 0: random drop above it
-    SchedulerMaxBurst: int = 16
-    SchedulerSlack: int = 10            # ms, raised to 10
-    UnwrapDelay: int = 10               # ms
-    SendSlack: int = 50                 # ms, raised to 50
-    SphinxBatchSize: int = 16           # packets per batch to the workers (x unwrap cost = latency)
-    SphinxBatchWindowUs: int = 0        # 0: flush at the end of each event-loop pass
-    SphinxQueueHWM: int = 32            # batches per worker pipe and side (zmq SNDHWM and RCVHWM):
-                                        # counts messages, and light load makes 1-packet batches, so
-                                        # keep it roomy; UnwrapDelay bounds the wait, this the memory
-    SphinxQueuePackets: int = 64        # packets in flight per worker (sent, not yet dequeued):
-                                        # ~ UnwrapDelay/2 of real unwrap work; beyond it a FIFO only
-                                        # ages packets into UnwrapDelay drops and goodput collapses
-    SchedulerInputHWM: int = 64         # batches queued towards the scheduler
-    DispatchHWM: int = 64               # due batches queued towards the I/O thread (thread mode)
-    LocalHWM: int = 64                  # local-delivery batches queued towards the I/O thread
-    OutgoingQueueSize: int = 64         # packets per next hop while its sender is paused
-    DispatchBatchSize: int = 256        # packets per due batch from the scheduler
+    NumSphinxWorkers: int = _knob("NumSphinxWorkers")      # <= 0: CPU count
+    SchedulerQueueSize: int = _knob("SchedulerQueueSize")  # <= 0: unlimited (Go); > 0: random drop
+    SchedulerMaxBurst: int = _knob("SchedulerMaxBurst")
+    SchedulerSlack: int = _knob("SchedulerSlack")          # ms, raised to its minimum
+    UnwrapDelay: int = _knob("UnwrapDelay")                # ms
+    SendSlack: int = _knob("SendSlack")                    # ms, raised to its minimum
+    SphinxBatchSize: int = _knob("SphinxBatchSize")        # packets per batch to the workers
+                                                           # (x unwrap cost = latency)
+    SphinxBatchWindowUs: int = _knob("SphinxBatchWindowUs")  # 0: flush at each event-loop pass
+    SphinxQueueHWM: int = _knob("SphinxQueueHWM")  # batches per worker pipe and side (zmq SNDHWM
+                                        # and RCVHWM): counts messages, and light load makes
+                                        # 1-packet batches, so keep it roomy; UnwrapDelay bounds
+                                        # the wait, this the memory
+    SphinxQueuePackets: int = _knob("SphinxQueuePackets")  # packets in flight per worker (sent,
+                                        # not yet dequeued): ~ UnwrapDelay/2 of real unwrap work;
+                                        # beyond it a FIFO only ages packets into UnwrapDelay drops
+    SchedulerInputHWM: int = _knob("SchedulerInputHWM")  # batches queued towards the scheduler
+    DispatchHWM: int = _knob("DispatchHWM")      # due batches towards the I/O thread (thread mode)
+    LocalHWM: int = _knob("LocalHWM")            # local-delivery batches towards the I/O thread
+    OutgoingQueueSize: int = _knob("OutgoingQueueSize")  # packets per next hop while paused
+    DispatchBatchSize: int = _knob("DispatchBatchSize")  # packets per due batch from the scheduler
     EpochPeriod: int = 0                # seconds; <= 0: the 20-minute period (Debug.EpochPeriod)
     SchedulerInline: bool = True        # timer wheel on the I/O thread (measured: less node CPU per
                                         # packet than a scheduler thread); False: its own thread
@@ -77,7 +85,7 @@ class PipelineSettings:
         return cls(**values).normalized()
 
     def normalized(self):
-        """A copy with the spec's defaults applied (<= 0 means default) and bounds checked."""
+        """A copy with the config's defaults applied (<= 0 means default) and bounds checked."""
         s = dataclasses.replace(self)
         for field in dataclasses.fields(s):
             value = getattr(s, field.name)
@@ -90,11 +98,12 @@ class PipelineSettings:
         if s.SchedulerQueueSize <= 0:
             s.SchedulerQueueSize = UNLIMITED
         if s.SchedulerMaxBurst <= 0:
-            s.SchedulerMaxBurst = 16
-        s.SchedulerSlack = max(MIN_SLACK_MS, s.SchedulerSlack)
-        s.SendSlack = max(50, s.SendSlack)
+            s.SchedulerMaxBurst = _knob("SchedulerMaxBurst")
+        s.SchedulerSlack = max(MIN_SLACK_MS, DEBUG_INT_KNOBS["SchedulerSlack"].minimum,
+                               s.SchedulerSlack)
+        s.SendSlack = max(DEBUG_INT_KNOBS["SendSlack"].minimum, s.SendSlack)
         if s.UnwrapDelay <= 0:
-            s.UnwrapDelay = 10
+            s.UnwrapDelay = _knob("UnwrapDelay")
         if s.EpochPeriod <= 0:
             s.EpochPeriod = EPOCH_PERIOD_MS // 1000
         for name in ("SphinxBatchSize", "SphinxQueueHWM", "SphinxQueuePackets", "SchedulerInputHWM",
@@ -244,7 +253,7 @@ class _ZmqReader:
 
 
 class Pipeline:
-    """Crypto workers + scheduler thread + the I/O-side glue, with spec/server.md §1.2 halt order."""
+    """Crypto workers + scheduler thread + the I/O-side glue, with the reference server's halt order."""
 
     def __init__(self, settings, *, engine, wheel_factory, is_provider=False, on_local=None):
         self.settings = settings.normalized()
@@ -269,10 +278,11 @@ class Pipeline:
         self._stage = None                # the wheel run inline on this thread
         self._wheel_timer = None
         self._wheel_timer_when = None
+        self._to_sched = None             # created on the first schedule() with the scheduler thread
 
     # ------------------------------------------------------------ start / halt
     async def start(self):
-        """Create sockets and threads (scheduler first, then workers: spec/server.md §1.2)."""
+        """Create sockets and threads (scheduler first, then workers, as the reference starts them)."""
         if self._state != "new":
             raise RuntimeError(f"pipeline: start() in state {self._state}")
         s = self.settings
@@ -340,7 +350,7 @@ class Pipeline:
         await self.halt_scheduler()
 
     async def halt_crypto_workers(self):
-        """Halt steps "connector" and "crypto workers" of spec/server.md §1.2: flush the open
+        """Halt steps "connector" and "crypto workers" of the reference server's halt order: flush the open
         ingress batch, close the outgoing queues, let the workers drain and stop. Local packets
         they produced still reach the local handler (the provider halts after this)."""
         if self._state != "running":
@@ -403,9 +413,36 @@ class Pipeline:
             worker.post("keys", keyset)
 
     def set_kaetzchen_endpoints(self, endpoints):
-        table = EndpointSet(endpoints)
+        table = self._endpoint_table = EndpointSet(endpoints)
         for worker in self._workers:
             worker.post("endpoints", table)
+
+    async def restart_dead_workers(self):
+        """Replace crypto worker threads that died (an error outside a batch; a failing batch
+        never kills one) with fresh threads on the same sockets and counters, and hand them the
+        routes and endpoints. The caller re-sends the mix keys. Returns how many were restarted."""
+        if self._state != "running":
+            return 0
+        s = self.settings
+        restarted = 0
+        for i, worker in enumerate(self._workers):
+            if worker.is_alive():
+                continue
+            worker.close_control()
+            fresh = CryptoWorker(i, context=self._ctx, endpoints=self._addrs, engine=self._engine,
+                                 counters=worker.counters, batch_capacity=s.SphinxBatchSize,
+                                 is_provider=self._is_provider, unwrap_delay_ms=s.UnwrapDelay,
+                                 hwm=s.SphinxQueueHWM, max_node_delay_ms=NUM_MIX_KEYS * s.EpochPeriod * 1000)
+            self._workers[i] = fresh
+            fresh.start()
+            await _wait_event(fresh.started_ok)
+            if not fresh.is_alive():
+                raise RuntimeError(f"pipeline: crypto worker {i} failed again at start")
+            fresh.post("routes", RouteTable(self._hop_of_node))
+            if getattr(self, "_endpoint_table", None) is not None:
+                fresh.post("endpoints", self._endpoint_table)
+            restarted += 1
+        return restarted
 
     def set_max_delay(self, mu_max_delay_ms):
         if self._stage is not None:
@@ -511,13 +548,88 @@ class Pipeline:
         self._io.count(Event.RECEIVED, count)
         self._io.count(Event.BATCHES_TO_WORKERS)
 
+    # ------------------------------------------------------------ locally created packets
+    def dispatch_now(self, node_id, packets):
+        """Hand packets this node created (uint8[k, L]; decoy loops) straight to the outgoing
+        queue of `node_id`: no local delay at the originating mix, as in the Go server. Not
+        kept: the queue copies what it holds. An unknown next hop is a counted
+        `destination_gone` drop."""
+        packets = _packet_rows(packets)
+        if self._state != "running":
+            self._io.drop(DropReason.HALT, len(packets))
+            return
+        hop = self._hop_of_node.get(bytes(node_id))
+        if hop is None:
+            self._io.drop(DropReason.DESTINATION_GONE, len(packets))
+            return
+        self._put(self._destinations, hop, time.monotonic_ns(), packets)
+
+    def schedule(self, packets, delay_ms, node_ids):
+        """Put packets this node created (uint8[k, L]: SURB-ACKs, Kaetzchen replies) into the
+        timer wheel, due `delay_ms` (uint32[k] or one int) from now, for `node_ids` (one 32-byte
+        ID, or uint8[k, 32] / k IDs). Never dwell-adjusted; the scheduler's maxDelay applies as
+        to forwarded packets, as for the Go server's locally made packets. Unknown next hops:
+        `no_route`."""
+        packets = _packet_rows(packets)
+        k = len(packets)
+        delay = np.array(np.broadcast_to(np.asarray(delay_ms, dtype=np.int64), (k,)))
+        if k and int(delay.min()) < 0:
+            raise ValueError("pipeline: a negative delay")
+        hop = self._hops_of(node_ids, k)
+        if self._state != "running":
+            self._io.drop(DropReason.HALT, k)
+            return
+        keep = (hop >= 0) & (delay <= self._max_delay_cap_ms())
+        if not keep.all():
+            self._io.drop(DropReason.NO_ROUTE, int((hop < 0).sum()))
+            self._io.drop(DropReason.DELAY_ABOVE_MAX, int(((hop >= 0) & ~keep).sum()))
+            packets, delay, hop = packets[keep], delay[keep], hop[keep]
+        if len(packets) == 0:
+            return
+        deadline = (time.monotonic_ns() + MS - 1) // MS + delay
+        message = encode_schedule(packets, None, deadline, hop)
+        if self._stage is not None:
+            self._stage.insert_message(zmq.Frame(message))
+            self._arm_wheel_timer()
+            return
+        try:
+            self._local_to_sched().send(message, flags=zmq.NOBLOCK, copy=True)
+        except zmq.Again:
+            self._io.drop(DropReason.SCHEDULER_QUEUE_FULL, len(packets))
+
+    def _hops_of(self, node_ids, k):
+        """int32[k] hop indices (-1: unknown) of one 32-byte ID or k of them, one dict lookup
+        per distinct ID."""
+        if isinstance(node_ids, (bytes, bytearray, memoryview)) and len(node_ids) == _NODE_ID_LENGTH:
+            ids = np.frombuffer(bytes(node_ids), np.uint8).reshape(1, _NODE_ID_LENGTH)
+        elif isinstance(node_ids, np.ndarray):
+            ids = np.ascontiguousarray(node_ids, np.uint8).reshape(-1, _NODE_ID_LENGTH)
+        else:
+            ids = np.frombuffer(b"".join(map(bytes, node_ids)), np.uint8).reshape(-1, _NODE_ID_LENGTH)
+        if len(ids) not in (1, k):
+            raise ValueError(f"pipeline: {len(ids)} node IDs for {k} packets")
+        unique, inverse = np.unique(ids, axis=0, return_inverse=True)
+        table = np.array([self._hop_of_node.get(row.tobytes(), -1) for row in unique], np.int32)
+        return np.array(np.broadcast_to(table[inverse.reshape(-1)], (k,)))
+
+    def _max_delay_cap_ms(self):
+        return NUM_MIX_KEYS * self.settings.EpochPeriod * 1000     # 3P; the wheel checks maxDelay
+
+    def _local_to_sched(self):
+        # Scheduler thread: a PUSH of our own into its input (inproc allows many connections).
+        if self._to_sched is None:
+            self._to_sched = self._socket(zmq.PUSH, zmq.SNDHWM, self.settings.SchedulerInputHWM)
+            self._to_sched.connect(self._addrs.sched)
+        return self._to_sched
+
     # ------------------------------------------------------------ egress
     def _on_due(self, frames):
         try:
-            dispatch_ns, hops, _deadline, packets = decode_due(frames[0].buffer, frames[1].buffer)
+            dispatch_ns, hops, deadline, packets = decode_due(frames[0].buffer, frames[1].buffer)
         except Exception:
             log.exception("pipeline: malformed due batch from the scheduler")
             return
+        self.counters.dispatch_delay.observe_deadlines(time.monotonic_ns(), deadline)
         self._dispatch(dispatch_ns, hops, packets)
 
     def _dispatch(self, dispatch_ns, hops, packets):
@@ -554,7 +666,9 @@ class Pipeline:
         stage = self._stage
         total, more_due = stage.pop_due()
         if total:
-            self._dispatch(time.monotonic_ns(), stage.out_hop[:total], stage.out_packets[:total])
+            now = time.monotonic_ns()
+            self.counters.dispatch_delay.observe_deadlines(now, stage.out_deadline[:total])
+            self._dispatch(now, stage.out_hop[:total], stage.out_packets[:total])
         if more_due:
             self._wheel_timer_when = -1
             self._wheel_timer = self._loop.call_soon(self._on_wheel_timer)
@@ -598,6 +712,17 @@ class Pipeline:
 
 
 _DEQUEUED = int(Event.DEQUEUED)
+
+
+_NODE_ID_LENGTH = 32
+
+
+def _packet_rows(packets):
+    """`packets` as a C-contiguous uint8[k, L] array; anything else is a ValueError."""
+    rows = np.ascontiguousarray(packets, dtype=np.uint8)
+    if rows.ndim != 2 or rows.shape[1] != PACKET_LENGTH:
+        raise ValueError(f"pipeline: packets of shape {rows.shape}, expected (k, {PACKET_LENGTH})")
+    return rows
 
 
 def _check_length(packet):

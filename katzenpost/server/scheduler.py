@@ -20,7 +20,7 @@ log = logging.getLogger("katzenpost.server.scheduler")
 ZMQ_EVENTS = int(zmq.EVENTS)
 ZMQ_POLLIN = int(zmq.POLLIN)
 
-MIN_SLACK_MS = 10                       # spec/server.md §2.2: SchedulerSlack is raised to 10
+MIN_SLACK_MS = 10                       # the reference raises SchedulerSlack to 10
 DEFAULT_MAX_DELAY_MS = MAX_NODE_DELAY_MS    # 3P
 
 
@@ -43,7 +43,7 @@ def decode_due(meta, data):
 
 
 def clamp_max_delay(mu_max_delay_ms, cap_ms=DEFAULT_MAX_DELAY_MS):
-    """maxDelay per spec/server.md §1.5: MuMaxDelay, unless 0 or above 3P (cap_ms), then 3P."""
+    """maxDelay as the reference scheduler computes it: MuMaxDelay, unless 0 or above 3P (cap_ms), then 3P."""
     if mu_max_delay_ms <= 0 or mu_max_delay_ms > cap_ms:
         return cap_ms
     return int(mu_max_delay_ms)

@@ -23,12 +23,12 @@ ZMQ_EVENTS = int(zmq.EVENTS)
 ZMQ_POLLIN = int(zmq.POLLIN)
 
 PACKET_LENGTH = geometry.PACKET_LENGTH
-EPOCH_PERIOD_MS = DEFAULT_PERIOD * 1000   # spec/server.md §0.1 (P), unless Debug.EpochPeriod
-NUM_MIX_KEYS = 3                          # spec/server.md §0.1
+EPOCH_PERIOD_MS = DEFAULT_PERIOD * 1000   # the reference epoch period P, unless Debug.EpochPeriod
+NUM_MIX_KEYS = 3                          # mix keys a node holds: epochs E-1, E, E+1
 MAX_NODE_DELAY_MS = NUM_MIX_KEYS * EPOCH_PERIOD_MS
 MS = 1_000_000                            # nanoseconds per millisecond
 
-# Packet kinds after classification (spec/server.md §1.4), also the `kind` of a LocalBatch row.
+# Packet kinds after classification (the reference crypto worker's cases), also the `kind` of a LocalBatch row.
 KIND_FORWARD = 0
 KIND_TO_USER = 1
 KIND_UNRELIABLE_TO_USER = 2
@@ -73,9 +73,12 @@ def write_ingress_tail(buf, n, recv_at_ns, from_client):
     or sequences of at least n items. Returns the message length."""
     view = memoryview(buf)
     off = _tail_offset(n)
+    # The alignment padding would otherwise carry a previous, longer batch's packet bytes.
+    view[n * PACKET_LENGTH:off] = bytes(off - n * PACKET_LENGTH)
     view[off:off + 8 * n] = memoryview(np.asarray(recv_at_ns, dtype=np.int64)).cast("B")[:8 * n]
     view[off + 8 * n:off + 9 * n] = memoryview(np.asarray(from_client, dtype=np.uint8)).cast("B")[:n]
     end = off + TAIL_BYTES_PER_PACKET * n
+    view[off + 9 * n:end] = bytes(end - off - 9 * n)  # the spare bytes, likewise
     view[end:end + 8] = int(n).to_bytes(8, "little")
     return end + 8
 
@@ -123,6 +126,7 @@ def encode_schedule(packets, rows, deadline_ms, hop):
     k = len(deadline_ms)
     off = _tail_offset(k)
     out = np.empty(off + 12 * k + 8, dtype=np.uint8)
+    out[k * PACKET_LENGTH:off] = 0  # alignment padding: never what the memory held before
     body = out[:k * PACKET_LENGTH].reshape(k, PACKET_LENGTH)
     if rows is None:
         body[:] = packets

@@ -47,7 +47,7 @@ def public_key(private_key):
 
 
 def unwrap(private_key, packet):
-    """Unwrap `packet` at the node holding `private_key` (spec 5.3).
+    """Unwrap `packet` at the node holding `private_key` (the Sphinx Packet Format Specification).
 
     Returns Unwrapped; raises SphinxError with the reference's message (and `replay_tag`
     set for every error after the version check).
@@ -83,9 +83,10 @@ def _header_request(path, rng, filler):
 
 
 def new_packets(paths, payloads, rng=None, filler=None):
-    """Forward packets, one per (path, payload) pair (spec 5.2): the batch form of
-    new_packet, byte for byte what calling it in a loop with the same `rng` and `filler`
-    gives, with the X25519s of eight packets at a time in lanes under the lane backend."""
+    """Forward packets, one per (path, payload) pair (the Sphinx Packet Format
+    Specification): the batch form of new_packet, byte for byte what calling it in a loop
+    with the same `rng` and `filler` gives, with the X25519s of eight packets at a time in
+    lanes under the lane backend."""
     paths, payloads = list(paths), list(payloads)
     if len(paths) != len(payloads):
         raise ValueError(f"sphinx: {len(paths)} paths but {len(payloads)} payloads")
@@ -96,7 +97,7 @@ def new_packets(paths, payloads, rng=None, filler=None):
 
 
 def new_packet(path, payload, rng=None, filler=None):
-    """A forward packet along `path` (1..5 PathHop) carrying `payload` (spec 5.2).
+    """A forward packet along `path` (1..5 PathHop) carrying `payload` (the Sphinx Packet Format Specification).
 
     `rng(n)` supplies the ephemeral key, `filler(n)` the padding of unused hops (both
     default to os.urandom). The payload is not padded: 2048 bytes in production.
@@ -105,8 +106,9 @@ def new_packet(path, payload, rng=None, filler=None):
 
 
 def new_surbs(paths, rng=None, filler=None):
-    """SURBs and their reply keys, one (surb, keys) per path (spec 5.4): the batch form of
-    new_surb, byte for byte what calling it in a loop with the same `rng` and `filler` gives."""
+    """SURBs and their reply keys, one (surb, keys) per path (the Sphinx Packet Format
+    Specification): the batch form of new_surb, byte for byte what calling it in a loop with
+    the same `rng` and `filler` gives."""
     paths, rng, filler = list(paths), rng or os.urandom, filler or os.urandom
     reply_keys, requests = [], []
     for path in paths:  # per SURB: the reply key, then the header's reads, as new_surb
@@ -121,12 +123,13 @@ def new_surbs(paths, rng=None, filler=None):
 
 
 def new_surb(path, rng=None, filler=None):
-    """A SURB for `path` and the keys to decrypt its reply (spec 5.4): (surb, keys)."""
+    """A SURB for `path` and the keys to decrypt its reply (the Sphinx Packet Format
+    Specification): (surb, keys)."""
     return new_surbs([path], rng, filler)[0]
 
 
 def new_packet_from_surb(surb, payload):
-    """The reply packet for `surb` carrying `payload` and its first hop id (spec 5.5)."""
+    """The reply packet for `surb` carrying `payload` and its first hop id (the Sphinx Packet Format Specification)."""
     surb = bytes(surb)
     if len(surb) != geometry.SURB_LENGTH:
         raise SphinxError(errors.INVALID_SURB)
@@ -137,7 +140,7 @@ def new_packet_from_surb(surb, payload):
 
 
 def decrypt_surb_payload(payload, keys):
-    """The plaintext of a SURB reply payload, given the keys from new_surb (spec 5.6)."""
+    """The plaintext of a SURB reply payload, given the keys from new_surb (the Sphinx Packet Format Specification)."""
     keys = bytes(keys)
     if not keys or len(keys) % geometry.SPRP_KEY_MATERIAL_LENGTH:
         raise SphinxError(errors.INVALID_SURB_KEYS)

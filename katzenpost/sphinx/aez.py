@@ -1,4 +1,4 @@
-"""AEZ v5 (spec/sphinx.md section 7), the Sphinx SPRP: the public API over the compiled core.
+"""AEZ v5 (the Sphinx Packet Format Specification), the Sphinx SPRP: the public API over the compiled core.
 
 Encrypt/Decrypt only, with the GIL released inside; no key storage, no I/O. Sphinx uses a
 48-byte key, a 16-byte nonce, no AD and tau = 0 (a pure SPRP).

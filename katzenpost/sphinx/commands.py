@@ -116,7 +116,7 @@ def parse(slot):
     """Parse a whole decrypted routing slot into its commands (terminator excluded).
 
     Raises SphinxError("sphinx: invalid per-hop command") like iter_parse; duplicates are
-    not checked here (unwrap does that, see spec 5.3 step 5).
+    not checked here (unwrap does that, as the reference does).
     """
     return list(iter_parse(slot))
 

@@ -1,4 +1,4 @@
-"""Wire commands of the 2021 link protocol: one class per command, strict codec (spec wire.md §1.5).
+"""Wire commands of the 2021 link protocol: one class per command, strict codec (the Wire Protocol Specification).
 
 Every command has ``to_bytes()`` and ``from_bytes(data)``; ``parse_command(data)`` decodes any
 of them. Decoding enforces the reserved byte, exact body lengths and all-zero padding and raises

@@ -10,7 +10,7 @@ class WireError(Exception):
 
 
 class CommandError(WireError, ValueError):
-    """A wire command could not be encoded or decoded (spec wire.md §1.5)."""
+    """A wire command could not be encoded or decoded (the Wire Protocol Specification)."""
 
 
 class HandshakeError(WireError):

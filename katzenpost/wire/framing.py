@@ -1,4 +1,4 @@
-"""Transport framing of the link layer: encrypted length header, body, rekey (spec wire.md §1.4).
+"""Transport framing of the link layer: encrypted length header, body, rekey (the Wire Protocol Specification).
 
 Sans-I/O: ``FrameSealer.seal(command) -> wire bytes`` and ``FrameOpener.open_header(20 bytes)
 -> body length`` / ``open_body(body) -> command``. Command i uses counters 2i and 2i+1 under its

@@ -1,4 +1,4 @@
-"""Sans-I/O Noise XXhfs handshake of the Katzenpost link layer (spec wire.md §1.2-1.3).
+"""Sans-I/O Noise XXhfs handshake of the Katzenpost link layer (the Wire Protocol Specification).
 
 ``Handshake`` turns the three fixed-size messages (1601 / 1940 / 324 bytes, prologue byte and
 AuthenticateMessage included) into peer credentials and split transport keys. It never touches

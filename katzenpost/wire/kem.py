@@ -1,7 +1,7 @@
 """Kyber1024 (CRYSTALS-Kyber NIST round 3, as in circl@96a0695) behind a small KEM interface.
 
 Production uses ``CryptographyKyber1024``: cryptography's ML-KEM-1024 plus the round-3 final KDF
-(spec wire.md §2.2). ``KyberPyKyber1024`` wraps the pure-Python round-3 oracle (kyber-py) and is
+(the Wire Protocol Specification). ``KyberPyKyber1024`` wraps the pure-Python round-3 oracle (kyber-py) and is
 for tests and vector replay only: it is slow and not constant time. Nothing here does I/O.
 """
 from __future__ import annotations

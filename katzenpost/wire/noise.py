@@ -1,7 +1,7 @@
 """Noise protocol building blocks for Noise_XXhfs_25519+Kyber1024_ChaChaPoly_BLAKE2b.
 
-CipherState, SymmetricState and Noise's HKDF over ``cryptography`` and ``hashlib`` (spec
-wire.md §1.1-1.2). Pure computation on bytes: no I/O, no logging, no randomness.
+CipherState, SymmetricState and Noise's HKDF over ``cryptography`` and ``hashlib`` (the
+Wire Protocol Specification). Pure computation on bytes: no I/O, no logging, no randomness.
 """
 from __future__ import annotations
 

@@ -101,6 +101,7 @@ class Session:
         self._sealer = sealer
         self._opener = opener
         self._receiving = False
+        self._pending_body = 0  # body length of a header opened by recv_commands, body unread
         self.initiator = initiator
         self.peer_credentials = peer_credentials
         self.can_send = can_send
@@ -186,9 +187,53 @@ class Session:
         finally:
             self._receiving = False
 
+    async def recv_commands(self, max_commands: int = 64,
+                            timeout: float | None = None) -> list[Command]:
+        """Receive one command, waiting for it as ``recv_command`` does, then every further
+        complete frame already buffered (up to ``max_commands`` in all) without waiting: one
+        await per read instead of one per command. Failures as in ``recv_command``; a failure
+        after the first command closes the session and drops the commands of that call."""
+        commands = [await self.recv_command(timeout)]
+        self._receiving = True
+        try:
+            while len(commands) < max_commands:
+                command = self._buffered_command()
+                if command is None:
+                    break
+                commands.append(command)
+        except (FrameError, CommandError) as exc:
+            raise await self._close_with(str(exc).removeprefix("wire: "), type(exc)) from None
+        finally:
+            self._receiving = False
+        return commands
+
+    def _buffered_command(self) -> Command | None:
+        """The next command if its whole frame is already in the reader's buffer, else None
+        (a decrypted header whose body is still in flight is kept for the next read)."""
+        buffer = getattr(self._reader, "_buffer", None)   # asyncio.StreamReader's bytearray
+        if buffer is None:
+            return None
+        if not self._pending_body:
+            if len(buffer) < HEADER_LENGTH:
+                return None
+            self._pending_body = self._opener.open_header(bytes(buffer[:HEADER_LENGTH]))
+            del buffer[:HEADER_LENGTH]
+        if len(buffer) < self._pending_body:
+            return None
+        body = bytes(buffer[:self._pending_body])
+        del buffer[:self._pending_body]
+        self._pending_body = 0
+        self._reader._maybe_resume_transport()
+        return parse_command(self._opener.open_body(body))
+
     async def _recv_frame(self) -> Command:
         reading = "header"
         try:
+            if self._pending_body:
+                reading = "body"
+                length, self._pending_body = self._pending_body, 0
+                body = await self._reader.readexactly(length)
+                return parse_command(self._opener.open_body(body))
             header = await self._reader.readexactly(HEADER_LENGTH)
             reading = "body"
             body = await self._reader.readexactly(self._opener.open_header(header))

@@ -2,7 +2,7 @@
 import pytest
 
 from _pki_fixtures import public_for, seed_for
-from katzenpost.pki import authority_config as ac
+from katzenpost.authority import config as ac
 
 MIX_KEYS = [public_for(seed_for(f"mix{i}")) for i in range(6)]
 PROVIDER_KEY = public_for(seed_for("provider1"))
@@ -70,7 +70,7 @@ def test_test_network_epoch_period():
     (base(authority='[Authority]\nAddresses = ["127.0.0.1:5"]\n'), r"Authority\.DataDir is not set"),
     (base().replace("[Authority]", "[NotAuthority]"), "Undecoded keys"),
     ("[Logging]\n", "No Authority block"),
-    ("[[[", "invalid TOML"),
+    ("[[[", "TOML syntax error"),
 ])
 def test_invalid_configuration_is_rejected_with_its_field(text, message):
     with pytest.raises(ac.AuthorityConfigError, match=message):
@@ -121,3 +121,65 @@ def test_missing_addresses_default_to_the_global_ipv4_or_fail_clearly(monkeypatc
     monkeypatch.setattr(ac, "discover_global_ipv4", lambda: None)
     with pytest.raises(ac.AuthorityConfigError, match=r"Authority\.Addresses is not set"):
         ac.parse(text)
+
+
+def test_every_problem_is_reported_at_once_in_the_nodes_format():
+    text = base('[Parameters]\nColour = "red"\nMu = -1.0\n[Debug]\nLayers = 4\nShade = 1\n',
+                authority='[Authority]\nAddresses = ["localhost:5"]\n')
+    with pytest.raises(ac.AuthorityConfigError) as caught:
+        ac.parse(text)
+    problems = caught.value.problems
+    assert problems[0] == "config: Undecoded keys in config file: [Parameters.Colour Debug.Shade]"
+    assert all(p.startswith("config: ") for p in problems)
+    for fragment in ("Authority.Addresses", "Authority.DataDir is not set",
+                     "Parameters.Mu must be >= 0", "Debug.Layers must be <= 3"):
+        assert sum(fragment in p for p in problems) == 1, (fragment, problems)
+
+
+def test_a_missing_file_names_its_reason_once(tmp_path):
+    path = str(tmp_path / "missing.toml")
+    with pytest.raises(ac.AuthorityConfigError) as caught:
+        ac.load(path)
+    assert caught.value.problems == [f"config: cannot read '{path}': No such file or directory"]
+
+
+def test_the_cli_prints_one_line_per_problem(tmp_path, capsys):
+    from katzenpost.authority import cli
+    path = tmp_path / "authority.toml"
+    path.write_text(base("[Logging]\nColour = true\n[Debug]\nLayers = 9\n"))
+    assert cli.main(["-f", str(path)]) == 255
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"Failed to load config file '{path}': config: Undecoded keys in config file: "
+                     "[Logging.Colour]",
+                     f"Failed to load config file '{path}': config: Debug.Layers must be <= 3, got 9"]
+
+
+def test_key_generation_accepts_an_empty_whitelist_serving_does_not():
+    text = '[Authority]\nAddresses = ["127.0.0.1:29999"]\nDataDir = "/tmp/kp-auth"\n'
+    assert ac.parse(text, keys_only=True).mixes == []
+    with pytest.raises(ac.AuthorityConfigError, match="at least one provider"):
+        ac.parse(text)
+    with pytest.raises(ac.AuthorityConfigError, match=r"Mixes\[0\]\.IdentityKey"):
+        ac.parse(text + '[[Mixes]]\nIdentityKey = "abcd"\n', keys_only=True)  # what is there is checked
+
+
+def test_the_cli_generates_the_key_before_any_node_is_whitelisted(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    from katzenpost import keys
+    data_dir = tmp_path / "auth"
+    path = tmp_path / "authority.toml"
+    path.write_text(f'[Authority]\nAddresses = ["127.0.0.1:29999"]\nDataDir = "{data_dir}"\n'
+                    '[Logging]\nFile = "authority.log"\n')
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "katzenpost.authority", "-f", str(path), *args],
+                              env=env, capture_output=True, text=True, timeout=30)
+    generated = run("-g")
+    assert generated.returncode == 0, generated.stderr
+    assert keys.public_key_base64(keys.load_identity_key(str(data_dir)).public) in generated.stdout
+    serving = run()
+    assert serving.returncode == 255 and "at least one provider" in serving.stderr

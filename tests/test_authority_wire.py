@@ -16,10 +16,10 @@ from _pki_fixtures import (
     seed_for,
     wait_until,
 )
-from katzenpost.pki import authority_config as ac
-from katzenpost.pki.authority import AuthorityServer
-from katzenpost.pki.authority_state import AuthorityState
-from katzenpost.pki.authority_store import AuthorityStore
+from katzenpost.authority import config as ac
+from katzenpost.authority.daemon import AuthorityServer
+from katzenpost.authority.state import AuthorityState
+from katzenpost.authority.store import AuthorityStore
 from katzenpost.pki.client import (
     AuthorityClient,
     AuthorityUnreachableError,
@@ -28,6 +28,7 @@ from katzenpost.pki.client import (
     PostConflictError,
     PostRejectedError,
 )
+from katzenpost.pki.descriptor import sign_descriptor
 from katzenpost.pki.epochtime import EpochClock
 from katzenpost.pki.keyconv import x25519_private_from_ed25519_seed
 from katzenpost.wire import session as wire_session
@@ -43,16 +44,17 @@ def config(data_dir):
 
 
 class Running:
-    def __init__(self, tmp_path, handshake_timeout=30.0, max_connections=256):
+    def __init__(self, tmp_path, handshake_timeout=30.0, max_connections=256, clock=CLOCK):
         self.data_dir = str(tmp_path)
+        self.clock = clock
         self.handshake_timeout = handshake_timeout
         self.max_connections = max_connections
 
     async def __aenter__(self):
         cfg = config(self.data_dir)
         self.store = AuthorityStore.open_in(self.data_dir)
-        self.state = AuthorityState(cfg, AUTHORITY_SEED, AUTHORITY, self.store, CLOCK)
-        self.state.restore(time.time())
+        self.state = AuthorityState(cfg, AUTHORITY_SEED, AUTHORITY, self.store, self.clock)
+        self.state.restore(self.clock.unix_now())
         self.server = AuthorityServer(self.state, AUTHORITY_SEED, AUTHORITY,
                                       x25519_private_from_ed25519_seed(AUTHORITY_SEED),
                                       handshake_timeout=self.handshake_timeout,
@@ -252,6 +254,28 @@ def test_a_failing_worker_tick_is_logged_and_the_worker_keeps_ticking(tmp_path, 
 
 
 def test_store_that_cannot_be_created_is_a_store_error(tmp_path):
-    from katzenpost.pki.authority_store import StoreError
+    from katzenpost.authority.store import StoreError
     with pytest.raises(StoreError, match="cannot open"):
         AuthorityStore(str(tmp_path / "missing-dir" / "persistence.sqlite"))
+
+
+@pytest.mark.parametrize("mark, missing", [(1 / 2, []), (3 / 8, ["provider2"])])
+def test_the_worker_wakes_at_the_generation_deadline_not_only_at_its_tick(tmp_path, mark, missing):
+    """20-minute epochs (a 60-s tick): the clock is set 0.3 s before the deadline, and the
+    document must follow within seconds, without an upload to wake the worker."""
+    period = CLOCK.period
+    epoch = CLOCK.current() + 10
+    shift = CLOCK.epoch_start(epoch) + period * (1 - mark) - 0.3 - time.time()
+    clock = EpochClock(period, clock=lambda: time.time() + shift)
+
+    async def scenario():
+        async with Running(tmp_path, clock=clock) as auth:
+            now = clock.unix_now()
+            for name in [n for n in MIXES + PROVIDERS if n not in missing]:
+                desc = make_descriptor(name, epoch + 1, provider=name.startswith("provider"))
+                raw = sign_descriptor(seed_for(name), desc, clock, now)
+                assert auth.state.post_descriptor(epoch + 1, raw, desc.identity_key, now).stored
+            assert epoch + 1 not in auth.state.documents
+            await wait_until(lambda: epoch + 1 in auth.state.documents, "the next document", 3.0)
+            assert clock.epoch_at(clock.unix_now())[2] < period * mark
+    run(scenario())

@@ -10,8 +10,8 @@ import asyncio
 import logging
 
 from katzenpost.log import NOTICE
-from katzenpost.pki.authority_state import AuthorityState
-from katzenpost.pki.authority_store import StoreError
+from katzenpost.authority.state import AuthorityState
+from katzenpost.authority.store import StoreError
 from katzenpost.pki.keyconv import x25519_public_from_ed25519_public
 from katzenpost.sphinx.geometry import NODE_ID_LENGTH
 from katzenpost.wire import session as wire_session
@@ -20,6 +20,8 @@ from katzenpost.wire.errors import WireError
 from katzenpost.wire.handshake import PeerCredentials
 
 log = logging.getLogger("katzenpost.authority")
+# Woken this long after a deadline, so `till` is strictly below it despite clock rounding.
+DEADLINE_MARGIN = 0.01
 
 HANDSHAKE_TIMEOUT = 30.0  # handshake plus the first command
 RESPONSE_TIMEOUT = 60.0
@@ -122,10 +124,16 @@ class AuthorityServer:
             except Exception as exc:  # a bug in one tick must not end document generation unseen
                 log.error("Authority worker tick failed (retrying next tick): %r", exc)
             try:
-                await asyncio.wait_for(self._wake.wait(), tick)
+                await asyncio.wait_for(self._wake.wait(), self._next_wait(tick))
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
+
+    def _next_wait(self, tick: float) -> float:
+        """Until the next tick, or just past the next generation deadline if that comes first
+        (a short test epoch may have less than one tick between P/2 and 3P/8)."""
+        deadline = self.state.next_deadline(self.state.clock.unix_now())
+        return min(tick, deadline + DEADLINE_MARGIN)
 
     # --- connections -----------------------------------------------------------------------
 

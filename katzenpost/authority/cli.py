@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import logging
 import os
 import signal
@@ -15,10 +14,10 @@ import sys
 
 from katzenpost import keys
 from katzenpost import log as kp_log
-from katzenpost.pki.authority import AuthorityServer
-from katzenpost.pki.authority_config import AuthorityConfigError, load
-from katzenpost.pki.authority_state import AuthorityState
-from katzenpost.pki.authority_store import AuthorityStore, StoreError
+from katzenpost.authority.daemon import AuthorityServer
+from katzenpost.authority.config import AuthorityConfigError, load
+from katzenpost.authority.state import AuthorityState
+from katzenpost.authority.store import AuthorityStore, StoreError
 from katzenpost.pki.epochtime import EpochClock
 
 EXIT_FAILURE = 255
@@ -62,36 +61,67 @@ async def _serve(cfg, identity: keys.IdentityKey) -> int:
     return EXIT_FAILURE if server.fatal_error is not None else 0
 
 
+class _LogRotation:
+    """A log file that cannot be reopened on SIGHUP is fatal: the error is kept for the exit
+    status and stderr, and the daemon takes its graceful stop path (SIGTERM to itself)."""
+
+    def __init__(self):
+        self.error: BaseException | None = None
+
+    def failed(self, err: BaseException) -> None:
+        self.error = err
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _announce_keys(cfg, identity: keys.IdentityKey, generate_only: bool) -> None:
+    """Log the public keys nodes need; with -g also print them when the log is not on stdout,
+    so the operator sees what to note."""
+    lines = [f"Authority identity public key is: {keys.public_key_base64(identity.public)}",
+             f"Authority link public key is: "
+             f"{keys.public_key_base64(identity.to_x25519_public())}"]
+    for line in lines:
+        log.log(kp_log.NOTICE, "%s", line)
+    if generate_only and (cfg.logging.file or cfg.logging.disable):
+        print("\n".join(lines))
+
+
 def main(argv=None) -> int:
     args = _parse_args(argv)
     try:
-        cfg = load(args.config)
+        cfg = load(args.config, keys_only=args.generate_only)
     except AuthorityConfigError as exc:
-        print(f"Failed to load config file '{args.config}': {exc}", file=sys.stderr)
+        for problem in exc.problems:  # one line each, as the node reports them
+            print(f"Failed to load config file '{args.config}': {problem}", file=sys.stderr)
         return EXIT_FAILURE
+    rotation = _LogRotation()
     try:
         os.umask(0o077)
         keys.ensure_data_dir(cfg.data_dir)
         _setup_logging(cfg)
-        kp_log.install_sighup_handler()
+        kp_log.install_sighup_handler(rotation.failed)
         identity, created = keys.load_or_create_identity_key(cfg.data_dir)
     except (keys.KeyFileError, OSError) as exc:
         print(f"Failed to spawn authority instance: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     if created:
         log.log(kp_log.NOTICE, "Generated a new identity key in %s", cfg.data_dir)
-    log.log(kp_log.NOTICE, "Authority identity public key is: %s",
-            base64.b64encode(identity.public).decode("ascii"))
-    log.log(kp_log.NOTICE, "Authority link public key is: %s",
-            base64.b64encode(identity.to_x25519_public()).decode("ascii"))
-    if args.generate_only or cfg.debug.generate_only:
+    generate_only = args.generate_only or cfg.debug.generate_only
+    _announce_keys(cfg, identity, generate_only)
+    for warning in keys.key_file_warnings(cfg.data_dir):
+        log.warning("%s", warning)
+    if generate_only:
         return 0
     try:
-        return asyncio.run(_serve(cfg, identity))
+        status = asyncio.run(_serve(cfg, identity))
     except (StoreError, OSError) as exc:
         log.error("Authority failed: %s", exc)
         print(f"Failed to spawn authority instance: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    if rotation.error is not None:
+        print(f"Authority stopped: cannot reopen the log file on SIGHUP: {rotation.error}",
+              file=sys.stderr)
+        return EXIT_FAILURE
+    return status
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """The authority's state machine without sockets: upload rules, document replies, generation,
-bootstrap and persistence across a restart (server.md §4.6)."""
+bootstrap and persistence across a restart (docs/authority.md)."""
 import hashlib
 import random
 
@@ -13,9 +13,10 @@ from _pki_fixtures import (
     public_for,
     seed_for,
 )
-from katzenpost.pki import authority_config as ac
-from katzenpost.pki.authority_state import AuthorityState
-from katzenpost.pki.authority_store import AuthorityStore, StoreError
+from katzenpost.authority import config as ac
+from katzenpost.authority import generate
+from katzenpost.authority.state import AuthorityState
+from katzenpost.authority.store import AuthorityStore, StoreError
 from katzenpost.pki.descriptor import sign_descriptor
 from katzenpost.pki.document import verify_and_parse_document
 from katzenpost.wire.commands import ConsensusStatus, DescriptorStatus
@@ -132,7 +133,7 @@ def test_same_bytes_again_is_ok_different_bytes_conflict(data_dir):
 def test_post_after_the_document_exists_conflicts(data_dir):
     state = new_state(data_dir, START + 10)
     post_all(state, E + 1, START + 10, names=["mix0", "mix1", "provider1"])
-    late = START + CLOCK.period - 60  # within the last quarter of the epoch
+    late = START + CLOCK.period - 60  # past the straggler deadline (3P/8 left)
     assert state.tick(late) == [E + 1]
     result = post(state, "mix2", E + 1, late)
     assert result.status == DescriptorStatus.CONFLICT and "document" in result.reason
@@ -185,17 +186,51 @@ def test_bootstrap_waits_for_every_whitelisted_node(data_dir):
     assert doc.prior_shared_random[0] == doc.prior_shared_random[1] == doc.shared_random_value
 
 
-def test_next_epoch_document_needs_the_publish_deadline_and_enough_nodes(data_dir):
+HALF_LEFT = START + CLOCK.period / 2  # till == P/2: not yet "less than half left"
+STRAGGLERS = START + 5 * CLOCK.period / 8  # till == 3P/8
+
+
+def test_next_document_with_every_node_posted_comes_once_less_than_half_is_left(data_dir):
+    state = new_state(data_dir, START + 10)
+    post_all(state, E + 1, START + 10)
+    assert state.tick(HALF_LEFT) == []  # exactly half left: not yet (the reference's till < P/2)
+    assert state.tick(HALF_LEFT + 0.01) == [E + 1]
+    doc = state.documents[E + 1]
+    assert [len(layer) for layer in doc.topology] == [2, 2] and len(doc.providers) == 2
+    assert doc.send_rate_per_minute == 100
+
+
+def test_next_document_waits_for_stragglers_until_three_eighths_are_left(data_dir):
+    state = new_state(data_dir, START + 10)
+    post_all(state, E + 1, START + 10, names=["mix0", "mix1", "provider1"])  # mix2, mix3, provider2 late
+    assert state.tick(HALF_LEFT + 1) == []  # the minimum is there, but whitelisted nodes are missing
+    assert state.tick(STRAGGLERS - 0.01) == []
+    post_all(state, E + 1, STRAGGLERS - 0.01, names=["mix2"])  # a node started late still gets in
+    assert state.tick(STRAGGLERS) == [E + 1]
+    names = sorted(d.name for layer in state.documents[E + 1].topology for d in layer)
+    assert names == ["mix0", "mix1", "mix2"]
+
+
+def test_next_document_needs_the_minimum_even_at_the_end_of_the_epoch(data_dir):
     state = new_state(data_dir, START + 10)
     post_all(state, E + 1, START + 10, names=["mix0", "provider1"])
-    late = START + CLOCK.period - 60
+    late = START + CLOCK.period - 1
     assert state.tick(late) == []  # one mix, two layers
     post_all(state, E + 1, late, names=["mix1"])
-    assert state.tick(START + CLOCK.period / 2) == []  # too early
-    assert state.tick(late + 1) == [E + 1]
-    doc = state.documents[E + 1]
-    assert [len(layer) for layer in doc.topology] == [1, 1]
-    assert doc.send_rate_per_minute == 100
+    assert state.tick(late + 0.5) == [E + 1]
+    assert [len(layer) for layer in state.documents[E + 1].topology] == [1, 1]
+
+
+P = CLOCK.period
+
+
+@pytest.mark.parametrize("elapsed, expected", [
+    (0, P / 2), (P / 2 - 1, 1), (P / 2, 0), (P / 2 + 1, P / 8 - 1), (5 * P / 8, 0),
+    (5 * P / 8 + 1, (3 * P / 8 - 1) + P / 2),  # past both marks: the next epoch's P/2 mark
+])
+def test_the_worker_is_told_when_the_next_deadline_comes(data_dir, elapsed, expected):
+    state = new_state(data_dir, START + 10)
+    assert state.next_deadline(START + elapsed) == pytest.approx(expected)
 
 
 def test_following_document_chains_the_srv_and_keeps_layers(data_dir):
@@ -302,12 +337,11 @@ def test_store_file_is_private(data_dir):
 
 def _descs(names, epoch=E):
     from _pki_fixtures import signed_descriptor
-    return [signed_descriptor(n, epoch, START) for n in names]
+    return [signed_descriptor(n, epoch, START, provider=n.startswith("provider")) for n in names]
 
 
-def test_first_topology_deals_the_shuffled_mixes_round_robin(data_dir):
-    state = new_state(data_dir, START + 10, mixes=MIXES + ["mix4"])
-    topology = state._topology(E, _descs(MIXES + ["mix4"]))
+def test_first_topology_deals_the_shuffled_mixes_round_robin():
+    topology = generate.topology(_descs(MIXES + ["mix4"]), 2, None, random.Random(3))
     assert [len(layer) for layer in topology] == [3, 2]
     assert sorted(d.name for layer in topology for d in layer) == sorted(MIXES + ["mix4"])
 
@@ -320,7 +354,7 @@ def test_next_topology_keeps_layers_up_to_the_target_and_fills_short_layers(data
     stayers = [n for n in MIXES if before[n] == 0]  # both mixes of layer 0 stay...
     leaver = next(n for n in MIXES if before[n] == 1)  # ...one of layer 1 leaves
     survivors = stayers + [n for n in MIXES if before[n] == 1 and n != leaver] + ["mix4"]
-    topology = state._topology(E + 1, _descs(survivors, E + 1))
+    topology = generate.topology(_descs(survivors, E + 1), 2, state.documents[E], random.Random(5))
     after = {d.name: i for i, layer in enumerate(topology) for d in layer}
     assert [len(layer) for layer in topology] == [2, 2]
     assert all(after[n] == before[n] for n in survivors if n != "mix4")
@@ -334,16 +368,14 @@ def test_document_with_fewer_mixes_than_layers_is_refused_not_fatal(data_dir):
     assert state.store.document(E) is None
 
 
-def test_prior_shared_random_rotates_on_the_uint64_weekly_rule(data_dir):
-    state = new_state(data_dir, START + 10)
-    state.genesis_epoch, state.prior_srv = E, [b"A" * 32, b"B" * 32]
-    srv = b"S" * 32
+def test_prior_shared_random_rotates_on_the_uint64_weekly_rule():
+    prior, srv = [b"A" * 32, b"B" * 32], b"S" * 32
+    rotate = generate.next_prior_shared_random
     # (genesis - epoch) mod 2**64 mod 504 == 0 happens at epoch = genesis + 16 (2**64 = 16 mod 504)
-    assert state._prior_shared_random(E + 16, srv) == [srv, b"A" * 32]
-    assert state._prior_shared_random(E + 504, srv) == [b"A" * 32, b"B" * 32]
-    assert state._prior_shared_random(E + 1, srv) == [b"A" * 32, b"B" * 32]
-    state.prior_srv = []
-    assert state._prior_shared_random(E + 1, srv) == [srv, srv]
+    assert rotate(E + 16, E, srv, prior) == [srv, b"A" * 32]
+    assert rotate(E + 504, E, srv, prior) == [b"A" * 32, b"B" * 32]
+    assert rotate(E + 1, E, srv, prior) == [b"A" * 32, b"B" * 32]
+    assert rotate(E + 1, E, srv, []) == [srv, srv]
 
 
 class _FixedRandom(random.Random):
@@ -365,8 +397,39 @@ def test_srv_chains_epoch_authority_reveal_and_the_previous_value(data_dir):
     assert first.shared_random_value == hashlib.sha3_256(
         b"shared-random" + E.to_bytes(8, "big") + AUTHORITY + reveal + bytes(32)).digest()
     post_all(state, E + 1, START + 20)
-    state.tick(START + CLOCK.period - 60)
+    state.tick(HALF_LEFT + 1)
     reveal = (E + 1).to_bytes(8, "big") + hashlib.sha3_256(bytes(32)).digest()
     assert state.documents[E + 1].shared_random_value == hashlib.sha3_256(
         b"shared-random" + (E + 1).to_bytes(8, "big") + AUTHORITY + reveal
         + first.shared_random_value).digest()
+
+
+# --- the public, clock-free generation ------------------------------------------------------
+
+def test_generate_document_builds_a_valid_document_from_descriptors_alone():
+    from katzenpost.pki.document import sign_document
+    descs = _descs(MIXES + PROVIDERS)
+    params = ac.Parameters(send_rate_per_minute=9, mu=0.002, mu_max_delay=1000)
+    doc = generate.generate_document(E, descs, params, layers=2, authority_identity=AUTHORITY,
+                                     genesis_epoch=E, rng=random.Random(1))
+    again = generate.generate_document(E, descs, params, layers=2, authority_identity=AUTHORITY,
+                                       genesis_epoch=E, rng=random.Random(1))
+    assert doc == again  # a function of its inputs
+    assert [len(layer) for layer in doc.topology] == [2, 2] and len(doc.providers) == 2
+    assert (doc.send_rate_per_minute, doc.mu, doc.mu_max_delay) == (9, 0.002, 1000)
+    raw = sign_document(AUTHORITY_SEED, doc, CLOCK, START)
+    parsed = verify_and_parse_document(raw, AUTHORITY, START + 1)
+    assert parsed.epoch == E and parsed.prior_shared_random == [doc.shared_random_value] * 2
+    following = generate.generate_document(
+        E + 1, _descs(MIXES + PROVIDERS, E + 1), params, layers=2, authority_identity=AUTHORITY,
+        genesis_epoch=E, previous=parsed, prior_shared_random=parsed.prior_shared_random,
+        rng=random.Random(2))
+    layer_of = lambda d: {x.name: i for i, layer in enumerate(d.topology) for x in layer}
+    assert layer_of(following) == layer_of(parsed)
+
+
+@pytest.mark.parametrize("names", [MIXES, ["mix0"] + PROVIDERS])
+def test_generate_document_refuses_without_a_provider_or_with_an_empty_layer(names):
+    with pytest.raises(generate.GenerationError, match="not generating"):
+        generate.generate_document(E, _descs(names), ac.Parameters(), layers=2,
+                                   authority_identity=AUTHORITY, genesis_epoch=E)

@@ -1,19 +1,19 @@
-"""The non-voting authority's state machine (server.md §4.6): uploads, documents, bootstrap.
+"""The non-voting authority's state machine (docs/authority.md): uploads, documents, bootstrap.
 
-Sans-I/O (every entry point takes the Unix time; sockets live in `authority.py`). It stores no
-certificate it has not verified, restored ones included.
+Sans-I/O: every entry point takes the Unix time; sockets live in `daemon.py` and the document
+itself is built by `generate.py`. It stores no certificate it has not verified, restored ones
+included.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import logging
 import random
 from dataclasses import dataclass
 
+from katzenpost.authority.config import AuthorityConfig
+from katzenpost.authority.generate import GenerationError, generate_document
+from katzenpost.authority.store import AuthorityStore
 from katzenpost.pki import cert
-from katzenpost.pki.authority_config import AuthorityConfig
-from katzenpost.pki.authority_store import AuthorityStore
 from katzenpost.pki.descriptor import (
     LAYER_PROVIDER,
     DescriptorError,
@@ -30,10 +30,6 @@ from katzenpost.pki.epochtime import EpochClock
 from katzenpost.wire.commands import ConsensusStatus, DescriptorStatus
 
 log = logging.getLogger("katzenpost.authority")
-
-SRV_LABEL = b"shared-random"
-WEEK_OF_EPOCHS = 504  # PriorSharedRandom rotates once a week of 20-minute epochs
-UINT64 = 2**64
 
 
 @dataclass(frozen=True)
@@ -125,7 +121,7 @@ class AuthorityState:
 
     def post_descriptor(self, epoch: int, payload: bytes, peer_identity: bytes,
                         now: float) -> PostResult:
-        """onPostDescriptor: the table of server.md §4.6, step by step."""
+        """onPostDescriptor of the reference non-voting authority, step by step (docs/authority.md)."""
         current = self.clock.epoch_at(now)[0]
         if epoch not in (current - 1, current, current + 1):
             return PostResult(DescriptorStatus.INVALID, f"epoch {epoch} is not within "
@@ -181,13 +177,34 @@ class AuthorityState:
                 and current not in self.documents and self._all_nodes_posted(current)):
             if self._generate(current, now):
                 generated.append(current)
-        publish_deadline = self.clock.period / 4
-        if (till < publish_deadline and current + 1 not in self.documents
-                and self._enough_nodes(current + 1)):
+        if current + 1 not in self.documents and self._next_document_due(current + 1, till):
             if self._generate(current + 1, now):
                 generated.append(current + 1)
         self._prune(current)
         return generated
+
+    def _next_document_due(self, epoch: int, till: float) -> bool:
+        """The rule of docs/authority.md: with less than half of the epoch left once every
+        whitelisted node has posted for `epoch` (the reference's deadline); otherwise at the
+        straggler deadline, 3P/8 before the end, when nodes start fetching the next document.
+        Either way only with the minimum of nodes."""
+        if till >= self.clock.period / 2 or not self._enough_nodes(epoch):
+            return False
+        return self._all_nodes_posted(epoch) or till <= self.straggler_deadline()
+
+    def straggler_deadline(self) -> float:
+        """Seconds before the epoch's end from which the next document no longer waits for
+        whitelisted nodes that have not posted (3P/8: nodes fetch it from then on)."""
+        return 3 * self.clock.period / 8
+
+    def next_deadline(self, now: float) -> float:
+        """Seconds from `now` to the next moment the rule can change its answer (till crosses
+        P/2 or 3P/8), so the worker wakes there and not only at its tick."""
+        _, elapsed, till = self.clock.epoch_at(now)
+        marks = (self.clock.period / 2, self.straggler_deadline())
+        ahead = [till - mark for mark in marks if till - mark >= 0]
+        # Past both marks: the next epoch's first mark.
+        return min(ahead) if ahead else till + self.clock.period - max(marks)
 
     def _all_nodes_posted(self, epoch: int) -> bool:
         posted = set(self.descriptors.get(epoch, {}))
@@ -209,66 +226,16 @@ class AuthorityState:
 
     # --- document generation ---------------------------------------------------------------
 
-    def _topology(self, epoch: int, mixes: list[MixDescriptor]) -> list[list[MixDescriptor]]:
-        layers = self.cfg.debug.layers
-        result: list[list[MixDescriptor]] = [[] for _ in range(layers)]
-        previous = self.documents.get(epoch - 1)
-        rest = list(mixes)
-        self._rng.shuffle(rest)
-        if previous is not None:
-            target = len(mixes) // layers
-            prior_layer = {d.identity_key: i for i, layer in enumerate(previous.topology)
-                           for d in layer}
-            unplaced = []
-            for desc in rest:  # keep each node's layer while the layer is short of target
-                layer = prior_layer.get(desc.identity_key)
-                if layer is not None and layer < layers and len(result[layer]) < target:
-                    result[layer].append(desc)
-                else:
-                    unplaced.append(desc)
-            rest = unplaced
-            for layer in result:
-                while len(layer) < target and rest:
-                    layer.append(rest.pop())
-        for index, desc in enumerate(rest):
-            result[index % layers].append(desc)
-        return result
-
-    def _shared_random(self, epoch: int) -> bytes:
-        reveal = epoch.to_bytes(8, "big") + hashlib.sha3_256(self._rng.randbytes(32)).digest()
-        previous = bytes(32)
-        if epoch != self.genesis_epoch:
-            prev_doc = self.documents.get(epoch - 1)
-            if prev_doc is None:
-                log.warning("No document for epoch %d: chaining the SRV of %d from zero",
-                            epoch - 1, epoch)
-            else:
-                previous = prev_doc.shared_random_value
-        return hashlib.sha3_256(SRV_LABEL + epoch.to_bytes(8, "big") + self.identity_public
-                                + reveal + previous).digest()
-
-    def _prior_shared_random(self, epoch: int, srv: bytes) -> list[bytes]:
-        if not self.prior_srv:
-            return [srv, srv]
-        if ((self.genesis_epoch - epoch) % UINT64) % WEEK_OF_EPOCHS == 0:
-            return [srv, self.prior_srv[0]]
-        return list(self.prior_srv)
-
     def _generate(self, epoch: int, now: float) -> bool:
-        descs = list(self.descriptors.get(epoch, {}).values())
-        providers = [d for d in descs if d.layer == LAYER_PROVIDER]
-        mixes = [d for d in descs if d.layer == 0]
-        if not providers or len(mixes) < self.cfg.debug.layers:
-            log.warning("Not generating the document for epoch %d: %d mixes, %d providers",
-                        epoch, len(mixes), len(providers))
+        try:
+            doc = generate_document(
+                epoch, self.descriptors.get(epoch, {}).values(), self.cfg.parameters,
+                layers=self.cfg.debug.layers, authority_identity=self.identity_public,
+                genesis_epoch=self.genesis_epoch, previous=self.documents.get(epoch - 1),
+                prior_shared_random=self.prior_srv, rng=self._rng)
+        except GenerationError as exc:
+            log.warning("%s", exc)
             return False
-        srv = self._shared_random(epoch)
-        prior = self._prior_shared_random(epoch, srv)
-        # The config's Parameters carry exactly the document's parameter fields.
-        doc = Document(epoch=epoch, genesis_epoch=self.genesis_epoch,
-                       topology=self._topology(epoch, mixes), providers=providers,
-                       shared_random_value=srv, prior_shared_random=prior,
-                       **dataclasses.asdict(self.cfg.parameters))
         raw = sign_document(self._seed, doc, self.clock, now)
         try:
             signed = verify_and_parse_document(raw, self.identity_public, now)
@@ -277,7 +244,8 @@ class AuthorityState:
             return False
         self.store.put_document(epoch, raw)
         self.documents[epoch] = signed
-        self.prior_srv = prior
+        self.prior_srv = list(doc.prior_shared_random)
         log.info("Generated the document for epoch %d: %d mixes in %d layers, %d providers",
-                 epoch, len(mixes), len(doc.topology), len(providers))
+                 epoch, sum(len(layer) for layer in doc.topology), len(doc.topology),
+                 len(doc.providers))
         return True

@@ -2,7 +2,9 @@
 """Benchmark and test stand-in for `_core.sphinx.unwrap_batch`: same signature, configurable cost.
 
 It reads a plaintext "routing" block written by `encode_standin_packet` instead of doing Sphinx
-crypto, so it must never run in production; the node always runs the real unwrap.
+crypto, so it must never run in production; the node always runs the real unwrap. Its source
+lives under bench/ and setup.py compiles it (as `katzenpost._core.unwrap_standin`) only in
+in-place builds, for the tests and benchmarks: no wheel carries it.
 """
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint32_t
 from libc.string cimport memcpy

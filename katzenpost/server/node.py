@@ -1,0 +1,537 @@
+"""The mix node runtime: assembles the node after the CLI has loaded its config and keys, runs it
+until a signal or a fatal error, and halts it (spec: Katzenpost mix server, start and halt order;
+docs/node.md).
+
+Start (continuing the CLI's steps 1-5): 6 mix keys, 7 management socket file, 8 PKI client,
+9 provider (IsProvider), 10-11 scheduler and crypto workers (the pipeline), 12 connector,
+13 decoy, 14 listeners, 15 PKI worker, 16 periodic tasks, 17 management and metrics listeners.
+Halt, in the reference's order: periodic, management, decoy, listeners, connector, crypto workers,
+provider, scheduler, PKI, mix keys. A failure after step 6 runs the full halt.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib
+import logging
+import os
+import signal
+import time
+
+from katzenpost import keys as keys_module
+from katzenpost import log as kp_log
+from katzenpost.config import check_ip_port, split_host_port
+from katzenpost.pki.client import AuthorityClient
+from katzenpost.pki.epochtime import EpochClock
+from katzenpost.pki.worker import NodeSelf, PKIWorker
+from katzenpost.server.incoming import ListenerError, Listeners, ListenerSettings
+from katzenpost.server.mixkeys import MixKeyError, MixKeys
+from katzenpost.server.outgoing import Connector, ConnectorSettings
+from katzenpost.server.counters import DropReason
+from katzenpost.server.pipeline import Pipeline, PipelineSettings
+
+log = logging.getLogger("katzenpost.server")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+REPLAY_SYNC_INTERVAL = 60.0     # seconds between replay-filter flushes to disk
+CLOCK_CHECK_INTERVAL = 1.0      # the reference's periodic timer: warn on civil-clock jumps
+CLOCK_JUMP_FORWARD = 2.0
+WATCHDOG_INTERVAL = 1.0         # how often the pipeline's threads are checked
+EVENT_LOOP_ENV = "KATZENPOST_EVENT_LOOP"   # "uvloop" (default when installed) or "asyncio"
+
+
+SELFTEST_SECONDS = 0.25         # the start-up capacity measurement
+SELFTEST_BATCH = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class UnwrapCapacity:
+    """What the start-up self-test measured: one worker's unwrap rate and the node's estimate."""
+
+    per_worker: float
+    workers: int
+    cores: int
+
+    @property
+    def packets_per_second(self) -> int:
+        return int(self.per_worker * min(self.workers, self.cores))
+
+    def describe(self) -> str:
+        return (f"Sphinx self-test: unwraps ~{self.packets_per_second} packets/s with {self.workers} "
+                f"workers ({self.per_worker:.0f}/s per worker, {self.cores} CPU cores)")
+
+
+def measure_unwrap_capacity(workers: int, seconds: float = SELFTEST_SECONDS) -> UnwrapCapacity:
+    """Time the production batch unwrap on real packets for a throw-away key (one thread)."""
+    import numpy as np
+
+    from katzenpost import sphinx
+    from katzenpost.sphinx import batch as sphinx_batch
+
+    key = os.urandom(32)
+    hop = sphinx.PathHop(id=os.urandom(32), public_key=sphinx.public_key(key),
+                         commands=[sphinx.NodeDelay(1)])
+    last = sphinx.PathHop(id=os.urandom(32), public_key=sphinx.public_key(os.urandom(32)))
+    payload = bytes(sphinx.geometry.FORWARD_PAYLOAD_LENGTH)
+    original = np.frombuffer(b"".join(sphinx.new_packet([hop, last], payload)
+                                      for _ in range(SELFTEST_BATCH)), np.uint8).reshape(SELFTEST_BATCH, -1)
+    packets = original.copy()
+    keys = sphinx_batch.keys_array([key])
+    result = sphinx_batch.UnwrapBatch(SELFTEST_BATCH)
+    done = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        packets[:] = original                   # unwrap works in place: start from the originals
+        if sphinx_batch.unwrap_batch(packets, SELFTEST_BATCH, keys, result) != SELFTEST_BATCH:
+            raise NodeStartError(f"Sphinx self-test failed: {result.message(0) or 'unwrap error'}")
+        done += SELFTEST_BATCH
+    elapsed = time.perf_counter() - started
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return UnwrapCapacity(done / elapsed, workers, cores)
+
+
+class NodeStartError(Exception):
+    """The node cannot start; the message is the ERROR line."""
+
+
+def advertised_addresses(server_config) -> dict[str, list[str]]:
+    """The descriptor's address map: Addresses by IP version, then AltAddresses (or only those
+    with OnlyAdvertiseAltAddresses)."""
+    result: dict[str, list[str]] = {}
+    if not server_config.only_advertise_alt_addresses:
+        for address in server_config.addresses:
+            transport = "tcp4" if check_ip_port(address).version == 4 else "tcp6"
+            result.setdefault(transport, []).append(address)
+    for transport, addresses in server_config.alt_addresses.items():
+        result.setdefault(transport, []).extend(addresses)
+    return result
+
+
+class Node:
+    """One running mix. Also the `control` object of the management commands and metrics."""
+
+    def __init__(self, config, identity_key, link_key) -> None:
+        self.config = config
+        self.identity_key = identity_key
+        self.link_key = link_key
+        self.identifier = config.server.identifier
+        self.is_provider = config.server.is_provider
+        self.user_commands = None                  # the provider's; None on a mix
+        self.provider_role = None                  # ProviderRole on a provider
+        self.clock = EpochClock(config.epoch_period)
+        self.exit_code = EXIT_OK
+        self.started_at = time.monotonic()
+        self.mix_keys: MixKeys | None = None
+        self.management = None
+        self.metrics = None
+        self.pki_client: AuthorityClient | None = None
+        self.pipeline: Pipeline | None = None
+        self.connector: Connector | None = None
+        self.decoy = None
+        self.listeners: Listeners | None = None
+        self.pki: PKIWorker | None = None
+        self.drop_reporter = None
+        self.capacity: UnwrapCapacity | None = None
+        self.worker_restarts = 0
+        self._periodic: list[asyncio.Task] = []
+        self._shutdown: asyncio.Event | None = None
+        self._halted = False
+        self._rate_marks = (time.monotonic(), 0, 0)
+
+    # --- run -------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        self._shutdown = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self.request_shutdown, f"received {signal.Signals(signum).name}")
+        loop.add_signal_handler(signal.SIGHUP, self._reopen_log)
+        try:
+            try:
+                await self.start()
+            except NodeStartError as exc:
+                log.error("%s", exc)
+                self.exit_code = EXIT_FAILED
+                return self.exit_code
+            except Exception:
+                log.exception("Failed to start the node")
+                self.exit_code = EXIT_FAILED
+                return self.exit_code
+            await self._shutdown.wait()
+            return self.exit_code
+        finally:
+            await self.halt()
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                loop.remove_signal_handler(signum)
+
+    def request_shutdown(self, reason: str = "shutdown requested") -> None:
+        """Begin the graceful halt (signals, the management SHUTDOWN, fatal errors)."""
+        if self._shutdown is not None and not self._shutdown.is_set():
+            log.info("Shutdown requested: %s", reason)
+            self._shutdown.set()
+
+    def fatal(self, reason: str) -> None:
+        log.error("Shutting down due to error: %s", reason)
+        self.exit_code = EXIT_FAILED
+        self.request_shutdown(reason)
+
+    def _reopen_log(self) -> None:
+        """SIGHUP: reopen the log file, off the event loop; failing to is fatal (as in Go)."""
+        async def reopen():
+            try:
+                await asyncio.to_thread(kp_log.reopen_log_file)
+            except OSError as exc:
+                log.error("%s: %s", kp_log.ROTATE_FAILURE_MESSAGE, exc)
+                self.exit_code = EXIT_FAILED
+                self.request_shutdown("log reopen failed")
+            else:
+                log.info("Log file reopened (SIGHUP)")
+        self._periodic.append(asyncio.get_running_loop().create_task(reopen()))
+
+    # --- start -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.config
+        # 6. Mix keys: load or create [now, now+2], purge stale ones.
+        self.mix_keys = MixKeys(cfg.server.data_dir, self.clock, in_memory=cfg.debug.mix_keys_in_memory)
+        try:
+            self.mix_keys.start()
+        except (MixKeyError, OSError) as exc:
+            raise NodeStartError(f"Failed to initialize mix keys: {exc}") from None
+        # From here on a failure runs the full halt (run()'s finally).
+        self._prepare_management()                                  # 7
+        pki_host, pki_port = split_host_port(cfg.pki.nonvoting.address)  # 8
+        self.pki_client = AuthorityClient(pki_host, pki_port, cfg.pki.nonvoting.public_key,
+                                          clock=self.clock)
+        await self._start_provider()                                # 9
+        await self._start_pipeline()                                # 10, 11
+        self.connector = Connector(pki=None, pipeline=self.pipeline, link_key=self.link_key.private,
+                                   identity_public=self.identity_key.public,
+                                   settings=ConnectorSettings.from_config(cfg.debug, self.clock))  # 12
+        self._start_decoy()                                         # 13
+        self.pki = PKIWorker(self._node_self(), self.pki_client, self.mix_keys, self.clock,
+                             on_new_documents=self._on_new_documents,
+                             on_epoch_change=self._on_epoch_change,
+                             on_mix_keys_changed=self.push_mix_keys)
+        self.connector.pki = self.pki
+        self.listeners = Listeners(cfg.server.addresses, link_key=self.link_key.private,
+                                   identity_public=self.identity_key.public, pki=self.pki,
+                                   pipeline=self.pipeline,
+                                   settings=ListenerSettings.from_config(cfg.debug),
+                                   clients=self.provider_role.provider if self.provider_role else None)
+        try:
+            await self.listeners.start()                            # 14
+        except ListenerError as exc:
+            raise NodeStartError(str(exc)) from None
+        self.connector.start()
+        self.pki.start()                                            # 15
+        self._start_periodic()                                      # 16
+        await self._start_management_and_metrics()                  # 17
+        kp_log.notice(log, "Node started: %s", self.identifier)
+
+    def _prepare_management(self) -> None:
+        path = self.config.management.path
+        if path and (os.path.lexists(path)):
+            log.warning("Warning: management socket file '%s' already exists, deleting it.", path)
+            try:
+                os.unlink(path)
+            except OSError as exc:
+                raise NodeStartError(f"cannot delete the management socket file '{path}': "
+                                     f"{exc.strerror or exc}") from None
+        if self.config.management.enable:
+            from katzenpost.server.management import ManagementServer
+            from katzenpost.server.node_commands import register_node_commands
+            self.management = ManagementServer(path, self.identifier)
+            register_node_commands(self.management, self)
+
+    async def _start_provider(self) -> None:
+        if not self.is_provider:
+            return
+        from katzenpost.server.provider_role import ProviderError, ProviderRole
+        try:
+            self.provider_role = ProviderRole(self)
+            await self.provider_role.start()
+        except ProviderError as exc:
+            raise NodeStartError(str(exc)) from None
+        self.user_commands = self.provider_role.provider.user_commands
+
+    async def _start_pipeline(self) -> None:
+        from katzenpost._core.wheel import TimerWheel
+        from katzenpost.server.workers import SphinxUnwrapEngine
+
+        settings = PipelineSettings.from_config(self.config.debug)
+        settings.EpochPeriod = self.clock.period
+        self.capacity = measure_unwrap_capacity(settings.normalized().NumSphinxWorkers)
+        kp_log.notice(log, "%s", self.capacity.describe())
+        self.pipeline = Pipeline(settings, engine=SphinxUnwrapEngine(), wheel_factory=TimerWheel,
+                                 is_provider=self.is_provider, on_local=self._on_local)
+        self._node_counters = self.pipeline.counters.stage("node")
+        try:
+            await self.pipeline.start()
+        except Exception as exc:
+            raise NodeStartError(f"Failed to start the packet pipeline: {exc}") from None
+        self.push_mix_keys()
+        if self.provider_role is not None:
+            self.provider_role.attach(self.pipeline)
+
+    def _start_decoy(self) -> None:
+        if not self.config.debug.send_decoy_traffic or self.is_provider:
+            return                  # providers ignore SendDecoyTraffic, as the reference
+        from katzenpost.server.decoy import Decoy
+        self.decoy = Decoy(identity_public=self.identity_key.public, pipeline=self.pipeline,
+                           clock=self.clock, decoy_slack_ms=self.config.debug.decoy_slack)
+        self.decoy.start()
+
+    async def _start_management_and_metrics(self) -> None:
+        if self.management is not None:
+            try:
+                await self.management.start()
+            except OSError as exc:
+                raise NodeStartError(f"Failed to start the management socket: {exc}") from None
+        metrics_config = getattr(self.config, "metrics", None)
+        if metrics_config is not None:
+            from katzenpost.server.metrics import MetricsServer
+            self.metrics = MetricsServer(metrics_config.address, self)
+            try:
+                await self.metrics.start()
+            except OSError as exc:
+                # As the reference: a busy metrics port does not stop the node.
+                log.warning("Metrics endpoint not started on %s: %s", metrics_config.address, exc)
+                self.metrics = None
+        try:
+            drop_report = importlib.import_module("katzenpost.server.drop_report")
+        except ModuleNotFoundError:
+            return
+        self.drop_reporter = drop_report.DropReporter(self.pipeline.counters)
+        self.drop_reporter.start()
+
+    def _node_self(self) -> NodeSelf:
+        return NodeSelf(identifier=self.identifier, identity_seed=self.identity_key.seed,
+                        identity_public=self.identity_key.public, link_public=self.link_key.public,
+                        addresses=advertised_addresses(self.config.server), is_provider=self.is_provider,
+                        kaetzchen_for_pki=(self.provider_role.provider.kaetzchen_for_pki
+                                           if self.provider_role is not None else None))
+
+    # --- periodic work ---------------------------------------------------------------------
+
+    def _start_periodic(self) -> None:
+        loop = asyncio.get_running_loop()
+        for name, body in (("mix-key-rotation", self._rotate_keys_forever),
+                           ("replay-sync", self._sync_replay_forever),
+                           ("clock-watch", self._watch_clock_forever),
+                           ("watchdog", self._watch_threads_forever)):
+            self._periodic.append(loop.create_task(body(), name=name))
+
+    async def _rotate_keys_forever(self) -> None:
+        """Re-push the candidate keys at every grace boundary and rollover."""
+        while True:
+            delay = self.mix_keys.seconds_to_next_change(self.clock.unix_now())
+            await asyncio.sleep(delay + 0.001)
+            self.push_mix_keys()
+
+    async def _sync_replay_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REPLAY_SYNC_INTERVAL)
+            try:
+                await asyncio.to_thread(self.mix_keys.sync)
+            except OSError as exc:
+                self.fatal(f"replay filter sync failed: {exc}")
+
+    async def _watch_clock_forever(self) -> None:
+        last = time.time()
+        while True:
+            await asyncio.sleep(CLOCK_CHECK_INTERVAL)
+            now = time.time()
+            delta = now - last - CLOCK_CHECK_INTERVAL
+            if now < last:
+                log.warning("Civil time jumped backwards by %.3f s", last - now)
+            elif delta > CLOCK_JUMP_FORWARD:
+                log.warning("Civil time jumped forward by %.3f s", delta)
+            last = now
+
+    async def _watch_threads_forever(self) -> None:
+        """A crypto worker thread that died is restarted (counted, logged); a scheduler thread
+        that died cannot be, and the node halts rather than run half-alive."""
+        while True:
+            await asyncio.sleep(WATCHDOG_INTERVAL)
+            scheduler, *workers = self.pipeline.threads()
+            if scheduler is not None and not scheduler.is_alive():
+                self.fatal(f"the scheduler thread {scheduler.name} died")
+                return
+            if all(w.is_alive() for w in workers):
+                continue
+            try:
+                restarted = await self.pipeline.restart_dead_workers()
+            except Exception as exc:
+                self.fatal(f"a crashed crypto worker could not be restarted: {exc!r}")
+                return
+            self.worker_restarts += restarted
+            log.error("Restarted %d crashed crypto worker thread(s) (%d in total)", restarted,
+                      self.worker_restarts)
+            self.push_mix_keys()
+
+    # --- callbacks from the PKI worker and the pipeline ------------------------------------
+
+    def push_mix_keys(self) -> None:
+        """Hand the workers the keys valid now (also after every key rotation)."""
+        keyset = self.mix_keys.keyset_at(self.clock.unix_now())
+        if keyset is None:
+            log.error("No mix key for the current epoch %d: packets are dropped", self.clock.current())
+            return
+        self.pipeline.set_mix_keys(keyset)
+
+    def _on_new_documents(self) -> None:
+        self.connector.update()
+        if self.listeners is not None:
+            asyncio.get_running_loop().create_task(self.listeners.reauthenticate_all())
+
+    def _on_epoch_change(self, doc) -> None:
+        self.pipeline.set_max_delay(doc.mu_max_delay)
+        if self.provider_role is not None:
+            self.provider_role.on_epoch_change(doc)
+        if self.decoy is not None:
+            self.decoy.on_new_document(doc)
+
+    def _on_local(self, batch) -> None:
+        """Terminal packets: a provider's go to its spool and Kaetzchen; SURB replies at a mix
+        belong to the decoy loop (none: dropped)."""
+        if self.provider_role is not None:
+            self.provider_role.provider.on_local(batch)
+        elif self.decoy is not None:
+            self.decoy.on_local(batch)
+        else:
+            self._node_counters.drop(DropReason.TERMINAL_AT_MIX, len(batch))
+
+    # --- halt ------------------------------------------------------------------------------
+
+    async def halt(self) -> None:
+        """The reference's halt order; every step tolerates a component that never started."""
+        if self._halted:
+            return
+        self._halted = True
+        kp_log.notice(log, "Starting graceful shutdown.")
+        for task in self._periodic:
+            task.cancel()
+        await asyncio.gather(*self._periodic, return_exceptions=True)
+        if self.drop_reporter is not None:
+            await self._step("drop report", self.drop_reporter.stop)
+        if self.metrics is not None:
+            await self._step("metrics", self.metrics.stop)
+        if self.management is not None:
+            await self._step("management", self.management.stop)
+        if self.decoy is not None:
+            await self._step("decoy", self.decoy.stop)
+        if self.listeners is not None:
+            await self._step("listeners", self.listeners.stop)
+        if self.connector is not None:
+            await self._step("connector", self.connector.stop)
+        if self.pipeline is not None:
+            await self._step("crypto workers", self.pipeline.halt_crypto_workers)
+        if self.provider_role is not None:
+            await self._step("provider", self.provider_role.halt)
+        if self.pipeline is not None:
+            await self._step("scheduler", self.pipeline.halt_scheduler)
+            self._log_drops()
+        if self.pki is not None:
+            await self._step("PKI worker", self.pki.stop)
+        if self.mix_keys is not None:
+            await self._step("mix keys", self.mix_keys.close)
+        kp_log.notice(log, "Shutdown complete.")
+
+    async def _step(self, name: str, action) -> None:
+        try:
+            result = action()
+            if asyncio.iscoroutine(result):
+                await result
+        except Exception:
+            log.exception("Halting the %s failed", name)
+
+    def _log_drops(self) -> None:
+        snapshot = self.pipeline.counters.snapshot()
+        drops = {k: v for k, v in snapshot["drops"].items() if v}
+        kp_log.notice(log, "Packets: %d received, %d sent, %d dropped %s",
+                      snapshot["events"]["received"], snapshot["events"]["sent"],
+                      sum(drops.values()), drops or "")
+
+    # --- management and metrics (the `control` interface) ----------------------------------
+
+    def set_send_rate(self, per_minute: int) -> None:
+        """SEND_RATE: every client connection picks it up at its next re-authentication."""
+        if self.provider_role is not None:
+            self.provider_role.provider.set_send_rate(per_minute)
+
+    def set_send_burst(self, burst: int) -> None:
+        if self.provider_role is not None:
+            self.provider_role.provider.set_send_burst(burst)
+
+    def pipeline_counters(self):
+        return self.pipeline.counters
+
+    def status(self) -> dict:
+        from katzenpost._core import sphinx as core_sphinx
+
+        snapshot = self.pipeline.counters.snapshot() if self.pipeline is not None else None
+        events = snapshot["events"] if snapshot else {}
+        now = time.monotonic()
+        last_t, last_in, last_out = self._rate_marks
+        received, sent = events.get("received", 0), events.get("sent", 0)
+        elapsed = max(now - last_t, 1e-9)
+        self._rate_marks = (now, received, sent)
+        connector = self.connector.status() if self.connector is not None else {"up": [], "down": []}
+        conn_totals = [c.connects for c in (self.connector.connections.values() if self.connector else ())]
+        return {
+            "identifier": self.identifier,
+            "is_provider": self.is_provider,
+            "epoch": self.clock.current(),
+            "uptime_seconds": round(now - self.started_at, 3),
+            "peers": {"up": len(connector["up"]), "down": len(connector["down"]),
+                      "known": len(connector["up"]) + len(connector["down"]),
+                      "up_names": connector["up"], "down_names": connector["down"]},
+            "connections": {"incoming": len(self.listeners.connections) if self.listeners else 0,
+                            "outgoing": len(connector["up"])},
+            "connection_totals": {"outgoing": sum(conn_totals)},
+            "queues": self._queue_depths(),
+            "packets_per_second": {"in": round((received - last_in) / elapsed, 1),
+                                   "out": round((sent - last_out) / elapsed, 1)},
+            "packets": {"received": received, "sent": sent},
+            "drops": {k: v for k, v in (snapshot["drops"].items() if snapshot else ()) if v},
+            "mix_keys": sorted(self.mix_keys.keys) if self.mix_keys is not None else [],
+            "mix_keys_in_memory": self.config.debug.mix_keys_in_memory,
+            "x25519_backend": core_sphinx.x25519_backend(),
+            "unwrap_capacity_pps": self.capacity.packets_per_second if self.capacity else None,
+            "worker_restarts": self.worker_restarts,
+            "listener_refused": self.listeners.refused if self.listeners else 0,
+            "decoy": self.decoy.counters() if self.decoy is not None else None,
+            "provider": self.provider_role.status() if self.provider_role is not None else None,
+        }
+
+    def _queue_depths(self) -> dict:
+        if self.pipeline is None:
+            return {}
+        depths = self.pipeline.queue_depths()
+        return {"outgoing": sum(depths.get("outgoing", {}).values()),
+                "ingress_open_batch": depths.get("ingress_open_batch", 0)}
+
+
+# --- entry point ---------------------------------------------------------------------------
+
+def _loop_factory():
+    """uvloop unless KATZENPOST_EVENT_LOOP=asyncio or it is not installed (docs/node.md)."""
+    choice = os.environ.get(EVENT_LOOP_ENV, "uvloop").strip().lower()
+    if choice == "asyncio":
+        return None, "asyncio"
+    try:
+        import uvloop
+    except ImportError:
+        return None, "asyncio"
+    return uvloop.new_event_loop, "uvloop"
+
+
+def run(config, identity_key: keys_module.IdentityKey, link_key: keys_module.LinkKey) -> int:
+    """Run the node until SIGINT/SIGTERM (exit 0) or a start failure or fatal error (exit 1)."""
+    factory, name = _loop_factory()
+    log.info("Event loop: %s", name)
+    node = Node(config, identity_key, link_key)
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(node.run())
