@@ -745,8 +745,9 @@ static int creation_pass(size_t count, const sx_header_request *req, size_t hop,
     return sx_x25519_lanes(o, scalar, point) == 0 ? SX_OK : SX_ERR_INTERNAL;
 }
 
-/* Per-hop secrets, keys and (cumulatively blinded) group elements (spec 5.1 step 2) of up to
- * eight packets, each X25519 step one lane pass over the packets that have that hop. */
+/* Per-hop secrets, keys and (cumulatively blinded) group elements (the Sphinx Packet Format
+ * Specification, header creation, step 2) of up to eight packets, each X25519 step one lane
+ * pass over the packets that have that hop. */
 static int derive_hop_keys(size_t count, const sx_header_request *req, header_state *st)
 {
     static const uint8_t base_point[32] = {9};
@@ -796,7 +797,7 @@ static int derive_hop_keys(size_t count, const sx_header_request *req, header_st
     return rc;
 }
 
-/* Keystreams and the filler phi_i (spec 5.1 step 3). */
+/* Keystreams and the filler phi_i (header creation, step 3). */
 static int derive_streams(header_state *st, size_t n_hops)
 {
     for (size_t i = 0; i < n_hops; i++) {
@@ -812,7 +813,7 @@ static int derive_streams(header_state *st, size_t n_hops)
     return SX_OK;
 }
 
-/* Routing information, built backwards (spec 5.1 step 4); beta of hop i lives at
+/* Routing information, built backwards (header creation, step 4); beta of hop i lives at
  * beta[i * 82 : 410]. Leaves gamma_0 in gamma. */
 static int build_routing(const header_state *st, size_t n_hops, const uint8_t *ids,
                          const uint8_t *blocks, const size_t *block_lens,

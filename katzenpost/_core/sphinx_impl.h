@@ -69,7 +69,7 @@
 #define SX_X25519_IFMA 3      /* groups: libcrypto_mb's eight lanes; lone operations: the best
                                  scalar backend (libsodium, else OpenSSL) */
 
-/* KDF output split (spec 2.1); exactly the 144 OKM bytes in order. */
+/* KDF output split (the Sphinx Packet Format Specification, key derivation); exactly the 144 OKM bytes in order. */
 typedef struct {
     uint8_t header_mac[32];
     uint8_t header_key[16];
@@ -148,7 +148,7 @@ int sx_unwrap(const uint8_t *keys, size_t n_keys, uint8_t *pkt, size_t len,
 int sx_unwrap_group(const uint8_t *keys, size_t n_keys, uint8_t *const pkts[], size_t count,
                     size_t len, sx_unwrap_result *res);
 
-/* Header creation (spec 5.1). blocks: n_hops * 82 bytes of serialized user commands,
+/* Header creation (the Sphinx Packet Format Specification). blocks: n_hops * 82 bytes of serialized user commands,
  * zero-padded, block_lens their lengths; ids and public_keys n_hops * 32 bytes; filler
  * (5 - n_hops) * 82 bytes. Writes the 460-byte header and n_hops * 64 bytes of per-hop SPRP
  * key material (key 48 || iv 16), hop order. */
@@ -168,7 +168,7 @@ int sx_create_header_group(const sx_header_request *req, size_t count, uint8_t *
 void sx_encrypt_payload(const uint8_t *sprp_keys, size_t n_hops, const uint8_t *payload,
                         size_t payload_len, uint8_t *out);
 
-/* SURB payload decryption (spec 5.6) in place over buf (len >= 16); keys n_entries * 64.
+/* SURB payload decryption (the Sphinx Packet Format Specification) in place over buf (len >= 16); keys n_entries * 64.
  * Returns SX_OK or SX_ERR_PAYLOAD_AUTH; the plaintext is buf[16:]. */
 int sx_decrypt_surb_payload(const uint8_t *keys, size_t n_entries, uint8_t *buf, size_t len);
 
