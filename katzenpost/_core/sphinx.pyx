@@ -13,7 +13,7 @@ import os
 
 from libc.stdint cimport uint8_t, int8_t, int32_t, uint32_t
 from libc.stdlib cimport calloc, free
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy
 
 if sx_init() != 0:
     raise ImportError("katzenpost._core.sphinx: OpenSSL has no SHA256, SHA512-256 or AES-128-CTR")
@@ -67,7 +67,6 @@ _BACKENDS = {"openssl": SX_X25519_OPENSSL, "libsodium": SX_X25519_LIBSODIUM,
              "ifma": SX_X25519_IFMA}
 _BACKEND_NAMES = {code: name for name, code in _BACKENDS.items()}
 BACKEND_ENV = "KATZENPOST_X25519_BACKEND"
-LANES = SX_LANES
 
 
 cdef inline void _require(Py_ssize_t actual, Py_ssize_t expected, str what) except *:
