@@ -24,7 +24,7 @@ CORE = Path("katzenpost") / "_core"
 # Hand-written C sources compiled into a given extension (beside the .pyx in _core/).
 C_HELPERS = {
     "aez": ["aez_impl.c"],
-    "sphinx": ["aez_impl.c", "sphinx_impl.c"],
+    "sphinx": ["aez_impl.c", "sphinx_impl.c", "x25519_mb_impl.c"],
     "replay": ["replay_impl.c"],
     "wheel": ["wheel_impl.c"],
 }

@@ -28,3 +28,9 @@ if [ $want_tests = 1 ]; then
 else
   .venv/bin/python -m pip install -q -e .
 fi
+# The X25519 lane backend's libraries (extra "ifma", docs/sphinx-backends.md) where the CPU has
+# AVX-512 IFMA, read from pyproject.toml and installed without rebuilding the package.
+if grep -qw avx512ifma /proc/cpuinfo 2>/dev/null; then
+  .venv/bin/python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["ifma"]))' \
+    | xargs -d '\n' .venv/bin/python -m pip install -q
+fi

@@ -59,11 +59,13 @@ def counter_rng(seed):
     return read
 
 
-@pytest.fixture(params=["libsodium", "openssl"])
+@pytest.fixture(params=["ifma", "libsodium", "openssl"])
 def x25519_backend(request):
-    """Run a compiled test on each X25519 backend; a missing libsodium is a visible skip."""
+    """Run a compiled test on each X25519 backend; a missing one is a visible skip (ifma:
+    no AVX-512 IFMA or no libcrypto_mb, see core.ifma_status(); libsodium: not installed)."""
     if request.param not in core.available_x25519_backends():
-        pytest.skip(f"X25519 backend {request.param} not available (libsodium not installed?)")
+        pytest.skip(f"X25519 backend {request.param} not available: "
+                    f"{core.ifma_status() if request.param == 'ifma' else 'libsodium not installed'}")
     before = core.x25519_backend()
     core.set_x25519_backend(request.param)
     yield request.param

@@ -49,6 +49,8 @@ cdef extern from "sphinx_impl.h" nogil:
         SX_ERR_PAYLOAD_AUTH
         SX_X25519_OPENSSL
         SX_X25519_LIBSODIUM
+        SX_X25519_IFMA
+        SX_LANES
 
     ctypedef struct sx_packet_keys:
         uint8_t header_mac[32]
@@ -69,23 +71,39 @@ cdef extern from "sphinx_impl.h" nogil:
         uint8_t surb_id[16]
         uint8_t slot[82]
 
+    ctypedef struct sx_header_request:
+        uint8_t ephemeral[32]
+        size_t n_hops
+        size_t block_lens[5]
+        uint8_t ids[160]
+        uint8_t public_keys[160]
+        uint8_t blocks[410]
+        uint8_t filler[410]
+
     int sx_init()
+    int sx_load_ifma(const char *library, const char *const *runtime, size_t n_runtime)
     int sx_x25519_backend()
     int sx_x25519_available(int backend)
     int sx_set_x25519_backend(int backend)
     int sx_probe_libsodium(const char *name)
     void sx_wipe(void *buf, size_t length)
     int sx_x25519(uint8_t *out, const uint8_t *scalar, const uint8_t *point)
+    int sx_x25519_lanes(uint8_t *const *out, const uint8_t *const *scalar,
+                        const uint8_t *const *point)
     int sx_sha512_256(const uint8_t *msg, size_t length, uint8_t *out)
-    void sx_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *msg, size_t length,
-                        uint8_t *out)
-    void sx_hkdf_expand(const uint8_t *prk, size_t prk_len, const uint8_t *info, size_t info_len,
-                        uint8_t *out, size_t out_len)
-    void sx_kdf(const uint8_t *shared_secret, sx_packet_keys *keys)
+    int sx_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *msg, size_t length,
+                       uint8_t *out)
+    int sx_hkdf_expand(const uint8_t *prk, size_t prk_len, const uint8_t *info, size_t info_len,
+                       uint8_t *out, size_t out_len)
+    int sx_kdf(const uint8_t *shared_secret, sx_packet_keys *keys)
     int sx_aes128_ctr(const uint8_t *key, const uint8_t *iv, const uint8_t *inp, uint8_t *out,
                       size_t length)
     int sx_unwrap(const uint8_t *keys, size_t n_keys, uint8_t *pkt, size_t length,
                   sx_unwrap_result *res)
+    int sx_unwrap_group(const uint8_t *keys, size_t n_keys, uint8_t *const *pkts, size_t count,
+                        size_t length, sx_unwrap_result *res)
+    int sx_create_header_group(const sx_header_request *req, size_t count, uint8_t *headers,
+                               uint8_t *sprp_keys, int *status)
     int sx_create_header(const uint8_t *ephemeral, size_t n_hops, const uint8_t *ids,
                          const uint8_t *public_keys, const uint8_t *blocks,
                          const size_t *block_lens, const uint8_t *filler, uint8_t *header,
@@ -101,3 +119,14 @@ cdef extern from "aez_impl.h" nogil:
         AEZ_BACKEND_AESNI
     int aez_set_backend(int backend)
     int aez_backend_c "aez_backend"()
+
+cdef extern from "x25519_mb_impl.h" nogil:
+    # Why the lane backend's library was refused (XMB_OK: loaded and self-tested).
+    enum:
+        XMB_OK
+        XMB_NO_CPU_FEATURE
+        XMB_NOT_FOUND
+        XMB_NO_SYMBOL
+        XMB_SELF_TEST
+    int xmb_cpu_has_ifma()
+    int xmb_probe(const char *library, const char *const *runtime, size_t n_runtime)

@@ -1,8 +1,9 @@
-/* Katzenpost Sphinx (2021 suite, spec/sphinx.md section 5) in C: unwrap, header and packet
- * creation, and the primitives they use (X25519, SHA-512/256, HMAC-SHA256, HKDF-SHA256,
- * AES-128-CTR from OpenSSL libcrypto; AEZ v5 from aez_impl.c). Pure functions on caller
- * buffers: no Python, no I/O, no logging; safe to call without the GIL from many threads
- * once sx_init() has returned. */
+/* Katzenpost Sphinx (2021 suite, the Katzenpost Sphinx specification) in C: unwrap, header
+ * and packet creation, and the primitives they use (X25519, SHA-512/256, HMAC-SHA256,
+ * HKDF-SHA256, AES-128-CTR from OpenSSL libcrypto; AEZ v5 from aez_impl.c; X25519 also from
+ * libsodium or, eight lanes at a time, libcrypto_mb). Pure functions on caller buffers: no
+ * Python, no I/O, no logging; safe to call without the GIL from many threads once sx_init()
+ * (and, for the lane backend, sx_load_ifma()) has returned. */
 #ifndef KATZENPOST_SPHINX_IMPL_H
 #define KATZENPOST_SPHINX_IMPL_H
 
@@ -29,6 +30,7 @@
 #define SX_SPRP_MATERIAL_LEN (SX_SPRP_KEY_LEN + SX_SPRP_IV_LEN) /* 64 */
 #define SX_KDF_LEN 144
 #define SX_MAX_KEYS 3
+#define SX_LANES 8 /* packets per group of the batch paths (X25519 lanes) */
 
 /* Routing command ids and lengths (including the id byte). */
 #define SX_CMD_NULL 0x00
@@ -64,8 +66,10 @@
 /* X25519 backends. */
 #define SX_X25519_OPENSSL 1   /* EVP_PKEY_derive */
 #define SX_X25519_LIBSODIUM 2 /* crypto_scalarmult of the system libsodium, if present */
+#define SX_X25519_IFMA 3      /* groups: libcrypto_mb's eight lanes; lone operations: the best
+                                 scalar backend (libsodium, else OpenSSL) */
 
-/* KDF output split (spec 2.1); exactly the 144 OKM bytes in order. */
+/* KDF output split (the Sphinx Packet Format Specification, key derivation); exactly the 144 OKM bytes in order. */
 typedef struct {
     uint8_t header_mac[32];
     uint8_t header_key[16];
@@ -87,9 +91,24 @@ typedef struct {
     uint8_t slot[SX_SLOT_LEN]; /* the decrypted routing slot (for command lists) */
 } sx_unwrap_result;
 
+/* One creation of sx_create_header_group: the inputs of sx_create_header in fixed-size
+ * fields (only the first n_hops entries, and (5 - n_hops) * 82 filler bytes, are read). */
+typedef struct {
+    uint8_t ephemeral[32];
+    size_t n_hops;
+    size_t block_lens[SX_NR_HOPS];
+    uint8_t ids[SX_NR_HOPS * SX_NODE_ID_LEN];
+    uint8_t public_keys[SX_NR_HOPS * SX_GE_LEN];
+    uint8_t blocks[SX_NR_HOPS * SX_SLOT_LEN];
+    uint8_t filler[SX_BETA_LEN];
+} sx_header_request;
+
 /* One-time setup (fetch the OpenSSL algorithms, load libsodium if present and pick the
  * X25519 backend); runs once per process whoever calls it (pthread_once). 0 ok, -1 fail. */
 int sx_init(void);
+/* Loads libcrypto_mb for the lane backend (see xmb_load in x25519_mb_impl.h for the
+ * arguments and the XMB_* result); does not select it. Call once, at import. */
+int sx_load_ifma(const char *library, const char *const *runtime, size_t n_runtime);
 int sx_x25519_backend(void);
 int sx_x25519_available(int backend);   /* 1 if the backend can be used */
 int sx_set_x25519_backend(int backend); /* tests and benchmarks: 0 ok, -1 if unavailable */
@@ -102,12 +121,17 @@ void sx_wipe(void *buf, size_t len);
 
 /* Primitives. Each returns 0, or -1 if OpenSSL failed (allocation). */
 int sx_x25519(uint8_t out[32], const uint8_t scalar[32], const uint8_t point[32]);
+/* out[i] = X25519(scalar[i], point[i]) for the lanes with a non-NULL out[i] (scalar[i] and
+ * point[i] must then be set; out[i] may alias point[i]): one eight-lane pass under the lane
+ * backend when two or more lanes run, else one scalar X25519 per lane. */
+int sx_x25519_lanes(uint8_t *const out[SX_LANES], const uint8_t *const scalar[SX_LANES],
+                    const uint8_t *const point[SX_LANES]);
 int sx_sha512_256(const uint8_t *msg, size_t len, uint8_t out[32]);
-void sx_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *msg, size_t len,
-                    uint8_t out[32]);
-void sx_hkdf_expand(const uint8_t *prk, size_t prk_len, const uint8_t *info, size_t info_len,
-                    uint8_t *out, size_t out_len); /* out_len <= 255 * 32 */
-void sx_kdf(const uint8_t shared_secret[32], sx_packet_keys *keys);
+int sx_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *msg, size_t len,
+                   uint8_t out[32]);
+int sx_hkdf_expand(const uint8_t *prk, size_t prk_len, const uint8_t *info, size_t info_len,
+                   uint8_t *out, size_t out_len); /* out_len <= 255 * 32 */
+int sx_kdf(const uint8_t *shared_secret /* 32 bytes */, sx_packet_keys *keys);
 int sx_aes128_ctr(const uint8_t key[16], const uint8_t iv[16], const uint8_t *in,
                   uint8_t *out, size_t len);
 
@@ -117,7 +141,14 @@ int sx_aes128_ctr(const uint8_t key[16], const uint8_t iv[16], const uint8_t *in
 int sx_unwrap(const uint8_t *keys, size_t n_keys, uint8_t *pkt, size_t len,
               sx_unwrap_result *res);
 
-/* Header creation (spec 5.1). blocks: n_hops * 82 bytes of serialized user commands,
+/* sx_unwrap of count <= SX_LANES packets of len bytes each, res[i] for pkts[i], with the
+ * same results packet by packet; the X25519s run in lanes: first every packet's secret
+ * under key 0, then under key 1 for those whose MAC failed, ..., then the blindings of the
+ * forward packets. Returns 0, or -1 if count > SX_LANES. */
+int sx_unwrap_group(const uint8_t *keys, size_t n_keys, uint8_t *const pkts[], size_t count,
+                    size_t len, sx_unwrap_result *res);
+
+/* Header creation (the Sphinx Packet Format Specification). blocks: n_hops * 82 bytes of serialized user commands,
  * zero-padded, block_lens their lengths; ids and public_keys n_hops * 32 bytes; filler
  * (5 - n_hops) * 82 bytes. Writes the 460-byte header and n_hops * 64 bytes of per-hop SPRP
  * key material (key 48 || iv 16), hop order. */
@@ -126,12 +157,18 @@ int sx_create_header(const uint8_t ephemeral[32], size_t n_hops, const uint8_t *
                      const size_t *block_lens, const uint8_t *filler, uint8_t *header,
                      uint8_t *sprp_keys);
 
+/* sx_create_header for count <= SX_LANES requests, their X25519 steps in lanes. Writes
+ * count * 460 header bytes and count * 5 * 64 bytes of SPRP key material (n_hops entries
+ * used per request); status[i] is each request's code. Returns SX_OK or the first error. */
+int sx_create_header_group(const sx_header_request *req, size_t count, uint8_t *headers,
+                           uint8_t *sprp_keys, int *status);
+
 /* AEZ layering of the payload: out[0:16] = 0, out[16:] = payload, then encrypt with the
  * per-hop keys, last hop first. out holds 16 + payload_len bytes. */
 void sx_encrypt_payload(const uint8_t *sprp_keys, size_t n_hops, const uint8_t *payload,
                         size_t payload_len, uint8_t *out);
 
-/* SURB payload decryption (spec 5.6) in place over buf (len >= 16); keys n_entries * 64.
+/* SURB payload decryption (the Sphinx Packet Format Specification) in place over buf (len >= 16); keys n_entries * 64.
  * Returns SX_OK or SX_ERR_PAYLOAD_AUTH; the plaintext is buf[16:]. */
 int sx_decrypt_surb_payload(const uint8_t *keys, size_t n_entries, uint8_t *buf, size_t len);
 

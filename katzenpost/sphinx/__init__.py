@@ -12,12 +12,19 @@ from katzenpost.sphinx.errors import SphinxError
 from katzenpost.sphinx.types import PathHop, Unwrapped
 
 __all__ = [
-    "unwrap", "Unwrapped", "new_packet", "new_surb", "new_packet_from_surb",
-    "decrypt_surb_payload", "public_key", "PathHop", "SphinxError", "NextNodeHop",
-    "Recipient", "SURBReply", "NodeDelay", "geometry", "commands", "errors",
+    "unwrap", "Unwrapped", "new_packet", "new_packets", "new_surb", "new_surbs",
+    "new_packet_from_surb", "decrypt_surb_payload", "public_key", "PathHop", "SphinxError",
+    "NextNodeHop", "Recipient", "SURBReply", "NodeDelay", "geometry", "commands", "errors",
+    "X25519_BACKEND", "IFMA_STATUS",
 ]
 
 _BASE_POINT = bytes([9]) + bytes(31)
+
+# The X25519 backend chosen at import (docs/sphinx-backends.md): "ifma" (batches in eight
+# AVX-512 IFMA lanes), "libsodium" or "openssl"; KATZENPOST_X25519_BACKEND forces one.
+X25519_BACKEND = _core.x25519_backend()
+# "loaded", or why the lane backend is not available (for start-up logs and STATUS).
+IFMA_STATUS = _core.ifma_status()
 
 
 def _exact(value, length, what):
@@ -58,7 +65,9 @@ def unwrap(private_key, packet):
     return Unwrapped(None, bytes(buf[geometry.HEADER_LENGTH + geometry.PAYLOAD_TAG_LENGTH :]), tag, cmds)
 
 
-def _create_header(path, rng, filler):
+def _header_request(path, rng, filler):
+    """The compiled core's creation request for `path`, reading the ephemeral key from `rng`
+    then the padding of unused hops from `filler` (the order the reference reads them)."""
     n = len(path)
     if not 1 <= n <= geometry.NR_HOPS:
         raise SphinxError(errors.INVALID_PATH)
@@ -70,7 +79,21 @@ def _create_header(path, rng, filler):
     filler_len = (geometry.NR_HOPS - n) * geometry.PER_HOP_ROUTING_INFO_LENGTH
     padding = _read(filler, filler_len, "filler") if filler_len else b""
     padded = b"".join(b.ljust(geometry.PER_HOP_ROUTING_INFO_LENGTH, b"\x00") for b in blocks)
-    return _core.create_header(ephemeral, ids, keys, padded, [len(b) for b in blocks], padding)
+    return ephemeral, ids, keys, padded, [len(b) for b in blocks], padding
+
+
+def new_packets(paths, payloads, rng=None, filler=None):
+    """Forward packets, one per (path, payload) pair (the Sphinx Packet Format
+    Specification): the batch form of new_packet, byte for byte what calling it in a loop
+    with the same `rng` and `filler` gives, with the X25519s of eight packets at a time in
+    lanes under the lane backend."""
+    paths, payloads = list(paths), list(payloads)
+    if len(paths) != len(payloads):
+        raise ValueError(f"sphinx: {len(paths)} paths but {len(payloads)} payloads")
+    rng, filler = rng or os.urandom, filler or os.urandom
+    headers = _core.create_headers([_header_request(path, rng, filler) for path in paths])
+    return [header + _core.encrypt_payload(sprp_keys, bytes(payload))
+            for (header, sprp_keys), payload in zip(headers, payloads)]
 
 
 def new_packet(path, payload, rng=None, filler=None):
@@ -79,19 +102,30 @@ def new_packet(path, payload, rng=None, filler=None):
     `rng(n)` supplies the ephemeral key, `filler(n)` the padding of unused hops (both
     default to os.urandom). The payload is not padded: 2048 bytes in production.
     """
-    header, sprp_keys = _create_header(path, rng or os.urandom, filler or os.urandom)
-    return header + _core.encrypt_payload(sprp_keys, bytes(payload))
+    return new_packets([path], [payload], rng, filler)[0]
+
+
+def new_surbs(paths, rng=None, filler=None):
+    """SURBs and their reply keys, one (surb, keys) per path (the Sphinx Packet Format
+    Specification): the batch form of new_surb, byte for byte what calling it in a loop with
+    the same `rng` and `filler` gives."""
+    paths, rng, filler = list(paths), rng or os.urandom, filler or os.urandom
+    reply_keys, requests = [], []
+    for path in paths:  # per SURB: the reply key, then the header's reads, as new_surb
+        reply_keys.append(_read(rng, geometry.SPRP_KEY_MATERIAL_LENGTH, "rng"))
+        requests.append(_header_request(path, rng, filler))
+    step = geometry.SPRP_KEY_MATERIAL_LENGTH
+    out = []
+    for path, reply_key, (header, sprp_keys) in zip(paths, reply_keys, _core.create_headers(requests)):
+        entries = [sprp_keys[i : i + step] for i in range(0, len(sprp_keys), step)]
+        out.append((header + bytes(path[0].id) + reply_key, b"".join(reversed(entries)) + reply_key))
+    return out
 
 
 def new_surb(path, rng=None, filler=None):
-    """A SURB for `path` and the keys to decrypt its reply (the Sphinx Packet Format Specification): (surb, keys)."""
-    rng = rng or os.urandom
-    reply_key = _read(rng, geometry.SPRP_KEY_MATERIAL_LENGTH, "rng")
-    header, sprp_keys = _create_header(path, rng, filler or os.urandom)
-    step = geometry.SPRP_KEY_MATERIAL_LENGTH
-    entries = [sprp_keys[i : i + step] for i in range(0, len(sprp_keys), step)]
-    surb = header + bytes(path[0].id) + reply_key
-    return surb, b"".join(reversed(entries)) + reply_key
+    """A SURB for `path` and the keys to decrypt its reply (the Sphinx Packet Format
+    Specification): (surb, keys)."""
+    return new_surbs([path], rng, filler)[0]
 
 
 def new_packet_from_surb(surb, payload):
