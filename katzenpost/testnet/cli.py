@@ -196,6 +196,12 @@ def _clean_run(report: dict) -> bool:
             and total["sent"] > 0 and report["messages"]["acknowledged_not_retrieved"] == 0)
 
 
+def _command(script: str, module: str) -> str:
+    """How to run one of our console scripts from here (the venv's, which may not be on PATH)."""
+    path = os.path.join(os.path.dirname(sys.executable), script)
+    return path if os.access(path, os.X_OK) else f"{sys.executable} -m {module}"
+
+
 def keep_instructions(plan: layout.Plan) -> str:
     lines = ["== the network keeps running", f"directory: {plan.root}",
              f"authority: 127.0.0.1:{plan.authority_port}, identity key {plan.authority_key}"]
@@ -204,13 +210,13 @@ def keep_instructions(plan: layout.Plan) -> str:
                      f"{node.management_path}  metrics: http://127.0.0.1:{node.metrics_port}/metrics")
     for user in plan.users:
         peer = next(u for u in plan.users if u.name != user.name)
-        client = f"katzenpost-client -c {user.client_config}"
+        client = f"{_command('katzenpost-client', 'katzenpost.client.cli')} -c {user.client_config}"
         lines += [f"{user.name}@{user.provider}:",
                   f"  {client} send {peer.name}@{peer.provider} 'hello'",
                   f"  {client} retrieve",
                   f"  {client} ping +echo",
                   f"  {client} keyserver {peer.name}@{peer.provider}"]
-    lines.append(f"stop it: katzenpost-testnet --stop --dir {plan.root}")
+    lines.append(f"stop it: {_command('katzenpost-testnet', 'katzenpost.testnet.cli')} --stop --dir {plan.root}")
     return "\n".join(lines)
 
 
