@@ -77,6 +77,31 @@ def stop_process(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 20
     return proc.returncode
 
 
+def authority_toml(port: int, data_dir, period: int, mixes, providers, parameters: str) -> str:
+    """A non-voting authority for one mix a layer (`mixes` in order) and `providers` (objects with
+    `name` and `identity.public`); `parameters` is the [Parameters] body."""
+    mix_blocks = "".join(f'[[Mixes]]\nIdentityKey = "{m.identity.public.hex()}"\n' for m in mixes)
+    provider_blocks = "".join(f'[[Providers]]\nIdentifier = "{p.name}"\nIdentityKey = "{p.identity.public.hex()}"\n'
+                              for p in providers)
+    return f'''[Authority]
+Addresses = ["127.0.0.1:{port}"]
+DataDir = "{data_dir}"
+
+[Logging]
+File = "authority.log"
+Level = "INFO"
+
+[Parameters]
+{parameters}
+
+[Debug]
+Layers = {len(mixes)}
+MinNodesPerLayer = 1
+EpochPeriod = {period}
+
+{mix_blocks}{provider_blocks}'''
+
+
 @dataclass
 class MixNode:
     name: str
@@ -242,26 +267,8 @@ class Network:
     # --- processes -------------------------------------------------------------------------
 
     def authority_config(self) -> str:
-        mixes = "".join(f'[[Mixes]]\nIdentityKey = "{m.identity.public.hex()}"\n' for m in self.mixes)
-        providers = "".join(f'[[Providers]]\nIdentifier = "{p.name}"\nIdentityKey = "{p.identity.public.hex()}"\n'
-                            for p in (self.sender, self.sink))
-        return f'''[Authority]
-Addresses = ["127.0.0.1:{self.authority_port}"]
-DataDir = "{self.authority_dir}"
-
-[Logging]
-File = "authority.log"
-Level = "INFO"
-
-[Parameters]
-MuMaxDelay = 90000
-
-[Debug]
-Layers = {len(self.mixes)}
-MinNodesPerLayer = 1
-EpochPeriod = {self.period}
-
-{mixes}{providers}'''
+        return authority_toml(self.authority_port, self.authority_dir, self.period, self.mixes,
+                              (self.sender, self.sink), "MuMaxDelay = 90000")
 
     def start(self, timeout: float = 60, *, mix_env=None, mix_prefix=()) -> None:
         """Start everything; with the providers served here, wait until traffic can flow."""

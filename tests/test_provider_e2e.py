@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from node_support import MixNode, console_script, free_port, private_dir, stop_process, wait_for
+from node_support import (MixNode, authority_toml, console_script, free_port, private_dir, stop_process,
+                          wait_for)
 from katzenpost import keys
 from katzenpost.client import message as msg
 from katzenpost.client import paths
@@ -138,27 +139,8 @@ class ProviderNetwork:
         return kind(name, data_dir, free_port(), identity, link, self.root / f"{name}.toml", NODE_DEBUG)
 
     def authority_config(self) -> str:
-        mixes = "".join(f'[[Mixes]]\nIdentityKey = "{m.identity.public.hex()}"\n' for m in self.mixes)
-        providers = "".join(f'[[Providers]]\nIdentifier = "{p.name}"\nIdentityKey = "{p.identity.public.hex()}"\n'
-                            for p in self.providers)
-        return f'''[Authority]
-Addresses = ["127.0.0.1:{self.authority_port}"]
-DataDir = "{self.authority_dir}"
-
-[Logging]
-File = "authority.log"
-Level = "INFO"
-
-[Parameters]
-Mu = {MU}
-MuMaxDelay = {MU_MAX_DELAY}
-
-[Debug]
-Layers = 3
-MinNodesPerLayer = 1
-EpochPeriod = {PERIOD}
-
-{mixes}{providers}'''
+        return authority_toml(self.authority_port, self.authority_dir, PERIOD, self.mixes, self.providers,
+                              f"Mu = {MU}\nMuMaxDelay = {MU_MAX_DELAY}")
 
     def start(self) -> None:
         # Nodes post for the current and the next epoch at start, but not for the next one once
