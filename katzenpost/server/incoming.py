@@ -238,7 +238,8 @@ class Listeners:
         pipeline = self.pipeline
         submit = pipeline.submit
         from_client = conn.from_client
-        # A client's packets pass its token bucket; a mix's path has no per-packet check.
+        # A client's packets pass its token bucket; on a mix's session `admit` is None and the
+        # per-packet cost is that one test (no call, no lookup).
         admit = self.clients.client_send_gate(session) if from_client else None
         while True:
             commands = await session.recv_commands(COMMANDS_PER_READ)
