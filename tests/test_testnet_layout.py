@@ -98,6 +98,13 @@ def test_node_view_rates_and_restart():
     assert node.rate_in == 0.0
     node.down()
     assert not node.up
+    node.update({"packets": {}, "drops": {"replay": 2, "send_slack": 1}}, now=14.0)
+    node.mark_baseline()
+    node.update({"packets": {}, "drops": {"replay": 5, "send_slack": 1, "no_route": 1}}, now=15.0)
+    assert node.drops_since_baseline() == {"replay": 3, "no_route": 1}
+    node.update({"packets": {}, "drops": {"no_route": 2}}, now=16.0)     # restarted: from zero
+    assert node.drops_since_baseline() == {"no_route": 2}
+    assert node.as_dict()["drops"] == {"no_route": 2}
 
 
 def test_live_view_and_report_render():
@@ -110,7 +117,7 @@ def test_live_view_and_report_render():
     console = Console(record=True, width=160, force_terminal=True)
     console.print(view.live_view(stats, views, "header"))
     text = console.export_text()
-    assert "message" in text and "500 ms" in text and "mix1" in text and "down" in text
+    assert "message" in text and "500 ms" in text and "mix1" in text and "down" in text and "in/s" in text
     report = view.report_dict(stats, views, settings={}, epochs=[1, 2], restarts=[], acked=2,
                               acked_not_retrieved=0, duplicates=0, errors={"x": 1})
     json.dumps(report)

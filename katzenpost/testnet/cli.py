@@ -119,6 +119,9 @@ class Run:
             self.say(f"the network carried traffic after {probes} probes")
         self.say(f"traffic: {self.args.rate:g} packets/s for {self.args.duration:g} s "
                  f"(epoch period {self.plan.epoch_period} s)")
+        await monitor.poll_all(self.net.views, self.net.management_paths)
+        for node in self.net.views.values():
+            node.mark_baseline()          # the report counts the drops during the traffic
         self.started = time.monotonic()
         side = [asyncio.ensure_future(self.watch())]
         side += [asyncio.ensure_future(self.restart_later(name, at)) for name, at in self.args.restart]

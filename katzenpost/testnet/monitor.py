@@ -77,6 +77,7 @@ class NodeView:
     links_up: list = field(default_factory=list)     # peer names, for the report
     links_down: list = field(default_factory=list)
     queues: dict = field(default_factory=dict)
+    baseline: dict = field(default_factory=dict)     # drops when the traffic started
     _mark: tuple[float, int, int] | None = None
 
     def update(self, answer: dict, now: float | None = None) -> None:
@@ -107,10 +108,24 @@ class NodeView:
     def dropped(self) -> int:
         return sum(int(v) for v in self.drops.values())
 
+    def mark_baseline(self) -> None:
+        self.baseline = dict(self.drops)
+
+    def drops_since_baseline(self) -> dict:
+        """Drops by reason since `mark_baseline()`; a node that restarted since counts from 0."""
+        restarted = any(int(self.drops.get(k, 0)) < int(v) for k, v in self.baseline.items())
+        since = {}
+        for reason, count in self.drops.items():
+            delta = int(count) - (0 if restarted else int(self.baseline.get(reason, 0)))
+            if delta:
+                since[reason] = delta
+        return since
+
     def as_dict(self) -> dict:
         return {"name": self.name, "role": self.role, "up": self.up, "epoch": self.epoch,
                 "peers_up": self.peers_up, "peers_known": self.peers_known,
-                "packets_received": self.received, "packets_sent": self.sent, "drops": self.drops,
+                "packets_received": self.received, "packets_sent": self.sent,
+                "drops": self.drops_since_baseline(), "drops_since_start": self.drops,
                 "mix_keys": self.mix_keys, "links_up": self.links_up, "links_down": self.links_down,
                 "queues": self.queues}
 

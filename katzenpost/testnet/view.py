@@ -15,7 +15,7 @@ def _ms(seconds) -> str:
 def traffic_table(stats: TrafficStats, title: str) -> Table:
     table = Table(title=title, title_justify="left", expand=False)
     for column in ("traffic", "sent", "delivered", "lost", "failed", "pending", "p50", "p99"):
-        table.add_column(column, justify="left" if column == "traffic" else "right")
+        table.add_column(column, justify="left" if column == "traffic" else "right", no_wrap=True)
     rows = [(name, stats.summary(name)) for name in sorted(stats.kinds)] + [("total", stats.summary())]
     for name, s in rows:
         table.add_row(name, str(s["sent"]), str(s["delivered"]), str(s["lost"]), str(s["failed"]),
@@ -26,12 +26,13 @@ def traffic_table(stats: TrafficStats, title: str) -> Table:
 
 def node_table(views) -> Table:
     table = Table(title="nodes", title_justify="left", expand=False)
-    for column in ("node", "role", "state", "epoch", "links", "pkts/s in", "pkts/s out", "received", "dropped"):
-        table.add_column(column, justify="left" if column in ("node", "role", "state") else "right")
+    for column in ("node", "epoch", "links", "in/s", "out/s", "received", "dropped"):
+        table.add_column(column, justify="left" if column == "node" else "right", no_wrap=True)
     for view in views.values():
-        table.add_row(view.name, view.role, "up" if view.up else "[red]down[/red]",
-                      "-" if view.epoch is None else str(view.epoch), f"{view.peers_up}/{view.peers_known}",
-                      f"{view.rate_in:.1f}", f"{view.rate_out:.1f}", str(view.received), str(view.dropped))
+        links = f"{view.peers_up}/{view.peers_known}" if view.up else "[red]down[/red]"
+        table.add_row(view.name, "-" if view.epoch is None else str(view.epoch), links,
+                      f"{view.rate_in:.1f}", f"{view.rate_out:.1f}", str(view.received),
+                      str(sum(view.drops_since_baseline().values())))
     return table
 
 
@@ -85,7 +86,7 @@ def report_text(report: dict) -> str:
     for name, node in report["nodes"].items():
         drops = ", ".join(f"{k} {v}" for k, v in sorted(node["drops"].items())) or "none"
         lines.append(f"  {name:<10} received {node['packets_received']:>6} sent {node['packets_sent']:>6} "
-                     f"drops: {drops}")
+                     f"drops during traffic: {drops}")
     for error, count in report["errors"].items():
         lines.append(f"  error x{count}: {error}")
     return "\n".join(lines)
