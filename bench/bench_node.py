@@ -45,6 +45,7 @@ DEFAULT_RATES = (2000, 4000, 6000, 9000, 12000, 18000)
 QUICK_RATES = (2000, 6000)
 NODE_DELAY_MS = 1
 BENCH_PERIOD = 240               # s: a test-network epoch; a 10 s PKI tick gets the node going fast
+QUICK_PERIOD = 60                # s: less waiting for a good point in the epoch; steps are short
 BUILD_CHUNK = 500
 DRAIN_SECONDS = 1.0
 TARGET_RATE, TARGET_P99_MS, TARGET_RSS_MB = 9000, 1.5, 150
@@ -71,7 +72,7 @@ class Bench:
         self.root = Path(tempfile.mkdtemp(prefix=f"kp-bench-node-{mode}-"))
         workers = 1 if self.pinned else 0
         self.net = Network(self.root, period=args.period, layers=1, serve_providers=False, log_level="INFO",
-                           workers=workers, management=True)
+                           workers=workers, management=True, mix_debug="\n".join(args.debug))
         self.mix = self.net.mixes[0]
         self.ctx = multiprocessing.get_context("spawn")
         self.gen = self.sink = None
@@ -127,6 +128,13 @@ class Bench:
 
     # --- one step --------------------------------------------------------------------------
 
+    def _has_document(self, epoch):
+        try:
+            self.net.document(epoch)
+            return True
+        except Exception:
+            return False
+
     def build(self, count):
         epoch = self.net.clock.current()
         doc = self.net.document(epoch)
@@ -141,6 +149,12 @@ class Bench:
         return np.concatenate([p for p, _ in parts]), np.concatenate([a for _, a in parts])
 
     def step(self, rate, seconds):
+        # Packets are built for the current epoch's key: start a step only with room for the
+        # build and the send before the rollover (the mix accepts the old key only briefly).
+        till = self.net.clock.till_next()
+        if till < 2 * seconds + 15:
+            time.sleep(till + 1.0)
+            wait_for(lambda: self._has_document(self.net.clock.current()), 60, "the new epoch's document")
         count = int(rate * seconds)
         packets, alphas = self.build(count)
         packets_path, times_path = self.root / "packets.npy", self.root / "sent.npy"
@@ -256,7 +270,10 @@ def main():
     ap.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=None)
     ap.add_argument("--seconds", type=float, default=None)
     ap.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
-    ap.add_argument("--period", type=int, default=BENCH_PERIOD, help="test-network epoch period (s)")
+    ap.add_argument("--period", type=int, default=None,
+                    help=f"test-network epoch period, s (default {BENCH_PERIOD}, --quick {QUICK_PERIOD})")
+    ap.add_argument("--debug", action="append", default=[], metavar="'Knob = value'",
+                    help="an extra [Debug] line for the mix (repeatable), e.g. 'SphinxQueuePackets = 256'")
     ap.add_argument("--keep", action="store_true", help="keep the network's directory (logs)")
     ap.add_argument("--json", help="write rows and summary as JSON")
     ap.add_argument("-o", "--output", help="write a pyperf JSON suite")
@@ -265,8 +282,10 @@ def main():
         args.rates = args.rates or list(QUICK_RATES)
         args.seconds = args.seconds or 1.5
         args.modes = "pinned" if args.modes == "pinned,shared" else args.modes
+        args.period = args.period or QUICK_PERIOD
     args.rates = args.rates or list(DEFAULT_RATES)
     args.seconds = args.seconds or 4.0
+    args.period = args.period or BENCH_PERIOD
     baseline = measure_unwrap_capacity(1, seconds=1.0).per_worker
     print(f"# baseline: one core unwraps {baseline:.0f} packets/s", flush=True)
     rows = []
