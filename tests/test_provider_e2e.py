@@ -29,6 +29,7 @@ from katzenpost.client import message as msg
 from katzenpost.client import paths
 from katzenpost.pki.document import verify_and_parse_document
 from katzenpost.pki.epochtime import EpochClock
+from katzenpost.testnet.ports import is_port_clash, reserve
 from katzenpost.wire import WireError, connect
 from katzenpost.wire import commands as wire
 
@@ -121,8 +122,12 @@ class ProviderNetwork:
     def __init__(self, root: pathlib.Path, storages: list[str]) -> None:
         self.root = root
         self.clock = EpochClock(PERIOD)
+        # Ports held until each process starts (a port found free and released at once can be
+        # taken by another test's connection before the node binds it).
+        self.ports = reserve(6)
+        self._next_port = iter(self.ports.ports)
         self.authority_dir = private_dir(root / "authority")
-        self.authority_port = free_port()
+        self.authority_port = next(self._next_port)
         self.authority_identity, _ = keys.load_or_create_identity_key(str(self.authority_dir))
         self.authority_proc: subprocess.Popen | None = None
         self.mixes = [self._node(MixNode, f"mix{i}") for i in range(3)]
@@ -136,7 +141,7 @@ class ProviderNetwork:
         data_dir = private_dir(self.root / name)
         identity, _ = keys.load_or_create_identity_key(str(data_dir))
         link, _ = keys.load_or_create_link_key(str(data_dir))
-        return kind(name, data_dir, free_port(), identity, link, self.root / f"{name}.toml", NODE_DEBUG)
+        return kind(name, data_dir, next(self._next_port), identity, link, self.root / f"{name}.toml", NODE_DEBUG)
 
     def authority_config(self) -> str:
         return authority_toml(self.authority_port, self.authority_dir, PERIOD, self.mixes, self.providers,
@@ -150,13 +155,20 @@ class ProviderNetwork:
             time.sleep(till + 0.1)
         config = self.root / "authority.toml"
         config.write_text(self.authority_config())
+        self.ports.release([self.authority_port])
         self.authority_proc = subprocess.Popen([*console_script("katzenpost-authority"), "-f", str(config)],
                                                cwd=str(self.root), stdout=subprocess.DEVNULL,
                                                stderr=subprocess.PIPE)
         for node in (*self.providers, *self.mixes):
+            self.ports.release([node.port])
             node.start()
         for provider in self.providers:
             provider.wait_started()
+
+    def port_clash(self) -> bool:
+        """Did a process fail because another program took its port before it bound it?"""
+        logs = [self.authority_dir / "authority.log", *(n.log_path for n in (*self.mixes, *self.providers))]
+        return any(is_port_clash(log.read_text(errors="replace")) for log in logs if log.exists())
 
     def check_alive(self) -> None:
         for node in (*self.mixes, *self.providers):
@@ -183,6 +195,7 @@ class ProviderNetwork:
             stop_process(proc)
         if self.authority_proc is not None:
             stop_process(self.authority_proc)
+        self.ports.release()
 
 
 # --- a small client ------------------------------------------------------------------------
@@ -290,10 +303,11 @@ def networks(tmp_path_factory):
     from provider_support import DSN_VARIABLE, PostgresSchema
 
     schemas, nets = [], {}
-    try:
+
+    def start_all():
         nets["sqlite"] = ProviderNetwork(tmp_path_factory.mktemp("provider-e2e-sqlite"), ["", ""])
         if os.environ.get(DSN_VARIABLE):
-            schemas = [PostgresSchema(), PostgresSchema()]
+            schemas[:] = [PostgresSchema(), PostgresSchema()]
             nets["postgresql"] = ProviderNetwork(tmp_path_factory.mktemp("provider-e2e-postgresql"),
                                                  [sql_storage(schema.dsn) for schema in schemas])
         for net in nets.values():
@@ -302,12 +316,27 @@ def networks(tmp_path_factory):
         async def all_ready():
             await asyncio.gather(*(wait_ready(net, users(net)[0]) for net in nets.values()))
         asyncio.run(all_ready())
-        yield nets
-    finally:
+
+    def close_all():
         for net in nets.values():
             net.close()
         for schema in schemas:
             schema.drop()
+        nets.clear()
+        schemas.clear()
+
+    try:
+        try:
+            start_all()
+        except (AssertionError, OSError, WireError):
+            # A start-up retry on a detected port collision (never a retry of a test).
+            if not any(net.port_clash() for net in nets.values()):
+                raise
+            close_all()
+            start_all()
+        yield nets
+    finally:
+        close_all()
 
 
 @pytest.fixture(params=BACKENDS)
@@ -509,7 +538,9 @@ def database_without_schema():
                                           (database_without_schema, "has no katzenpost schema")])
 def test_a_provider_whose_database_is_unusable_stops_with_one_error_line(tmp_path, make, reason):
     storage, schema = make()
-    node = ProviderNetwork(tmp_path, [storage, ""]).providers[0]
+    net = ProviderNetwork(tmp_path, [storage, ""])
+    net.ports.release()                 # only this provider starts, by itself
+    node = net.providers[0]
     try:
         node.start()
         assert node.proc.wait(60) == 1

@@ -18,7 +18,9 @@ from katzenpost.testnet.cli import build_parser, main
 
 @pytest.fixture
 def plan(tmp_path):
-    return layout.write_network(str(tmp_path / "net"), epoch_period=15)
+    plan = layout.write_network(str(tmp_path / "net"), epoch_period=15)
+    plan.reservation.release()
+    return plan
 
 
 def test_every_file_loads_with_its_programs_loader(plan):
@@ -54,6 +56,7 @@ def test_plan_reload_and_rewrite_keep_the_keys(plan):
     again = layout.Plan.load(plan.root)
     assert again == plan
     rewritten = layout.write_network(plan.root, epoch_period=20, strict_timing=True)
+    rewritten.reservation.release()
     assert [n.identity_key for n in rewritten.nodes] == [n.identity_key for n in plan.nodes]
     assert rewritten.authority_key == plan.authority_key
     assert node_config.load_file(rewritten.mixes[0].config_path).debug.unwrap_delay == 10

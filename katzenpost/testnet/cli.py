@@ -29,7 +29,8 @@ from katzenpost.client.load import TrafficStats, run_load
 from katzenpost.rules import MIN_TEST_PERIOD
 from katzenpost.testnet import driver as traffic
 from katzenpost.testnet import layout, monitor, view
-from katzenpost.testnet.network import AUTHORITY, NetworkError, ProcessError, Testnet
+from katzenpost.testnet.network import AUTHORITY, NetworkError, PortClash, ProcessError, Testnet
+from katzenpost.testnet.ports import PortError
 from katzenpost.testnet.processes import running, stop_pids
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -80,18 +81,39 @@ def build_parser() -> argparse.ArgumentParser:
 class Run:
     """One run of the network: start, traffic, report, stop."""
 
-    def __init__(self, plan: layout.Plan, args, console: Console):
-        self.plan, self.args, self.console = plan, args, console
-        self.net = Testnet(plan, keep=args.keep, say=self.say)
+    def __init__(self, plan: layout.Plan, args, console: Console, replan=None):
+        self.args, self.console = args, console
+        self.replan = replan          # () -> a new Plan of the same network on new ports
         self.stats = TrafficStats()
-        self.driver = traffic.TrafficDriver(plan, self.stats)
+        self._use(plan)
         self.stop = asyncio.Event()
         self.epochs: list[int] = []
         self.restarts: list[dict] = []
         self.started = None
 
+    def _use(self, plan: layout.Plan) -> None:
+        self.plan = plan
+        self.net = Testnet(plan, keep=self.args.keep, say=self.say)
+        self.driver = traffic.TrafficDriver(plan, self.stats)
+
     def say(self, text: str) -> None:
         self.console.print(f"testnet: {text}", highlight=False)
+
+    async def start_network(self, timeout: float) -> None:
+        """Start the network; if a process found one of its ports taken in the instant between
+        the reservation's release and its own bind, stop everything and start once more on
+        new ports (a start-up retry on a detected collision, nothing else)."""
+        try:
+            await self.interruptible(self.net.start(timeout=timeout))
+            return
+        except PortClash as err:
+            if self.replan is None:
+                raise
+            first_line = str(err).splitlines()[0]
+            self.say(f"a port was taken by another program ({first_line}); starting again on new ports")
+        await asyncio.get_running_loop().run_in_executor(None, self.net.stop)
+        self._use(self.replan())
+        await self.interruptible(self.net.start(timeout=timeout))
 
     async def interruptible(self, coro):
         """Run `coro` unless a stop signal comes first (then it is cancelled, KeyboardInterrupt)."""
@@ -109,7 +131,7 @@ class Run:
 
     async def main(self) -> int:
         startup = 3 * self.plan.epoch_period + 60
-        await self.interruptible(self.net.start(timeout=startup))
+        await self.start_network(startup)
         for user in self.plan.users:
             client = await self.interruptible(self.net.connect_client(
                 user.name, startup, on_message=self.driver.on_message(user.name)))
@@ -249,7 +271,9 @@ def _drop_postgres(plan: layout.Plan) -> None:
               f"{', '.join(plan.postgres_schemas)}: {err}", file=sys.stderr)
 
 
-def _prepare(args) -> layout.Plan:
+def _prepare(args) -> tuple[layout.Plan, object]:
+    """The network written to its directory, and a function that writes it again (same keys and
+    settings) on newly reserved ports."""
     root = os.path.abspath(args.dir) if args.dir else tempfile.mkdtemp(prefix="katzenpost-testnet-")
     if args.dir and os.path.exists(os.path.join(root, layout.PLAN_FILE)):
         old = layout.Plan.load(root)
@@ -264,17 +288,21 @@ def _prepare(args) -> layout.Plan:
         except PostgresSetupError as err:
             raise layout.LayoutError(str(err)) from None
         sql = {name: dsn for name, (_, dsn) in schemas.items()}
-    plan = layout.write_network(root, epoch_period=args.epoch_period, log_level=args.log_level,
-                                provider_sql=sql, strict_timing=args.strict_timing)
-    if schemas:
-        plan.postgres_dsn = args.postgres
-        plan.postgres_schemas = [schema for schema, _ in schemas.values()]
-        plan.save()
-    return plan
+
+    def write() -> layout.Plan:
+        plan = layout.write_network(root, epoch_period=args.epoch_period, log_level=args.log_level,
+                                    provider_sql=sql, strict_timing=args.strict_timing)
+        if schemas:
+            plan.postgres_dsn = args.postgres
+            plan.postgres_schemas = [schema for schema, _ in schemas.values()]
+            plan.save()
+        return plan
+
+    return write(), write
 
 
-async def _run(plan: layout.Plan, args, console: Console) -> int:
-    run = Run(plan, args, console)
+async def _run(plan: layout.Plan, args, console: Console, replan=None) -> tuple[int, layout.Plan]:
+    run = Run(plan, args, console, replan)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, run.stop.set)
@@ -283,10 +311,13 @@ async def _run(plan: layout.Plan, args, console: Console) -> int:
         code = await run.main()
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
-    except (NetworkError, ProcessError) as err:
+    except (NetworkError, ProcessError, PortError, layout.LayoutError) as err:
         console.print(f"testnet: the network failed: {err}", highlight=False, markup=False)
     finally:
         await run.close_clients()
+        plan = run.plan
+        if plan.reservation is not None:     # a start that failed before its processes
+            plan.reservation.release()
         report = run.report()
         _write_report(plan, report)
         if run.started is not None:
@@ -302,7 +333,7 @@ async def _run(plan: layout.Plan, args, console: Console) -> int:
             plan.save()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-    return code
+    return code, plan
 
 
 def _write_report(plan: layout.Plan, report: dict) -> None:
@@ -322,12 +353,12 @@ def main(argv: list[str] | None = None) -> int:
         return stop_kept(args.dir)
     console = Console(soft_wrap=True)
     try:
-        plan = _prepare(args)
-    except layout.LayoutError as err:
+        plan, replan = _prepare(args)
+    except (layout.LayoutError, PortError) as err:
         print(f"katzenpost-testnet: {err}", file=sys.stderr)
         return EXIT_FAILED
     console.print(f"testnet: network written to {plan.root}", highlight=False)
-    code = asyncio.run(_run(plan, args, console))
+    code, plan = asyncio.run(_run(plan, args, console, replan))
     if code == EXIT_OK and not args.dir and not args.keep:
         shutil.rmtree(plan.root, ignore_errors=True)
     elif not args.keep or code != EXIT_OK:

@@ -5,7 +5,8 @@ two providers with the built-in `echo`, `keyserver` and `loop` services, and two
 provider) with their link and identity keys. Every configuration is written with the `toml`
 package and read back through the loader its program uses (`katzenpost.config.load_file`,
 `katzenpost.authority.config.load`), so a file the programs would refuse never gets as far as a
-start. All listeners are on 127.0.0.1, on ports free when the plan is made.
+start. All listeners are on 127.0.0.1, on ports reserved for the plan (`ports.reserve`): the
+plan keeps them held (`Plan.reservation`) until the network starts its processes.
 
 The plan is also saved as `testnet.json` (ports, keys, paths; no private key), which `--keep`
 and `--stop` use to find the network again.
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from dataclasses import asdict, dataclass, field
 
 import toml
@@ -22,6 +22,7 @@ import toml
 from katzenpost import config as node_config
 from katzenpost import keys
 from katzenpost.authority import config as authority_config
+from katzenpost.testnet import ports as port_pool
 
 PLAN_FILE = "testnet.json"
 LAYERS = 3
@@ -91,6 +92,8 @@ class Plan:
     postgres_dsn: str = ""         # the --postgres DSN (0600 file: it may hold a password)
     postgres_schemas: list[str] = field(default_factory=list)
     pids: dict[str, int] = field(default_factory=dict)
+    # The sockets holding the plan's ports until its processes start (not a field: never saved).
+    reservation = None
 
     @property
     def nodes(self) -> list[NodePlan]:
@@ -118,15 +121,9 @@ class Plan:
             raise LayoutError(f"'{path}' is damaged: {err}") from None
 
 
-def free_port(taken: set[int]) -> int:
-    """A TCP port free on 127.0.0.1 now and not handed out before in this plan."""
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port not in taken:
-            taken.add(port)
-            return port
+def ports_needed() -> int:
+    """The authority's port, and a listener and a metrics port per node."""
+    return 1 + 2 * (LAYERS + len(PROVIDERS))
 
 
 def _private_dir(path: str) -> str:
@@ -197,18 +194,32 @@ def write_network(root: str, *, epoch_period: int, log_level: str = "NOTICE",
                   provider_sql: dict[str, str] | None = None, mu: float = DEFAULT_MU,
                   mu_max_delay: int = DEFAULT_MU_MAX_DELAY, strict_timing: bool = False) -> Plan:
     """Keys and configurations of a whole network under `root` (created 0700). Existing keys
-    in `root` are kept. `provider_sql` maps a provider name to its PostgreSQL DSN."""
+    in `root` are kept. `provider_sql` maps a provider name to its PostgreSQL DSN. The ports
+    are reserved here and stay held by `plan.reservation` (see `ports.PortBlock.release`)."""
     root = _private_dir(os.path.abspath(root))
-    taken: set[int] = set()
+    reservation = port_pool.reserve(ports_needed())
+    try:
+        plan = _write(root, iter(reservation.ports), epoch_period=epoch_period, log_level=log_level,
+                      provider_sql=provider_sql, mu=mu, mu_max_delay=mu_max_delay,
+                      strict_timing=strict_timing)
+    except BaseException:
+        reservation.release()
+        raise
+    plan.reservation = reservation
+    return plan
+
+
+def _write(root: str, ports, *, epoch_period: int, log_level: str, provider_sql: dict[str, str] | None,
+           mu: float, mu_max_delay: int, strict_timing: bool) -> Plan:
     authority_dir = _private_dir(os.path.join(root, "authority"))
     identity, _ = keys.load_or_create_identity_key(authority_dir)
-    plan = Plan(root=root, epoch_period=epoch_period, authority_port=free_port(taken),
+    plan = Plan(root=root, epoch_period=epoch_period, authority_port=next(ports),
                 authority_key=identity.public.hex(), authority_dir=authority_dir,
                 authority_config=os.path.join(root, "authority.toml"))
     for index in range(1, LAYERS + 1):
-        plan.mixes.append(_node_plan(root, f"mix{index}", False, taken))
+        plan.mixes.append(_node_plan(root, f"mix{index}", False, ports))
     for name in PROVIDERS:
-        plan.providers.append(_node_plan(root, name, True, taken))
+        plan.providers.append(_node_plan(root, name, True, ports))
     for name, provider in USERS:
         data_dir = _private_dir(os.path.join(root, "clients", name))
         link, _ = keys.load_or_create_link_key(data_dir)
@@ -228,11 +239,11 @@ def write_network(root: str, *, epoch_period: int, log_level: str = "NOTICE",
     return plan
 
 
-def _node_plan(root: str, name: str, is_provider: bool, taken: set[int]) -> NodePlan:
+def _node_plan(root: str, name: str, is_provider: bool, ports) -> NodePlan:
     data_dir = _private_dir(os.path.join(root, name))
     identity, link = _node_keys(data_dir)
-    return NodePlan(name, is_provider, data_dir, os.path.join(root, f"{name}.toml"), free_port(taken),
-                    free_port(taken), identity, link)
+    return NodePlan(name, is_provider, data_dir, os.path.join(root, f"{name}.toml"), next(ports),
+                    next(ports), identity, link)
 
 
 def read_back(plan: Plan) -> None:

@@ -14,13 +14,19 @@ from katzenpost.pki.client import AuthorityClient, PKIClientError
 from katzenpost.pki.epochtime import EpochClock
 from katzenpost.testnet import monitor
 from katzenpost.testnet.layout import Plan
-from katzenpost.testnet.processes import ProcessError, Supervisor, authority_argv, node_argv
+from katzenpost.testnet.ports import is_port_clash
+from katzenpost.testnet.processes import ProcessError, Supervisor, authority_argv, node_argv, tail
 
 AUTHORITY = "authority"
 
 
 class NetworkError(Exception):
     """The network did not come up (or back) in time; the message says what is missing."""
+
+
+class PortClash(ProcessError):
+    """A process could not listen: another program took one of the plan's ports between its
+    release and the process's bind. Starting again on new ports is the remedy."""
 
 
 class Testnet:
@@ -43,16 +49,17 @@ class Testnet:
     # --- start -------------------------------------------------------------------------------
 
     async def start(self, timeout: float) -> None:
-        """Everything up and linked within `timeout` seconds (NetworkError otherwise)."""
+        """Everything up and linked within `timeout` seconds (NetworkError otherwise;
+        PortClash when a process found its port taken)."""
         deadline = time.monotonic() + timeout
-        self.supervisor.start(AUTHORITY)
-        await self._until(deadline, self._authority_listening, "the authority to listen")
-        for node in self.plan.nodes:
-            self.supervisor.start(node.name)
-        self.plan.pids = self.supervisor.pids()
+        try:
+            await self._start_processes(deadline)
+        finally:
+            self._release_ports()
         self.plan.save()
         self.say("started the authority, 3 mixes and 2 providers; waiting for their management sockets")
         await self._until(deadline, self._all_managed, "every node's management socket")
+        self._check_metrics_bound()
         for user in self.plan.users:
             provider = self.plan.provider(user.provider)
             await monitor.register_user(provider.management_path, user.name, user.link_key, user.identity_key)
@@ -61,9 +68,40 @@ class Testnet:
         self.say("document published; waiting for every node's links")
         await self._until(deadline, self._all_linked, "every node's outgoing links")
 
+    async def _start_processes(self, deadline: float) -> None:
+        """Each process starts right after its ports are released (see `ports.reserve`)."""
+        self._release_ports([self.plan.authority_port])
+        self.supervisor.start(AUTHORITY)
+        self.plan.pids = self.supervisor.pids()
+        await self._until(deadline, self._authority_listening, "the authority to listen")
+        for node in self.plan.nodes:
+            self._release_ports([node.port, node.metrics_port])
+            self.supervisor.start(node.name)
+        self.plan.pids = self.supervisor.pids()
+
+    def _release_ports(self, ports=None) -> None:
+        if self.plan.reservation is not None:
+            self.plan.reservation.release(ports)
+
+    def _check(self) -> None:
+        """ProcessError for a dead child; PortClash when it died because its port was taken."""
+        try:
+            self.supervisor.check()
+        except ProcessError as err:
+            if is_port_clash(str(err)):
+                raise PortClash(str(err)) from None
+            raise
+
+    def _check_metrics_bound(self) -> None:
+        """A node whose metrics port was taken runs on with metrics off (it only logs an
+        error): at start-up that is a port clash like any other."""
+        for node in self.plan.nodes:
+            if "metrics: cannot listen" in tail(node.log_path, 20000):
+                raise PortClash(f"{node.name}: metrics port {node.metrics_port} taken")
+
     async def _until(self, deadline: float, probe, what: str, interval: float = 0.25):
         while True:
-            self.supervisor.check()
+            self._check()
             result = await probe()
             if result:
                 return result
@@ -122,7 +160,7 @@ class Testnet:
         """A started client of `user_name` (retried until its provider serves the document)."""
         deadline = time.monotonic() + timeout
         while True:
-            self.supervisor.check()
+            self._check()
             client = Client(self.client_settings(user_name), **kwargs)
             try:
                 await client.start()
@@ -184,4 +222,4 @@ class Testnet:
         return codes
 
 
-__all__ = ["Testnet", "NetworkError", "ProcessError", "AUTHORITY"]
+__all__ = ["Testnet", "NetworkError", "PortClash", "ProcessError", "AUTHORITY"]
