@@ -392,3 +392,30 @@ def test_node_self_repr_never_shows_the_identity_seed():
     text = repr(node)
     assert node.identity_seed.hex() not in text and "identity_seed" not in text
     assert node.identity_public.hex() in text or repr(node.identity_public) in text
+
+
+# --- stopping ---------------------------------------------------------------------------
+
+def test_stop_ends_a_worker_that_swallowed_the_cancellation(monkeypatch):
+    """Python 3.11's wait_for can return an authority reply and drop the cancellation that
+    arrived with it; the worker then goes on to sleep a whole tick. stop() must still end it,
+    promptly, or the node's halt hangs."""
+    monkeypatch.setattr("katzenpost.pki.worker.FIRST_RUN_DELAY", 0)
+    worker, _ = make_worker()
+
+    async def scenario():
+        entered = asyncio.Event()
+
+        async def reply_wins_over_cancel(now=None):
+            entered.set()
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                return                   # what wait_for did with a reply in the same step
+        worker.tick = reply_wins_over_cancel
+        worker.start()
+        task = worker._task
+        await asyncio.wait_for(entered.wait(), 5)
+        await asyncio.wait_for(worker.stop(), 5)
+        assert task.done() and worker._task is None
+    run(scenario())

@@ -929,3 +929,33 @@ def test_a_refused_packet_mid_batch_keeps_the_stream_in_step():
             await session.close()
             await server_session.close()
     run(scenario)
+
+
+def test_a_cancel_that_lands_as_a_frame_arrives_is_never_swallowed():
+    """A receive with a timeout that is cancelled just as its frame completes must end
+    cancelled (a stopped PKI worker would otherwise keep running and hang the node's halt);
+    every interleaving of the loop's steps between the frame and the cancel is tried."""
+    async def scenario():
+        async with Listener() as listener:
+            raw = await RawInitiator().open(listener.port)
+            session = await listener.sessions.get()
+            for steps in range(6):
+                gate = asyncio.get_running_loop().create_future()
+
+                async def next_frame():
+                    return await gate
+                session._recv_frame = next_frame
+                receiver = asyncio.ensure_future(session.recv_command(timeout=5))
+                await asyncio.sleep(0)
+                gate.set_result(NoOp())
+                for _ in range(steps):
+                    await asyncio.sleep(0)
+                if receiver.done():
+                    assert receiver.result() == NoOp()
+                    continue
+                receiver.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await receiver
+            await session.close()
+            assert await raw.expect_closed() == b""
+    run(scenario)

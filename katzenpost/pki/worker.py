@@ -24,6 +24,7 @@ from katzenpost.pki.descriptor import LAYER_PROVIDER, MIX_KEYS_PER_DESCRIPTOR, M
 from katzenpost.pki.document import Document
 from katzenpost.pki.epochtime import EpochClock
 from katzenpost.sphinx.geometry import NODE_ID_LENGTH
+from katzenpost.tasks import cancel_and_wait
 from katzenpost.wire.commands import ConsensusStatus
 from katzenpost.wire.handshake import PeerCredentials
 
@@ -144,10 +145,8 @@ class PKIWorker:
         self._task = asyncio.create_task(self._run(), name="pki-worker")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait([task], "PKI worker")
 
     async def _run(self) -> None:
         tick = self.clock.worker_tick()

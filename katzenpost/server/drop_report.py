@@ -12,6 +12,7 @@ import time
 
 from katzenpost import log as kplog
 from katzenpost.server.counters import DropReason
+from katzenpost.tasks import cancel_and_wait
 
 DEFAULT_LOGGER = logging.getLogger("katzenpost.server.drops")
 
@@ -42,11 +43,7 @@ class DropReporter:
         task, self._task = self._task, None
         if task is None:
             return
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
+        await cancel_and_wait([task], "drop report")
         self.report()
 
     async def _run(self):

@@ -21,6 +21,7 @@ from typing import Callable, Protocol
 from katzenpost import config as config_module
 from katzenpost import log as kp_log
 from katzenpost.sphinx.geometry import PACKET_LENGTH
+from katzenpost.tasks import cancel_and_wait
 from katzenpost.wire import PeerCredentials, Session, WireError, accept
 from katzenpost.wire.commands import Disconnect, GetConsensus, NoOp, RetrieveMessage, SendPacket
 
@@ -157,17 +158,12 @@ class Listeners:
 
     async def stop(self) -> None:
         """Close the listeners, then every incoming connection (halt step "listeners")."""
-        if self._reauth_task is not None:
-            self._reauth_task.cancel()
-            await asyncio.gather(self._reauth_task, return_exceptions=True)
-            self._reauth_task = None
+        reauth, self._reauth_task = self._reauth_task, None
+        await cancel_and_wait([reauth], "listener re-authentication")
         for server in self._servers:
             server.close()
         self._servers = []
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(list(self._tasks), "incoming connections")
         for conn in list(self.connections):
             if conn.session is not None:
                 await conn.session.close("node halting", abort=True)

@@ -162,7 +162,10 @@ class ManagementServer:
         """(bytes of one line, or None when it is too long; whether the client finished sending)."""
         last = False
         try:
-            raw = await asyncio.wait_for(reader.readuntil(b"\n"), self._idle_timeout)
+            # asyncio.timeout, not wait_for: a line arriving with the stop's cancellation must
+            # not swallow it (Python 3.11's wait_for returns the result and drops the cancel).
+            async with asyncio.timeout(self._idle_timeout):
+                raw = await reader.readuntil(b"\n")
         except asyncio.IncompleteReadError as eof:
             raw, last = eof.partial, True   # half-closed: its unterminated last line still counts
         except asyncio.LimitOverrunError:
@@ -212,7 +215,8 @@ class ManagementServer:
 
     async def _write(self, writer, reply):
         writer.write(reply.encode("utf-8") + b"\r\n")
-        await asyncio.wait_for(writer.drain(), self._write_timeout)
+        async with asyncio.timeout(self._write_timeout):
+            await writer.drain()
 
     async def _close(self, writer, reply):
         with contextlib.suppress(ConnectionError, asyncio.TimeoutError):

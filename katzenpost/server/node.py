@@ -26,6 +26,7 @@ from katzenpost.pki.epochtime import EpochClock
 from katzenpost.pki.worker import NodeSelf, PKIWorker
 from katzenpost.server.incoming import ListenerError, Listeners, ListenerSettings
 from katzenpost.server.mixkeys import MixKeyError, MixKeys
+from katzenpost.tasks import cancel_and_wait
 from katzenpost.server.outgoing import Connector, ConnectorSettings
 from katzenpost.server.counters import DropReason
 from katzenpost.server.pipeline import Pipeline, PipelineSettings
@@ -420,9 +421,7 @@ class Node:
             return
         self._halted = True
         kp_log.notice(log, "Starting graceful shutdown.")
-        for task in self._periodic:
-            task.cancel()
-        await asyncio.gather(*self._periodic, return_exceptions=True)
+        await cancel_and_wait(self._periodic, "periodic tasks")
         if self.drop_reporter is not None:
             await self._step("drop report", self.drop_reporter.stop)
         if self.metrics is not None:

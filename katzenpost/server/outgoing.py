@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from katzenpost import config as config_module
 from katzenpost.pki.descriptor import MixDescriptor
 from katzenpost.pki.epochtime import EpochClock
+from katzenpost.tasks import STOP_TIMEOUT, cancel_and_wait
 from katzenpost.wire import ConnectionClosed, PeerCredentials, Session, WireError, connect
 
 log = logging.getLogger("katzenpost.connector")
@@ -110,10 +111,8 @@ class OutgoingConnection:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"outgoing-{self.desc.name}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait([task], f"outgoing connection to {self.desc.name}")
         if self.session is not None:
             await self.session.close("node halting or peer left the PKI", abort=True)
 
@@ -193,8 +192,7 @@ class OutgoingConnection:
                     return
                 session.can_send = can_send
         finally:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+            await cancel_and_wait([reader], f"reader of the session to {self.desc.name}")
 
     async def _watch_reverse_traffic(self, session: Session) -> None:
         try:
@@ -227,13 +225,13 @@ class Connector:
     async def stop(self) -> None:
         """Close every outgoing connection (halt step "connector")."""
         self._stopping = True
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
-            self._sweeper = None
+        sweeper, self._sweeper = self._sweeper, None
+        await cancel_and_wait([sweeper], "connector sweep")
         conns = list(self.connections.values())
         self.connections.clear()
-        await asyncio.gather(*(c.stop() for c in conns), *self._teardowns, return_exceptions=True)
+        await asyncio.gather(*(c.stop() for c in conns), return_exceptions=True)
+        if self._teardowns:   # each is a bounded OutgoingConnection.stop(): let them finish
+            await asyncio.wait(list(self._teardowns), timeout=STOP_TIMEOUT)
 
     async def _sweep_forever(self) -> None:
         await asyncio.sleep(self.settings.first_sweep)

@@ -14,6 +14,7 @@ import logging
 import time
 
 from katzenpost.provider.provider import Provider, ProviderError
+from katzenpost.tasks import cancel_and_wait
 from katzenpost.wire.commands import ConsensusStatus
 
 log = logging.getLogger("katzenpost.provider")
@@ -84,9 +85,7 @@ class ProviderRole:
     async def halt(self) -> None:
         """Between the crypto workers and the scheduler: commit what is queued (its SURB-ACKs
         still reach the scheduler), stop plugins, close the databases."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(list(self._tasks), "provider epoch work")
         await self.provider.halt()
 
     def status(self) -> dict:

@@ -63,7 +63,8 @@ async def _close_writer(writer: asyncio.StreamWriter, abort: bool = False) -> No
         return
     try:
         writer.close()
-        await asyncio.wait_for(writer.wait_closed(), CLOSE_FLUSH_TIMEOUT)
+        async with asyncio.timeout(CLOSE_FLUSH_TIMEOUT):
+            await writer.wait_closed()
     except (OSError, asyncio.TimeoutError, RuntimeError):
         writer.transport.abort()
     except asyncio.CancelledError:
@@ -126,7 +127,8 @@ class Session:
             if self.write_timeout is None:
                 await self._writer.drain()
             else:
-                await asyncio.wait_for(self._writer.drain(), self.write_timeout)
+                async with asyncio.timeout(self.write_timeout):
+                    await self._writer.drain()
         except asyncio.TimeoutError:
             raise await self._close_with(f"write stalled for more than {self.write_timeout} s",
                                          WireTimeout, abort=True) from None
@@ -179,10 +181,12 @@ class Session:
             raise RuntimeError("wire: recv_command called concurrently on one session")
         self._receiving = True
         try:
-            if timeout is None:
+            # asyncio.timeout, not wait_for: in Python 3.11 wait_for returns a frame that arrived
+            # together with a cancellation and drops the cancellation, so a task stopped while
+            # a reply comes in would keep running (and a halt waiting for it would hang).
+            async with asyncio.timeout(timeout):
                 return await self._recv_frame()
-            return await asyncio.wait_for(self._recv_frame(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise await self._close_with(f"no command within {timeout} s", WireTimeout) from None
         finally:
             self._receiving = False
@@ -375,7 +379,8 @@ async def connect(host: str, port: int, *, link_key: bytes, additional_data: byt
                           kem=kem, rng=rng, clock=clock)
     timeout = handshake_timeout if connect_timeout is None else connect_timeout
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port)
     except (OSError, asyncio.TimeoutError) as exc:
         log.info("wire: connecting to %s:%s failed: %r", host, port, exc)
         raise ConnectError(f"wire: connecting to {host}:{port} failed: {exc!r}") from None
