@@ -53,6 +53,12 @@ def now_ms():
     return time.monotonic_ns() // MS
 
 
+def now_ms_rounded_up():
+    """Now as deadlines are computed (rounded up to the millisecond): ``deadline - this`` is
+    the delay a packet was given, never one millisecond more."""
+    return (time.monotonic_ns() + MS - 1) // MS
+
+
 class WheelStage:
     """The scheduler's work around `_core.wheel.TimerWheel`, for whichever thread owns it: batch
     insert with the maxDelay check, due-packet pops in SchedulerMaxBurst bursts, drop counting."""
@@ -85,8 +91,11 @@ class WheelStage:
 
     def _insert(self, deadline, hop, packets):
         # Workers already drop NodeDelay > 3P, so only a smaller (PKI) maxDelay needs the check.
+        # The reference compares the (dwell-adjusted) delay with maxDelay. Deadlines are rounded
+        # up to the millisecond, so now is too: against a rounded-down now, a delay exactly
+        # equal to maxDelay would look 1 ms longer and be dropped.
         if (self.max_delay_ms < self._max_delay_cap_ms
-                and int(deadline.max()) - (now := now_ms()) > self.max_delay_ms):
+                and int(deadline.max()) - (now := now_ms_rounded_up()) > self.max_delay_ms):
             too_far = (deadline - now) > self.max_delay_ms
             self._counters.drop(DropReason.DELAY_ABOVE_MAX, int(too_far.sum()))
             keep = ~too_far
