@@ -142,3 +142,55 @@ def test_reply_book_expires_overdue_surbs_only(doc):
     assert book.lost == 5 and len(book) == 45
     assert book.pending(bytes([160]) * 16) is contexts[160]
     assert len(book.expire(now=1e9)) == 45 and len(book) == 0
+
+
+def test_a_batch_of_messages_and_requests_each_round_trip(doc):
+    """new_messages / new_round_trips: every packet of a batch (more than one lane group, mixed
+    kinds and start times) reaches its recipient with its own body, and its SURB-ACK or reply
+    decrypts under its own keys only."""
+    p1, p2 = doc.providers
+    bodies = [f"batch {i}".encode() for i in range(11)]
+    starts = [NOW + i * 0.25 for i in range(11)]
+    outs = message.new_messages(doc, src_provider=p1, dst_provider=p2, recipient="bob", reply_to="alice",
+                                bodies=bodies, starts=starts, rng=random.Random(7))
+    outs += message.new_round_trips(doc, src_provider=p1, reply_to="alice", rng=random.Random(8), trips=[
+        message.RoundTrip(p2, "+echo", b"req", NOW, KIND_REPLY), message.RoundTrip(p2, "carol", b"c", NOW + 1)])
+    assert len({o.packet for o in outs}) == len({o.surb.surb_id for o in outs}) == 13
+    book = ReplyBook()
+    for out in outs:
+        book.add(out.surb)
+    for i, out in enumerate(outs):
+        terminal = walk(out.packet, out.forward)
+        cmds = commands(terminal)
+        recipient = ["bob"] * 11 + ["+echo", "carol"]
+        assert cmds[Recipient].id == recipient[i].encode().ljust(64, b"\x00")
+        expected = (bodies + [b"req", b"c"])[i]
+        assert terminal.payload[2 + SURB_LEN:].rstrip(b"\x00") == expected
+        assert out.surb.kind == (KIND_REPLY if i == 11 else KIND_ACK)
+        assert out.surb.sent_at == ([*starts, NOW, NOW + 1])[i]
+        reply, _ = sphinx.new_packet_from_surb(terminal.payload[2:2 + SURB_LEN], b"\x01\x00" + bytes([i]) * 2046)
+        back = walk(reply, out.reply)
+        other = outs[(i + 1) % len(outs)].surb
+        with pytest.raises(sphinx.SphinxError):
+            message.decrypt_reply(back.payload, other.keys)
+        opened = book.open(commands(back)[SURBReply].id, back.payload)
+        assert opened.context is out.surb and opened.body == bytes([i]) * 2046
+    assert book.delivered == 13 and len(book) == 0
+
+
+def test_a_bad_item_fails_the_whole_batch_before_any_packet(doc, monkeypatch):
+    p1, p2 = doc.providers
+    made = []
+    monkeypatch.setattr(sphinx, "new_surbs", lambda *a, **k: made.append(1) or [])
+    with pytest.raises(MessageError, match="at most 1490"):
+        message.new_messages(doc, src_provider=p1, dst_provider=p2, recipient="bob", reply_to="alice",
+                             bodies=[b"ok", b"x" * 1491], starts=[NOW, NOW])
+    with pytest.raises(MessageError, match="2 bodies but 1 start"):
+        message.new_kaetzchen_requests(doc, src_provider=p1, service_provider=p2, endpoint="+echo",
+                                       reply_to="alice", bodies=[b"a", b"b"], starts=[NOW])
+    with pytest.raises(MessageError, match="SURB ID of 3"):
+        message.new_round_trips(doc, src_provider=p1, reply_to="alice",
+                                trips=[message.RoundTrip(p2, "bob", b"", NOW, surb_id=b"abc")])
+    assert made == []
+    assert message.new_messages(doc, src_provider=p1, dst_provider=p2, recipient="bob", reply_to="alice",
+                                bodies=[], starts=[]) == []

@@ -11,7 +11,7 @@ from _pki_fixtures import AUTHORITY_SEED, CLOCK, link_private_for, make_document
 from _pki_fixtures import signed_document_bytes, wait_until
 from client_support import walk
 from katzenpost import keys, sphinx
-from katzenpost.client.session import Client, ClientError, ClientSettings, ReplyLost
+from katzenpost.client.session import Client, ClientError, ClientSettings, ReplyLost, Send
 from katzenpost.sphinx import geometry
 from katzenpost.wire import WireError, accept
 from katzenpost.wire import commands as wire
@@ -164,6 +164,29 @@ def test_service_request_and_reply_by_capability_or_endpoint():
             await client.send_message("bob", None, b"x" * 1491)
         with pytest.raises(ClientError, match="recipient must be 1..64 bytes"):
             await client.send_message("b" * 65, None, b"")
+    run(with_provider(test))
+
+
+def test_a_batch_built_ahead_is_sent_and_answered_packet_by_packet():
+    async def test(client, provider):
+        start = CLOCK.unix_now() + 1.0
+        built = await client.build([Send(recipient="bob", provider="provider2", body=b"m0", start=start),
+                                    *(Send(service="loop", provider="provider2", body=b"l%d" % i, start=start + i)
+                                      for i in range(1, 10))])
+        assert len(built) == 10 and not provider.packets and client.pending_count == 0
+        assert built[3].surb.sent_at == start + 3 and built[0].surb.kind == "ack" and built[1].surb.kind == "reply"
+        pendings = [await client.send_built(out) for out in built]
+        await wait_until(lambda: len(provider.packets) == 10, "the batch at the provider")
+        assert provider.packets == [out.packet for out in built]
+        for i, pending in enumerate(pendings):
+            terminal = walk(pending.outgoing.packet, pending.outgoing.forward)
+            assert terminal.payload[2 + geometry.SURB_LENGTH:].rstrip(b"\x00") == (b"m0" if i == 0 else b"l%d" % i)
+            provider.answer(pending, b"\x01\x00" + bytes([i]) * 2046)
+        replies = await asyncio.wait_for(asyncio.gather(*(p.result for p in pendings)), 5)
+        assert [r.body[:1] for r in replies] == [bytes([i]) for i in range(10)]
+        with pytest.raises(ClientError, match="offers no service 'echo'"):
+            await client.build([Send(service="loop", provider="provider2"), Send(service="echo", provider="provider2")])
+        assert await client.build([]) == []
     run(with_provider(test))
 
 

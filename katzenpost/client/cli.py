@@ -36,8 +36,8 @@ import time
 import tomllib
 
 from katzenpost import keys
-from katzenpost.client.load import TrafficStats, run_load
-from katzenpost.client.session import Client, ClientError, ClientSettings
+from katzenpost.client.load import Prebuilt, TrafficStats, run_load
+from katzenpost.client.session import Client, ClientError, ClientSettings, Send
 from katzenpost.pki.descriptor import DescriptorError, split_host_port
 from katzenpost.sphinx import geometry
 
@@ -283,22 +283,27 @@ async def cmd_load(client: Client, args) -> int:
     stats = TrafficStats()
     name, provider = args.target or (client.settings.user, None)
     body_prefix = b"katzenpost-client load "
+    kind = name if args.service else "message"
+    echo = args.service and name.lstrip("+") == "echo"      # the reply must repeat the body
+
+    def body(index: int) -> bytes:
+        return body_prefix + str(index).encode()
+
+    async def build(indices, times):     # a batch of packets, each for its planned send time
+        return await client.build([Send(recipient="" if args.service else name,
+                                        service=name if args.service else "", provider=provider,
+                                        body=body(i), start=t) for i, t in zip(indices, times)])
+    built = Prebuilt(build)
 
     async def send_one(index: int) -> None:
-        body = body_prefix + str(index).encode()
         try:
-            if args.service:
-                pending = await client.request(name, provider, body)
-                stats.track(name, pending, check=(lambda reply: True) if name.lstrip("+") != "echo"
-                            else (lambda reply, b=body: reply.startswith(b)))
-            else:
-                pending = await client.send_message(name, provider, body)
-                stats.track("message", pending)
+            pending = await client.send_built(built.take(index))
+            stats.track(kind, pending, check=(lambda reply, b=body(index): reply.startswith(b)) if echo else None)
         except ClientError as err:
-            stats.send_failed(name if args.service else "message", err)
+            stats.send_failed(kind, err)
 
     await run_load(send_one, rate=args.rate, duration=args.duration, stats=stats,
-                   reply_slack=client.settings.reply_slack)
+                   reply_slack=client.settings.reply_slack, prepare=built.prepare)
     summary = stats.summary()
     print(format_summary(summary))
     if args.json:

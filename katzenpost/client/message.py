@@ -8,8 +8,10 @@ a SURB with a SURB-ACK (2048 zero bytes) or, for a Kaetzchen, `0x01 0x00 | respo
 
 The sender keeps a `SURBContext` per SURB (its ID, decryption keys, expected arrival); a
 `ReplyBook` matches replies to them by SURB ID and counts the ones that never came.
-Packet creation is the Sphinx core's (`katzenpost.sphinx`); the Python here per packet is two
-calls into it and a few byte joins.
+Packet creation is the Sphinx core's (`katzenpost.sphinx`): the batch forms (`new_round_trips`,
+`new_messages`, `new_kaetzchen_requests`) make all their SURBs in one call and all their packets
+in another, so the core runs the X25519s of eight packets per lane pass; a single packet is a
+batch of one.
 """
 from __future__ import annotations
 
@@ -42,8 +44,7 @@ class MessageError(ValueError):
 def plaintext_block(body, surb: bytes | None = None) -> bytes:
     """The 2048-byte Sphinx payload: header, SURB or zeros, `body` zero-padded to 1490 bytes."""
     body = bytes(body)
-    if len(body) > geometry.USER_FORWARD_PAYLOAD_LENGTH:
-        raise MessageError(f"message: body of {len(body)} bytes, at most {geometry.USER_FORWARD_PAYLOAD_LENGTH}")
+    _check_body(body)
     if surb is None:
         head = _NO_SURB
     elif len(surb) != geometry.SURB_LENGTH:
@@ -100,10 +101,27 @@ def with_surb(forward: paths.Path, reply: paths.Path, body, *, surb_id: bytes, k
               entropy=os.urandom) -> Outgoing:
     """A packet along `forward` whose payload carries a SURB for `reply` (whose terminal hop
     must carry `surb_id`); the keys stay in the returned context."""
-    surb, keys = sphinx.new_surb(reply.hops, rng=entropy)
-    packet = sphinx.new_packet(forward.hops, plaintext_block(body, surb), rng=entropy)
-    context = SURBContext(surb_id=surb_id, keys=keys, kind=kind, eta=reply.end, sent_at=forward.start)
-    return Outgoing(packet, forward.first_hop, forward, reply, context)
+    return with_surbs([(forward, reply, body, surb_id, kind)], entropy=entropy)[0]
+
+
+def with_surbs(items, *, entropy=os.urandom) -> list[Outgoing]:
+    """`with_surb` for many (forward, reply, body, surb_id, kind) at once: the SURBs, then the
+    packets, each made in one batch call into the Sphinx core (eight X25519s a lane pass under
+    the lane backend). Every body is checked before any packet is made."""
+    items = list(items)
+    for _, _, body, _, _ in items:
+        _check_body(body)
+    surbs = sphinx.new_surbs([reply.hops for _, reply, _, _, _ in items], rng=entropy)
+    payloads = [plaintext_block(body, surb) for (_, _, body, _, _), (surb, _) in zip(items, surbs)]
+    packets = sphinx.new_packets([forward.hops for forward, _, _, _, _ in items], payloads, rng=entropy)
+    return [Outgoing(packet, forward.first_hop, forward, reply,
+                     SURBContext(surb_id=surb_id, keys=keys, kind=kind, eta=reply.end, sent_at=forward.start))
+            for packet, (forward, reply, _, surb_id, kind), (_, keys) in zip(packets, items, surbs)]
+
+
+def _check_body(body) -> None:
+    if len(body) > geometry.USER_FORWARD_PAYLOAD_LENGTH:
+        raise MessageError(f"message: body of {len(body)} bytes, at most {geometry.USER_FORWARD_PAYLOAD_LENGTH}")
 
 
 def _checked_surb_id(surb_id, entropy):
@@ -115,15 +133,63 @@ def _checked_surb_id(surb_id, entropy):
     return surb_id
 
 
-def _round_trip(doc, src_provider, dst_provider, recipient, reply_to, body, kind, *, start, rng,
-                clock, surb_id, entropy):
+@dataclass(frozen=True)
+class RoundTrip:
+    """One packet with a SURB to build in a batch (`new_round_trips`): `body` to `recipient`
+    (a user, or a Kaetzchen endpoint) at `provider`, sent at `start` (Unix seconds: the path's
+    epochs and the reply's ETA follow from it). `kind` is KIND_ACK for a message to a user,
+    KIND_REPLY for a service request."""
+
+    provider: MixDescriptor
+    recipient: str | bytes
+    body: bytes = field(repr=False)
+    start: float
+    kind: str = KIND_ACK
+    surb_id: bytes | None = None
+
+
+def new_round_trips(doc: Document, *, src_provider: MixDescriptor, reply_to, trips, rng=None,
+                    clock: EpochClock = DEFAULT_CLOCK, entropy=os.urandom) -> list[Outgoing]:
+    """Packets for many `RoundTrip`s at once, each with a SURB back to `reply_to` at
+    `src_provider`: paths drawn per trip as `new_message` does, then all SURBs and all packets
+    in two batch calls. One bad trip (no path, oversized body, bad SURB ID) raises before any
+    packet is made. With a seeded `rng`/`entropy` the bytes differ from a loop of
+    `new_message` (the batch reads its randomness in another order); the formats are the same."""
     draw = paths.as_draw(rng)
-    surb_id = _checked_surb_id(surb_id, entropy)
-    forward = paths.forward_path(doc, src_provider, dst_provider, recipient, with_surb=True,
-                                 start=start, rng=draw, clock=clock)
-    reply = paths.surb_path(doc, dst_provider, src_provider, reply_to, surb_id, start=forward.end,
-                            rng=draw, clock=clock)
-    return with_surb(forward, reply, body, surb_id=surb_id, kind=kind, entropy=entropy)
+    items = []
+    for trip in trips:
+        surb_id = _checked_surb_id(trip.surb_id, entropy)
+        forward = paths.forward_path(doc, src_provider, trip.provider, trip.recipient, with_surb=True,
+                                     start=trip.start, rng=draw, clock=clock)
+        reply = paths.surb_path(doc, trip.provider, src_provider, reply_to, surb_id, start=forward.end,
+                                rng=draw, clock=clock)
+        items.append((forward, reply, bytes(trip.body), surb_id, trip.kind))
+    return with_surbs(items, entropy=entropy)
+
+
+def new_messages(doc: Document, *, src_provider: MixDescriptor, dst_provider: MixDescriptor, recipient,
+                 reply_to, bodies, starts, rng=None, clock: EpochClock = DEFAULT_CLOCK,
+                 entropy=os.urandom) -> list[Outgoing]:
+    """`new_message` for many bodies to one recipient, the i-th sent at `starts[i]`, built in
+    one batch (see `new_round_trips`)."""
+    bodies, starts = list(bodies), list(starts)
+    if len(bodies) != len(starts):
+        raise MessageError(f"message: {len(bodies)} bodies but {len(starts)} start times")
+    return new_round_trips(doc, src_provider=src_provider, reply_to=reply_to, rng=rng, clock=clock,
+                           entropy=entropy,
+                           trips=[RoundTrip(dst_provider, recipient, body, start) for body, start in zip(bodies, starts)])
+
+
+def new_kaetzchen_requests(doc: Document, *, src_provider: MixDescriptor, service_provider: MixDescriptor,
+                           endpoint, reply_to, bodies, starts, rng=None, clock: EpochClock = DEFAULT_CLOCK,
+                           entropy=os.urandom) -> list[Outgoing]:
+    """`new_kaetzchen_request` for many bodies to one service, built in one batch."""
+    bodies, starts = list(bodies), list(starts)
+    if len(bodies) != len(starts):
+        raise MessageError(f"message: {len(bodies)} bodies but {len(starts)} start times")
+    return new_round_trips(doc, src_provider=src_provider, reply_to=reply_to, rng=rng, clock=clock,
+                           entropy=entropy, trips=[RoundTrip(service_provider, endpoint, body, start, KIND_REPLY)
+                                                   for body, start in zip(bodies, starts)])
 
 
 def new_message(doc: Document, *, src_provider: MixDescriptor, dst_provider: MixDescriptor, recipient,
@@ -132,8 +198,9 @@ def new_message(doc: Document, *, src_provider: MixDescriptor, dst_provider: Mix
     """A message to `recipient` at `dst_provider` with a SURB-ACK back to `reply_to` (the
     sender's own recipient ID at `src_provider`): ToUser at the far provider, which stores the
     body and returns the SURB after the terminal hop's NodeDelay."""
-    return _round_trip(doc, src_provider, dst_provider, recipient, reply_to, body, KIND_ACK, start=start,
-                       rng=rng, clock=clock, surb_id=surb_id, entropy=entropy)
+    return new_round_trips(doc, src_provider=src_provider, reply_to=reply_to, rng=rng, clock=clock,
+                           entropy=entropy,
+                           trips=[RoundTrip(dst_provider, recipient, body, start, KIND_ACK, surb_id)])[0]
 
 
 def new_kaetzchen_request(doc: Document, *, src_provider: MixDescriptor, service_provider: MixDescriptor,
@@ -142,8 +209,9 @@ def new_kaetzchen_request(doc: Document, *, src_provider: MixDescriptor, service
                           entropy=os.urandom) -> Outgoing:
     """A request to the Kaetzchen `endpoint` (e.g. the provider's `loop` or `echo` endpoint as
     its descriptor advertises it) with a SURB for the reply back to `reply_to`."""
-    return _round_trip(doc, src_provider, service_provider, endpoint, reply_to, body, KIND_REPLY,
-                       start=start, rng=rng, clock=clock, surb_id=surb_id, entropy=entropy)
+    return new_round_trips(doc, src_provider=src_provider, reply_to=reply_to, rng=rng, clock=clock,
+                           entropy=entropy,
+                           trips=[RoundTrip(service_provider, endpoint, body, start, KIND_REPLY, surb_id)])[0]
 
 
 def new_unreliable_message(doc: Document, *, src_provider: MixDescriptor, dst_provider: MixDescriptor,

@@ -107,6 +107,19 @@ class Inbound:
         return self.body.rstrip(b"\x00")
 
 
+@dataclass(frozen=True)
+class Send:
+    """One packet for `Client.build`: `body` to the user `recipient`, or (when `service` is
+    set) to that Kaetzchen service, at `provider` (default: ours), to be sent at `start`
+    (Unix seconds; default: when built)."""
+
+    recipient: str = ""
+    service: str = ""
+    provider: str | None = None
+    body: bytes = field(default=b"", repr=False)
+    start: float | None = None
+
+
 class Client:
     """One user's connection to its provider. Use `async with Client(settings) as c:` or
     `await c.start()` / `await c.close()`; all methods run on one event loop."""
@@ -336,18 +349,41 @@ class Client:
     async def send_message(self, recipient: str, provider: str | None = None, body=b"") -> Pending:
         """A message to `recipient` at `provider` (default: ours) with a SURB-ACK; the result
         resolves when the ACK is back (the far provider has stored the message)."""
-        doc = await self.document()
-        outgoing = self._build(msg.new_message, doc, dst_provider=self.provider_descriptor(doc, provider),
-                               recipient=recipient, body=body)
-        return await self._send_tracked(outgoing)
+        [outgoing] = await self.build([Send(recipient=recipient, provider=provider, body=body)])
+        return await self.send_built(outgoing)
 
     async def request(self, service: str, provider: str | None = None, body=b"") -> Pending:
         """A request to the Kaetzchen `service` of `provider`: a capability (`echo`) or its
         endpoint (`+echo`); the result resolves with the service's reply."""
+        [outgoing] = await self.build([Send(service=service, provider=provider, body=body)])
+        return await self.send_built(outgoing)
+
+    async def build(self, sends) -> list[msg.Outgoing]:
+        """The packets of many `Send`s, made in one batch (`message.new_round_trips`: the Sphinx
+        core runs eight packets per X25519 lane pass); send each with `send_built` at its
+        planned time. One bad `Send` (unknown provider or service, oversized body) raises
+        ClientError and nothing is built."""
+        sends = list(sends)
+        if not sends:
+            return []
         doc = await self.document()
-        target = self.provider_descriptor(doc, provider)
-        outgoing = self._build(msg.new_kaetzchen_request, doc, service_provider=target,
-                               endpoint=self.endpoint(target, service), body=body)
+        now = self.clock.unix_now()
+        trips = []
+        for send in sends:
+            target = self.provider_descriptor(doc, send.provider)
+            if send.service:
+                trips.append(msg.RoundTrip(target, self.endpoint(target, send.service), send.body,
+                                           send.start or now, msg.KIND_REPLY))
+            else:
+                trips.append(msg.RoundTrip(target, send.recipient, send.body, send.start or now, msg.KIND_ACK))
+        try:
+            return msg.new_round_trips(doc, src_provider=self.provider_descriptor(doc), reply_to=self.settings.user,
+                                       trips=trips, rng=self._draw, clock=self.clock, entropy=self._entropy)
+        except (paths.PathError, msg.MessageError) as err:
+            raise ClientError(str(err)) from None
+
+    async def send_built(self, outgoing: msg.Outgoing) -> Pending:
+        """Send a packet from `build` and track its reply (see `Pending`)."""
         return await self._send_tracked(outgoing)
 
     @staticmethod
@@ -361,14 +397,6 @@ class Client:
         offered = ", ".join(sorted(services)) or "none"
         raise ClientError(f"client: provider '{provider.name}' offers no service '{service}' "
                           f"(offered: {offered})")
-
-    def _build(self, make, doc: Document, **kwargs) -> msg.Outgoing:
-        try:
-            return make(doc, src_provider=self.provider_descriptor(doc), reply_to=self.settings.user,
-                        start=self.clock.unix_now(), rng=self._draw, clock=self.clock,
-                        entropy=self._entropy, **kwargs)
-        except (paths.PathError, msg.MessageError) as err:
-            raise ClientError(str(err)) from None
 
     async def _send_tracked(self, outgoing: msg.Outgoing) -> Pending:
         pending = Pending(outgoing, asyncio.get_running_loop().create_future(), time.monotonic())

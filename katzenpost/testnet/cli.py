@@ -149,7 +149,8 @@ class Run:
         side += [asyncio.ensure_future(self.restart_later(name, at)) for name, at in self.args.restart]
         try:
             await run_load(self.driver.send_one, rate=self.args.rate, duration=self.args.duration,
-                           stats=self.stats, reply_slack=REPLY_SLACK, stop=self.stop)
+                           stats=self.stats, reply_slack=REPLY_SLACK, stop=self.stop,
+                           prepare=self.driver.prepare)
             if not self.stop.is_set():
                 await self.interruptible(self.driver.wait_retrieved(RETRIEVE_GRACE))
         finally:

@@ -5,6 +5,7 @@ Kinds, in a fixed rotation: `message` (to the other user, with a SURB-ACK; the r
 client must then retrieve it), `echo` (the reply must repeat the request), `loop` (an empty
 reply), `keyserver` (the reply must carry the other user's registered identity key). Each
 user sends in turn, to the other user's provider, so every request crosses the network.
+Packets are built ahead in batches (`load.Prebuilt`), one `Client.build` per user and batch.
 """
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import asyncio
 import base64
 import json
 import os
+from dataclasses import replace
 
-from katzenpost.client.load import TrafficStats
-from katzenpost.client.session import Client, ClientError, Inbound
+from katzenpost.client.load import Prebuilt, TrafficStats
+from katzenpost.client.session import Client, ClientError, Inbound, Send
 from katzenpost.testnet.layout import Plan
 
 ROTATION = ("message", "echo", "message", "loop", "message", "keyserver")
@@ -31,6 +33,8 @@ class TrafficDriver:
         self.duplicates = 0
         self._users = [u.name for u in plan.users]
         self._peer = {u.name: next(v for v in plan.users if v.name != u.name) for u in plan.users}
+        self.prebuilt = Prebuilt(self.build)
+        self.prepare = self.prebuilt.prepare       # run_load's hook: build a batch ahead
 
     def on_message(self, user: str):
         """The inbox callback for `user`'s client: note which test messages arrived."""
@@ -44,31 +48,60 @@ class TrafficDriver:
             self.retrieved[user].add(token)
         return receive
 
-    async def send_one(self, index: int) -> None:
+    def _plan(self, index: int):
+        """Who sends what for traffic item `index`: (sender, kind, Send, reply check or None)."""
         sender = self._users[index % len(self._users)]
         kind = ROTATION[(index // len(self._users)) % len(ROTATION)]
         peer = self._peer[sender]
-        client = self.clients[sender]
+        if kind == "message":
+            token = f"{index}-{os.urandom(4).hex()}".encode()
+            return sender, kind, Send(recipient=peer.name, provider=peer.provider, body=_TAG + token), token
+        if kind == "echo":
+            body = _TAG + f"echo {index}".encode()
+            return sender, kind, Send(service="echo", provider=peer.provider, body=body), \
+                (lambda reply, b=body: reply.startswith(b))
+        if kind == "loop":
+            return sender, kind, Send(service="loop", provider=peer.provider), \
+                (lambda reply: not reply.strip(b"\x00"))
+        query = json.dumps({"Version": 0, "User": peer.name}).encode()
+        expected = base64.b64encode(bytes.fromhex(peer.identity_key)).decode()
+        return sender, kind, Send(service="keyserver", provider=peer.provider, body=query), \
+            (lambda reply, e=expected: _key_of(reply) == e)
+
+    async def build(self, indices: list[int], times: list[float]) -> list:
+        """The packets of a batch of traffic items, one `Client.build` per sender (see
+        `load.Prebuilt`); a sender whose build fails has its items fail alone."""
+        plans = [self._plan(i) for i in indices]
+        by_sender: dict[str, list[int]] = {}
+        for position, (sender, *_rest) in enumerate(plans):
+            by_sender.setdefault(sender, []).append(position)
+        items: list = [None] * len(indices)
+        for sender, positions in by_sender.items():
+            sends = [replace(plans[p][2], start=times[p]) for p in positions]
+            try:
+                built = await self.clients[sender].build(sends)
+            except ClientError as err:
+                built = [err] * len(positions)
+            for p, outgoing in zip(positions, built):
+                sender, kind, _, extra = plans[p]
+                items[p] = outgoing if isinstance(outgoing, Exception) else (sender, kind, outgoing, extra)
+        return items
+
+    async def send_one(self, index: int) -> None:
+        """Send traffic item `index`, built ahead by `prepare` (run_load's hook)."""
+        kind = ROTATION[(index // len(self._users)) % len(ROTATION)]
         try:
-            if kind == "message":
-                token = f"{index}-{os.urandom(4).hex()}".encode()
-                pending = await client.send_message(peer.name, peer.provider, _TAG + token)
-                pending.result.add_done_callback(lambda f, t=token, r=peer.name: self._acked(f, t, r))
-                self.stats.track(kind, pending)
-            elif kind == "echo":
-                body = _TAG + f"echo {index}".encode()
-                pending = await client.request("echo", peer.provider, body)
-                self.stats.track(kind, pending, check=lambda reply, b=body: reply.startswith(b))
-            elif kind == "loop":
-                pending = await client.request("loop", peer.provider, b"")
-                self.stats.track(kind, pending, check=lambda reply: not reply.strip(b"\x00"))
-            else:
-                query = json.dumps({"Version": 0, "User": peer.name}).encode()
-                pending = await client.request("keyserver", peer.provider, query)
-                expected = base64.b64encode(bytes.fromhex(peer.identity_key)).decode()
-                self.stats.track(kind, pending, check=lambda reply, e=expected: _key_of(reply) == e)
+            sender, kind, outgoing, extra = self.prebuilt.take(index)
+            pending = await self.clients[sender].send_built(outgoing)
         except ClientError as err:
             self.stats.send_failed(kind, err)
+            return
+        if kind == "message":
+            recipient = self._peer[sender].name
+            pending.result.add_done_callback(lambda f, t=extra, r=recipient: self._acked(f, t, r))
+            self.stats.track(kind, pending)
+        else:
+            self.stats.track(kind, pending, check=extra)
 
     def _acked(self, future: asyncio.Future, token: bytes, recipient: str) -> None:
         if not future.cancelled() and future.exception() is None:
