@@ -140,7 +140,8 @@ class AuthorityServer:
     async def _on_connection(self, reader: asyncio.StreamReader,
                              writer: asyncio.StreamWriter) -> None:
         if self._slots <= 0 or self._stopping.is_set():
-            log.warning("Too many connections; refusing %s", writer.get_extra_info("peername"))
+            log.warning("Too many connections; refusing one")
+            log.debug("Refused the connection from %s", writer.get_extra_info("peername"))
             writer.transport.abort()
             return
         self._slots -= 1

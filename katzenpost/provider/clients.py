@@ -44,8 +44,10 @@ class ClientHandler:
         valid = user is not None and await self._is_valid(user, ad, key)
         if not valid:
             suffix = " (Probably a peer)" if len(ad) == NODE_ID_LENGTH else ""
-            log.error("Authentication failed: User: '%s', Key: '%s'%s",
-                      ad.decode("utf-8", "backslashreplace"), key.hex(), suffix)
+            log.error("Authentication failed: User: '%s'%s",   # its key at DEBUG only
+                      ad.decode("utf-8", "backslashreplace"), suffix)
+            log.debug("Authentication failed: User: '%s', Key: '%s'",
+                      ad.decode("utf-8", "backslashreplace"), key.hex())
         return valid, valid
 
     async def _is_valid(self, user: bytes, ad: bytes, key: bytes) -> bool:

@@ -43,6 +43,20 @@ def _peer_name(writer: asyncio.StreamWriter) -> str:
     return str(peer) if peer else "?"
 
 
+def _log_event(level: int, event: str, peer_name: str, detail: str) -> None:
+    """Operators' rule: peer addresses and keys only at DEBUG. ``event`` and ``detail`` carry
+    neither; at ``level`` above DEBUG the line omits the peer, which a DEBUG line then names."""
+    if level > logging.DEBUG:
+        log.log(level, "wire: %s: %s", event, detail)
+    log.debug("wire: %s with %s: %s", event, peer_name, detail)
+
+
+def _os_error_text(exc: BaseException) -> str:
+    """An OSError without its message: asyncio's connect errors name the peer's address."""
+    strerror = getattr(exc, "strerror", None)
+    return f"{type(exc).__name__}({strerror})" if strerror else type(exc).__name__
+
+
 def _enable_keepalive(writer: asyncio.StreamWriter) -> None:
     sock = writer.get_extra_info("socket")
     if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
@@ -133,7 +147,8 @@ class Session:
             raise await self._close_with(f"write stalled for more than {self.write_timeout} s",
                                          WireTimeout, abort=True) from None
         except (OSError, RuntimeError) as exc:
-            raise await self._close_with(f"write failed: {exc!r}", ConnectionClosed) from None
+            raise await self._close_with(f"write failed: {_os_error_text(exc)}",
+                                         ConnectionClosed) from None
 
     def write_packets(self, packets) -> None:
         """Seal one SendPacket per packet (bytes-like rows, e.g. a uint8[k, L] array) and hand
@@ -170,7 +185,8 @@ class Session:
         try:
             await self._writer.drain()
         except (OSError, RuntimeError) as exc:
-            raise await self._close_with(f"write failed: {exc!r}", ConnectionClosed) from None
+            raise await self._close_with(f"write failed: {_os_error_text(exc)}",
+                                         ConnectionClosed) from None
 
     async def recv_command(self, timeout: float | None = None) -> Command:
         """Receive one command. Any failure (EOF, I/O, MAC, length, bad command, timeout)
@@ -255,7 +271,8 @@ class Session:
         except (OSError, RuntimeError) as exc:
             if self.closed:
                 raise ConnectionClosed(f"wire: session closed ({self.close_reason})") from None
-            raise await self._close_with(f"read failed: {exc!r}", ConnectionClosed) from None
+            raise await self._close_with(f"read failed: {_os_error_text(exc)}",
+                                         ConnectionClosed) from None
         except asyncio.CancelledError:
             if reading == "body":  # the stream is mid-frame: it can never be read again
                 self._abort("receive cancelled in the middle of a frame")
@@ -266,7 +283,7 @@ class Session:
         if not self.closed:
             self.closed = True
             self.close_reason = reason
-            log.info("wire: session with %s closed: %s", self.peer_name, reason)
+            _log_event(logging.INFO, "session closed", self.peer_name, reason)
             self._writer.transport.abort()
 
     async def _close_with(self, reason: str, error: type[WireError],
@@ -283,7 +300,7 @@ class Session:
             return
         self.closed = True
         self.close_reason = reason
-        log.log(level, "wire: session with %s closed: %s", self.peer_name, reason)
+        _log_event(level, "session closed", self.peer_name, reason)
         await _close_writer(self._writer, abort)
 
 
@@ -309,10 +326,10 @@ async def _authenticate(authenticator: Any, creds: PeerCredentials) -> bool:
     except Exception as exc:  # a broken callback must not leak out of the session layer
         log.warning("wire: peer authenticator raised %r; rejecting the peer", exc)
         valid = can_send = False
-    if not valid:
-        raise AuthenticationError(f"wire: peer authentication failed "
-                                  f"(AD {creds.additional_data.hex()[:64]}, "
-                                  f"link key {creds.public_key.hex()})")
+    if not valid:  # the peer's AD and key are identifying: DEBUG only
+        log.debug("wire: peer rejected: AD %s, link key %s", creds.additional_data.hex()[:64],
+                  creds.public_key.hex())
+        raise AuthenticationError("wire: peer authentication failed")
     return can_send
 
 
@@ -337,18 +354,17 @@ async def _establish(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
     except WireError as exc:  # first: some WireErrors are also OSError or TimeoutError
         error = exc if isinstance(exc, HandshakeError) else HandshakeError(str(exc))
     except TimeoutError:
-        error = HandshakeTimeout(f"wire: handshake with {peer_name} did not finish "
-                                 f"within {handshake_timeout} s")
+        error = HandshakeTimeout(f"wire: handshake did not finish within {handshake_timeout} s")
     except asyncio.IncompleteReadError as exc:
-        error = HandshakeError(f"wire: {peer_name} closed the connection during the handshake "
+        error = HandshakeError(f"wire: the peer closed the connection during the handshake "
                                f"({len(exc.partial)} of {exc.expected} bytes)")
     except (OSError, RuntimeError) as exc:
-        error = HandshakeError(f"wire: I/O error in the handshake with {peer_name}: {exc!r}")
+        error = HandshakeError(f"wire: I/O error in the handshake: {_os_error_text(exc)}")
     except BaseException:  # cancellation: never leave the socket open, never wait on it
         await _close_writer(writer, abort=True)
         raise
-    log.info("wire: %s handshake with %s failed: %s", role, peer_name,
-             str(error).removeprefix("wire: "))
+    _log_event(logging.INFO, f"{role} handshake failed", peer_name,
+               str(error).removeprefix("wire: "))
     await _close_writer(writer)
     raise error
 
@@ -382,7 +398,7 @@ async def connect(host: str, port: int, *, link_key: bytes, additional_data: byt
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(host, port)
     except (OSError, asyncio.TimeoutError) as exc:
-        log.info("wire: connecting to %s:%s failed: %r", host, port, exc)
+        _log_event(logging.INFO, "connecting failed", f"{host}:{port}", _os_error_text(exc))
         raise ConnectError(f"wire: connecting to {host}:{port} failed: {exc!r}") from None
     _enable_keepalive(writer)
     return await _establish(reader, writer, handshake, authenticator, handshake_timeout)
