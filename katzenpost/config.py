@@ -84,7 +84,8 @@ DEBUG_INT_KNOBS: dict[str, DebugKnob] = {
     "SphinxBatchSize": DebugKnob(16, maximum=MAX_PIPELINE_BOUND),
     "SphinxBatchWindowUs": DebugKnob(0, maximum=1_000_000),  # 0 = flush at each loop pass
     "SphinxQueueHWM": DebugKnob(32, maximum=MAX_PIPELINE_BOUND),
-    "SphinxQueuePackets": DebugKnob(64, maximum=MAX_PIPELINE_BOUND),
+    # 0 = sized by the node from its start-up self-test (pipeline.in_flight_for)
+    "SphinxQueuePackets": DebugKnob(0, maximum=MAX_PIPELINE_BOUND),
     "SchedulerInputHWM": DebugKnob(64, maximum=MAX_PIPELINE_BOUND),
     "DispatchHWM": DebugKnob(64, maximum=MAX_PIPELINE_BOUND),
     "LocalHWM": DebugKnob(64, maximum=MAX_PIPELINE_BOUND),
@@ -233,7 +234,7 @@ class DebugConfig:
     sphinx_batch_size: int = 16
     sphinx_batch_window_us: int = 0
     sphinx_queue_hwm: int = 32
-    sphinx_queue_packets: int = 64
+    sphinx_queue_packets: int = 0       # 0: sized from the start-up self-test
     scheduler_input_hwm: int = 64
     dispatch_hwm: int = 64
     local_hwm: int = 64

@@ -29,7 +29,7 @@ from katzenpost.server.mixkeys import MixKeyError, MixKeys
 from katzenpost.tasks import cancel_and_wait
 from katzenpost.server.outgoing import Connector, ConnectorSettings
 from katzenpost.server.counters import DropReason
-from katzenpost.server.pipeline import Pipeline, PipelineSettings
+from katzenpost.server.pipeline import Pipeline, PipelineSettings, in_flight_for
 
 log = logging.getLogger("katzenpost.server")
 
@@ -265,6 +265,9 @@ class Node:
         settings.EpochPeriod = self.clock.period
         self.capacity = measure_unwrap_capacity(settings.normalized().NumSphinxWorkers)
         kp_log.notice(log, "%s", self.capacity.describe())
+        if self.config.debug.sphinx_queue_packets <= 0:    # not configured: sized by the self-test
+            settings.SphinxQueuePackets = in_flight_for(self.capacity.per_worker, settings.UnwrapDelay)
+        log.info("SphinxQueuePackets: %d packets in flight per worker", settings.SphinxQueuePackets)
         self.pipeline = Pipeline(settings, engine=SphinxUnwrapEngine(), wheel_factory=TimerWheel,
                                  is_provider=self.is_provider, on_local=self._on_local)
         self._node_counters = self.pipeline.counters.stage("node")

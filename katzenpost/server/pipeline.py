@@ -29,6 +29,10 @@ log = logging.getLogger("katzenpost.server.pipeline")
 ZMQ_EVENTS = int(zmq.EVENTS)
 ZMQ_POLLIN = int(zmq.POLLIN)
 
+# SphinxQueuePackets when the operator did not set it: about UnwrapDelay/2 of unwrap work at the
+# rate the start-up self-test measured, within these bounds; the floor alone without a measurement.
+IN_FLIGHT_FLOOR, IN_FLIGHT_CEILING = 64, 4096
+
 UNLIMITED = 0         # SchedulerQueueSize <= 0: no bound on the timer wheel, as in Go;
                       # the wheel's arena grows in chunks of 4,096 packets as they arrive
 
@@ -57,7 +61,8 @@ class PipelineSettings:
                                         # the wait, this the memory
     SphinxQueuePackets: int = _knob("SphinxQueuePackets")  # packets in flight per worker (sent,
                                         # not yet dequeued): ~ UnwrapDelay/2 of real unwrap work;
-                                        # beyond it a FIFO only ages packets into UnwrapDelay drops
+                                        # beyond it a FIFO only ages packets into UnwrapDelay drops;
+                                        # <= 0: size_in_flight() or IN_FLIGHT_FLOOR
     SchedulerInputHWM: int = _knob("SchedulerInputHWM")  # batches queued towards the scheduler
     DispatchHWM: int = _knob("DispatchHWM")      # due batches towards the I/O thread (thread mode)
     LocalHWM: int = _knob("LocalHWM")            # local-delivery batches towards the I/O thread
@@ -106,6 +111,8 @@ class PipelineSettings:
             s.UnwrapDelay = _knob("UnwrapDelay")
         if s.EpochPeriod <= 0:
             s.EpochPeriod = EPOCH_PERIOD_MS // 1000
+        if s.SphinxQueuePackets <= 0:       # no self-test measured it (the node sizes it first)
+            s.SphinxQueuePackets = IN_FLIGHT_FLOOR
         for name in ("SphinxBatchSize", "SphinxQueueHWM", "SphinxQueuePackets", "SchedulerInputHWM",
                      "DispatchHWM", "LocalHWM", "OutgoingQueueSize", "DispatchBatchSize"):
             if getattr(s, name) < 1:
@@ -113,6 +120,14 @@ class PipelineSettings:
         if s.SphinxBatchWindowUs < 0:
             raise ValueError(f"config: Debug.SphinxBatchWindowUs must be >= 0, got {s.SphinxBatchWindowUs}")
         return s
+
+
+def in_flight_for(unwraps_per_second: float, unwrap_delay_ms: int) -> int:
+    """Packets in flight per worker for a measured unwrap rate: about UnwrapDelay/2 of work (a
+    shorter queue drops bursts the worker would finish in time, a longer one only ages packets
+    into UnwrapDelay drops), clamped to [IN_FLIGHT_FLOOR, IN_FLIGHT_CEILING]."""
+    work = unwraps_per_second * unwrap_delay_ms / 2000
+    return int(min(max(work, IN_FLIGHT_FLOOR), IN_FLIGHT_CEILING))
 
 
 def _snake_case(name):
