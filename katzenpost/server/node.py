@@ -59,8 +59,12 @@ class UnwrapCapacity:
         return int(self.per_worker * min(self.workers, self.cores))
 
     def describe(self) -> str:
+        from katzenpost import sphinx
+        backend = sphinx.X25519_BACKEND                 # why the lanes are off, when they are
+        lanes = "" if backend == "ifma" else f"; AVX-512 IFMA lanes not used: {sphinx.IFMA_STATUS}"
         return (f"Sphinx self-test: unwraps ~{self.packets_per_second} packets/s with {self.workers} "
-                f"workers ({self.per_worker:.0f}/s per worker, {self.cores} CPU cores)")
+                f"workers ({self.per_worker:.0f}/s per worker, {self.cores} CPU cores, X25519 "
+                f"backend {backend}{lanes})")
 
 
 def measure_unwrap_capacity(workers: int, seconds: float = SELFTEST_SECONDS) -> UnwrapCapacity:
