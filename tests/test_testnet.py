@@ -5,8 +5,11 @@ the kept network; then `--stop` ends every process."""
 import base64
 import os
 import subprocess
+import time
+import urllib.request
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from testnet_support import client_command, plan, report, run_testnet, stop_leftovers, katzenpost_testnet, wait_gone
 
@@ -78,6 +81,27 @@ def test_katzenpost_client_against_the_kept_network(network):
     assert load.returncode == 0 and "sent 9, delivered 9, lost 0" in load.stdout, load.stdout + load.stderr
     nobody = run_client(root, "alice", "ping", "+nothing")
     assert nobody.returncode == 1 and "offers no service '+nothing'" in nobody.stderr
+
+
+def provider_drops(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {sample.labels["reason"]: sample.value for family in text_string_to_metric_families(text)
+            for sample in family.samples if sample.name == "katzenpost_dropped_packets_total"}
+
+
+def test_a_message_to_an_unknown_user_is_a_provider_drop_in_the_metrics(network):
+    root, proc = network
+    assert proc.returncode == 0
+    provider2 = next(p for p in plan(root)["providers"] if p["name"] == "provider2")
+    before = provider_drops(provider2["metrics_port"])
+    assert before["unknown_recipient"] == 0 and "rate_limited" in before
+    sent = run_client(root, "alice", "send", "nobody@provider2", "lost", "--no-wait")
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    deadline = time.monotonic() + 30
+    while provider_drops(provider2["metrics_port"])["unknown_recipient"] < 1:
+        assert time.monotonic() < deadline, "no unknown_recipient drop in provider2's metrics"
+        time.sleep(0.5)
 
 
 def test_stop_ends_every_process_of_the_kept_network(network):

@@ -18,12 +18,15 @@ DEFAULT_LOGGER = logging.getLogger("katzenpost.server.drops")
 
 
 class DropReporter:
-    """Reads `counters.snapshot()["drops"]` every `interval` seconds on the running loop."""
+    """Reads `counters.snapshot()["drops"]` every `interval` seconds on the running loop, and
+    `extra()` when given: a mapping of more drop counts read as cheaply (a provider's own drops,
+    `Provider.drops`), listed after the pipeline's reasons."""
 
-    def __init__(self, counters, *, interval: float = 60.0, logger=None):
+    def __init__(self, counters, *, interval: float = 60.0, logger=None, extra=None):
         if not interval > 0:
             raise ValueError(f"drop report: interval must be > 0, got {interval!r}")
         self._counters = counters
+        self._extra = extra
         self._interval = interval
         self._log = logger or DEFAULT_LOGGER
         self._task = None
@@ -73,7 +76,12 @@ class DropReporter:
         # Pipeline order (DropReason), then any name a newer counters module adds.
         order = [r.name.lower() for r in DropReason]
         names = order + sorted(set(drops) - set(order))
-        return {name: int(drops[name]) for name in names if name in drops}
+        counts = {name: int(drops[name]) for name in names if name in drops}
+        if self._extra is not None:
+            for name, count in self._extra().items():
+                if name not in counts:          # a pipeline reason keeps the pipeline's count
+                    counts[name] = int(count)
+        return counts
 
 
 def _seconds(elapsed):

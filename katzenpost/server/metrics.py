@@ -46,6 +46,16 @@ REFERENCE_DROPS = {
     "provider": (DropReason.KAETZCHEN_SURB_REPLY,),
 }
 
+# The provider role's own drop reasons (its STATUS `provider.drops`), counted in the provider
+# after the pipeline handed a packet over: exported with the pipeline's reasons in
+# `katzenpost_dropped_packets_total{reason}` (all present, zeros included, on a provider) and in
+# the reference's `katzenpost_provider_dropped_packets_total`. docs/operations.md explains each.
+PROVIDER_DROP_REASONS = (
+    "provider_delay", "unknown_recipient", "invalid_recipient", "malformed_payload", "spool_backlog",
+    "spool_write_failed", "rate_limited", "kaetzchen_unknown_endpoint", "kaetzchen_malformed",
+    "kaetzchen_queue_full", "kaetzchen_failed", "kaetzchen_delay",
+)
+
 # Our named totals: metric name -> (pipeline event, help).
 EVENT_TOTALS = {
     "packets_in": (Event.RECEIVED, "Packets accepted from the network into the pipeline."),
@@ -66,7 +76,7 @@ class NodeCollector:
     def collect(self):
         if self._counters is not None:
             snapshot = self._counters.snapshot()
-            yield from _drop_families(snapshot["drops"])
+            yield from _drop_families(snapshot["drops"], _provider_drops(self._status))
             yield from _event_families(snapshot["events"])
             histogram = getattr(self._counters, "dispatch_delay", None)
             if histogram is not None:
@@ -101,13 +111,34 @@ _counter = functools.partial(_family, CounterMetricFamily)
 _gauge = functools.partial(_family, GaugeMetricFamily)
 
 
-def _drop_families(drops):
+def _provider_drops(status) -> dict[str, int] | None:
+    """The provider role's drop counts from STATUS (None on a mix): every known reason (zeros
+    included, STATUS lists only the non-zero ones), then any other it reports."""
+    provider = status.get("provider")
+    if not isinstance(provider, Mapping):
+        return None
+    reported = provider.get("drops")
+    reported = reported if isinstance(reported, Mapping) else {}
+    drops = {reason: 0 for reason in PROVIDER_DROP_REASONS}
+    for reason, count in sorted(reported.items(), key=lambda kv: str(kv[0])):
+        if _is_number(count):
+            drops[str(reason)] = count
+    return drops
+
+
+def _drop_families(drops, provider_drops=None):
     by_reason = _counter("dropped_packets", "Packets dropped, by reason.", labels=["reason"])
     for reason in DropReason:
         by_reason.add_metric([reason.name.lower()], drops.get(reason.name.lower(), 0))
+    pipeline_reasons = {reason.name.lower() for reason in DropReason}
+    for reason, count in (provider_drops or {}).items():
+        if reason not in pipeline_reasons:      # a name clash would be two series of one label set
+            by_reason.add_metric([reason], count)
     yield by_reason
     for subsystem, reasons in REFERENCE_DROPS.items():
         total = sum(drops.get(r.name.lower(), 0) for r in reasons)
+        if subsystem == "provider":
+            total += sum((provider_drops or {}).values())
         yield _counter(f"{subsystem}_dropped_packets", f"Packets dropped by the {subsystem} stage.", total)
     yield _counter("crypto_worker_replayed_packets", "Packets dropped as replays (also in the crypto "
                    "worker's dropped total).", drops.get("replay", 0))
