@@ -49,3 +49,27 @@ def test_a_dead_crypto_worker_is_restarted_and_packets_flow_again(tmp_path):
             await pipeline.halt()
         assert not any(t is not None and t.is_alive() for t in pipeline.threads())
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_a_control_channel_can_follow_its_closed_predecessor_at_once():
+    """zmq frees a closed socket's inproc name only later, in its own thread: a restarted
+    worker's channel, made right after the dead one's was closed, must still bind."""
+    import zmq
+
+    from katzenpost.server.control import ControlChannel
+    ctx = zmq.Context()
+    try:
+        addresses = set()
+        for _ in range(20):
+            channel = ControlChannel(ctx, "inproc://watchdog-test-ctl-0")
+            peer = ctx.socket(zmq.PAIR)
+            peer.setsockopt(zmq.LINGER, 0)
+            peer.connect(channel.address)
+            channel.post("ping")
+            assert peer.poll(5000) and peer.recv() == b"c"
+            peer.close(linger=0)
+            channel.close()
+            addresses.add(channel.address)
+        assert len(addresses) == 20
+    finally:
+        ctx.term()

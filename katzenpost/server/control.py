@@ -3,6 +3,7 @@
 Immutable objects (mix keys, routes, endpoints, maxDelay, halt) travel on a SimpleQueue; a byte on
 a zmq PAIR socket wakes the receiving thread's poll. Packet data never goes this way.
 """
+import itertools
 import logging
 import queue
 import threading
@@ -10,6 +11,10 @@ import threading
 import zmq
 
 log = logging.getLogger("katzenpost.server")
+
+# zmq releases an inproc name only some time after its socket is closed (in its I/O thread), so
+# a restarted thread's channel must not reuse its predecessor's: every channel gets a new suffix.
+_incarnations = itertools.count()
 
 HALT = "halt"
 
@@ -19,11 +24,13 @@ class ControlChannel:
     to `address`, drains its wake-up bytes and calls `apply`."""
 
     def __init__(self, context, address):
-        self.address = address
+        """`address` is a base inproc name; the bound one (`self.address`) is unique to this
+        channel."""
+        self.address = f"{address}-{next(_incarnations)}"
         self._inbox = queue.SimpleQueue()
         self._wake = context.socket(zmq.PAIR)
         self._wake.setsockopt(zmq.LINGER, 0)
-        self._wake.bind(address)
+        self._wake.bind(self.address)
 
     def post(self, kind, value=None):
         self._inbox.put((kind, value))
