@@ -526,7 +526,9 @@ class Node:
             return {}
         depths = self.pipeline.queue_depths()
         return {"outgoing": sum(depths.get("outgoing", {}).values()),
-                "ingress_open_batch": depths.get("ingress_open_batch", 0)}
+                "ingress_open_batch": depths.get("ingress_open_batch", 0),
+                "crypto_in_flight": depths.get("crypto_in_flight", 0),
+                "scheduler": depths.get("scheduler", 0)}
 
 
 # --- entry point ---------------------------------------------------------------------------

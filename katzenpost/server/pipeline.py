@@ -543,10 +543,7 @@ class Pipeline:
         if batch is None or batch.count == 0:
             return
         count = batch.count
-        dequeued = 0
-        for worker_counters in self._worker_counters:       # read-only: each worker writes its own
-            dequeued += worker_counters.events[_DEQUEUED]
-        if self._sent_to_workers - dequeued + count > self._in_flight_limit:
+        if self._in_flight() + count > self._in_flight_limit:
             # Shed here, where it is cheapest, rather than let the queue age every packet in it.
             batch.reset()
             self._io.drop(DropReason.INGRESS_QUEUE_FULL, count)
@@ -717,9 +714,22 @@ class Pipeline:
         self._io.count(Event.LOCAL_DELIVERED, len(batch))
 
     # ------------------------------------------------------------ introspection
+    def _in_flight(self):
+        """Packets sent to the crypto workers and not yet dequeued by one (SphinxQueuePackets
+        bounds it per worker)."""
+        dequeued = 0
+        for worker_counters in self._worker_counters:       # read-only: each worker writes its own
+            dequeued += worker_counters.events[_DEQUEUED]
+        return self._sent_to_workers - dequeued
+
     def queue_depths(self):
+        """Packets waiting, by queue: per next hop, the open ingress batch, in flight to the
+        crypto workers, and in the timer wheel (inline or on the scheduler thread)."""
+        stage = self._stage if self._stage is not None else getattr(self._scheduler, "_stage", None)
         return {"outgoing": {i: len(d) for i, d in enumerate(self._destinations) if d is not None},
-                "ingress_open_batch": self._batch.count}
+                "ingress_open_batch": self._batch.count,
+                "crypto_in_flight": max(0, self._in_flight()),
+                "scheduler": len(stage.wheel) if stage is not None else 0}
 
     def threads(self):
         """The pipeline's threads (the scheduler entry is None when it runs inline)."""
