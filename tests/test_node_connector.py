@@ -204,3 +204,45 @@ def test_dial_addresses_skip_unusable_entries():
     desc.addresses["tcp4"].append("not an address")
     desc.addresses["onion"] = ["x.onion:1"]
     assert dial_addresses(desc) == [("127.0.0.1", 4000), ("::1", 4000)]
+
+
+def test_a_new_verdict_reaches_a_live_session_without_waiting_for_reauth_interval(monkeypatch):
+    """A session dialled while only the next epoch's document listed the peer cannot send; once
+    the verdict changes (new document, rollover) reauthenticate_soon() must apply it at once,
+    not an ReauthInterval later, or every packet to that hop is dropped meanwhile."""
+    sessions = []
+
+    async def dial(host, port, **kwargs):
+        sessions.append(FakeSession(A))
+        sessions[-1].can_send = False
+        return sessions[-1]
+
+    async def scenario():
+        connector, pki, pipeline = make({A: descriptor(A, "a")}, monkeypatch, dial)
+        connector.settings = SLOW_REAUTH
+        pki.valid = (True, False)
+        connector.update()
+        await until(lambda: pipeline.history)
+        await asyncio.sleep(0.05)
+        pki.valid = (True, True)
+        connector.reauthenticate_soon()
+        await until(lambda: sessions[0].can_send, timeout=2.0)
+        assert pipeline.history[-1][A].can_send() and len(sessions) == 1
+        await connector.stop()
+    asyncio.run(scenario())
+
+
+def test_till_verdicts_change_names_the_next_pki_time_boundary():
+    from katzenpost.pki.worker import PKIWorker
+    clock = EpochClock(period=1200)
+    worker = PKIWorker.__new__(PKIWorker)
+    worker.clock = clock
+    start = clock.epoch_start(5_000_000)
+    assert worker.till_verdicts_change(start + 10) == pytest.approx(1200 - 150 - 10)    # P/8
+    assert worker.till_verdicts_change(start + 1200 - 140) == pytest.approx(20)         # early send
+    assert worker.till_verdicts_change(start + 1200 - 100) == pytest.approx(100)        # rollover
+
+
+SLOW_REAUTH = ConnectorSettings(connect_timeout=1, handshake_timeout=1, reauth_interval=600,
+                                backoff_step=0.05, backoff_max=0.12, sweep_interval=10,
+                                first_sweep=10)

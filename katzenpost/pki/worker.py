@@ -335,6 +335,14 @@ class PKIWorker:
                 return True, True
         return valid_next, False
 
+    def till_verdicts_change(self, now: float | None = None) -> float:
+        """Seconds until authenticate_connection's answers can change with no new document:
+        the next of the early-send window opening, the next epoch's document coming into use
+        (P/8 before the rollover) and the rollover itself."""
+        _, _, till = self.clock.epoch_at(self._now(now))
+        moments = (till - self.clock.early_send_window(), till - self.clock.period / 8, till)
+        return min(m for m in moments if m > 0)
+
     def outgoing_destinations(self, now: float | None = None) -> dict[bytes, MixDescriptor]:
         """Next-hop nodes to keep connections to: the union over the documents in use."""
         current_time = self._now(now)

@@ -39,6 +39,7 @@ REPLAY_SYNC_INTERVAL = 60.0     # seconds between replay-filter flushes to disk
 CLOCK_CHECK_INTERVAL = 1.0      # the reference's periodic timer: warn on civil-clock jumps
 CLOCK_JUMP_FORWARD = 2.0
 WATCHDOG_INTERVAL = 1.0         # how often the pipeline's threads are checked
+BOUNDARY_MARGIN = 0.05         # re-check links this long after a PKI time boundary, not before it
 EVENT_LOOP_ENV = "KATZENPOST_EVENT_LOOP"   # "uvloop" (default when installed) or "asyncio"
 
 
@@ -337,7 +338,8 @@ class Node:
         for name, body in (("mix-key-rotation", self._rotate_keys_forever),
                            ("replay-sync", self._sync_replay_forever),
                            ("clock-watch", self._watch_clock_forever),
-                           ("watchdog", self._watch_threads_forever)):
+                           ("watchdog", self._watch_threads_forever),
+                           ("link-reauthentication", self._reauthenticate_at_boundaries_forever)):
             self._periodic.append(loop.create_task(body(), name=name))
 
     async def _rotate_keys_forever(self) -> None:
@@ -366,6 +368,19 @@ class Node:
             elif delta > CLOCK_JUMP_FORWARD:
                 log.warning("Civil time jumped forward by %.3f s", delta)
             last = now
+
+    async def _reauthenticate_at_boundaries_forever(self) -> None:
+        """Links are re-checked when the PKI's verdicts change by the clock alone (rollover,
+        early-send window), not only every ReauthInterval: until then a peer that became
+        usable would have its packets dropped."""
+        while True:
+            await asyncio.sleep(self.pki.till_verdicts_change() + BOUNDARY_MARGIN)
+            self._reauthenticate_links()
+
+    def _reauthenticate_links(self) -> None:
+        self.connector.reauthenticate_soon()
+        if self.listeners is not None:
+            self.listeners.reauthenticate_soon()
 
     async def _watch_threads_forever(self) -> None:
         """A crypto worker thread that died is restarted (counted, logged); a scheduler thread
@@ -400,8 +415,7 @@ class Node:
 
     def _on_new_documents(self) -> None:
         self.connector.update()
-        if self.listeners is not None:
-            self.listeners.reauthenticate_soon()
+        self._reauthenticate_links()
 
     def _on_epoch_change(self, doc) -> None:
         self.pipeline.set_max_delay(doc.mu_max_delay)

@@ -106,9 +106,16 @@ class OutgoingConnection:
         self.attempts = 0
         self.connects = 0
         self._task: asyncio.Task | None = None
+        self._recheck = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"outgoing-{self.desc.name}")
+
+    def reauthenticate_soon(self) -> None:
+        """Re-check the live session with the PKI now, not at the next ReauthInterval: a new
+        document or an epoch boundary can change its verdict (a peer listed only in the next
+        epoch's document may send once that epoch starts)."""
+        self._recheck.set()
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -175,16 +182,25 @@ class OutgoingConnection:
 
     async def _serve(self, session: Session) -> None:
         """Connected state: the session is the pipeline's sender until it ends. Any reverse
-        traffic or EOF closes it; the PKI re-checks the peer every ReauthInterval."""
+        traffic or EOF closes it; the PKI re-checks the peer every ReauthInterval and whenever
+        reauthenticate_soon() asks (new document, epoch boundary, early-send window)."""
         self.session = session
         self.sender = SessionSender(session)
         self.connector.session_started(self)
-        reader = asyncio.get_running_loop().create_task(self._watch_reverse_traffic(session))
+        loop = asyncio.get_running_loop()
+        reader = loop.create_task(self._watch_reverse_traffic(session))
+        self._recheck.clear()                    # the handshake has just asked the PKI
         try:
             while not reader.done():
-                await asyncio.wait({reader}, timeout=self.connector.settings.reauth_interval)
+                recheck = loop.create_task(self._recheck.wait())
+                try:
+                    await asyncio.wait({reader, recheck}, return_when=asyncio.FIRST_COMPLETED,
+                                       timeout=self.connector.settings.reauth_interval)
+                finally:
+                    recheck.cancel()
                 if reader.done():
                     break
+                self._recheck.clear()
                 valid, can_send = self.connector.pki.authenticate_connection(
                     session.peer_credentials, True)
                 if not valid:
@@ -257,6 +273,11 @@ class Connector:
             task = asyncio.get_running_loop().create_task(conn.stop())
             self._teardowns.add(task)                  # the loop keeps only weak references
             task.add_done_callback(self._teardowns.discard)
+
+    def reauthenticate_soon(self) -> None:
+        """Every live outgoing session re-checks its peer with the PKI now."""
+        for conn in self.connections.values():
+            conn.reauthenticate_soon()
 
     def forget(self, conn: OutgoingConnection) -> None:
         if self.connections.get(conn.node_id) is conn:
