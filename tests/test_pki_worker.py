@@ -230,10 +230,23 @@ def test_conflict_counts_as_published():
     assert posted(client) == [E, E + 1]
 
 
-def test_start_after_the_deadline_publishes_only_the_current_epoch():
+def test_start_after_the_deadline_still_publishes_both_epochs_once(caplog):
+    """At start a node posts for E and E+1 whatever time is left (the authority answers Conflict
+    if E+1's document exists); a late start must not leave E+1 without any document. Later
+    ticks past the deadline do not retry E+1."""
     worker, client = make_worker()
-    run(worker.tick(DEADLINE + 1))
-    assert posted(client) == [E]
+    client.post_error = AuthorityUnreachableError("down")
+    run(worker.tick(LATE))
+    assert posted(client) == [E, E + 1]
+    client.post_error = None
+    caplog.set_level("WARNING", logger="katzenpost.pki")
+    run(worker.tick(LATE + 30))
+    assert posted(client) == [E, E + 1, E]      # only the current epoch is retried
+    assert any(f"missed publication deadline for epoch: {E + 1}" in r.getMessage()
+               for r in caplog.records)
+    late, late_client = make_worker()
+    run(late.tick(DEADLINE + 1))
+    assert posted(late_client) == [E, E + 1] and late.published == {E, E + 1}
 
 
 def test_pruned_key_aborts_the_post_and_it_is_retried():

@@ -213,15 +213,19 @@ class PKIWorker:
     def _publication_epochs(self, epoch: int, till: float) -> list[int]:
         """Epochs to post for in this tick (docs/node.md, "Publication").
 
-        At start: the current epoch and, in the same tick, the next one. Afterwards the next
-        epoch, at the first tick of each epoch; an epoch whose post failed in transport is
-        retried on later ticks while more than 3P/8 of the current epoch is left (the current
-        one: while it is current). After the deadline the next epoch is given up, logged once,
-        and the epoch after it is published at the first tick of the next epoch."""
+        At start: the current epoch and, in the same tick, the next one, whatever time is left:
+        the authority decides (Conflict if E+1's document already exists), and a node, or a
+        whole test network, started late in an epoch would otherwise leave E+1 with no document
+        at all. Afterwards the next epoch, at the first tick of each epoch; an epoch whose post
+        failed in transport is retried on later ticks while more than 3P/8 of the current epoch
+        is left (the current one: while it is current). After the deadline the next epoch is
+        given up, logged once, and the epoch after it is published at the first tick of the
+        next epoch."""
         targets = []
-        if not self._started and epoch not in self.published:
-            targets.append(epoch)
-        elif epoch in self._retry_current and epoch not in self.published:
+        if not self._started:
+            self._started = True
+            return [e for e in (epoch, epoch + 1) if e not in self.published]
+        if epoch in self._retry_current and epoch not in self.published:
             targets.append(epoch)
         upcoming = epoch + 1
         if upcoming not in self.published:
@@ -230,7 +234,6 @@ class PKIWorker:
             elif self._missed_deadline_logged != upcoming:
                 self._missed_deadline_logged = upcoming
                 log.warning("missed publication deadline for epoch: %d", upcoming)
-        self._started = True
         return targets
 
     def _rotate_mix_keys(self, epoch: int) -> None:
