@@ -11,6 +11,7 @@ provider, scheduler, PKI, mix keys. A failure after step 6 runs the full halt.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import importlib
 import logging
@@ -39,6 +40,8 @@ REPLAY_SYNC_INTERVAL = 60.0     # seconds between replay-filter flushes to disk
 CLOCK_CHECK_INTERVAL = 1.0      # the reference's periodic timer: warn on civil-clock jumps
 CLOCK_JUMP_FORWARD = 2.0
 WATCHDOG_INTERVAL = 1.0         # how often the pipeline's threads are checked
+RATE_SAMPLE_INTERVAL = 1.0      # seconds between samples of the packet counters for STATUS rates
+RATE_WINDOW_SAMPLES = 10        # STATUS rates cover about the last 10 s
 BOUNDARY_MARGIN = 0.05         # re-check links this long after a PKI time boundary, not before it
 EVENT_LOOP_ENV = "KATZENPOST_EVENT_LOOP"   # "uvloop" (default when installed) or "asyncio"
 
@@ -143,7 +146,10 @@ class Node:
         self._periodic: list[asyncio.Task] = []
         self._shutdown: asyncio.Event | None = None
         self._halted = False
-        self._rate_marks = (time.monotonic(), 0, 0)
+        # (monotonic time, received, sent) samples taken by a periodic task; reading STATUS
+        # never changes them, so a metrics scrape cannot distort what an operator sees.
+        self._rate_samples = collections.deque([(time.monotonic(), 0, 0)],
+                                               maxlen=RATE_WINDOW_SAMPLES)
 
     # --- run -------------------------------------------------------------------------------
 
@@ -339,7 +345,8 @@ class Node:
                            ("replay-sync", self._sync_replay_forever),
                            ("clock-watch", self._watch_clock_forever),
                            ("watchdog", self._watch_threads_forever),
-                           ("link-reauthentication", self._reauthenticate_at_boundaries_forever)):
+                           ("link-reauthentication", self._reauthenticate_at_boundaries_forever),
+                           ("rate-sampler", self._sample_rates_forever)):
             self._periodic.append(loop.create_task(body(), name=name))
 
     async def _rotate_keys_forever(self) -> None:
@@ -368,6 +375,26 @@ class Node:
             elif delta > CLOCK_JUMP_FORWARD:
                 log.warning("Civil time jumped forward by %.3f s", delta)
             last = now
+
+    async def _sample_rates_forever(self) -> None:
+        while True:
+            await asyncio.sleep(RATE_SAMPLE_INTERVAL)
+            self.sample_rates()
+
+    def sample_rates(self, now: float | None = None) -> None:
+        """Record the packet counters for the STATUS rates (the oldest sample falls out)."""
+        if self.pipeline is None:
+            return
+        events = self.pipeline.counters.snapshot()["events"]
+        self._rate_samples.append((time.monotonic() if now is None else now,
+                                   events.get("received", 0), events.get("sent", 0)))
+
+    def _packet_rates(self, now: float, received: int, sent: int) -> dict:
+        """Packets per second in and out over the sample window, without changing any state."""
+        first_t, first_in, first_out = self._rate_samples[0]
+        elapsed = max(now - first_t, 1e-9)
+        return {"in": round((received - first_in) / elapsed, 1),
+                "out": round((sent - first_out) / elapsed, 1)}
 
     async def _reauthenticate_at_boundaries_forever(self) -> None:
         """Links are re-checked when the PKI's verdicts change by the clock alone (rollover,
@@ -503,10 +530,7 @@ class Node:
         snapshot = self.pipeline.counters.snapshot() if self.pipeline is not None else None
         events = snapshot["events"] if snapshot else {}
         now = time.monotonic()
-        last_t, last_in, last_out = self._rate_marks
         received, sent = events.get("received", 0), events.get("sent", 0)
-        elapsed = max(now - last_t, 1e-9)
-        self._rate_marks = (now, received, sent)
         connector = self.connector.status() if self.connector is not None else {"up": [], "down": []}
         conn_totals = [c.connects for c in (self.connector.connections.values() if self.connector else ())]
         return {
@@ -521,8 +545,7 @@ class Node:
                             "outgoing": len(connector["up"])},
             "connection_totals": {"outgoing": sum(conn_totals)},
             "queues": self._queue_depths(),
-            "packets_per_second": {"in": round((received - last_in) / elapsed, 1),
-                                   "out": round((sent - last_out) / elapsed, 1)},
+            "packets_per_second": self._packet_rates(now, received, sent),
             "packets": {"received": received, "sent": sent},
             "drops": {k: v for k, v in (snapshot["drops"].items() if snapshot else ()) if v},
             "mix_keys": sorted(self.mix_keys.keys) if self.mix_keys is not None else [],
