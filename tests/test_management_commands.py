@@ -55,14 +55,16 @@ def test_send_rate_and_burst_on_a_provider(tmp_path):
     assert control.send_rate == 2**64 - 1 and control.send_burst == 7
 
 
-def test_send_rate_on_a_mix_is_refused(tmp_path):
+def test_send_rate_and_burst_on_a_mix_are_stored(tmp_path):
     control = FakeControl()
 
     async def body(client):
-        assert await client.command("SEND_RATE 30") == NOT_PROVIDER
+        assert await client.command("SEND_RATE 30") == "250 30"
+        assert await client.command("SEND_BURST 4") == "250 4"
         assert await client.command("SEND_BURST nope") == SYNTAX
+        assert await client.command("ADD_USER alice " + "00" * 32) == NOT_PROVIDER
     session(tmp_path, control, body)
-    assert control.send_rate is None
+    assert control.send_rate == 30 and control.send_burst == 4
 
 
 def test_status_is_one_line_of_json(tmp_path):

@@ -114,14 +114,16 @@ def test_sighup_reopens_the_log(net):
 
 def test_management_status_and_commands_on_a_mix(net):
     mix = net.mixes[2]
-    replies = mix.management("STATUS", "SEND_RATE 10", "QUIT")
+    replies = mix.management("STATUS", "SEND_RATE 10", "SEND_BURST 3", "QUIT")
     assert replies[0].startswith("220 ") and "Katzenpost Management Interface" in replies[0]
     status = mix.status()
     assert status["identifier"] == mix.name and status["is_provider"] is False
     assert status["epoch"] == net.clock.current() or status["epoch"] == net.clock.current() - 1
     assert status["peers"]["up"] >= 1 and len(status["mix_keys"]) >= 3
-    assert replies[2] == "554 Transaction failed: not a provider"
-    assert replies[3].startswith("250")
+    assert replies[2:4] == ["250 10", "250 3"]               # stored on a mix too
+    assert replies[4].startswith("250")
+    status = mix.status()
+    assert (status["send_rate"], status["send_burst"]) == (10, 3)
 
 
 def test_epoch_rollover_under_traffic_loses_nothing(net):

@@ -137,8 +137,8 @@ def test_send_packet_goes_through_the_rate_limiter_and_bad_sizes_close(tmp_path)
             session = FakeSession(b"alice", link)
             packet = wire.SendPacket(bytes(PACKET_LENGTH))
             unlimited = [await h.provider.handle_client_command(session, packet) for _ in range(5)]
-            assert await h.provider.user_commands.handle(["SEND_RATE", "60"]) == "250 60"
-            assert await h.provider.user_commands.handle(["SEND_BURST", "2"]) == "250 2"
+            h.provider.set_send_rate(60)                  # SEND_RATE / SEND_BURST (node commands)
+            h.provider.set_send_burst(2)
             assert await h.provider.reauthenticate_client(session)
             limited = [await h.provider.handle_client_command(session, packet) for _ in range(5)]
             short = await h.provider.handle_client_command(session, wire.SendPacket(bytes(100)))

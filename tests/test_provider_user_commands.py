@@ -7,7 +7,6 @@ import base64
 
 import pytest
 
-from katzenpost.provider.ratelimit import RateSettings
 from katzenpost.provider.storage import Storage
 from katzenpost.provider.user_commands import BAD_ARGUMENTS, FAILED, OK, UNRECOGNISED, UserCommands
 from katzenpost.provider.usernames import UsernamePolicy
@@ -38,7 +37,7 @@ def storage(request, tmp_path):
 
 
 def commands(storage, **policy):
-    return UserCommands(storage, UsernamePolicy(**policy), RateSettings())
+    return UserCommands(storage, UsernamePolicy(**policy))
 
 
 def handle(cmds, line: str) -> str:
@@ -78,7 +77,7 @@ def test_user_lifecycle_with_the_reference_replies(storage):
     "ADD_USER alice " + "00" * 31, "ADD_USER alice zz", "ADD_USER alice " + "A" * 44,
     "ADD_USER al\x01ice " + "00" * 32, "ADD_USER " + "a" * 65 + " " + "00" * 32,
     "USER_LINK  alice", "USER_LINK", "REMOVE_USER", "SET_USER_IDENTITY alice 1234",
-    "SET_USER_IDENTITY", "SEND_RATE -1", "SEND_RATE x", "SEND_BURST 18446744073709551616", "SEND_RATE",
+    "SET_USER_IDENTITY",
 ])
 def test_bad_arguments_get_501_and_write_nothing(storage, line):
     cmds = commands(storage)
@@ -91,12 +90,10 @@ def test_unknown_verbs_get_500(storage):
     assert run(commands(storage).handle([])) == UNRECOGNISED
 
 
-def test_send_rate_and_burst_update_the_shared_settings(storage):
-    rate = RateSettings()
-    cmds = UserCommands(storage, UsernamePolicy(), rate)
-    assert handle(cmds, "SEND_RATE 120") == "250 120"
-    assert handle(cmds, "SEND_BURST 18446744073709551615") == "250 18446744073709551615"
-    assert (rate.send_rate_per_minute, rate.send_burst) == (120, 2**64 - 1)
+def test_send_rate_and_burst_are_node_commands_not_user_commands(storage):
+    cmds = commands(storage)
+    assert "SEND_RATE" not in cmds.verbs and "SEND_BURST" not in cmds.verbs
+    assert handle(cmds, "SEND_RATE 120") == UNRECOGNISED
 
 
 def test_binary_recipients_keep_names_raw(storage):

@@ -58,7 +58,7 @@ class Provider:
         self.writer = SpoolWriter(self.storage, self.policy, schedule, self.drops)
         self.kaetzchen = KaetzchenDispatcher(self._services(), kaetzchen_delay_ms=cfg.debug.kaetzchen_delay,
                                              schedule=schedule, drops=self.drops, clock_ns=clock_ns)
-        self.user_commands = UserCommands(self.storage, self.policy, self.rate)
+        self.user_commands = UserCommands(self.storage, self.policy)
         self.registration = None
         if cfg.provider.enable_user_registration_http:
             self.registration = RegistrationService(cfg.provider.user_registration_http_addresses,

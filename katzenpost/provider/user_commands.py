@@ -1,12 +1,12 @@
-"""The management socket's provider commands (ADD_USER … USER_LINK, SEND_RATE, SEND_BURST) with
-the reference's exact replies. Only the reply text: the management server frames it (CRLF)."""
+"""The management socket's provider commands (ADD_USER … USER_LINK) with the reference's exact
+replies. Only the reply text: the management server frames it (CRLF). SEND_RATE and SEND_BURST
+are node commands (server/node_commands.py), answered on every node."""
 from __future__ import annotations
 
 import base64
 import binascii
 import logging
 
-from katzenpost.provider.ratelimit import RateSettings
 from katzenpost.provider.usernames import InvalidUsername, UsernamePolicy
 from katzenpost.provider.userdb.base import KEY_LENGTH, UserDBError
 
@@ -14,7 +14,6 @@ OK = "250 Requested action ok, completed"
 UNRECOGNISED = "500 Syntax error, command unrecognised"
 BAD_ARGUMENTS = "501 Syntax error in parameters or arguments"
 FAILED = "554 Transaction failed"
-MAX_UINT64 = 2**64 - 1
 
 log = logging.getLogger("katzenpost.provider.mgmt")
 
@@ -38,17 +37,15 @@ def parse_public_key(text: str) -> bytes:
 class UserCommands:
     """`await handle(fields)`: fields = the management line split on single spaces."""
 
-    def __init__(self, storage, policy: UsernamePolicy, rate: RateSettings | None = None):
+    def __init__(self, storage, policy: UsernamePolicy):
         """`storage`: `.userdb`, `.spool` and `async run(fn, *args)`, which runs a blocking
         storage call off the I/O thread (provider.storage.Storage)."""
         self._storage, self._policy = storage, policy
-        self._rate = rate
         self._handlers = {
             "ADD_USER": (3, 3, self._add_user), "UPDATE_USER": (3, 3, self._update_user),
             "REMOVE_USER": (2, 2, self._remove_user), "SET_USER_IDENTITY": (2, 3, self._set_identity),
             "REMOVE_USER_IDENTITY": (2, 2, self._remove_identity),
             "USER_IDENTITY": (2, 2, self._user_identity), "USER_LINK": (2, 2, self._user_link),
-            "SEND_RATE": (2, 2, self._send_rate), "SEND_BURST": (2, 2, self._send_burst),
         }
 
     @property
@@ -112,20 +109,3 @@ class UserCommands:
     async def _user_link(self, name: str) -> str:
         key = await self._storage.run(self._storage.userdb.link, self._user(name))
         return f"250 {base64.b64encode(key).decode()}"
-
-    def _uint64(self, text: str) -> int:
-        if not (text.isascii() and text.isdigit()) or int(text) > MAX_UINT64:
-            raise BadArguments(f"'{text}' is not an unsigned 64-bit integer")
-        return int(text)
-
-    async def _send_rate(self, text: str) -> str:
-        value = self._uint64(text)
-        if self._rate is not None:
-            self._rate.send_rate_per_minute = value
-        return f"250 {value}"
-
-    async def _send_burst(self, text: str) -> str:
-        value = self._uint64(text)
-        if self._rate is not None:
-            self._rate.send_burst = value
-        return f"250 {value}"

@@ -143,6 +143,8 @@ class Node:
         self.drop_reporter = None
         self.capacity: UnwrapCapacity | None = None
         self.worker_restarts = 0
+        self.send_rate: int | None = None          # SEND_RATE / SEND_BURST from the operator
+        self.send_burst: int | None = None
         self._periodic: list[asyncio.Task] = []
         self._shutdown: asyncio.Event | None = None
         self._halted = False
@@ -513,11 +515,15 @@ class Node:
     # --- management and metrics (the `control` interface) ----------------------------------
 
     def set_send_rate(self, per_minute: int) -> None:
-        """SEND_RATE: every client connection picks it up at its next re-authentication."""
+        """SEND_RATE, on every node (STATUS shows it); it applies to client connections, which
+        only a provider has: each picks it up at its next re-authentication."""
+        self.send_rate = per_minute
         if self.provider_role is not None:
             self.provider_role.provider.set_send_rate(per_minute)
 
     def set_send_burst(self, burst: int) -> None:
+        """SEND_BURST, stored and applied like SEND_RATE."""
+        self.send_burst = burst
         if self.provider_role is not None:
             self.provider_role.provider.set_send_burst(burst)
 
@@ -553,6 +559,8 @@ class Node:
             "x25519_backend": core_sphinx.x25519_backend(),
             "unwrap_capacity_pps": self.capacity.packets_per_second if self.capacity else None,
             "worker_restarts": self.worker_restarts,
+            "send_rate": self.send_rate,
+            "send_burst": self.send_burst,
             "listener_refused": self.listeners.refused if self.listeners else 0,
             "decoy": self.decoy.counters() if self.decoy is not None else None,
             "provider": self.provider_role.status() if self.provider_role is not None else None,

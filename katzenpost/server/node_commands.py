@@ -6,15 +6,17 @@ running node, seen through these members only:
     identifier: str
     is_provider: bool
     request_shutdown(reason: str) -> None      graceful halt, returns at once
-    set_send_rate(n: int) -> None              per-minute client send rate, all listeners
-    set_send_burst(n: int) -> None             client token-bucket size, all listeners
+    set_send_rate(n: int) -> None              per-minute client send rate, all listeners (stored
+                                               on every node; only a provider has clients)
+    set_send_burst(n: int) -> None             client token-bucket size, likewise
     status() -> dict                           JSON-able node state (fields: docs/operations.md)
     pipeline_counters() -> PipelineCounters
     user_commands: UserCommands | None         None on a mix
 
-On a mix the provider-only commands (the user commands, SEND_RATE, SEND_BURST) are refused with
-`554 Transaction failed: not a provider`; the reference does not register them there at all (500),
-which cannot tell a typo from a command sent to the wrong node.
+SEND_RATE and SEND_BURST answer `250 <n>` on every node: the value is stored (STATUS shows it)
+and applies to client connections, which only a provider has. On a mix the user commands are
+refused with `554 Transaction failed: not a provider`; the reference does not register them there
+at all (500), which cannot tell a typo from a command sent to the wrong node.
 """
 import inspect
 import json
@@ -58,8 +60,6 @@ def register_node_commands(server, control) -> None:
     def rate_setter(verb, setter_name):
         async def handler(fields):
             n = parse_uint64(fields)
-            if not control.is_provider:
-                raise ManagementFailure("not a provider")
             await _maybe_await(getattr(control, setter_name)(n))
             log.info("management: %s set to %d", verb, n)
             return f"250 {n}"
