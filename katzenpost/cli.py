@@ -124,6 +124,11 @@ def log_start_banner(node_config) -> None:
         server_log.warning("AEZv5 implementation is not available: %s", reason)
     else:
         server_log.warning("AEZv5 implementation IS NOT hardware accelerated.")
+    backend, lanes = sphinx_x25519_backend()
+    if backend is None:
+        server_log.warning("Sphinx X25519 backend: unavailable (IFMA lanes: %s).", lanes)
+    else:
+        log.notice(server_log, "Sphinx X25519 backend: %s (IFMA lanes: %s).", backend, lanes)
     log.notice(server_log, "Server identifier is: '%s'", node_config.server.identifier)
 
 
@@ -134,6 +139,15 @@ def aez_hardware_accelerated() -> tuple[bool, str | None]:
     except ImportError as err:  # a build without the compiled core
         return False, str(err)
     return bool(aez.HARDWARE_ACCELERATED), None
+
+
+def sphinx_x25519_backend() -> tuple[str | None, str]:
+    """(the X25519 backend Sphinx uses, IFMA lane status); (None, why) without the compiled core."""
+    try:
+        from katzenpost import sphinx
+    except ImportError as err:  # a build without the compiled core
+        return None, str(err)
+    return sphinx.X25519_BACKEND, sphinx.IFMA_STATUS
 
 
 def hand_over_to_node(node_config, identity_key: keys.IdentityKey, link_key: keys.LinkKey) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from katzenpost import keys
+from katzenpost import keys, sphinx
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 30
@@ -69,12 +69,13 @@ def test_generate_exits_0_and_logs_the_banner_in_order(generated):
     assert lines[0] == ("NOTI", "Katzenpost is still pre-alpha.  DO NOT DEPEND ON IT FOR STRONG "
                                 "SECURITY OR ANONYMITY.")
     assert messages[1].startswith("AEZv5 implementation ")
-    assert messages[2:] == [
+    assert messages[2] == f"Sphinx X25519 backend: {sphinx.X25519_BACKEND} (IFMA lanes: {sphinx.IFMA_STATUS})."
+    assert messages[3:] == [
         "Server identifier is: 'example.com'",
-        "Server identity public key is: " + messages[3].rsplit(" ", 1)[1],
-        "Server link public key is: " + messages[4].rsplit(" ", 1)[1],
+        "Server identity public key is: " + messages[4].rsplit(" ", 1)[1],
+        "Server link public key is: " + messages[5].rsplit(" ", 1)[1],
     ]
-    assert [level for level, _ in lines[2:]] == ["NOTI"] * 3
+    assert [level for level, _ in lines[2:]] == ["NOTI"] * 4
 
 
 def test_generate_logs_the_aez_acceleration_line(generated):
@@ -91,8 +92,8 @@ def test_generate_logs_the_aez_acceleration_line(generated):
 def test_generate_prints_the_public_keys_of_the_files_as_uppercase_hex(generated):
     result, data_dir, _ = generated
     messages = [message for _, message in banner(result.stdout)]
-    identity_hex = messages[3].rsplit(" ", 1)[1]
-    link_hex = messages[4].rsplit(" ", 1)[1]
+    identity_hex = messages[4].rsplit(" ", 1)[1]
+    link_hex = messages[5].rsplit(" ", 1)[1]
     assert HEX_KEY.match(identity_hex) and HEX_KEY.match(link_hex)
     assert identity_hex == keys.load_identity_key(str(data_dir)).public.hex().upper()
     assert link_hex == keys.load_link_key(str(data_dir)).public.hex().upper()

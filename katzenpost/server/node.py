@@ -531,7 +531,7 @@ class Node:
         return self.pipeline.counters
 
     def status(self) -> dict:
-        from katzenpost._core import sphinx as core_sphinx
+        from katzenpost import sphinx
 
         snapshot = self.pipeline.counters.snapshot() if self.pipeline is not None else None
         events = snapshot["events"] if snapshot else {}
@@ -556,7 +556,7 @@ class Node:
             "drops": {k: v for k, v in (snapshot["drops"].items() if snapshot else ()) if v},
             "mix_keys": sorted(self.mix_keys.keys) if self.mix_keys is not None else [],
             "mix_keys_in_memory": self.config.debug.mix_keys_in_memory,
-            "x25519_backend": core_sphinx.x25519_backend(),
+            "x25519_backend": sphinx.X25519_BACKEND,
             "unwrap_capacity_pps": self.capacity.packets_per_second if self.capacity else None,
             "worker_restarts": self.worker_restarts,
             "send_rate": self.send_rate,
