@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 want_tests=0
 [ "${1:-}" = "--test" ] && want_tests=1
 
-pkgs="build-essential libssl-dev libsodium23 python3-venv python3-dev"
+pkgs="build-essential libssl-dev libsodium23 python3-venv python3-dev socat"
 [ $want_tests = 1 ] && pkgs="$pkgs postgresql valgrind"
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
