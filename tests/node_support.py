@@ -31,6 +31,18 @@ from katzenpost.wire.commands import SendPacket
 REPO = pathlib.Path(__file__).resolve().parent.parent
 PERIOD = 20
 
+# The end-to-end tests run on a shared 2-core CI machine beside other tests: a packet can wait
+# hundreds of ms for a crypto worker or for the wheel, which the defaults (UnwrapDelay and
+# SchedulerSlack, 10 ms) count as unwrap_delay / scheduler_late drops. Those tests are about
+# routing, keys and rollovers, not load shedding (the pipeline tests cover the timing drops), so
+# their networks allow 500 ms, as the provider end-to-end network does. The test network program
+# (katzenpost-testnet) allows 1000 ms because it runs a whole network of processes for minutes.
+# Not the Network default: the node benchmark measures with the node's own defaults.
+E2E_TIMING_DEBUG = "UnwrapDelay = 500\nSchedulerSlack = 500"
+# A node needs a few seconds to start (imports, the Sphinx self-test, more under load) before
+# it posts; the authority builds E+1's document at 3P/8 before the rollover with whoever posted.
+START_ALLOWANCE = 6.0
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -289,7 +301,7 @@ class Network:
         """Nodes started after 3P/8 before the rollover miss the next epoch's publication, and
         that epoch then has no document: start them early enough in an epoch (docs/node.md)."""
         till = self.clock.till_next()
-        if till < 3 * self.period / 8 + max(3.0, self.period / 8):
+        if till < 3 * self.period / 8 + max(START_ALLOWANCE, self.period / 8):
             time.sleep(till + 0.2)
 
     def _listening(self, port: int) -> bool:

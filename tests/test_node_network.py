@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from node_support import Network, wait_for
+from node_support import E2E_TIMING_DEBUG, Network, wait_for
 from katzenpost.sphinx import geometry
 
 
@@ -25,7 +25,7 @@ def closed_by_peer(sock, timeout=10.0):
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    network = Network(tmp_path_factory.mktemp("net"), management=True)
+    network = Network(tmp_path_factory.mktemp("net"), management=True, mix_debug=E2E_TIMING_DEBUG)
     try:
         network.start(timeout=90)
         yield network

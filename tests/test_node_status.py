@@ -48,3 +48,14 @@ def test_the_window_keeps_the_last_samples_only(tmp_path, monkeypatch):
         counters.received += 10 if second <= 20 else 1000
         node.sample_rates()
     assert node.status()["packets_per_second"]["in"] == pytest.approx(1000.0, rel=0.12)
+
+
+def test_status_names_the_x25519_backend_and_the_operator_rates(tmp_path, monkeypatch):
+    from katzenpost import sphinx
+    node, _ = node_with_counters(tmp_path, monkeypatch, [0.0])
+    status = node.status()
+    assert status["x25519_backend"] == sphinx.X25519_BACKEND
+    assert (status["send_rate"], status["send_burst"]) == (None, None)
+    node.set_send_rate(12)
+    node.set_send_burst(3)
+    assert (node.status()["send_rate"], node.status()["send_burst"]) == (12, 3)
