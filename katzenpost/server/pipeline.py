@@ -440,9 +440,12 @@ class Pipeline:
             return 0
         s = self.settings
         restarted = 0
+        all_dead = not any(worker.is_alive() for worker in self._workers)
         for i, worker in enumerate(self._workers):
             if worker.is_alive():
                 continue
+            if restarted == 0:
+                self._forget_in_flight(all_dead)
             worker.close_control()
             fresh = CryptoWorker(i, context=self._ctx, endpoints=self._addrs, engine=self._engine,
                                  counters=worker.counters, batch_capacity=s.SphinxBatchSize,
@@ -720,7 +723,21 @@ class Pipeline:
         dequeued = 0
         for worker_counters in self._worker_counters:       # read-only: each worker writes its own
             dequeued += worker_counters.events[_DEQUEUED]
+        if self._sent_to_workers < dequeued:    # live workers took packets forgotten at a restart
+            self._sent_to_workers = dequeued
         return self._sent_to_workers - dequeued
+
+    def _forget_in_flight(self, all_dead):
+        """A dead worker's socket took its queued packets with it: forget every packet in flight,
+        or the bound would count them for ever and a few deaths would shut the ingress. Those
+        the live workers still hold are re-counted as they dequeue them (`_in_flight`)."""
+        in_flight = self._in_flight()
+        self._sent_to_workers -= in_flight
+        if all_dead:                            # then every one of them is lost: count them
+            self._io.drop(DropReason.WORKER_ERROR, in_flight)
+        if in_flight:
+            log.error("pipeline: %d packets were in flight to the crypto workers at a worker's "
+                      "death; %s", in_flight, "lost" if all_dead else "those of the dead ones lost")
 
     def queue_depths(self):
         """Packets waiting, by queue: per next hop, the open ingress batch, in flight to the
