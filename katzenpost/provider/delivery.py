@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from katzenpost import sphinx
+from katzenpost.tasks import cancel_and_wait
 from katzenpost.provider.payload import PayloadError, parse_forward_payload, surb_ack_payload
 from katzenpost.provider.spool.base import SpoolRecord
 from katzenpost.provider.usernames import InvalidUsername, UsernamePolicy
@@ -105,9 +106,7 @@ class SpoolWriter:
             await self.flush(10.0)
         except asyncio.TimeoutError:
             log.warning("halt: %d deliveries not committed", self._pending_rows)
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await cancel_and_wait([self._task], "spool writer")
 
 
 def deliver(storage, policy: UsernamePolicy, pending: list[Rows]):

@@ -13,6 +13,7 @@ from typing import Mapping
 import cbor2
 
 from katzenpost.provider.kaetzchen.base import KaetzchenService
+from katzenpost.tasks import cancel_and_wait
 from katzenpost.provider.kaetzchen.http11 import HTTPError, ResponseParser, build_post
 
 REQUEST_TIMEOUT = 5.0      # the reference's HTTP client timeout, per request
@@ -148,9 +149,7 @@ class PluginProcess:
                 pass
         if self.proc is not None and self.proc.returncode is None:
             await self.proc.wait()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks, "plugin requests")
         self._tasks = []
 
 
@@ -247,8 +246,6 @@ class CBORPluginService(KaetzchenService):
 
     async def halt(self) -> None:
         self._halting = True
-        for task in self._supervisors:
-            task.cancel()
-        await asyncio.gather(*self._supervisors, return_exceptions=True)
+        await cancel_and_wait(self._supervisors, "plugin supervisors")
         self._supervisors = []
         await asyncio.gather(*(process.stop() for process in self._slots), return_exceptions=True)

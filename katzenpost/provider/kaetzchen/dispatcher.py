@@ -14,6 +14,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from katzenpost import sphinx
+from katzenpost.tasks import cancel_and_wait
 from katzenpost.provider.kaetzchen.base import KaetzchenService
 from katzenpost.provider.payload import PayloadError, parse_forward_payload, reply_payload
 from katzenpost.sphinx.geometry import NODE_ID_LENGTH, PACKET_LENGTH, RECIPIENT_ID_LENGTH
@@ -135,8 +136,6 @@ class KaetzchenDispatcher:
         return advertised
 
     async def halt(self) -> None:
-        for task in self._workers:
-            task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        await cancel_and_wait(self._workers, "Kaetzchen workers")
         self._workers = []
         await asyncio.gather(*(s.halt() for s in self.services), return_exceptions=True)
