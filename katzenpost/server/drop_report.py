@@ -78,7 +78,8 @@ class DropReporter:
         names = order + sorted(set(drops) - set(order))
         counts = {name: int(drops[name]) for name in names if name in drops}
         if self._extra is not None:
-            for name, count in self._extra().items():
+            # dict() copies in one C call: the provider's storage threads may be counting.
+            for name, count in dict(self._extra()).items():
                 if name not in counts:          # a pipeline reason keeps the pipeline's count
                     counts[name] = int(count)
         return counts

@@ -320,7 +320,9 @@ class Node:
             drop_report = importlib.import_module("katzenpost.server.drop_report")
         except ModuleNotFoundError:
             return
-        self.drop_reporter = drop_report.DropReporter(self.pipeline.counters)
+        provider_drops = (None if self.provider_role is None
+                          else (lambda: self.provider_role.provider.drops))
+        self.drop_reporter = drop_report.DropReporter(self.pipeline.counters, extra=provider_drops)
         self.drop_reporter.start()
 
     def _node_self(self) -> NodeSelf:

@@ -92,7 +92,7 @@ class ProviderRole:
         provider = self.provider
         return {"stored": provider.writer.stored, "surb_acks": provider.writer.acks_sent,
                 "clients": len(provider.clients.connected_users()),
-                "drops": {k: v for k, v in provider.drops.items() if v}}
+                "drops": {k: v for k, v in dict(provider.drops).items() if v}}
 
 
 __all__ = ["ProviderRole", "ProviderError"]
