@@ -9,6 +9,7 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
 
 from katzenpost import config as config_module
@@ -46,9 +47,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class EarlySignals:
+    """SIGINT/SIGTERM that arrive before the node's event loop takes them over.
+
+    Without this, a signal during start-up (config, keys, imports) would end the process with a
+    KeyboardInterrupt traceback, or kill it half-way through writing its key files. The signal is
+    remembered instead, and the runtime halts as soon as it runs (exit 0, as for any signal)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+
+    def install(self) -> None:
+        for signum in self.SIGNALS:
+            # An ignored signal stays ignored (e.g. SIGINT of a background job of a script).
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                signal.signal(signum, self._record)
+
+    def _record(self, signum, _frame) -> None:
+        if self.received is None:
+            self.received = signal.Signals(signum).name
+
+    def __call__(self) -> str | None:
+        return self.received
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.umask(PROCESS_UMASK)
+    early_signals = EarlySignals()
+    if not args.check:
+        early_signals.install()
     if args.check:
         return check(args.config_file)
     try:
@@ -67,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_LOAD_FAILED
     if node_config.debug.generate_only:
         return EXIT_OK
-    return hand_over_to_node(node_config, identity_key, link_key)
+    return hand_over_to_node(node_config, identity_key, link_key, early_signals)
 
 
 def prepare_node(node_config) -> tuple[keys.IdentityKey, keys.LinkKey]:
@@ -150,7 +180,8 @@ def sphinx_x25519_backend() -> tuple[str | None, str]:
     return sphinx.X25519_BACKEND, sphinx.IFMA_STATUS
 
 
-def hand_over_to_node(node_config, identity_key: keys.IdentityKey, link_key: keys.LinkKey) -> int:
+def hand_over_to_node(node_config, identity_key: keys.IdentityKey, link_key: keys.LinkKey,
+                      early_signal=None) -> int:
     """Startup steps 6 and later (docs/interfaces.md): `katzenpost.server.node.run(...)` -> exit code."""
     try:
         node = importlib.import_module(NODE_RUNTIME_MODULE)
@@ -160,7 +191,7 @@ def hand_over_to_node(node_config, identity_key: keys.IdentityKey, link_key: key
         server_log.error("The node runtime (katzenpost.server.node) is not available in this "
                          "build; only key generation (-g) and --check work.")
         return EXIT_NODE_FAILED
-    return node.run(node_config, identity_key, link_key)
+    return node.run(node_config, identity_key, link_key, early_signal=early_signal)
 
 
 # ---------------------------------------------------------------------------------------------

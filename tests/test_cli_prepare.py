@@ -65,12 +65,14 @@ def test_config_warnings_are_logged_at_start(tmp_path, caplog):
 def test_hand_over_is_one_call_to_the_node_runtime(tmp_path, monkeypatch):
     calls = []
     fake_node = types.ModuleType(cli.NODE_RUNTIME_MODULE)
-    fake_node.run = lambda cfg, identity, link: calls.append((cfg, identity, link)) or 7
+    fake_node.run = (lambda cfg, identity, link, *, early_signal:
+                     calls.append((cfg, identity, link, early_signal)) or 7)
     monkeypatch.setitem(sys.modules, cli.NODE_RUNTIME_MODULE, fake_node)
     cfg = node_config(tmp_path)
     identity, link = keys.IdentityKey.generate(), keys.LinkKey.generate()
-    assert cli.hand_over_to_node(cfg, identity, link) == 7
-    assert calls == [(cfg, identity, link)]
+    early = cli.EarlySignals()
+    assert cli.hand_over_to_node(cfg, identity, link, early) == 7
+    assert calls == [(cfg, identity, link, early)]
 
 
 def test_main_sets_umask_0077(tmp_path):

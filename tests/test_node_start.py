@@ -105,3 +105,19 @@ def test_metrics_endpoint_serves_the_node(mix):
     assert 'katzenpost_info{identifier="lonely",role="mix"} 1.0' in body
     assert "katzenpost_epoch" in body
     assert mix.stop() == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_start_up_halts_cleanly(mix, sig):
+    """A signal between the banner and the event loop (keys, imports) is remembered by the CLI and
+    honoured when the runtime takes over: exit 0, no traceback, no half-written key files."""
+    mix.start()
+    wait_for(lambda: "Katzenpost is still pre-alpha" in mix.log_text(), 30, "the banner",
+             interval=0.002)
+    mix.proc.send_signal(sig)
+    mix.proc.wait(30)
+    stderr = mix.proc.stderr.read().decode()
+    assert mix.proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    text = mix.log_text()
+    assert "during start-up: not starting." in text or "Shutdown complete." in text

@@ -148,6 +148,7 @@ class Node:
         self._periodic: list[asyncio.Task] = []
         self._shutdown: asyncio.Event | None = None
         self._halted = False
+        self.early_signal = None                   # set by run(): a signal caught before the loop
         # (monotonic time, received, sent) samples taken by a periodic task; reading STATUS
         # never changes them, so a metrics scrape cannot distort what an operator sees.
         self._rate_samples = collections.deque([(time.monotonic(), 0, 0)],
@@ -162,6 +163,10 @@ class Node:
             loop.add_signal_handler(signum, self.request_shutdown, f"received {signal.Signals(signum).name}")
         loop.add_signal_handler(signal.SIGHUP, self._reopen_log)
         try:
+            received = self.early_signal() if self.early_signal is not None else None
+            if received is not None:
+                kp_log.notice(log, "Received %s during start-up: not starting.", received)
+                return self.exit_code
             try:
                 await self.start()
             except NodeStartError as exc:
@@ -592,10 +597,15 @@ def _loop_factory():
     return uvloop.new_event_loop, "uvloop"
 
 
-def run(config, identity_key: keys_module.IdentityKey, link_key: keys_module.LinkKey) -> int:
-    """Run the node until SIGINT/SIGTERM (exit 0) or a start failure or fatal error (exit 1)."""
+def run(config, identity_key: keys_module.IdentityKey, link_key: keys_module.LinkKey, *,
+        early_signal=None) -> int:
+    """Run the node until SIGINT/SIGTERM (exit 0) or a start failure or fatal error (exit 1).
+
+    `early_signal()`: the name of a SIGINT/SIGTERM the CLI caught before the event loop ran, or
+    None; such a node halts before it starts anything."""
     factory, name = _loop_factory()
     log.info("Event loop: %s", name)
     node = Node(config, identity_key, link_key)
+    node.early_signal = early_signal
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(node.run())
