@@ -119,8 +119,11 @@ def sql_storage(dsn: str) -> str:
 class ProviderNetwork:
     """Authority + mix0..mix2 + provider1, provider2 as processes; everything killed in close()."""
 
-    def __init__(self, root: pathlib.Path, storages: list[str]) -> None:
+    def __init__(self, root: pathlib.Path, storages: list[str], *, mix_debug: str = "",
+                 parameters: str = "") -> None:
+        """`mix_debug`: more [Debug] lines for the mixes; `parameters`: more authority [Parameters]."""
         self.root = root
+        self.parameters = parameters
         self.clock = EpochClock(PERIOD)
         # Ports held until each process starts (a port found free and released at once can be
         # taken by another test's connection before the node binds it).
@@ -130,22 +133,23 @@ class ProviderNetwork:
         self.authority_port = next(self._next_port)
         self.authority_identity, _ = keys.load_or_create_identity_key(str(self.authority_dir))
         self.authority_proc: subprocess.Popen | None = None
-        self.mixes = [self._node(MixNode, f"mix{i}") for i in range(3)]
+        self.mixes = [self._node(MixNode, f"mix{i}", f"{NODE_DEBUG}\n{mix_debug}") for i in range(3)]
         self.providers = [self._node(ProviderNode, f"provider{i + 1}") for i in range(2)]
         for mix in self.mixes:
             mix.write_config(self.authority_port, self.authority_identity.public, PERIOD, management=True)
         for provider, storage in zip(self.providers, storages):
             provider.write_provider_config(self.authority_port, self.authority_identity.public, storage)
 
-    def _node(self, kind, name: str):
+    def _node(self, kind, name: str, debug: str = NODE_DEBUG):
         data_dir = private_dir(self.root / name)
         identity, _ = keys.load_or_create_identity_key(str(data_dir))
         link, _ = keys.load_or_create_link_key(str(data_dir))
-        return kind(name, data_dir, next(self._next_port), identity, link, self.root / f"{name}.toml", NODE_DEBUG)
+        return kind(name, data_dir, next(self._next_port), identity, link, self.root / f"{name}.toml",
+                    debug)
 
     def authority_config(self) -> str:
         return authority_toml(self.authority_port, self.authority_dir, PERIOD, self.mixes, self.providers,
-                              f"Mu = {MU}\nMuMaxDelay = {MU_MAX_DELAY}")
+                              f"Mu = {MU}\nMuMaxDelay = {MU_MAX_DELAY}\n{self.parameters}")
 
     def start(self) -> None:
         # Nodes post for the current and the next epoch at start, but not for the next one once
@@ -396,17 +400,23 @@ def run(coro_factory, *clients):
     return asyncio.run(scenario())
 
 
+async def current_document(client: TestClient, timeout: float = 10.0):
+    """The current epoch's document from the client's provider (retried just after a rollover)."""
+    await client.connect()
+    deadline = time.monotonic() + timeout
+    while (doc := await client.document(client.clock.current())) is None:
+        assert time.monotonic() < deadline, "the provider has no document for the current epoch"
+        await asyncio.sleep(0.3)
+    return doc
+
+
 # --- tests ---------------------------------------------------------------------------------
 
 def test_the_descriptors_advertise_the_kaetzchen(network):
     alice, _ = users(network)
 
     async def go():
-        await alice.connect()
-        deadline = time.monotonic() + 10
-        while (doc := await alice.document(network.clock.current())) is None:
-            assert time.monotonic() < deadline, "the provider has no document for the current epoch"
-            await asyncio.sleep(0.3)                         # just after a rollover
+        doc = await current_document(alice)
         for name in ("provider1", "provider2"):
             desc = paths.provider_named(doc, name)
             assert {c: desc.kaetzchen[c]["endpoint"] for c in ("loop", "keyserver", "echo")} == {

@@ -58,7 +58,8 @@ def test_status_and_a_halt_with_epoch_work_pending(tmp_path):
         node, role = role_for(tmp_path)
         await role.start()
         role.provider.drops["unknown_recipient"] += 2
-        assert role.status() == {"stored": 0, "surb_acks": 0, "clients": 0,
+        role.provider.kaetzchen.replies += 3
+        assert role.status() == {"stored": 0, "surb_acks": 0, "clients": 0, "kaetzchen_replies": 3,
                                  "drops": {"unknown_recipient": 2}}
         role.on_epoch_change(SimpleNamespace(send_rate_per_minute=10))   # vacuum + plugins task
         await role.halt()

@@ -65,6 +65,12 @@ EVENT_TOTALS = {
     "packets_delivered_locally": (Event.LOCAL_DELIVERED, "Packets handed to the provider or decoy side."),
 }
 
+# The decoy loop's outcomes (STATUS `decoy`, on a mix with SendDecoyTraffic), and the replies the
+# reference's `decoy_dropped_packets_total` counts: a wrong recipient or SURB ID, or a payload
+# that does not decrypt.
+DECOY_OUTCOMES = ("sent", "delivered", "lost")
+DECOY_DROPPED = ("unmatched_replies", "undecryptable_replies")
+
 
 class NodeCollector:
     """Builds every metric family from one `pipeline_counters()` snapshot and one `status()`."""
@@ -196,6 +202,27 @@ def _status_families(status):
                                "Open connections, by direction.")
     yield from _labelled_gauge(status, "queues", "queue_packets", "queue",
                                "Packets waiting in a queue of the node, by queue.")
+    yield from _decoy_families(status)
+
+
+def _decoy_families(status):
+    """The decoy loop's counters; nothing when the node runs no decoy (no STATUS `decoy`)."""
+    decoy = status.get("decoy")
+    if not isinstance(decoy, Mapping):
+        return
+    loops = _counter("decoy_loops", "Decoy loop packets of this mix, by outcome.", labels=["outcome"])
+    for outcome in DECOY_OUTCOMES:
+        loops.add_metric([outcome], decoy[outcome] if _is_number(decoy.get(outcome)) else 0)
+    yield loops
+    yield _counter("decoy_dropped_packets", "Decoy SURB replies dropped: unknown recipient or SURB ID, "
+                   "or undecryptable.", sum(decoy[k] for k in DECOY_DROPPED if _is_number(decoy.get(k))))
+    yield from _nested(status, "decoy", {
+        "ignored_documents": ("decoy_documents_ignored", "PKI documents the decoy could not use."),
+        "send_failures": ("decoy_send_failures", "Decoy loops not sent: no loop provider or no path."),
+    }, _counter)
+    yield from _nested(status, "decoy", {
+        "pending": ("decoy_pending_surbs", "Decoy loops sent and still awaiting their reply."),
+    }, _gauge)
 
 
 def _nested(status, key, fields, make):

@@ -546,7 +546,7 @@ class Node:
         received, sent = events.get("received", 0), events.get("sent", 0)
         connector = self.connector.status() if self.connector is not None else {"up": [], "down": []}
         conn_totals = [c.connects for c in (self.connector.connections.values() if self.connector else ())]
-        return {
+        status = {
             "identifier": self.identifier,
             "is_provider": self.is_provider,
             "epoch": self.clock.current(),
@@ -569,9 +569,11 @@ class Node:
             "send_rate": self.send_rate,
             "send_burst": self.send_burst,
             "listener_refused": self.listeners.refused if self.listeners else 0,
-            "decoy": self.decoy.counters() if self.decoy is not None else None,
             "provider": self.provider_role.status() if self.provider_role is not None else None,
         }
+        if self.decoy is not None:                  # only a mix with SendDecoyTraffic has one
+            status["decoy"] = self.decoy.counters()
+        return status
 
     def _queue_depths(self) -> dict:
         if self.pipeline is None:

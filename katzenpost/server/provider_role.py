@@ -92,6 +92,7 @@ class ProviderRole:
         provider = self.provider
         return {"stored": provider.writer.stored, "surb_acks": provider.writer.acks_sent,
                 "clients": len(provider.clients.connected_users()),
+                "kaetzchen_replies": provider.kaetzchen.replies,
                 "drops": {k: v for k, v in dict(provider.drops).items() if v}}
 
 
