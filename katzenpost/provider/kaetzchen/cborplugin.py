@@ -63,6 +63,27 @@ def decode_parameters(body: bytes) -> dict[str, str]:
     return params
 
 
+def _prctl():
+    try:
+        import ctypes
+        return ctypes.CDLL(None, use_errno=True).prctl     # resolved here, not in the child
+    except (OSError, AttributeError):                       # not Linux: no parent-death signal
+        return None
+
+
+_PRCTL = _prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_the_provider() -> None:
+    """In the plugin child, before exec: SIGTERM when the provider dies, even by kill -9, so a
+    crashed provider never leaves its plugins running (they are in their own session, so no
+    terminal or process-group signal reaches them). The event loop's thread forks them, and it
+    lives as long as the provider."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class PluginProcess:
     """One running plugin process and its socket; `alive` until it exits."""
 
@@ -81,7 +102,8 @@ class PluginProcess:
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, start_new_session=True)
+                stderr=asyncio.subprocess.PIPE, start_new_session=True,
+                preexec_fn=_die_with_the_provider)
         except OSError as err:
             raise PluginError(f"failed to execute plugin '{self.argv[0]}': {err}") from None
         try:
