@@ -32,9 +32,10 @@ INTERNAL_TRANSPORTS = ("tcp4", "tcp6")
 
 @dataclass(frozen=True)
 class ConnectorSettings:
-    connect_timeout: float = 60.0
-    handshake_timeout: float = 30.0
-    reauth_interval: float = 30.0
+    # No defaults here: the [Debug] configuration is the one source of these timeouts.
+    connect_timeout: float
+    handshake_timeout: float
+    reauth_interval: float
     backoff_step: float = REFERENCE_BACKOFF_STEP
     backoff_max: float = REFERENCE_BACKOFF_MAX
     sweep_interval: float = REFERENCE_SWEEP
