@@ -40,6 +40,13 @@ def test_pki_never_imports_the_authority_or_the_node():
         assert not higher, f"{path.name} imports {sorted(higher)}"
 
 
+def test_voting_library_imports_only_pki_and_the_base():
+    allowed = ("katzenpost.voting", "katzenpost.pki", "katzenpost.rules", "katzenpost.keys")
+    for path in sorted((PACKAGE / "voting").glob("*.py")):
+        other = {name for name in imported_modules(path) if not name.startswith(allowed)}
+        assert not other, f"voting/{path.name} imports {sorted(other)}"
+
+
 def test_the_authority_package_holds_the_daemon():
     assert not list((PACKAGE / "pki").glob("authority*.py"))
     assert {p.stem for p in (PACKAGE / "authority").glob("*.py")} >= {

@@ -231,6 +231,20 @@ def add_signature(signer, raw: bytes, now: float | None = None) -> bytes:
     return cert.to_bytes()
 
 
+def add_signature_object(raw: bytes, signature: Signature, now: float | None = None) -> bytes:
+    """AddSignature: add another signer's existing signature, which must sign this certificate's
+    message (same Certified bytes and Expiration) and duplicate no Identity or Payload."""
+    cert = parse(raw, now)
+    if cert.key_type != KEY_TYPE_ED25519:
+        raise KeyTypeMismatchError(f"cert: key type mismatch ({cert.key_type!r})")
+    signatures = cert.signatures + [signature]
+    _check_duplicates(signatures)
+    if not _check_signature(signature.identity, signature, cert.signed_message()):
+        raise BadSignatureError("cert: signature does not sign certificate")
+    cert.signatures = _sorted(signatures)
+    return cert.to_bytes()
+
+
 # --- verification ----------------------------------------------------------------------------
 
 def _check_signature(public_key: bytes, sig: Signature, message: bytes) -> bool:

@@ -55,7 +55,8 @@ class Document:
     topology: list[list[MixDescriptor]]
     providers: list[MixDescriptor]
     shared_random_value: bytes
-    prior_shared_random: list[bytes]
+    # None is written `null` (a voting authority's vote after its process start), [] as `[]`.
+    prior_shared_random: list[bytes] | None
     shared_random_commit: bytes | None = None
     raw: bytes | None = field(default=None, compare=False, repr=False)
 
@@ -68,7 +69,8 @@ class Document:
             "Providers": [_raw_of(d) for d in self.providers],
             "SharedRandomCommit": self.shared_random_commit,
             "SharedRandomValue": self.shared_random_value,
-            "PriorSharedRandom": list(self.prior_shared_random),
+            "PriorSharedRandom": (None if self.prior_shared_random is None
+                                  else list(self.prior_shared_random)),
         })
         return cj.dumps(fields)
 
