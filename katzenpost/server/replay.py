@@ -149,6 +149,15 @@ def _parse_header(path, header: bytes, file_size: int) -> dict:
                 fp_rate=fp_rate, epoch=epoch, key=key, owner=owner)
 
 
+def _reserve(fd: int, size: int) -> None:
+    """Give the file its full size with every block allocated. The bits are written through a
+    shared mapping: a page that is a hole in a sparse file needs a block when a tag first lands
+    in it, and on a full file system the kernel answers that write with SIGBUS, which kills the
+    node. Allocating up front turns a full disk into a clear error at create or open instead."""
+    os.ftruncate(fd, size)
+    os.posix_fallocate(fd, 0, size)
+
+
 def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -202,8 +211,11 @@ class ReplayFilter:
             raise ReplayFilterError(f"replay filter {path}: cannot create: {exc.strerror}") from None
         try:
             os.write(fd, header)
-            os.ftruncate(fd, HEADER_LENGTH + m_bits // 8)
+            _reserve(fd, HEADER_LENGTH + m_bits // 8)
             os.fsync(fd)
+        except OSError as exc:
+            os.unlink(tmp)
+            raise ReplayFilterError(f"replay filter {path}: cannot create: {exc.strerror}") from None
         finally:
             os.close(fd)
         try:
@@ -235,6 +247,11 @@ class ReplayFilter:
                                         f"expected {epoch}")
             if owner is not None and params["owner"] != bytes(owner):
                 raise ReplayFilterError(f"replay filter {path}: belongs to another mix key (owner mismatch)")
+            try:
+                _reserve(fd, file_size)          # a sparse file of an older build gets its blocks
+            except OSError as exc:
+                raise ReplayFilterError(f"replay filter {path}: cannot reserve its disk space: "
+                                        f"{exc.strerror}") from None
             mapping = mmap.mmap(fd, file_size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
         except BaseException:
             os.close(fd)
