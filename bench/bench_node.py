@@ -50,6 +50,8 @@ BUILD_CHUNK = 500
 DRAIN_SECONDS = 1.0
 TARGET_RATE, TARGET_P99_MS, TARGET_RSS_MB = 9000, 1.5, 150
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+LATENCY_QUANTILES = (0, 1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98, 99, 99.5, 99.9, 100)
+BULKY = ("latency_quantiles_ms",)   # row fields left out of the one-line progress print
 
 
 def proc_cpu_seconds(pid):
@@ -62,6 +64,23 @@ def proc_rss_mb(pid, field="VmRSS"):
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def thread_cpu_seconds(pid):
+    """CPU seconds by stage, summed over the mix's threads: the I/O thread (the main thread, whose
+    thread id is the process id), libzmq's own threads (named ZMQbg/...), and the rest (the crypto
+    workers; Python does not name its threads for the OS, so they are told apart by elimination)."""
+    stages = {"io_thread": 0.0, "zmq_threads": 0.0, "workers_and_other_threads": 0.0}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            comm = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:                           # the thread ended meanwhile
+            continue
+        stage = ("io_thread" if task.name == str(pid) else
+                 "zmq_threads" if comm.startswith("ZMQbg") else "workers_and_other_threads")
+        stages[stage] += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return stages
 
 
 class Bench:
@@ -77,6 +96,8 @@ class Bench:
         self.ctx = multiprocessing.get_context("spawn")
         self.gen = self.sink = None
         self.pool = None
+        self.t0 = time.monotonic()
+        self.rss_trace = []              # (seconds since the mode started, RSS MB) every 0.25 s
 
     # --- set-up ----------------------------------------------------------------------------
 
@@ -162,21 +183,25 @@ class Bench:
         del packets
         pid = self.mix.proc.pid
         drops0 = self.mix.drops()
-        cpu0, wall0 = proc_cpu_seconds(pid), time.monotonic()
+        cpu0, wall0, stages0 = proc_cpu_seconds(pid), time.monotonic(), thread_cpu_seconds(pid)
         self.gen_conn.send(("run", str(packets_path), rate, str(times_path)))
         rss_samples = []
         while not self.gen_conn.poll(0.25):
             rss_samples.append(proc_rss_mb(pid))
+            self.rss_trace.append((round(time.monotonic() - self.t0, 2), rss_samples[-1]))
         self.gen_conn.recv()
         send_wall = time.monotonic() - wall0
         time.sleep(DRAIN_SECONDS)
         cpu = proc_cpu_seconds(pid) - cpu0
+        stages = {k: v - stages0.get(k, 0.0) for k, v in thread_cpu_seconds(pid).items()}
         self.sink_conn.send(("collect", str(self.root / "received.npz")))
         self.sink_conn.recv()
         received = np.load(self.root / "received.npz")
         sent_at = np.load(times_path)
         row = self._row(rate, count, alphas, sent_at, received, send_wall, cpu,
                         max(rss_samples + [proc_rss_mb(pid)]), pid)
+        row["stage_cpu_us_per_packet"] = {k: round(v / max(row["forwarded"], 1) * 1e6, 1)
+                                          for k, v in stages.items()}
         drops = self.mix.drops()
         row["drops"] = {k: v - drops0.get(k, 0) for k, v in drops.items() if v - drops0.get(k, 0)}
         return row
@@ -201,10 +226,13 @@ class Bench:
             "node_cpu_us_per_packet": round(cpu / max(forwarded, 1) * 1e6, 1),
             "node_cpu_share": round(cpu / (send_wall + DRAIN_SECONDS), 3),
             "rss_mb": round(rss, 1), "rss_peak_mb": round(proc_rss_mb(pid, "VmHWM"), 1),
+            # The added-latency distribution as quantiles (enough to draw its CDF).
+            "latency_quantiles_ms": {str(q): round(float(np.percentile(lat, q)), 3) for q in LATENCY_QUANTILES},
         }
 
 
-def run_mode(args, mode):
+def run_mode(args, mode, rss_traces=None):
+    """The rows of one mode's steps; its RSS trace goes into `rss_traces[mode]` when given."""
     bench = Bench(args, mode)
     rows = []
     try:
@@ -212,11 +240,13 @@ def run_mode(args, mode):
         for rate in args.rates:
             row = bench.step(rate, args.seconds)
             rows.append(row)
-            print(json.dumps(row), flush=True)
+            print(json.dumps({k: v for k, v in row.items() if k not in BULKY}), flush=True)
         if "Sphinx self-test" in bench.mix.log_text():
             line = [x for x in bench.mix.log_text().splitlines() if "Sphinx self-test" in x][-1]
             print(f"# {mode}: {line.split('server: ', 1)[-1]}", flush=True)
     finally:
+        if rss_traces is not None:
+            rss_traces[mode] = bench.rss_trace
         bench.close()
     return rows
 
@@ -263,7 +293,7 @@ def write_pyperf(path, rows, summary):
     suite.dump(path, replace=True)
 
 
-def main():
+def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="CI-sized run: two steps of 1.5 s, pinned only")
     ap.add_argument("--modes", default="pinned,shared")
@@ -277,7 +307,7 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the network's directory (logs)")
     ap.add_argument("--json", help="write rows and summary as JSON")
     ap.add_argument("-o", "--output", help="write a pyperf JSON suite")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.quick:
         args.rates = args.rates or list(QUICK_RATES)
         args.seconds = args.seconds or 1.5
@@ -286,17 +316,28 @@ def main():
     args.rates = args.rates or list(DEFAULT_RATES)
     args.seconds = args.seconds or 4.0
     args.period = args.period or BENCH_PERIOD
+    return args
+
+
+def run(args):
+    """The whole benchmark: {"rows", "summary", "rss_trace_mb"} (also used by `python -m bench`)."""
     baseline = measure_unwrap_capacity(1, seconds=1.0).per_worker
     print(f"# baseline: one core unwraps {baseline:.0f} packets/s", flush=True)
-    rows = []
+    rows, traces = [], {}
     for mode in args.modes.split(","):
-        rows += run_mode(args, mode)
+        rows += run_mode(args, mode, traces)
     summary = summarize(rows, baseline)
     print(json.dumps(summary, indent=1))
+    return {"rows": rows, "summary": summary, "rss_trace_mb": traces}
+
+
+def main():
+    args = parse_args()
+    result = run(args)
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
+        Path(args.json).write_text(json.dumps(result, indent=1))
     if args.output:
-        write_pyperf(args.output, rows, summary)
+        write_pyperf(args.output, result["rows"], result["summary"])
 
 
 if __name__ == "__main__":

@@ -347,6 +347,7 @@ def summarise(rows, target_io_us=15.0, target_p99_ms=5.0, loss_limit=0.001):
 
 
 async def main_async(args):
+    """Every case of `args`: {"rows", "summary", "args"} (also used by `python -m bench`)."""
     rows = []
     with tempfile.TemporaryDirectory() as tmpdir:
         for case in args.cases:
@@ -385,12 +386,10 @@ async def main_async(args):
                 raise SystemExit(f"bench: unknown case {case!r}")
     summary = summarise(rows)
     print(json.dumps(summary, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "summary": summary,
-                                               "args": vars(args)}, indent=1))
+    return {"rows": rows, "summary": summary, "args": vars(args)}
 
 
-def main():
+def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=[2000, 5000, 10000])
     ap.add_argument("--seconds", type=float, default=2.0)
@@ -409,10 +408,16 @@ def main():
     ap.add_argument("--pool-cache", help="case b: keep the generated Sphinx packets in this .npz")
     ap.add_argument("--warmup-seconds", type=float, default=1.0)
     ap.add_argument("--json")
-    args = ap.parse_args()
+    return ap.parse_args(argv)
+
+
+def main():
+    args = parse_args()
     if args.switch_interval_us:
         sys.setswitchinterval(args.switch_interval_us / 1e6)
-    asyncio.run(main_async(args))
+    result = asyncio.run(main_async(args))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

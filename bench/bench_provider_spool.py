@@ -38,15 +38,23 @@ def rate(operation, seconds: float, per_call: int = 1) -> float:
     return done / (time.perf_counter() - start)
 
 
-def measure(spool, seconds: float, batch: int) -> dict:
+def spool_operations(spool, batch: int) -> dict:
+    """name: (operation, spool operations per call): a durable single store (one commit), a
+    batch of stores (one commit), a Get (alternately peek and advance: a committed delete)."""
     counter = iter(range(10**12))
-    single = rate(lambda: spool.store_message(USERS[next(counter) % len(USERS)], BODY), seconds)
     records = [SpoolRecord(USERS[i % len(USERS)], None, BODY) for i in range(batch)]
-    batched = rate(lambda: spool.store_batch(records), seconds, batch)
     flips = iter(range(10**12))
-    gets = rate(lambda: spool.get(USERS[0], next(flips) % 2 == 1), seconds)
-    return {"store_single_per_s": round(single), "store_batched_per_s": round(batched),
-            "batch": batch, "get_round_trips_per_s": round(gets)}
+    return {"store_single": (lambda: spool.store_message(USERS[next(counter) % len(USERS)], BODY), 1),
+            "store_batched": (lambda: spool.store_batch(records), batch),
+            "get_round_trips": (lambda: spool.get(USERS[0], next(flips) % 2 == 1), 1)}
+
+
+def measure(spool, seconds: float, batch: int) -> dict:
+    operations = spool_operations(spool, batch)
+    figures = {f"{name}_per_s": round(rate(operation, seconds, per_call))
+               for name, (operation, per_call) in operations.items()}
+    figures["batch"] = batch
+    return figures
 
 
 def sqlite_case(seconds: float, batch: int) -> dict:

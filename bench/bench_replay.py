@@ -11,9 +11,11 @@ outside the timed region. Single-thread values are the thread's CPU time per tag
 value is wall time per tag.
 """
 
+import atexit
 import hashlib
 import math
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -88,13 +90,24 @@ def add_all(filt, batches):
         filt.check_and_add(tags, None, out)
 
 
-def bench_mmap_filter(loops, expected=EXPECTED, fp_target=FP_TARGET):
-    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as directory:
+_cache = {}   # per process: building a half-full 12 M filter or a big set takes seconds
+
+
+def cached_half_full_filter(expected, fp_target):
+    """One half-full filter per size and process, reused by every value pyperf takes in it (the
+    tags each value adds are a few per cent of the prefill), removed when the process exits."""
+    key = ("filter", expected, fp_target)
+    if key not in _cache:
+        directory = tempfile.mkdtemp(dir=os.environ.get("BENCH_DIR"))
         filt = open_half_full_filter(directory, expected, fp_target)
-        try:
-            return time_filter(loops, filt)
-        finally:
-            filt.close()
+        atexit.register(shutil.rmtree, directory, True)
+        atexit.register(filt.close)
+        _cache[key] = filt
+    return _cache[key]
+
+
+def bench_mmap_filter(loops, expected=EXPECTED, fp_target=FP_TARGET):
+    return time_filter(loops, cached_half_full_filter(expected, fp_target))
 
 
 def bench_small_kernel(loops):
@@ -125,9 +138,11 @@ def bench_two_threads(loops):
             filt.close()
 
 
-def bench_set(loops):
-    """Baseline: a Python set of bytes tags doing the same test-and-set, pre-grown to SET_PREFILL tags (a 6 M set would need ~0.7 GB per worker)."""
-    seen = {os.urandom(32) for _ in range(SET_PREFILL)}
+def bench_set(loops, prefill=SET_PREFILL):
+    """Baseline: a Python set of bytes tags doing the same test-and-set, pre-grown to `prefill` tags (a 6 M set would need ~0.7 GB per worker); one set per process and size."""
+    seen = _cache.setdefault(("set", prefill), set())
+    while len(seen) < prefill:
+        seen.add(os.urandom(32))
     elapsed = 0.0
     for count, array in fresh_tag_batches(loops):
         tags = [bytes(t) for t in array]
