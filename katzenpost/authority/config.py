@@ -1,4 +1,6 @@
-"""TOML configuration of the non-voting authority (authority/nonvoting/server/config).
+"""TOML configuration of the directory authority: the non-voting form
+(authority/nonvoting/server/config) and the voting form (authority/voting/server/config), which
+adds `[[Authorities]]`, the other authorities of the network.
 
 Strict like the node's loader, and reporting like it: every unknown key and every invalid value
 is found in one pass and listed, one line each, naming Section.Field. Parsing and validation
@@ -6,6 +8,8 @@ only; it creates no files.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import math
 import os
@@ -79,6 +83,18 @@ class Node:
 
 
 @dataclass
+class Peer:
+    """Another voting authority: its Ed25519 identity key (its name), its X25519 link key (its
+    Noise static key) and the addresses it listens on."""
+    identity_public_key: bytes
+    link_public_key: bytes
+    addresses: list[str]
+
+    def dial_addresses(self) -> list[tuple[str, int]]:
+        return [_ip_port(a) for a in self.addresses]
+
+
+@dataclass
 class AuthorityConfig:
     identifier: str
     addresses: list[str]
@@ -88,6 +104,13 @@ class AuthorityConfig:
     debug: DebugConfig = field(default_factory=DebugConfig)
     mixes: list[Node] = field(default_factory=list)
     providers: list[Node] = field(default_factory=list)
+    # The voting form: the other authorities (None for the non-voting form; a voting authority
+    # alone, with `Authorities = []`, has an empty list).
+    authorities: list[Peer] | None = None
+
+    @property
+    def is_voting(self) -> bool:
+        return self.authorities is not None
 
     @property
     def epoch_period(self) -> int:
@@ -317,6 +340,74 @@ def _parse_node(entry: dict, where: str, is_provider: bool, found: _Problems) ->
     return Node(identifier, key) if key is not None else None
 
 
+def _parse_peers(entries, found: _Problems) -> list[Peer]:
+    """`[[Authorities]]`, validated at load (the reference never checks them; an entry without
+    addresses crashes it at the first send)."""
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        found.add("Authorities must be an array of tables ([[Authorities]])")
+        return []
+    peers = []
+    for index, entry in enumerate(entries):
+        peer = _parse_peer(entry, f"Authorities[{index}]", found)
+        if peer is not None:
+            peers.append(peer)
+    identities = [p.identity_public_key for p in peers]
+    if len(set(identities)) != len(identities):
+        found.add("Authorities: an IdentityPublicKey is listed twice")
+    links = [p.link_public_key for p in peers]
+    if len(set(links)) != len(links):
+        found.add("Authorities: a LinkPublicKey is listed twice")
+    return peers
+
+
+def _parse_peer(entry: dict, where: str, found: _Problems) -> Peer | None:
+    values = _take(entry, where, {"IdentityPublicKey": str, "LinkPublicKey": str,
+                                  "Addresses": list}, found)
+    identity = link = None
+    if "IdentityPublicKey" in values:
+        identity = _identity_key(values["IdentityPublicKey"], f"{where}.IdentityPublicKey", found)
+    elif not _has(entry, "IdentityPublicKey"):
+        found.add(f"{where}.IdentityPublicKey is not set")
+    if "LinkPublicKey" in values:
+        link = _link_key(values["LinkPublicKey"], f"{where}.LinkPublicKey", found)
+    elif not _has(entry, "LinkPublicKey"):
+        found.add(f"{where}.LinkPublicKey is not set")
+    addresses = values.get("Addresses")
+    if not addresses:
+        if addresses is not None or not _has(entry, "Addresses"):
+            found.add(f"{where}.Addresses must list at least one IP:port")
+        addresses = []
+    for address in addresses:
+        try:
+            _ip_port(address)
+        except ValueError as exc:
+            found.add(f"{where}.Addresses: {exc}")
+    if identity is None or link is None or not addresses:
+        return None
+    return Peer(identity, link, list(addresses))
+
+
+def _link_key(text: str, where: str, found: _Problems) -> bytes | None:
+    """An X25519 public key: base64 only, as the reference decodes it (hex is refused)."""
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raw = None
+    if raw is None or len(raw) != IDENTITY_KEY_LEN:
+        found.add(f"{where}: '{text:.60}' is not a base64 32-byte X25519 key")
+        return None
+    return raw
+
+
+def check_not_a_peer(cfg: AuthorityConfig, identity_public: bytes) -> list[str]:
+    """A voting authority listing itself in `[[Authorities]]` would count its own signature
+    twice; checked once its identity key is loaded."""
+    if any(p.identity_public_key == identity_public for p in cfg.authorities or ()):
+        return ["config: Authorities: lists this authority's own IdentityPublicKey "
+                "(list the other authorities only)"]
+    return []
+
+
 def _check_nodes(cfg: AuthorityConfig, found: _Problems, keys_only: bool) -> None:
     keys = [n.identity_key for n in cfg.mixes + cfg.providers]
     if len(set(keys)) != len(keys):
@@ -345,7 +436,8 @@ def parse(text: str, keys_only: bool = False) -> AuthorityConfig:
         raise AuthorityConfigError(f"config: TOML syntax error: {exc}") from None
     found = _Problems()
     top = _take(tree, "", {"Authority": dict, "Logging": dict, "Parameters": dict,
-                           "Debug": dict, "Mixes": "tables", "Providers": "tables"}, found)
+                           "Debug": dict, "Mixes": "tables", "Providers": "tables",
+                           "Authorities": "tables"}, found)
     if "Authority" not in top:
         found.add("No Authority block was present")
     identifier, addresses, data_dir = _parse_authority(top.get("Authority", {}), found)
@@ -356,6 +448,8 @@ def parse(text: str, keys_only: bool = False) -> AuthorityConfig:
         debug=_parse_debug(top.get("Debug", {}), found),
         mixes=_parse_nodes(top.get("Mixes", []), "Mixes", False, found),
         providers=_parse_nodes(top.get("Providers", []), "Providers", True, found),
+        authorities=(_parse_peers(top["Authorities"], found) if "Authorities" in top
+                     else None),
     )
     _check_nodes(cfg, found, keys_only)
     if found.all():
