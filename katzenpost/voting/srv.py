@@ -152,8 +152,8 @@ def next_prior_shared_random(epoch: int, genesis_epoch: int, srv: bytes,
     """PriorSharedRandom after tabulating `epoch`.
 
     Empty or absent → [srv, srv]; rotated to [srv, prior[0]] when (genesis − epoch) mod 2^64 is
-    a multiple of W (the reference's unsigned wrap makes that epoch − genesis ≡ 16 mod W, kept
-    for byte-identity); otherwise unchanged."""
+    a multiple of W (the reference's unsigned wrap makes that epoch = genesis or epoch −
+    genesis ≡ 16 mod W, kept for byte-identity); otherwise unchanged."""
     if not prior:
         return [bytes(srv), bytes(srv)]
     if ((genesis_epoch - epoch) % _UINT64) % rotation_period(period) == 0:
