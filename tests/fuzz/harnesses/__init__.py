@@ -1,0 +1,1 @@
+"""One module per parser: TestOneInput(data), MAX_LEN, seeds() (see tests/fuzz/__init__.py)."""

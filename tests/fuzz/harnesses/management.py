@@ -1,0 +1,163 @@
+"""Management-socket sessions (`server.management`): the line protocol, the node commands
+(`server.node_commands`) and the provider's user commands (`provider.user_commands`) over a
+real SQLite user database.
+
+The input is everything a client sends on one connection. Documented outcome: the session ends
+normally; every reply is one `<3-digit code> <text>` line; no handler fails with an unexpected
+exception (the server would log it at ERROR and answer 554)."""
+import asyncio
+import atexit
+import logging
+import os
+import re
+import shutil
+import tempfile
+
+from katzenpost.provider.user_commands import UserCommands
+from katzenpost.provider.userdb.sqlite import SQLiteUserDB
+from katzenpost.provider.usernames import UsernamePolicy
+from katzenpost.server.management import ManagementServer
+from katzenpost.server.node_commands import register_node_commands
+from tests.fuzz.material import derive
+
+MAX_LEN = 8192  # above the 4096-byte line limit
+_REPLY = re.compile(r"[0-9]{3}( [^\r\n]*)?")
+_LOOP = asyncio.new_event_loop()
+_DIR = tempfile.mkdtemp(prefix="kp-fuzz-mgmt-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+atexit.register(shutil.rmtree, _DIR, True)
+
+
+class _Errors(logging.Handler):
+    """Collects ERROR records: a handler that crashed is logged that way."""
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+_ERRORS = _Errors()
+for _name in ("katzenpost.server.management", "katzenpost.provider.mgmt"):
+    _logger = logging.getLogger(_name)
+    _logger.addHandler(_ERRORS)
+    _logger.propagate = False
+
+
+class _Storage:
+    """provider.storage.Storage as UserCommands uses it: the blocking calls run inline."""
+
+    def __init__(self, path):
+        self.userdb = SQLiteUserDB(path)
+        self.spool = self
+
+    def remove(self, user):  # the spool's remove: nothing is spooled here
+        pass
+
+    async def run(self, fn, *args):
+        return fn(*args)
+
+
+class _Control:
+    identifier = "fuzz.example.org"
+    is_provider = True
+
+    def __init__(self, user_commands):
+        self.user_commands = user_commands
+
+    def request_shutdown(self, reason):
+        pass
+
+    def set_send_rate(self, n):
+        pass
+
+    def set_send_burst(self, n):
+        pass
+
+    def status(self):
+        return {"identifier": self.identifier, "epoch": 1, "queues": {"ingress": 0}}
+
+
+class _Transport:
+    def set_write_buffer_limits(self, high=None, low=None):
+        pass
+
+    def abort(self):
+        pass
+
+
+class _Writer:
+    def __init__(self):
+        self.transport = _Transport()
+        self.sent = bytearray()
+
+    def write(self, data):
+        self.sent += data
+
+    async def drain(self):
+        pass
+
+    def close(self):
+        pass
+
+    async def wait_closed(self):
+        pass
+
+
+async def _start():
+    server = ManagementServer(os.path.join(_DIR, "management.sock"), _Control.identifier,
+                              idle_timeout=5.0, handler_timeout=5.0)
+    await server.start()
+    return server
+
+
+_SERVER = _LOOP.run_until_complete(_start())
+_COUNTER = [0]
+
+
+async def _session(data: bytes) -> bytes:
+    _COUNTER[0] += 1
+    path = os.path.join(_DIR, f"users-{_COUNTER[0]}.db")
+    storage = _Storage(path)
+    try:
+        commands = UserCommands(storage, UsernamePolicy())
+        _SERVER._handlers.clear()
+        register_node_commands(_SERVER, _Control(commands))
+        reader = asyncio.StreamReader(limit=_SERVER._max_line + 2)
+        reader.feed_data(data)
+        reader.feed_eof()
+        writer = _Writer()
+        await asyncio.wait_for(_SERVER._on_connection(reader, writer), 10)
+        return bytes(writer.sent)
+    finally:
+        storage.userdb.close()
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.unlink(path + suffix)
+
+
+def TestOneInput(data: bytes) -> None:
+    del _ERRORS.records[:]
+    sent = _LOOP.run_until_complete(_session(data))
+    assert not _ERRORS.records, f"logged: {_ERRORS.records[0].getMessage()}"
+    lines = sent.split(b"\r\n")
+    assert lines[-1] == b"", "reply not terminated by CRLF"
+    for line in lines[:-1]:
+        assert _REPLY.fullmatch(line.decode("utf-8")), f"malformed reply {line[:80]!r}"
+
+
+def seeds():
+    link, identity = derive("mgmt link").hex(), derive("mgmt identity").hex()
+    import base64
+    b64 = base64.b64encode(derive("mgmt identity")).decode()
+    return {
+        "status": b"STATUS\r\nstatus\n",
+        "rates": b"SEND_RATE 100\nSEND_BURST 00018446744073709551615\nSEND_RATE -1\nQUIT\n",
+        "users": (f"ADD_USER alice {link}\nUSER_LINK alice\nSET_USER_IDENTITY alice {b64}\n"
+                  f"USER_IDENTITY alice\nUPDATE_USER alice {identity}\nREMOVE_USER_IDENTITY alice\n"
+                  f"REMOVE_USER alice\nUSER_LINK alice\n").encode(),
+        "unknown": b"HELLO\r\n\r\nadd_user Bob\n",
+        "shutdown": b"SHUTDOWN\n",
+        "long": b"STATUS " + b"x" * 5000 + b"\n",
+    }
