@@ -41,6 +41,7 @@ IN_FLIGHT = re.compile(r"SphinxQueuePackets: (\d+) packets in flight per worker"
 # Bounds the flood tests configure on the mix: every queue that holds packets has a stated size,
 # so the memory ceiling follows from the configuration (SchedulerQueueSize is unlimited by default,
 # as in the reference; a flood test states it).
+SLOW_RCVBUF = 16384        # the slow reader's receive buffer (the kernel doubles it)
 FLOOD_DEBUG = {"SchedulerQueueSize": 4096, "OutgoingQueueSize": 64, "HandshakeTimeout": 2000}
 
 
@@ -253,8 +254,6 @@ async def _slow_reader(conn, port, link_private, identity_public, mix_id):
     sessions = []
 
     async def on_connection(reader, writer):
-        sock = writer.get_extra_info("socket")
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         try:
             session = await accept(reader, writer, link_key=link_private,
                                    additional_data=identity_public,
@@ -265,7 +264,10 @@ async def _slow_reader(conn, port, link_private, identity_public, mix_id):
         writer.transport.pause_reading()          # from now on nothing is read
         sessions.append(session)
 
-    server = await asyncio.start_server(on_connection, "127.0.0.1", port)
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_RCVBUF)   # inherited by accept
+    listener.bind(("127.0.0.1", port))
+    server = await asyncio.start_server(on_connection, sock=listener)
     conn.send(("listening",))
     while True:
         command = await asyncio.to_thread(conn.recv)
