@@ -6,6 +6,8 @@ import hashlib
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from voting_lib_support import (
     EPOCH,
     EXPIRATION,
@@ -21,7 +23,7 @@ from voting_lib_support import (
 
 from katzenpost.pki import cert
 from katzenpost.pki.epochtime import EpochClock
-from katzenpost.voting import consensus, vote
+from katzenpost.voting import consensus, tally, vote
 from katzenpost.voting.errors import ConsensusError, VoteError
 from katzenpost.voting.tally import client_threshold
 
@@ -247,3 +249,35 @@ def test_consensus_expiration_comes_from_the_schedule(period):
     assert go_value - start == {1200: 5100, 120: 1050}[period]
     with pytest.raises(ConsensusError):
         consensus.consensus_expiration(0, clock)
+
+
+_FLOATS = st.one_of(st.sampled_from([0.0, 1.0, 2.0, 0.00025, 1e-7, 1.234e-05, 1.5e21, 123.5]),
+                    st.floats(min_value=0, max_value=1e30, allow_nan=False,
+                              allow_infinity=False))
+_UINTS = st.integers(0, 2**64 - 1)
+
+
+@given(mu=_FLOATS, lambda_p=_FLOATS, rate=_UINTS, delay=_UINTS,
+       srv=st.binary(min_size=32, max_size=32), genesis=st.integers(1, EPOCH))
+@settings(max_examples=60, deadline=None)
+def test_consensus_encoding_round_trips(mu, lambda_p, rate, delay, srv, genesis):
+    parameters = default_parameters(mu=mu, lambda_p=lambda_p, send_rate_per_minute=rate,
+                                    lambda_m_max_delay=delay)
+    entries = sorted(vector_descriptors(), key=lambda d: d.identity_key)
+    result = tally.TallyResult(entries=entries, parameters=parameters, counted=[])
+    doc = consensus.build_consensus(EPOCH, result, srv, genesis_epoch=genesis,
+                                    prior_shared_random=[srv, bytes(32)], layers=3)
+    a1 = authorities()[0]
+    raw = consensus.sign_consensus(a1.seed, doc, EXPIRATION, NOW)
+    accepted = consensus.verify_consensus(raw, [a1.pk], 1, EPOCH, NOW)
+    assert accepted.document.to_json() == doc.to_json()
+    assert vote.VotingParameters.of(accepted.document) == parameters
+    assert accepted.document.shared_random_value == srv
+
+
+def test_build_consensus_refuses_a_short_srv():
+    result = tally.TallyResult(entries=vector_descriptors(), parameters=default_parameters(),
+                               counted=[])
+    with pytest.raises(ConsensusError):
+        consensus.build_consensus(EPOCH, result, bytes(31), genesis_epoch=EPOCH,
+                                  prior_shared_random=[], layers=3)

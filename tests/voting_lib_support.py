@@ -84,8 +84,12 @@ class Authority:
         return cert.sign(self.seed, doc.to_json(), expiration, NOW)
 
 
-def authorities() -> list[Authority]:
-    return [Authority(entry) for entry in load("srv")["authorities"]]
+def authorities(n: int = 3) -> list[Authority]:
+    """A1..A3 of the vectors, then X4, X5, ... with made-up seeds."""
+    entries = load("srv")["authorities"] + [
+        {"name": f"X{i}", "seed_hex": bytes([0x70 + i] * 32).hex(),
+         "rn_hex": bytes([0x80 + i] * 32).hex()} for i in range(4, n + 1)]
+    return [Authority(entry) for entry in entries[:n]]
 
 
 def votes_and_reveals(auths, **vote_kwargs) -> tuple[dict, dict]:
