@@ -2,17 +2,29 @@
 reference's logical schema — users: name → link key, identities: name → identity key."""
 from __future__ import annotations
 
+import contextlib
 import hmac
+import sqlite3
 import threading
 
 from katzenpost.provider.sqlite_store import open_database
-from katzenpost.provider.userdb.base import (NoIdentity, NoSuchUser, UserDB, UserExists, check_key,
-                                             check_user)
+from katzenpost.provider.userdb.base import (NoIdentity, NoSuchUser, UserDB, UserDBError, UserExists,
+                                             check_key, check_user)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (name BLOB PRIMARY KEY, link_key BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS identities (name BLOB PRIMARY KEY, identity_key BLOB NOT NULL) WITHOUT ROWID
 """
+
+
+@contextlib.contextmanager
+def _sql_errors():
+    """A database error (a full disk: "database or disk is full") is the contract's UserDBError,
+    as the PostgreSQL backend's: the management command answers 554, nothing changed."""
+    try:
+        yield
+    except sqlite3.Error as err:
+        raise UserDBError(f"userdb: sqlite: {err}") from None
 
 
 class SQLiteUserDB(UserDB):
@@ -47,7 +59,7 @@ class SQLiteUserDB(UserDB):
 
     def add(self, user: bytes, link_key: bytes, update: bool = False) -> None:
         user, link_key = check_user(user), check_key(link_key, "link key")
-        with self._lock:
+        with self._lock, _sql_errors():
             self._add_locked(user, link_key, update)
 
     def _add_locked(self, user: bytes, link_key: bytes, update: bool) -> None:
@@ -64,7 +76,7 @@ class SQLiteUserDB(UserDB):
     def set_identity(self, user: bytes, identity_key: bytes | None) -> None:
         user = bytes(user)
         key = None if identity_key is None else check_key(identity_key, "identity key")
-        with self._lock:
+        with self._lock, _sql_errors():
             if user not in self._names:
                 raise NoSuchUser()
             if key is None:
@@ -84,7 +96,7 @@ class SQLiteUserDB(UserDB):
 
     def remove(self, user: bytes) -> None:
         user = bytes(user)
-        with self._lock:
+        with self._lock, _sql_errors():
             if user not in self._names:
                 raise NoSuchUser()
             # Unlike the reference, the identity goes too: a re-added user must not inherit it.
