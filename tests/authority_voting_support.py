@@ -138,3 +138,47 @@ def open_state(tmp_path, name, keys, ports, clock, period) -> VotingState:
     cfg = ac.parse(text)
     store = VotingStore.open_in(str(data_dir))
     return VotingState(cfg, keys[name].seed, keys[name].identity, store, clock)
+
+
+# --- talking to a real authority over TCP -----------------------------------------------------
+
+class PinnedAuthority:
+    def __init__(self, identity: bytes, link_public: bytes) -> None:
+        self.identity, self.link_public = identity, link_public
+
+    def is_peer_valid(self, creds) -> bool:
+        return creds.additional_data == self.identity and creds.public_key == self.link_public
+
+
+async def round_trip(port: int, keys_of: AuthorityKeys, command, *, link_private: bytes | None = None,
+                     ad: bytes = b"", timeout: float = 10.0):
+    """One command to the authority at 127.0.0.1:`port` (anonymous unless `ad` and
+    `link_private` are given); the reply, or None when it closed without one."""
+    import os
+
+    from katzenpost.wire import session as wire_session
+    from katzenpost.wire.errors import WireError
+    session = await wire_session.connect(
+        "127.0.0.1", port, link_key=link_private or os.urandom(32), additional_data=ad,
+        authenticator=PinnedAuthority(keys_of.identity, keys_of.link_public),
+        handshake_timeout=timeout, connect_timeout=timeout)
+    try:
+        await session.send_command(command)
+        try:
+            return await session.recv_command(timeout=timeout)
+        except WireError:
+            return None
+    finally:
+        await session.close()
+
+
+async def post_descriptor(port: int, keys_of: AuthorityKeys, node: str, epoch: int, now: float):
+    """A whitelisted test node posts its signed descriptor for `epoch`; the status code."""
+    from katzenpost.pki.keyconv import x25519_private_from_ed25519_seed
+    from katzenpost.wire.commands import PostDescriptor
+    desc = signed_descriptor(node, epoch, now, provider=node.startswith("provider"))
+    seed = seed_for(node)
+    reply = await round_trip(port, keys_of, PostDescriptor(epoch=epoch, payload=desc.raw),
+                             link_private=x25519_private_from_ed25519_seed(seed),
+                             ad=public_for(seed))
+    return reply.error_code
