@@ -17,6 +17,7 @@ from voting_lib_support import (
     load,
     mix_descriptor,
     provider_descriptor,
+    tabulate,
     vector_descriptors,
     votes_and_reveals,
 )
@@ -100,19 +101,11 @@ def test_a_vote_that_peers_would_refuse_is_not_signed():
                         genesis_epoch=EPOCH, prior_shared_random=None, layers=3)
 
 
-def _tabulate(auth, votes, reveals, **overrides):
-    kwargs = dict(identity_private=auth.seed, n_authorities=3, layers=3, genesis_epoch=EPOCH,
-                  prior_shared_random=None, previous=None, expiration=EXPIRATION, period=1200,
-                  now=NOW)
-    kwargs.update(overrides)
-    return consensus.tabulate(EPOCH, votes, reveals, **kwargs)
-
-
 @pytest.fixture(scope="module")
 def signed():
     auths = authorities()
     votes, reveals = votes_and_reveals(auths)
-    results = {a.name: _tabulate(a, votes, reveals) for a in auths}
+    results = {a.name: tabulate(a, votes, reveals) for a in auths}
     return auths, results
 
 

@@ -13,6 +13,7 @@ from voting_lib_support import (
     default_parameters,
     mix_descriptor,
     provider_descriptor,
+    tabulate,
     vector_descriptors,
     votes_and_reveals,
 )
@@ -196,17 +197,9 @@ def test_signed_non_documents_are_vote_errors():
 
 # --- tabulation ------------------------------------------------------------------------------
 
-def _tabulate(auth, votes, reveals, **overrides):
-    kwargs = dict(identity_private=auth.seed, n_authorities=3, layers=3, genesis_epoch=EPOCH,
-                  prior_shared_random=None, previous=None, expiration=EXPIRATION, period=1200,
-                  now=NOW)
-    kwargs.update(overrides)
-    return consensus.tabulate(EPOCH, votes, reveals, **kwargs)
-
-
 def test_tabulation_without_votes_has_no_srv():
     with pytest.raises(SharedRandomError):
-        _tabulate(authorities()[0], {}, {})
+        tabulate(authorities()[0], {}, {})
 
 
 def test_a_failed_tally_still_updates_the_srv_chain():
@@ -214,11 +207,11 @@ def test_a_failed_tally_still_updates_the_srv_chain():
     votes, _ = votes_and_reveals([a1, a2, a3])
     prior = [b"\x01" * 32, b"\x02" * 32]
     # Genesis 16 epochs back: this tabulation rotates PriorSharedRandom.
-    result = _tabulate(a1, votes, {a1.pk: a1.reveal}, prior_shared_random=prior,
+    result = tabulate(a1, votes, {a1.pk: a1.reveal}, prior_shared_random=prior,
                        genesis_epoch=EPOCH - 16)
     assert result.error == "a consensus partition" and result.certificate is None
     assert result.prior_shared_random == [result.srv, prior[0]]
-    kept = _tabulate(a1, votes, {a1.pk: a1.reveal}, prior_shared_random=prior,
+    kept = tabulate(a1, votes, {a1.pk: a1.reveal}, prior_shared_random=prior,
                      genesis_epoch=EPOCH - 1)
     assert kept.srv == result.srv and kept.prior_shared_random == prior
 
@@ -226,8 +219,8 @@ def test_a_failed_tally_still_updates_the_srv_chain():
 def test_different_reveal_sets_give_uncombinable_signatures():
     a1, a2, a3 = authorities()
     votes, reveals = votes_and_reveals([a1, a2, a3])
-    full = _tabulate(a1, votes, reveals)
-    partial = _tabulate(a2, votes, {k: v for k, v in reveals.items() if k != a3.pk})
+    full = tabulate(a1, votes, reveals)
+    partial = tabulate(a2, votes, {k: v for k, v in reveals.items() if k != a3.pk})
     assert full.srv != partial.srv
     assert full.document.to_json() != partial.document.to_json()
     with pytest.raises(VotingError):
@@ -239,7 +232,7 @@ def test_a_consensus_with_an_empty_layer_is_signed_but_never_published():
     two_mixes = [mix_descriptor(1), mix_descriptor(2), provider_descriptor()]
     votes = {a.pk: a.vote(descriptors=two_mixes, layers=2) for a in (a1, a2, a3)}
     reveals = {a.pk: a.reveal for a in (a1, a2, a3)}
-    results = {a.pk: _tabulate(a, votes, reveals) for a in (a1, a2, a3)}
+    results = {a.pk: tabulate(a, votes, reveals) for a in (a1, a2, a3)}
     assert all(r.certificate for r in results.values())
     with pytest.raises(VotingError, match="No consensus found"):
         consensus.combine_signatures(EPOCH, {pk: r.certificate for pk, r in results.items()},
@@ -249,10 +242,10 @@ def test_a_consensus_with_an_empty_layer_is_signed_but_never_published():
 def test_consecutive_epochs_use_the_continuity_layout_and_chain_the_srv():
     a1, a2, a3 = authorities()
     votes, reveals = votes_and_reveals([a1, a2, a3])
-    first = _tabulate(a1, votes, reveals)
+    first = tabulate(a1, votes, reveals)
     previous = first.document
     # Pretend the same tables voted for the next epoch, with `previous` held for epoch-1.
-    chained = _tabulate(a1, votes, reveals, previous=previous)
+    chained = tabulate(a1, votes, reveals, previous=previous)
     assert chained.srv != first.srv
     assert chained.error is None
     assert [[d.name for d in layer] for layer in chained.document.topology] == \

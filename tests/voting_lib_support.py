@@ -14,7 +14,7 @@ from katzenpost.pki.descriptor import (
     get_verifier_from_descriptor,
     verify_and_parse_descriptor,
 )
-from katzenpost.voting import srv, vote
+from katzenpost.voting import consensus, srv, vote
 
 VECTORS = Path(__file__).parent / "vectors" / "voting"
 EPOCH = 123456
@@ -94,3 +94,12 @@ def authorities(n: int = 3) -> list[Authority]:
 
 def votes_and_reveals(auths, **vote_kwargs) -> tuple[dict, dict]:
     return ({a.pk: a.vote(**vote_kwargs) for a in auths}, {a.pk: a.reveal for a in auths})
+
+
+def tabulate(auth: Authority, votes: dict, reveals: dict, **overrides):
+    """`consensus.tabulate` at `auth` with the vectors' settings (N = 3, 3 layers, genesis)."""
+    kwargs = dict(identity_private=auth.seed, n_authorities=3, layers=3, genesis_epoch=EPOCH,
+                  prior_shared_random=None, previous=None, expiration=EXPIRATION, period=1200,
+                  now=NOW)
+    kwargs.update(overrides)
+    return consensus.tabulate(EPOCH, votes, reveals, **kwargs)
