@@ -6,6 +6,8 @@ it broke); this module never touches the DataDir, the network or the logging set
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import ipaddress
 import os
@@ -140,8 +142,25 @@ class NonvotingPKIConfig:
 
 
 @dataclass(frozen=True)
+class VotingPeerConfig:
+    """One voting authority a node trusts ([[PKI.Voting.Peers]])."""
+
+    addresses: tuple[str, ...]  # literal IP:port, tried in a random order
+    identity_public_key: bytes  # Ed25519, 32 bytes: signs the consensus
+    link_public_key: bytes  # X25519, 32 bytes: the authority's Noise static key
+
+
+@dataclass(frozen=True)
+class VotingPKIConfig:
+    peers: tuple[VotingPeerConfig, ...]
+
+
+@dataclass(frozen=True)
 class PKIConfig:
-    nonvoting: NonvotingPKIConfig
+    """Exactly one of the two is set (either may be None only in a keys-only load)."""
+
+    nonvoting: NonvotingPKIConfig | None = None
+    voting: VotingPKIConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -613,30 +632,68 @@ def _pki_section(table: _Table | None, problems: list[str],
                       else _public_key(public_key_text, "PKI.Nonvoting.PublicKey", problems))
         result = PKIConfig(NonvotingPKIConfig(address, public_key))
     if voting is not None:
-        _voting_section(voting, problems)
+        voting_config = _voting_section(voting, problems, keys_only)
         if nonvoting is not None:
             problems.append("config: pki config failure: cannot configure voting and nonvoting pki")
         else:
-            problems.append("config: PKI.Voting is not supported by this server; "
-                            "use a [PKI.Nonvoting] authority")
+            result = PKIConfig(voting=voting_config)
     if nonvoting is None and voting is None:
-        problems.append("config: PKI block must contain [PKI.Nonvoting]")
+        problems.append("config: PKI block must contain [PKI.Nonvoting] or [PKI.Voting]")
     return result
 
 
-def _voting_section(table: _Table, problems: list[str]) -> None:
-    """Parse and check a voting PKI block so that its own mistakes are reported too."""
+def _voting_section(table: _Table, problems: list[str], keys_only: bool) -> VotingPKIConfig:
+    """[PKI.Voting] with its [[PKI.Voting.Peers]]. Stricter than the reference, which accepts
+    zero peers, an empty Addresses list or a hex LinkPublicKey and then fails at the first
+    request: each of these is reported here instead."""
+    known_problems = len(problems)
     peers = table.table_list("Peers")
     table.finish()
+    if not peers and len(problems) == known_problems:
+        problems.append("config: PKI.Voting has no [[PKI.Voting.Peers]] (the authorities to trust)")
+    result, seen = [], set()
     for peer in peers:
-        for index, address in enumerate(peer.str_list("Addresses") or ()):
+        addresses = peer.str_list("Addresses")
+        if not addresses and not peer.is_invalid("Addresses"):
+            problems.append(f"config: {peer.path}.Addresses must list at least one literal IP:port")
+        for index, address in enumerate(addresses or ()):
             try:
                 check_ip_port(address)
             except ValueError as err:
                 problems.append(f"config: {peer.path}.Addresses[{index}] must be a literal IP:port: {err}")
-        _public_key(peer.str("IdentityPublicKey"), f"{peer.path}.IdentityPublicKey", problems)
-        _public_key(peer.str("LinkPublicKey"), f"{peer.path}.LinkPublicKey", problems)
+        identity_text = peer.str("IdentityPublicKey")
+        link_text = peer.str("LinkPublicKey")
         peer.finish()
+        identity = (b"" if keys_only and not identity_text
+                    else _public_key(identity_text, f"{peer.path}.IdentityPublicKey", problems))
+        link = (b"" if keys_only and not link_text
+                else _link_public_key(link_text, f"{peer.path}.LinkPublicKey", problems))
+        if identity and identity in seen:
+            problems.append(f"config: {peer.path}.IdentityPublicKey is listed more than once "
+                            "(its signature would count twice)")
+        seen.add(identity)
+        result.append(VotingPeerConfig(tuple(addresses or ()), identity, link))
+    return VotingPKIConfig(tuple(result))
+
+
+def _link_public_key(text: str, where: str, problems: list[str]) -> bytes:
+    """An X25519 public key: padded base64 only, as the reference reads it when it connects."""
+    if not text:
+        problems.append(f"config: {where} is not set")
+        return b""
+    if len(text) == 2 * keys.PUBLIC_KEY_SIZE and all(c in "0123456789abcdefABCDEF" for c in text):
+        problems.append(f"config: {where} looks like hex; link keys are written in base64 "
+                        "(as the authority prints them)")
+        return b""
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        problems.append(f"config: {where} is not base64")
+        return b""
+    if len(raw) != keys.PUBLIC_KEY_SIZE:
+        problems.append(f"config: {where} must decode to {keys.PUBLIC_KEY_SIZE} bytes, got {len(raw)}")
+        return b""
+    return raw
 
 
 def _public_key(text: str, where: str, problems: list[str]) -> bytes:

@@ -538,20 +538,23 @@ def test_pki_address_must_be_literal_ip_port():
     assert_one_problem(document, "PKI.Nonvoting.Address must be a literal IP:port")
 
 
-def test_pki_voting_is_parsed_and_refused():
+def test_pki_voting_is_accepted():
+    # The voting block's own rules: tests/test_voting_node_config.py.
     document = copy.deepcopy(MIX)
     document["PKI"] = {"Voting": {"Peers": [{"Addresses": ["127.0.0.1:1"],
                                              "IdentityPublicKey": AUTHORITY_KEY_B64,
                                              "LinkPublicKey": AUTHORITY_KEY_B64}]}}
-    assert_one_problem(document, "PKI.Voting is not supported")
+    pki = load(document).pki
+    assert pki.nonvoting is None and pki.voting.peers[0].identity_public_key == AUTHORITY_KEY
     document["PKI"]["Voting"]["Peers"][0]["Addresses"] = ["host:1"]
-    problems = problems_of(document)
-    assert any("PKI.Voting.Peers[0].Addresses[0]" in p for p in problems)
+    assert_one_problem(document, "PKI.Voting.Peers[0].Addresses[0]")
 
 
 def test_pki_voting_and_nonvoting_together():
     document = copy.deepcopy(MIX)
-    document["PKI"]["Voting"] = {}
+    document["PKI"]["Voting"] = {"Peers": [{"Addresses": ["127.0.0.1:1"],
+                                            "IdentityPublicKey": AUTHORITY_KEY_B64,
+                                            "LinkPublicKey": AUTHORITY_KEY_B64}]}
     assert_one_problem(document, "cannot configure voting and nonvoting pki")
 
 

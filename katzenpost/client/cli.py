@@ -19,6 +19,8 @@ The configuration file (TOML; every value can also be given as a flag, flags win
     IdentityKey = "<hex or base64 Ed25519 public key>"
     [Authority]
     PublicKey = "<hex or base64 Ed25519 public key>"
+    # or, for a network of voting authorities, all their identity keys (a document needs valid
+    # signatures of a majority of them):  PublicKeys = ["<key 1>", "<key 2>", "<key 3>"]
     [Debug]
     EpochPeriod = 0                          # test networks only: their epoch period
 
@@ -47,7 +49,7 @@ _FILE_KEYS = {
     "Client": {"User": str, "DataDir": str, "PollInterval": (int, float), "ReplySlack": (int, float),
                "Timeout": (int, float)},
     "Provider": {"Name": str, "Address": str, "IdentityKey": str},
-    "Authority": {"PublicKey": str},
+    "Authority": {"PublicKey": str, "PublicKeys": list},
     "Debug": {"EpochPeriod": int},
 }
 
@@ -134,9 +136,9 @@ def settings_from(args, *, create_key: bool = False) -> ClientSettings:
         "provider": pick("provider", "Provider", "Name"),
         "address": pick("provider_address", "Provider", "Address"),
         "provider_key": pick("provider_key", "Provider", "IdentityKey"),
-        "authority_key": pick("authority_key", "Authority", "PublicKey"),
+        "authority_key": _authority_keys(args, values),
     }
-    missing = [name for name, value in found.items() if value in (None, "")]
+    missing = [name for name, value in found.items() if not value]
     if missing:
         flag = {"address": "provider-address"}
         flags = ", ".join("--" + flag.get(m, m.replace("_", "-")) for m in missing)
@@ -149,13 +151,30 @@ def settings_from(args, *, create_key: bool = False) -> ClientSettings:
             user=found["user"], link_key=load_link_key(found["data_dir"], create_key),
             provider=found["provider"], provider_key=_public_key(found["provider_key"], "provider key"),
             address=_address(found["address"]),
-            authority_key=_public_key(found["authority_key"], "authority key"),
+            authority_key=_public_key(found["authority_key"][0], "authority key"),
+            authority_keys=(tuple(_public_key(k, "authority key") for k in found["authority_key"])
+                            if len(found["authority_key"]) > 1 else ()),
             epoch_period=period,
             poll_interval=float(pick("poll_interval", "Client", "PollInterval") or 0.2),
             reply_slack=float(pick("reply_slack", "Client", "ReplySlack") or 30.0),
             timeout=float(pick("timeout", "Client", "Timeout") or 10.0))
     except (ClientError, ValueError) as err:
         raise UsageError(str(err).removeprefix("client: ")) from None
+
+
+def _authority_keys(args, values: dict) -> list[str]:
+    """The authority keys given: repeated --authority-key flags, else Authority.PublicKeys (voting
+    authorities), else Authority.PublicKey (one non-voting authority)."""
+    flags = getattr(args, "authority_key", None)
+    if flags:
+        return list(flags)
+    listed = values.get(("Authority", "PublicKeys"))
+    if listed is not None:
+        if any(not isinstance(k, str) for k in listed):
+            raise UsageError("Authority.PublicKeys must be an array of strings")
+        return list(listed)
+    single = values.get(("Authority", "PublicKey"))
+    return [single] if single else []
 
 
 def _target(text: str) -> tuple[str, str | None]:
@@ -358,7 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--provider", help="the provider's name (Identifier)")
     parser.add_argument("--provider-address", help="HOST:PORT of one of the provider's listeners")
     parser.add_argument("--provider-key", help="the provider's identity public key (hex or base64)")
-    parser.add_argument("--authority-key", help="the authority's identity public key (hex or base64)")
+    parser.add_argument("--authority-key", action="append",
+                        help="the authority's identity public key (hex or base64); repeat it for "
+                             "each of a set of voting authorities")
     parser.add_argument("--epoch-period", type=number_arg(int), help="test networks only: epoch period (s)")
     parser.add_argument("--timeout", type=number_arg(float), help="connect and answer timeout (s), default 10")
     parser.add_argument("--reply-slack", type=number_arg(float),

@@ -27,7 +27,9 @@ from katzenpost import keys
 from katzenpost.client import message as msg
 from katzenpost.client import paths
 from katzenpost.pki.descriptor import MixDescriptor
-from katzenpost.pki.document import Document, DocumentError, verify_and_parse_document
+from katzenpost.pki.document import Document
+from katzenpost.pki.client import InvalidDocumentError
+from katzenpost.pki.voting_client import verify_consensus
 from katzenpost.pki.epochtime import EpochClock
 from katzenpost.wire import WireError, connect
 from katzenpost.wire import commands as wire
@@ -63,6 +65,9 @@ class ClientSettings:
     provider_key: bytes                # its Ed25519 identity public key (the handshake's AD)
     address: tuple[str, int]           # one of its listeners
     authority_key: bytes               # the (non-voting) authority's identity public key
+    # Voting authorities' identity keys: a document then needs valid signatures of a majority of
+    # them (and authority_key, the first of them, is not used on its own).
+    authority_keys: tuple[bytes, ...] = ()
     epoch_period: int = 0              # 0: the reference's 20 minutes; test networks set theirs
     poll_interval: float = DEFAULT_POLL_INTERVAL
     reply_slack: float = DEFAULT_REPLY_SLACK
@@ -74,8 +79,14 @@ class ClientSettings:
         for name in ("provider_key", "authority_key"):
             if len(getattr(self, name)) != 32:
                 raise ClientError(f"client: {name} must be 32 bytes")
+        if any(len(key) != 32 for key in self.authority_keys):
+            raise ClientError("client: authority_keys must be 32 bytes each")
         if self.poll_interval <= 0 or self.reply_slack < 0 or self.timeout <= 0:
             raise ClientError("client: poll_interval and timeout must be > 0, reply_slack >= 0")
+
+    def verifiers(self) -> tuple[bytes, ...]:
+        """The keys a document's signatures are checked against (majority rule)."""
+        return self.authority_keys or (self.authority_key,)
 
     def clock(self) -> EpochClock:
         return EpochClock(self.epoch_period) if self.epoch_period else EpochClock()
@@ -305,11 +316,9 @@ class Client:
             status = {1: "not found yet", 2: "gone"}.get(reply.error_code, f"code {reply.error_code}")
             raise ClientError(f"client: document for epoch {epoch}: {status}")
         try:
-            doc = verify_and_parse_document(reply.payload, self.settings.authority_key, self.clock.unix_now())
-        except DocumentError as err:
+            doc = verify_consensus(reply.payload, self.settings.verifiers(), epoch, self.clock.unix_now())
+        except InvalidDocumentError as err:
             raise ClientError(f"client: document for epoch {epoch} rejected: {err}") from None
-        if doc.epoch != epoch:
-            raise ClientError(f"client: asked for epoch {epoch}, got a document for {doc.epoch}")
         self._docs[epoch] = doc
         for old in [e for e in self._docs if e < epoch - 2]:
             del self._docs[old]

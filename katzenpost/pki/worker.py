@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from katzenpost.pki.client import (
-    AuthorityClient,
     DocumentGoneError,
+    PKIClient,
     PKIClientError,
     PostConflictError,
     PostRejectedError,
@@ -115,7 +115,7 @@ def _outgoing_peers(doc: Document, layer: int) -> list[MixDescriptor]:
 
 
 class PKIWorker:
-    def __init__(self, node: NodeSelf, client: AuthorityClient, mix_keys: MixKeyStore,
+    def __init__(self, node: NodeSelf, client: PKIClient, mix_keys: MixKeyStore,
                  clock: EpochClock, *, on_new_documents: Callable[[], None] | None = None,
                  on_epoch_change: Callable[[Document], None] | None = None,
                  on_mix_keys_changed: Callable[[], None] | None = None) -> None:

@@ -22,8 +22,9 @@ import time
 from katzenpost import keys as keys_module
 from katzenpost import log as kp_log
 from katzenpost.config import check_ip_port, split_host_port
-from katzenpost.pki.client import AuthorityClient
+from katzenpost.pki.client import AuthorityClient, PKIClient
 from katzenpost.pki.epochtime import EpochClock
+from katzenpost.pki.voting_client import VotingAuthority, VotingClient
 from katzenpost.pki.worker import NodeSelf, PKIWorker
 from katzenpost.server.incoming import ListenerError, Listeners, ListenerSettings
 from katzenpost.server.mixkeys import MixKeyError, MixKeys
@@ -134,7 +135,7 @@ class Node:
         self.mix_keys: MixKeys | None = None
         self.management = None
         self.metrics = None
-        self.pki_client: AuthorityClient | None = None
+        self.pki_client: PKIClient | None = None
         self.pipeline: Pipeline | None = None
         self.connector: Connector | None = None
         self.decoy = None
@@ -220,9 +221,7 @@ class Node:
             raise NodeStartError(f"Failed to initialize mix keys: {exc}") from None
         # From here on a failure runs the full halt (run()'s finally).
         self._prepare_management()                                  # 7
-        pki_host, pki_port = split_host_port(cfg.pki.nonvoting.address)  # 8
-        self.pki_client = AuthorityClient(pki_host, pki_port, cfg.pki.nonvoting.public_key,
-                                          clock=self.clock)
+        self.pki_client = self._pki_client()                        # 8
         await self._start_provider()                                # 9
         await self._start_pipeline()                                # 10, 11
         self.connector = Connector(pki=None, pipeline=self.pipeline, link_key=self.link_key.private,
@@ -248,6 +247,16 @@ class Node:
         self._start_periodic()                                      # 16
         await self._start_management_and_metrics()                  # 17
         kp_log.notice(log, "Node started: %s", self.identifier)
+
+    def _pki_client(self) -> PKIClient:
+        """The client of the configured directory: one non-voting authority or a voting set."""
+        pki = self.config.pki
+        if pki.voting is not None:
+            return VotingClient([VotingAuthority(p.identity_public_key, p.link_public_key,
+                                                 tuple(split_host_port(a) for a in p.addresses))
+                                 for p in pki.voting.peers], clock=self.clock)
+        host, port = split_host_port(pki.nonvoting.address)
+        return AuthorityClient(host, port, pki.nonvoting.public_key, clock=self.clock)
 
     def _prepare_management(self) -> None:
         path = self.config.management.path
