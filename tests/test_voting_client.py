@@ -20,7 +20,6 @@ from katzenpost.pki.voting_client import (
     ConsensusThresholdError,
     VotingAuthority,
     VotingClient,
-    consensus_threshold,
     verify_consensus,
 )
 from katzenpost.pki.worker import PKIWorker
@@ -43,7 +42,8 @@ def refusals(caplog):
 
 @pytest.mark.parametrize("n,threshold", [(1, 1), (2, 2), (3, 2), (4, 3), (5, 3), (7, 4)])
 def test_threshold_is_a_simple_majority(n, threshold):
-    assert consensus_threshold(n) == threshold
+    fakes = [FakeAuthority(f"a{i}").authority(1) for i in range(n)]
+    assert VotingClient(fakes).threshold == threshold
 
 
 def test_a_document_signed_by_all_three_is_accepted():

@@ -38,8 +38,11 @@ from katzenpost.pki.client import (
     PostRejectedError,
 )
 from katzenpost.pki.descriptor import MixDescriptor, check_well_formed, sign_descriptor
-from katzenpost.pki.document import Document, DocumentError, verify_and_parse_document
+from katzenpost.pki.document import Document
 from katzenpost.pki.epochtime import DEFAULT_CLOCK, EpochClock
+from katzenpost.voting import consensus
+from katzenpost.voting.errors import ConsensusError
+from katzenpost.voting.tally import client_threshold
 
 log = logging.getLogger("katzenpost.pki")
 
@@ -62,13 +65,12 @@ class ConsensusThresholdError(InvalidDocumentError):
     """A document without valid signatures of a majority of the configured authorities."""
 
 
-def consensus_threshold(authorities: int) -> int:
-    """Signatures a node or client needs: a simple majority of the authorities it trusts."""
-    return authorities // 2 + 1
-
-
-def _count_valid(verifiers: Sequence[bytes], raw: bytes, now: float | None) -> int:
-    parsed = cert.parse(raw, now)
+def _count_valid(verifiers: Sequence[bytes], raw: bytes, now: float | None) -> int | None:
+    """How many of `verifiers` signed `raw` validly (None: not even a certificate)."""
+    try:
+        parsed = cert.parse(raw, now)
+    except cert.CertificateError:
+        return None
     valid = 0
     for key in verifiers:
         try:
@@ -81,33 +83,24 @@ def _count_valid(verifiers: Sequence[bytes], raw: bytes, now: float | None) -> i
 
 def verify_consensus(raw: bytes, verifiers: Sequence[bytes], epoch: int,
                      now: float | None = None) -> Document:
-    """Accept a consensus as a node or client does: valid signatures of at least
-    `consensus_threshold(len(verifiers))` of `verifiers` (signatures of other keys are ignored),
-    then the document parsed and checked with the first verifier whose signature is good, and
-    its epoch must be `epoch`. InvalidDocumentError (ConsensusThresholdError for too few
-    signatures) says why not. With a single verifier this is the non-voting authority's rule."""
+    """Accept a consensus as a node or client does (the voting library's acceptance rule with
+    the client threshold, a simple majority of `verifiers`; signatures of other keys are
+    ignored). InvalidDocumentError says why not, ConsensusThresholdError when too few of
+    `verifiers` signed it. With a single verifier this is the non-voting authority's rule."""
     keys = [bytes(k) for k in verifiers]
-    threshold = consensus_threshold(len(keys))
+    threshold = client_threshold(len(keys))
     try:
-        _, good, _ = cert.verify_threshold(keys, threshold, raw, now)
-    except cert.CertificateError as exc:
-        try:
-            valid = _count_valid(keys, raw, now)
-        except cert.CertificateError:
-            raise InvalidDocumentError(f"pki: consensus for epoch {epoch} rejected: {exc}") from None
-        raise ConsensusThresholdError(
-            f"pki: consensus for epoch {epoch} rejected: {valid} of {len(keys)} authorities' "
-            f"signatures are valid, {threshold} required") from None
-    if len(good) == len(keys):
-        log.debug("Received a fully signed consensus document for epoch %d", epoch)
-    try:
-        doc = verify_and_parse_document(raw, good[0], now)
-    except DocumentError as exc:
+        accepted = consensus.verify_consensus(raw, keys, threshold, epoch, now)
+    except ConsensusError as exc:
+        valid = _count_valid(keys, raw, now)
+        if valid is not None and valid < threshold:
+            raise ConsensusThresholdError(
+                f"pki: consensus for epoch {epoch} rejected: {valid} of {len(keys)} authorities' "
+                f"signatures are valid, {threshold} required") from None
         raise InvalidDocumentError(f"pki: consensus for epoch {epoch} rejected: {exc}") from None
-    if doc.epoch != epoch:
-        raise InvalidDocumentError(
-            f"pki: asked for epoch {epoch}, the consensus is for epoch {doc.epoch}")
-    return doc
+    if not accepted.bad:
+        log.debug("Received a fully signed consensus document for epoch %d", epoch)
+    return accepted.document
 
 
 @dataclass
@@ -142,7 +135,7 @@ class VotingClient:
 
     @property
     def threshold(self) -> int:
-        return consensus_threshold(len(self.authorities))
+        return client_threshold(len(self.authorities))
 
     async def _ask(self, authority: VotingAuthority, request):
         """`request(client)` on the authority's addresses in a random order, until one of them
