@@ -279,3 +279,14 @@ def test_with_seven_authorities_small_groups_are_a_failure_not_a_partition():
     pair[pool[1].pk] = pool[1].vote()  # two votes now share parameters with pool[0]
     with pytest.raises(TallyError, match="^a consensus partition$"):
         tally.tally_votes(EPOCH, pair, reveals, 7, NOW)
+
+
+def test_layout_and_signing_failures_are_reported_not_raised():
+    a1, a2, a3 = authorities()
+    votes, reveals = votes_and_reveals([a1, a2, a3])
+    previous = tabulate(a1, votes, reveals).document
+    fewer_layers = tabulate(a1, votes, reveals, previous=previous, layers=2)
+    assert fewer_layers.certificate is None and "more than the 2 configured" in fewer_layers.error
+    assert len(fewer_layers.srv) == 32 and fewer_layers.tally is not None
+    expired = tabulate(a1, votes, reveals, expiration=int(NOW) - 1)
+    assert expired.certificate is None and "expired" in expired.error

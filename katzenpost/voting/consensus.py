@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 
 from katzenpost.pki import cert
 from katzenpost.pki.document import Document, DocumentError, verify_and_parse_document
-from katzenpost.voting.errors import ConsensusError, TallyError
+from katzenpost.voting.errors import ConsensusError, TallyError, TopologyError
 from katzenpost.voting.srv import SRV_LEN, next_prior_shared_random, shared_random_value
 from katzenpost.voting.tally import TallyResult, authority_threshold, tally_votes
 from katzenpost.voting.topology import build_topology
@@ -94,7 +94,7 @@ def tabulate(epoch: int, votes: Mapping[bytes, bytes], reveals: Mapping[bytes, b
     `votes`: pk -> raw vote certificate (own included); `reveals`: pk -> reveal; `previous`:
     the held document for epoch-1 (chains the SRV and keeps layers); `expiration` from
     `consensus_expiration`. Raises SharedRandomError when there are no votes at all (nothing
-    changes); a failed tally is reported in `Tabulation.error`."""
+    changes); a failed tally, layout or signature is reported in `Tabulation.error`."""
     commits = {pk: vote_commit(raw) for pk, raw in votes.items()}
     srv = shared_random_value(epoch, commits, reveals,
                               previous.shared_random_value if previous is not None else None)
@@ -106,10 +106,13 @@ def tabulate(epoch: int, votes: Mapping[bytes, bytes], reveals: Mapping[bytes, b
         result.error = str(exc)
         return result
     result.skipped = dict(result.tally.skipped)
-    result.document = build_consensus(epoch, result.tally, srv, genesis_epoch=genesis_epoch,
-                                      prior_shared_random=prior, layers=layers,
-                                      previous=previous)
-    result.certificate = sign_consensus(identity_private, result.document, expiration, now)
+    try:
+        result.document = build_consensus(epoch, result.tally, srv, genesis_epoch=genesis_epoch,
+                                          prior_shared_random=prior, layers=layers,
+                                          previous=previous)
+        result.certificate = sign_consensus(identity_private, result.document, expiration, now)
+    except (TopologyError, ConsensusError) as exc:
+        result.document, result.error = None, str(exc)
     return result
 
 
