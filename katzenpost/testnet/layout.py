@@ -220,6 +220,7 @@ def _write(root: str, ports, *, epoch_period: int, log_level: str, provider_sql:
         plan.mixes.append(_node_plan(root, f"mix{index}", False, ports))
     for name in PROVIDERS:
         plan.providers.append(_node_plan(root, name, True, ports))
+    _private_dir(os.path.join(root, "clients"))      # makedirs gives parents the umask's mode
     for name, provider in USERS:
         data_dir = _private_dir(os.path.join(root, "clients", name))
         link, _ = keys.load_or_create_link_key(data_dir)
