@@ -199,7 +199,9 @@ class Decoy:
             self._on_reply(batch.recipient[row].tobytes(), batch.surb_id[row].tobytes(), batch.packets[row])
 
     def _on_reply(self, recipient, surb_id, packet):
-        if not hmac.compare_digest(recipient, self._recipient) or surb_id[:_BASE_LENGTH] != self._surb_id_base:
+        # Both in constant time: the SURB ID base tells decoy replies apart, keep it unguessable.
+        if not (hmac.compare_digest(recipient, self._recipient)
+                and hmac.compare_digest(surb_id[:_BASE_LENGTH], self._surb_id_base)):
             self._counts["unmatched_replies"] += 1
             return
         if self._book.pending(surb_id) is None:
