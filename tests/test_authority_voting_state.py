@@ -160,3 +160,23 @@ def test_a_step_woken_an_epoch_late_abandons_the_round(tmp_path, late_by):
     out = a1.step(at(X, P / 2) + late_by)  # the process was suspended across the round
     assert a1.voting_epoch == X + late_by // P + 1 and a1.phase is Phase.ACCEPT_DESC
     assert a1.genesis_epoch == 0 and {o.kind for o in out} == {"fetch"}
+
+
+def test_restart_after_tabulating_resends_the_stored_signature(tmp_path):
+    net = make_network(tmp_path, start=at(X, 10))
+    net.post_all(X + 1)
+    net.run_until(at(X, 3 * P / 4 + 1))  # everyone signed; a1 dies before the signatures arrive
+    a1 = net.states["a1"]
+    own = a1.certificates[X + 1][net.keys["a1"].identity]
+    for name in ("a2", "a3"):  # a1's signature never reached them
+        del net.states[name].certificates[X + 1][net.keys["a1"].identity]
+    a1.store.close()
+    restarted = open_state(tmp_path, "a1", net.keys,
+                           {n: 20000 + i for i, n in enumerate(net.keys)}, net.clock, P)
+    restarted.restore(at(X, 3 * P / 4 + 30))
+    net.states["a1"] = restarted
+    net.run_until(at(X, 7 * P / 8 + 1))
+    # The same signature was resent (not a new tabulation): the peers now hold it.
+    assert net.states["a2"].certificates[X + 1][net.keys["a1"].identity] == own
+    docs = {s.documents[X + 1].raw for s in net.states.values()}
+    assert len(docs) == 1 and len(signers(docs.pop())) == 3
