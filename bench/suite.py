@@ -12,8 +12,6 @@ benchmarks in the same order, run only theirs, and skip everything else.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import subprocess
 import sys
@@ -29,18 +27,11 @@ for path in (ROOT, HERE, ROOT / "tests"):          # the bench scripts import ea
 import pyperf  # noqa: E402
 
 from bench import suite_ratios  # noqa: E402
+from bench.suite_files import extra_path, save  # noqa: E402
 from bench.suite_groups import GROUP_NAMES, GROUPS, REFERENCE, Settings  # noqa: E402
 
-EXTRA_SUFFIX = ".extra.json"
 QUICK_PYPERF = dict(processes=2, values=3, warmups=1, min_time=0.05)
 FULL_PYPERF = dict(processes=6, values=3, warmups=1, min_time=0.1)
-
-
-def extra_path(results: str | Path) -> Path:
-    """RESULTS.json -> RESULTS.extra.json (the sidecar with the non-pyperf measurements)."""
-    results = Path(results)
-    stem = results.name[:-5] if results.name.endswith(".json") else results.name
-    return results.with_name(stem + EXTRA_SUFFIX)
 
 
 def own_metadata(quick: bool, groups: list[str]) -> dict:
@@ -161,11 +152,3 @@ def main(argv=None) -> int:
     if output:
         print(f"# saved {output} and {extra_path(output)}; `python -m bench report {output} -o DIR`")
     return 0
-
-
-def save(output, benchmarks, extra, metadata) -> None:
-    pyperf.BenchmarkSuite(benchmarks).dump(output, replace=True)
-    document = {"format": "katzenpost-bench-extra/1", "metadata": metadata,
-                "saved_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                **extra}
-    extra_path(output).write_text(json.dumps(document, indent=1))
