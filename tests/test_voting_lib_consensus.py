@@ -216,6 +216,7 @@ def test_acceptance_refuses_wrong_epoch_unknown_signers_and_garbage(signed):
                                                 for a in auths}, pks, NOW).raw
     with pytest.raises(ConsensusError, match="WRONG epoch"):
         consensus.verify_consensus(full, pks, 2, EPOCH + 1, NOW)
+    assert consensus.verify_consensus(full, pks, 2, None, NOW).document.epoch == EPOCH
     strangers = [bytes([i]) * 32 for i in range(3)]
     with pytest.raises(ConsensusError):
         consensus.verify_consensus(full, strangers, 2, EPOCH, NOW)

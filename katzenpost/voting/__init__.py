@@ -37,8 +37,9 @@ API summary
              add_peer_signature(base, peer_cert, peer_pk, now)  [ConsensusError];
              combine_signatures(epoch, certificates{pk: raw}, verifiers, now, prefer)
              -> AcceptedConsensus(.raw, .document, .good, .bad)  [ConsensusError];
-             verify_consensus(raw, verifiers, threshold, epoch, now) -> AcceptedConsensus
-             (node/client acceptance with client_threshold(len(verifiers)))  [ConsensusError].
+             verify_consensus(raw, verifiers, threshold, epoch|None, now) -> AcceptedConsensus
+             (node/client acceptance with client_threshold(len(verifiers)); None = any
+             epoch, for a cached document)  [ConsensusError].
 
 Documents encode with `Document.to_json()` (katzenpost.pki.document); Vote and Reveal commands
 are `katzenpost.wire.commands.Vote` / `Reveal` with these certificates as payload.

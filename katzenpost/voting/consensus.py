@@ -149,11 +149,12 @@ class AcceptedConsensus:
     bad: list[bytes] = field(default_factory=list)
 
 
-def verify_consensus(raw: bytes, verifiers: Sequence[bytes], threshold: int, epoch: int,
-                     now: float | None = None) -> AcceptedConsensus:
+def verify_consensus(raw: bytes, verifiers: Sequence[bytes], threshold: int,
+                     epoch: int | None, now: float | None = None) -> AcceptedConsensus:
     """Accept a consensus certificate: at least `threshold` of `verifiers` signed it, it parses
     as a valid document (checked with the first good verifier, which re-verifies every
-    descriptor) and its Epoch is `epoch`. Raises ConsensusError.
+    descriptor) and its Epoch is `epoch` (None: any epoch, as when reading a cached
+    document). Raises ConsensusError.
 
     Nodes and clients pass their configured authorities with `client_threshold(n)`; an
     authority restoring or combining passes peers + self with `authority_threshold(N)`."""
@@ -166,7 +167,7 @@ def verify_consensus(raw: bytes, verifiers: Sequence[bytes], threshold: int, epo
         doc = verify_and_parse_document(raw, good[0], now)
     except DocumentError as exc:
         raise ConsensusError(f"voting/consensus: invalid consensus document: {exc}") from None
-    if doc.epoch != epoch:
+    if epoch is not None and doc.epoch != epoch:
         raise ConsensusError(f"voting/consensus: consensus document for WRONG epoch: {doc.epoch}")
     return AcceptedConsensus(raw=bytes(raw), document=doc, good=good, bad=bad)
 
