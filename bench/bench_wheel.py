@@ -28,8 +28,10 @@ from katzenpost.sphinx.geometry import PACKET_LENGTH  # noqa: E402
 BATCH = 256
 SPAN_MS = 8000          # deadlines uniform in [now, now + 8 s): mean delay 4 s, as Mu = 1/4 s
 OUT_ROWS = 256        # out arrays stay cache-resident, as the scheduler's burst-sized ones do
-SCENARIOS = {           # name: (queued packets, packet length)
+SCENARIOS = {           # name: (queued packets, packet length[, ticks per ms])
     "40k_full_packets": (40_000, PACKET_LENGTH),
+    # The node's unit: deadlines in microseconds (two or three cascades a packet instead of one).
+    "40k_full_packets_us": (40_000, PACKET_LENGTH, 1000),
     "40k_32B": (40_000, 32),
     "1M_64B": (1_000_000, 64),
 }
@@ -40,17 +42,18 @@ _state = {}
 class Workload:
     """Arrivals of 256 packets per step; the step is chosen so the queue stays at `queued` (Little)."""
 
-    def __init__(self, queued, packet_len):
+    def __init__(self, queued, packet_len, ticks_per_ms=1):
         self.rng = np.random.default_rng(1)
-        self.step_ms = max(1, round(BATCH * SPAN_MS / (2 * queued)))
+        self.step_ms = max(1, round(BATCH * SPAN_MS / (2 * queued))) * ticks_per_ms   # in ticks
         self.packets = self.rng.integers(0, 256, (BATCH, packet_len), dtype=np.uint8)
         self.hops = np.arange(BATCH, dtype=np.int32)
-        self.offsets = [self.rng.integers(0, SPAN_MS, BATCH).astype(np.int64) for _ in range(64)]
+        self.offsets = [self.rng.integers(0, SPAN_MS * ticks_per_ms, BATCH).astype(np.int64)
+                        for _ in range(64)]
         self.now = 1_000_000
 
 
-def make_wheel(queued, packet_len):
-    work = Workload(queued, packet_len)
+def make_wheel(queued, packet_len, ticks_per_ms=1):
+    work = Workload(queued, packet_len, ticks_per_ms)
     wheel = TimerWheel(0, packet_len, 1)
     out = (np.zeros((OUT_ROWS, packet_len), np.uint8), np.zeros(OUT_ROWS, np.int32),
            np.zeros(OUT_ROWS, np.int64), np.zeros(OUT_ROWS, np.int32))
@@ -91,7 +94,7 @@ def run_wheel(loops, name, mode):
     return time.thread_time() - start
 
 
-def make_floor(queued, packet_len):
+def make_floor(queued, packet_len, ticks_per_ms=1):
     work = Workload(queued, packet_len)
     arena = np.ones((queued, packet_len), np.uint8)
     rows = [work.rng.integers(0, queued, BATCH) for _ in range(64)]
@@ -109,8 +112,8 @@ def run_floor(loops, name):
     return time.thread_time() - start
 
 
-def make_heap(queued, packet_len):
-    work = Workload(queued, packet_len)
+def make_heap(queued, packet_len, ticks_per_ms=1):
+    work = Workload(queued, packet_len, ticks_per_ms)
     rows = [bytes(r) for r in work.packets]
     heap, seq = [], 0
     for i in range(queued // BATCH):

@@ -102,7 +102,7 @@ def test_standin_cost_is_spent_per_packet():
 def test_forward_packet_at_a_mix_goes_to_the_scheduler_with_its_hop(impl):
     cls = run_classify([make_packet(flags=FWD, delay_ms=50, next_hop=HOP)], impl=impl)
     assert cls.reason[0] == NO_DROP and cls.kind[0] == KIND_FORWARD and cls.hop[0] == 7
-    assert cls.deadline_ms[0] == 2_000 + 50
+    assert cls.deadline_us[0] == (2_000 + 50) * 1000
 
 
 def test_drop_reasons_for_unwrap_failure_duplicate_replay_and_invalid_commands(impl):
@@ -176,8 +176,8 @@ def test_dwell_adjustment(impl, node_delay_ms, dwell_us, expect_us, dropped):
                        impl=impl)
     assert bool(cls.reason[0] == DropReason.DWELL_EXCEEDED) is dropped
     if not dropped:
-        # deadline = now (2000 ms) + adjusted delay, rounded up to a whole millisecond
-        assert cls.deadline_ms[0] == 2_000 + -(-expect_us // 1000)
+        # deadline = now (2000 ms) + adjusted delay, in microseconds
+        assert cls.deadline_us[0] == 2_000_000 + expect_us
     assert ref_classify.dwell_adjusted_delay(node_delay_ms, dwell_us * 1000) == (
         None if dropped else expect_us * 1000)
 
@@ -236,7 +236,7 @@ def test_core_and_reference_agree_on_random_batches():
                     endpoints=EndpointSet(endpoints))
         core = classify(result, n, impl=core_classify, **args)
         ref = classify(result, n, impl=ref_classify, **args)
-        for field in ("reason", "kind", "deadline_ms", "hop", "drop_counts"):
+        for field in ("reason", "kind", "deadline_us", "hop", "drop_counts"):
             assert (getattr(core, field) == getattr(ref, field)).all(), (trial, field)
         # The bound classifier the workers use gives the same answer.
         drops = np.zeros(32, np.int64)
@@ -249,7 +249,7 @@ def test_core_and_reference_agree_on_random_batches():
         assert (bound.row_reason[:n] == core.reason).all() and (drops == core.drop_counts).all()
         fwd = bound.fwd_rows[:n_fwd]
         assert (core.kind[fwd] == KIND_FORWARD).all() and n_fwd == int((core.kind == KIND_FORWARD).sum())
-        assert (bound.fwd_deadline_ms[:n_fwd] == core.deadline_ms[fwd]).all()
+        assert (bound.fwd_deadline_us[:n_fwd] == core.deadline_us[fwd]).all()
         assert (bound.fwd_hop[:n_fwd] == core.hop[fwd]).all()
         assert (bound.local_kind[:n_local] == core.kind[bound.local_rows[:n_local]]).all()
 

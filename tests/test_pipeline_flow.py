@@ -488,22 +488,22 @@ def test_scheduler_queue_size_bounds_the_wheel_with_counted_random_drops(tmp_pat
 
 def test_packets_due_beyond_the_slack_are_counted_late():
     from katzenpost.server.counters import PipelineCounters
-    from katzenpost.server.scheduler import WheelStage, now_ms
+    from katzenpost.server.scheduler import WheelStage, now_us
     from katzenpost.server.workers import encode_schedule
 
     counters = PipelineCounters()
     stage = WheelStage(wheel=wheel_factory()(0, L, 1), counters=counters.stage("s"),
                        max_burst=16, slack_ms=10, out_capacity=8)
     packets = np.zeros((3, L), np.uint8)
-    now = now_ms()
-    deadlines = np.array([now - 500, now - 2, now + 60_000], np.int64)   # late, due, not yet due
+    now = now_us()
+    deadlines = np.array([now - 500_000, now - 2_000, now + 60_000_000], np.int64)  # late, due, not yet
 
     class Frame:
         buffer = memoryview(encode_schedule(packets, None, deadlines, np.zeros(3, np.int32)))
 
     stage.insert_message(Frame())
     total, more_due = stage.pop_due()
-    assert (total, more_due) == (1, False) and stage.out_deadline[0] == now - 2
+    assert (total, more_due) == (1, False) and stage.out_deadline[0] == now - 2_000
     assert counters.snapshot()["drops"]["scheduler_late"] == 1
     stage.count_halted()
     assert counters.snapshot()["drops"]["halt"] == 1

@@ -63,6 +63,10 @@ REASON_SLOTS = R_COUNT
 NO_DROP_CODE = NO_DROP
 
 cdef int64_t MS = 1000000
+# Forward deadlines are monotonic microseconds (rounded up): whole milliseconds would add up to
+# 1 ms to every packet's delay (the timer wheel and the I/O thread's timer work in microseconds).
+cdef int64_t US = 1000
+DEADLINE_UNIT_NS = US
 DEFAULT_MAX_NODE_DELAY_MS = 3 * 20 * 60 * 1000      # NumMixKeys * the 20-minute epoch period
 
 
@@ -124,7 +128,7 @@ cdef struct RowsIn:
 cdef struct RowsOut:
     int64_t *drop_counts
     int32_t *fwd_rows
-    int64_t *fwd_deadline_ms
+    int64_t *fwd_deadline_us
     int32_t *fwd_hop
     int32_t *local_rows
     uint8_t *local_kind
@@ -177,7 +181,7 @@ cdef void classify_rows(const RowsIn *a, RowsOut *o, Py_ssize_t n) noexcept nogi
                     else:
                         o.fwd_rows[o.n_fwd] = <int32_t>i
                         # Rounded up: a packet never leaves before its delay has passed.
-                        o.fwd_deadline_ms[o.n_fwd] = (a.now_ns + delay + MS - 1) // MS
+                        o.fwd_deadline_us[o.n_fwd] = (a.now_ns + delay + US - 1) // US
                         o.fwd_hop[o.n_fwd] = a.route_index[pos]
                         o.n_fwd += 1
         elif cmd == CMD_TO_USER or cmd == CMD_UNRELIABLE or cmd == CMD_SURB_REPLY:
@@ -239,7 +243,7 @@ def classify_batch(result, Py_ssize_t n, const int64_t[::1] recv_at_ns, const ui
                    const uint8_t[::1] replayed, int64_t dequeue_ns, int64_t now_ns, bint is_provider,
                    const uint8_t[:, ::1] route_ids, const int32_t[::1] route_index,
                    const uint8_t[:, ::1] endpoint_ids, int64_t[::1] drop_counts,
-                   int32_t[::1] fwd_rows, int64_t[::1] fwd_deadline_ms, int32_t[::1] fwd_hop,
+                   int32_t[::1] fwd_rows, int64_t[::1] fwd_deadline_us, int32_t[::1] fwd_hop,
                    int32_t[::1] local_rows, uint8_t[::1] local_kind, uint8_t[::1] row_reason,
                    int64_t max_node_delay_ms=DEFAULT_MAX_NODE_DELAY_MS):
     """Classify rows 0..n-1; returns (forward count, local count). Drops add to drop_counts[reason]
@@ -256,7 +260,7 @@ def classify_batch(result, Py_ssize_t n, const int64_t[::1] recv_at_ns, const ui
     fill_rows_in(&a, result, n)
     for arr_len, name in ((recv_at_ns.shape[0], "recv_at_ns"), (from_client.shape[0], "from_client"),
                           (replayed.shape[0], "replayed"), (fwd_rows.shape[0], "fwd_rows"),
-                          (fwd_deadline_ms.shape[0], "fwd_deadline_ms"), (fwd_hop.shape[0], "fwd_hop"),
+                          (fwd_deadline_us.shape[0], "fwd_deadline_us"), (fwd_hop.shape[0], "fwd_hop"),
                           (local_rows.shape[0], "local_rows"), (local_kind.shape[0], "local_kind"),
                           (row_reason.shape[0], "row_reason")):
         if arr_len < n:
@@ -281,7 +285,7 @@ def classify_batch(result, Py_ssize_t n, const int64_t[::1] recv_at_ns, const ui
     a.n_endpoints = n_endpoints
     o.drop_counts = &drop_counts[0]
     o.fwd_rows = &fwd_rows[0]
-    o.fwd_deadline_ms = &fwd_deadline_ms[0]
+    o.fwd_deadline_us = &fwd_deadline_us[0]
     o.fwd_hop = &fwd_hop[0]
     o.local_rows = &local_rows[0]
     o.local_kind = &local_kind[0]
@@ -296,13 +300,13 @@ cdef class BatchClassifier:
     """A crypto worker's classifier bound once to its unwrap result and output arrays, so each
     batch costs two buffer look-ups instead of twenty (the per-batch cost is what holds the GIL).
 
-    Outputs are numpy attributes: fwd_rows, fwd_deadline_ms, fwd_hop, local_rows, local_kind,
+    Outputs are numpy attributes: fwd_rows, fwd_deadline_us, fwd_hop, local_rows, local_kind,
     row_reason, masks, seen. Drops are added into the caller's `drop_counts` (int64[>=32]).
     """
     cdef RowsIn a
     cdef RowsOut o
     cdef readonly Py_ssize_t capacity
-    cdef readonly object result, drop_counts, fwd_rows, fwd_deadline_ms, fwd_hop, local_rows
+    cdef readonly object result, drop_counts, fwd_rows, fwd_deadline_us, fwd_hop, local_rows
     cdef readonly object local_kind, row_reason, masks, seen
     cdef object _routes, _route_index, _endpoints
     cdef const int8_t[::1] key_index
@@ -336,7 +340,7 @@ cdef class BatchClassifier:
             raise ValueError("classify: result key_index shorter than status")
         self.drop_counts = drop_counts.base if drop_counts.base is not None else drop_counts
         self.fwd_rows = np.zeros(cap, np.int32)
-        self.fwd_deadline_ms = np.zeros(cap, np.int64)
+        self.fwd_deadline_us = np.zeros(cap, np.int64)
         self.fwd_hop = np.zeros(cap, np.int32)
         self.local_rows = np.zeros(cap, np.int32)
         self.local_kind = np.zeros(cap, np.uint8)
@@ -346,12 +350,12 @@ cdef class BatchClassifier:
         self.mask_view = self.masks
         self.seen_view = self.seen
         self.drops_view = drop_counts
-        self.fwd_rows_view, self.fwd_deadline_view = self.fwd_rows, self.fwd_deadline_ms
+        self.fwd_rows_view, self.fwd_deadline_view = self.fwd_rows, self.fwd_deadline_us
         self.fwd_hop_view, self.local_rows_view = self.fwd_hop, self.local_rows
         self.local_kind_view, self.row_reason_view = self.local_kind, self.row_reason
         self.o.drop_counts = &self.drops_view[0]
         self.o.fwd_rows = &self.fwd_rows_view[0]
-        self.o.fwd_deadline_ms = &self.fwd_deadline_view[0]
+        self.o.fwd_deadline_us = &self.fwd_deadline_view[0]
         self.o.fwd_hop = &self.fwd_hop_view[0]
         self.o.local_rows = &self.local_rows_view[0]
         self.o.local_kind = &self.local_kind_view[0]

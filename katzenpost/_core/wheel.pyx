@@ -1,5 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
-"""The scheduler's packet queue: a hierarchical timer wheel (1 ms ticks, any int64 deadline) over a
+"""The scheduler's packet queue: a hierarchical timer wheel (one tick per deadline unit, any int64
+deadline; the node counts in microseconds, so dispatch order is exact to the microsecond) over a
 numpy packet arena grown in chunks; O(1) insert, earliest-first pop (copying, or zero-copy slots
 held until released) with a burst cap, counted drops (late beyond slack, random victim when full).
 One owner thread; no I/O, no clock of its own."""
@@ -35,10 +36,10 @@ cdef extern from "wheel_impl.h" nogil:
     void wheel_add_free_slots(wheel_state *w, int64_t first, int64_t last)
     int64_t wheel_insert_batch(wheel_state *w, const int64_t *deadline, const int32_t *hop,
                                const uint8_t *packets, size_t packet_stride, int64_t n)
-    int64_t wheel_pop_due(wheel_state *w, int64_t now, int64_t max_out, int64_t slack_ms,
+    int64_t wheel_pop_due(wheel_state *w, int64_t now, int64_t max_out, int64_t slack,
                           uint8_t *out_packets, size_t out_stride, int32_t *out_hop,
                           int64_t *out_deadline)
-    int64_t wheel_pop_due_slots(wheel_state *w, int64_t now, int64_t max_out, int64_t slack_ms,
+    int64_t wheel_pop_due_slots(wheel_state *w, int64_t now, int64_t max_out, int64_t slack,
                                 int32_t *out_slot, int32_t *out_hop, int64_t *out_deadline)
     int64_t wheel_release(wheel_state *w, const int32_t *slots, int64_t n)
     int wheel_is_held(const wheel_state *w, int64_t s)
@@ -62,7 +63,11 @@ cdef int64_t _slot_count(const int32_t[::1] slots, n, str what) except -1:
 
 
 cdef class TimerWheel:
-    """Queue of fixed-size packets keyed by absolute deadlines in monotonic milliseconds.
+    """Queue of fixed-size packets keyed by absolute int64 deadlines.
+
+    The wheel has no unit of its own: deadlines, `now` and the slack are in whatever unit the
+    caller uses, the same for all three (the node: monotonic microseconds; the tests and
+    bench/bench_wheel.py also use milliseconds). A tick is one unit.
 
     capacity > 0 bounds the queue (inserting into a full queue drops one of the queued packets or
     the new one, uniformly at random, like the reference); capacity <= 0 means unlimited. Either
@@ -177,7 +182,7 @@ cdef class TimerWheel:
 
     def insert_batch(self, const int64_t[::1] deadline_ms not None, const int32_t[::1] hop not None,
                      const uint8_t[:, ::1] packets not None, n=None):
-        """Queue rows 0..n-1 (deadline ms, next-hop index, packet row). Returns how many packets
+        """Queue rows 0..n-1 (deadline, next-hop index, packet row). Returns how many packets
         were dropped because the queue was full (counted in dropped_full)."""
         cdef int64_t count = packets.shape[0] if n is None else int(n)
         cdef int64_t dropped
@@ -198,16 +203,16 @@ cdef class TimerWheel:
             self._busy = False
         return dropped
 
-    def pop_due(self, int64_t now_ms, int64_t max_burst, int64_t slack_ms,
+    def pop_due(self, int64_t now, int64_t max_burst, int64_t slack,
                 uint8_t[:, ::1] out_packets not None, int32_t[::1] out_hop not None,
                 int64_t[::1] out_deadline not None):
-        """Move at most max_burst packets with deadline <= now_ms into the out arrays, earliest
-        first (ties in insertion order). Packets more than slack_ms late are dropped and counted
+        """Move at most max_burst packets with deadline <= now into the out arrays, earliest
+        first (ties in insertion order). Packets more than slack late are dropped and counted
         in dropped_late instead. Returns the number written."""
         cdef int64_t limit = max_burst, got
         cdef uint8_t *out_ptr = NULL
-        if max_burst < 0 or slack_ms < 0:
-            raise ValueError(f"wheel: max_burst and slack_ms must be >= 0, got {max_burst}, {slack_ms}")
+        if max_burst < 0 or slack < 0:
+            raise ValueError(f"wheel: max_burst and slack must be >= 0, got {max_burst}, {slack}")
         if out_packets.shape[0] > 0 and out_packets.shape[1] != self.packet_len:
             raise ValueError(f"wheel: out_packets rows are {out_packets.shape[1]} bytes, "
                              f"this wheel holds {self.packet_len}")
@@ -218,28 +223,28 @@ cdef class TimerWheel:
         self._enter()
         try:
             with nogil:
-                got = wheel_pop_due(self.w, now_ms, limit, slack_ms, out_ptr,
+                got = wheel_pop_due(self.w, now, limit, slack, out_ptr,
                                     <size_t>out_packets.strides[0], &out_hop[0], &out_deadline[0])
         finally:
             self._busy = False
         return got
 
-    def pop_due_slots(self, int64_t now_ms, int64_t max_burst, int64_t slack_ms,
+    def pop_due_slots(self, int64_t now, int64_t max_burst, int64_t slack,
                       int32_t[::1] out_slot not None, int32_t[::1] out_hop not None,
                       int64_t[::1] out_deadline not None):
         """Zero-copy pop_due: write the arena slot numbers of at most max_burst due packets (same
         order and late drops as pop_due). Each slot's row (arena_view) stays valid and untouched
         until release(); until then it is not reused and counts against the capacity."""
         cdef int64_t limit = max_burst, got
-        if max_burst < 0 or slack_ms < 0:
-            raise ValueError(f"wheel: max_burst and slack_ms must be >= 0, got {max_burst}, {slack_ms}")
+        if max_burst < 0 or slack < 0:
+            raise ValueError(f"wheel: max_burst and slack must be >= 0, got {max_burst}, {slack}")
         limit = min(limit, out_slot.shape[0], out_hop.shape[0], out_deadline.shape[0])
         if limit == 0:
             return 0
         self._enter()
         try:
             with nogil:
-                got = wheel_pop_due_slots(self.w, now_ms, limit, slack_ms, &out_slot[0],
+                got = wheel_pop_due_slots(self.w, now, limit, slack, &out_slot[0],
                                           &out_hop[0], &out_deadline[0])
         finally:
             self._busy = False
@@ -289,7 +294,7 @@ cdef class TimerWheel:
                                    start + self.packet_len)
 
     def next_deadline(self):
-        """Earliest queued deadline (ms), or -1 when the queue is empty."""
+        """Earliest queued deadline (in the caller's unit), or -1 when the queue is empty."""
         cdef int found = 0
         cdef int64_t d = wheel_next_deadline(self.w, &found)
         return d if found else -1

@@ -1,4 +1,4 @@
-/* Hierarchical timer wheel (see wheel_impl.h). Level L buckets cover 256^L ms each; a packet sits
+/* Hierarchical timer wheel (see wheel_impl.h). Level L buckets cover 256^L ticks each; a packet sits
  * at the level of the highest 8-bit group in which its deadline differs from the wheel clock, so
  * a bucket is cascaded one level down when the clock reaches its start. Packets inserted with a
  * deadline behind the clock go to a small min-heap, which is always earlier than every bucket,
@@ -241,7 +241,7 @@ static void cascade(wheel_state *w, int b)
     }
 }
 
-/* Start (ms) of slot `slot` at `level`, in the same higher-level block as the clock. */
+/* Start (tick) of slot `slot` at `level`, in the same higher-level block as the clock. */
 static inline int64_t slot_start(const wheel_state *w, int level, int slot)
 {
     int shift = WHEEL_LEVEL_BITS * level, above = shift + WHEEL_LEVEL_BITS;
@@ -363,14 +363,14 @@ int64_t wheel_insert_batch(wheel_state *w, const int64_t *deadline, const int32_
     return dropped;
 }
 
-static inline int is_late(int64_t now, int64_t d, int64_t slack_ms)
+static inline int is_late(int64_t now, int64_t d, int64_t slack)
 {
-    return d < now && (uint64_t)now - (uint64_t)d > (uint64_t)slack_ms;
+    return d < now && (uint64_t)now - (uint64_t)d > (uint64_t)slack;
 }
 
 /* Unqueue the next due packet that is not too late, dropping (and freeing) late ones on the way;
  * -1 when none is due. The returned slot is off every list and still counted nowhere. */
-static int32_t take_due(wheel_state *w, int64_t now, int64_t slack_ms)
+static int32_t take_due(wheel_state *w, int64_t now, int64_t slack)
 {
     for (;;) {
         int32_t s = peek_due(w, now);
@@ -378,19 +378,19 @@ static int32_t take_due(wheel_state *w, int64_t now, int64_t slack_ms)
             return -1;
         remove_slot(w, s);
         w->count--;
-        if (!is_late(now, w->deadline[s], slack_ms))
+        if (!is_late(now, w->deadline[s], slack))
             return s;
         w->dropped_late++;
         free_slot(w, s);
     }
 }
 
-int64_t wheel_pop_due(wheel_state *w, int64_t now, int64_t max_out, int64_t slack_ms,
+int64_t wheel_pop_due(wheel_state *w, int64_t now, int64_t max_out, int64_t slack,
                       uint8_t *out_packets, size_t out_stride, int32_t *out_hop, int64_t *out_deadline)
 {
     int64_t out = 0;
     int32_t s;
-    while (out < max_out && (s = take_due(w, now, slack_ms)) >= 0) {
+    while (out < max_out && (s = take_due(w, now, slack)) >= 0) {
         memcpy(out_packets + (size_t)out * out_stride, packet_at(w, s), w->packet_len);
         out_hop[out] = w->hop[s];
         out_deadline[out] = w->deadline[s];
@@ -400,12 +400,12 @@ int64_t wheel_pop_due(wheel_state *w, int64_t now, int64_t max_out, int64_t slac
     return out;
 }
 
-int64_t wheel_pop_due_slots(wheel_state *w, int64_t now, int64_t max_out, int64_t slack_ms,
+int64_t wheel_pop_due_slots(wheel_state *w, int64_t now, int64_t max_out, int64_t slack,
                             int32_t *out_slot, int32_t *out_hop, int64_t *out_deadline)
 {
     int64_t out = 0;
     int32_t s;
-    while (out < max_out && (s = take_due(w, now, slack_ms)) >= 0) {
+    while (out < max_out && (s = take_due(w, now, slack)) >= 0) {
         w->prev[s] = WHEEL_MARK_HELD;
         w->held++;
         out_slot[out] = s;

@@ -1,4 +1,4 @@
-/* Hierarchical timer wheel (1 ms ticks, 8 levels x 256 slots: every int64 deadline) for the
+/* Hierarchical timer wheel (1-unit ticks, 8 levels x 256 slots: every int64 deadline) for the
  * scheduler, over slot arrays owned by the caller (numpy). No allocation, no I/O; one thread at
  * a time (the Cython wrapper enforces it). */
 #ifndef KATZENPOST_WHEEL_IMPL_H
@@ -7,8 +7,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* 8 bits per level: level 0 spans 256 ms and level 1 65.5 s, so the usual mix delays (mean 4 s,
- * MuMaxDelay 46 s) are cascaded once; 8 levels cover all 64 bits of a deadline. */
+/* 8 bits per level; 8 levels cover all 64 bits of a deadline. The node's unit is the microsecond:
+ * level 0 spans 256 us, level 1 65.5 ms, level 2 16.8 s, level 3 71.6 min, so the usual mix
+ * delays (mean 4 s, MuMaxDelay 46 s) are cascaded two or three times, O(1) each. */
 #define WHEEL_LEVEL_BITS 8
 #define WHEEL_LEVELS 8
 #define WHEEL_SLOTS 256
@@ -33,7 +34,7 @@ typedef struct wheel_state {
     int64_t held;        /* popped by wheel_pop_due_slots, not yet released: slots not reusable */
     int32_t free_head;
     int64_t heap_len;
-    int64_t cur;         /* wheel clock (ms): every bucketed packet has deadline >= cur */
+    int64_t cur;         /* wheel clock (ticks): every bucketed packet has deadline >= cur */
     uint64_t seq;
     uint64_t rng;
     uint64_t dropped_full;
@@ -56,13 +57,13 @@ void wheel_add_free_slots(wheel_state *w, int64_t first, int64_t last);
 int64_t wheel_insert_batch(wheel_state *w, const int64_t *deadline, const int32_t *hop,
                            const uint8_t *packets, size_t packet_stride, int64_t n);
 /* Pop up to max_out due packets (deadline <= now), earliest first, ties in insertion order;
- * packets later than slack_ms are dropped and counted, not returned. */
-int64_t wheel_pop_due(wheel_state *w, int64_t now, int64_t max_out, int64_t slack_ms,
+ * packets later than slack are dropped and counted, not returned. */
+int64_t wheel_pop_due(wheel_state *w, int64_t now, int64_t max_out, int64_t slack,
                       uint8_t *out_packets, size_t out_stride, int32_t *out_hop, int64_t *out_deadline);
 /* As wheel_pop_due, but writes slot numbers instead of copying packets: each returned slot is
  * held (its arena row stays valid and is not reused, nor chosen as a full-queue victim) until
  * wheel_release. */
-int64_t wheel_pop_due_slots(wheel_state *w, int64_t now, int64_t max_out, int64_t slack_ms,
+int64_t wheel_pop_due_slots(wheel_state *w, int64_t now, int64_t max_out, int64_t slack,
                             int32_t *out_slot, int32_t *out_hop, int64_t *out_deadline);
 /* Free n held slots, in order. Stops at the first slot that is out of range or not held and
  * returns its index (the slots before it are released); returns n when all were released. */

@@ -17,6 +17,7 @@ KIND_CODES = {"FORWARD": 0, "TO_USER": 1, "UNRELIABLE_TO_USER": 2, "SURB_REPLY":
 REASON_SLOTS = 32
 NO_DROP_CODE = 255
 MS = 1_000_000
+US = 1_000                  # forward deadlines are monotonic microseconds, rounded up
 DEFAULT_MAX_NODE_DELAY_MS = 3 * 20 * 60 * 1000
 
 
@@ -39,7 +40,7 @@ def dwell_adjusted_delay(node_delay_ms, dwell_ns):
 
 
 def classify_batch(result, n, recv_at_ns, from_client, replayed, dequeue_ns, now_ns, is_provider,
-                   route_ids, route_index, endpoint_ids, drop_counts, fwd_rows, fwd_deadline_ms, fwd_hop,
+                   route_ids, route_index, endpoint_ids, drop_counts, fwd_rows, fwd_deadline_us, fwd_hop,
                    local_rows, local_kind, row_reason, max_node_delay_ms=DEFAULT_MAX_NODE_DELAY_MS):
     routes = {bytes(route_ids[r]): int(route_index[r]) for r in range(len(route_ids))}
     endpoints = {bytes(endpoint_ids[e]) for e in range(len(endpoint_ids))}
@@ -68,7 +69,7 @@ def classify_batch(result, n, recv_at_ns, from_client, replayed, dequeue_ns, now
                     reason = "NO_ROUTE"
                 else:
                     fwd_rows[n_fwd] = i
-                    fwd_deadline_ms[n_fwd] = -(-(now_ns + delay) // MS)
+                    fwd_deadline_us[n_fwd] = -(-(now_ns + delay) // US)
                     fwd_hop[n_fwd] = hop
                     n_fwd += 1
         elif cmd in (CMD_TO_USER, CMD_UNRELIABLE, CMD_SURB_REPLY):

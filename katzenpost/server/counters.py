@@ -93,18 +93,20 @@ class LatencyHistogram:
         self.counts = np.zeros(len(self.bounds_ms) + 1, dtype=np.int64)    # last: above every bound
         self.sum_ms = 0.0
 
-    def observe_deadlines(self, now_ns, deadlines_ms):
-        """Count how long after their deadline (int64 ms, monotonic) packets left at `now_ns`."""
-        n = len(deadlines_ms)
+    def observe_deadlines(self, now_ns, deadlines, unit_ns=1_000_000):
+        """Count how long after their deadline (int64 monotonic, in units of `unit_ns`: ms by
+        default, the scheduler's are us) packets left at `now_ns`."""
+        n = len(deadlines)
+        scale = unit_ns / 1e6
         if n <= _SMALL_BATCH:
             # Light load sends batches of one or two: a few scalar steps beat four numpy calls.
             now_ms = now_ns / 1e6
-            for deadline in deadlines_ms.tolist():
-                late = max(now_ms - deadline, 0.0)
+            for deadline in deadlines.tolist():
+                late = max(now_ms - deadline * scale, 0.0)
                 self.counts[bisect.bisect_left(self._bounds, late)] += 1
                 self.sum_ms += late
             return
-        late_ms = np.maximum(now_ns / 1e6 - deadlines_ms, 0.0)
+        late_ms = np.maximum(now_ns / 1e6 - deadlines * scale, 0.0)
         # side="left": a value equal to a bound belongs to that bound's bucket (Prometheus `le`).
         self.counts += np.bincount(np.searchsorted(self.bounds_ms, late_ms, side="left"),
                                    minlength=len(self.counts))

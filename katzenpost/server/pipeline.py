@@ -18,9 +18,9 @@ import zmq
 
 from katzenpost.config import DEBUG_INT_KNOBS
 from katzenpost.server.counters import DropReason, Event, PipelineCounters
-from katzenpost.server.scheduler import MIN_SLACK_MS, SchedulerThread, WheelStage, decode_due
+from katzenpost.server.scheduler import MIN_SLACK_MS, DeadlineTimer, SchedulerThread, WheelStage, decode_due
 from katzenpost.server.workers import (
-    EPOCH_PERIOD_MS, MS, NUM_MIX_KEYS, PACKET_LENGTH, CryptoWorker, EndpointSet, LocalBatch, RouteTable,
+    EPOCH_PERIOD_MS, MS, NUM_MIX_KEYS, PACKET_LENGTH, US, CryptoWorker, EndpointSet, LocalBatch, RouteTable,
     WorkerEndpoints, encode_schedule, ingress_message_size, write_ingress_tail,
 )
 
@@ -291,8 +291,8 @@ class Pipeline:
         self._in_flight_limit = 0
         self._scheduler = None            # the scheduler thread, or
         self._stage = None                # the wheel run inline on this thread
-        self._wheel_timer = None
-        self._wheel_timer_when = None
+        self._wheel_timer = None          # DeadlineTimer of the inline wheel
+        self._wheel_soon = None           # a pop pass queued with call_soon (more was due)
         self._to_sched = None             # created on the first schedule() with the scheduler thread
 
     # ------------------------------------------------------------ start / halt
@@ -312,6 +312,7 @@ class Pipeline:
                 self._stage = WheelStage(wheel=wheel, counters=self.counters.stage("scheduler"),
                                          max_burst=s.SchedulerMaxBurst, slack_ms=s.SchedulerSlack,
                                          out_capacity=s.DispatchBatchSize, max_delay_cap_ms=three_p_ms)
+                self._wheel_timer = DeadlineTimer(self._loop, self._on_wheel_timer)
                 self._from_workers_fwd = self._socket(zmq.PULL, zmq.RCVHWM, s.SchedulerInputHWM)
                 self._from_workers_fwd.bind(self._addrs.sched)
                 self._readers.append(_ZmqReader(self._loop, self._from_workers_fwd, self._on_sched_message,
@@ -405,8 +406,11 @@ class Pipeline:
             await _join(scheduler)
         self._drain_readers()
         if self._stage is not None:
+            if self._wheel_soon is not None:
+                self._wheel_soon.cancel()
+                self._wheel_soon = None
             if self._wheel_timer is not None:
-                self._wheel_timer.cancel()
+                self._wheel_timer.close()
                 self._wheel_timer = None
             self._stage.count_halted()
         for reader in self._readers:
@@ -601,7 +605,7 @@ class Pipeline:
             packets, delay, hop = packets[keep], delay[keep], hop[keep]
         if len(packets) == 0:
             return
-        deadline = (time.monotonic_ns() + MS - 1) // MS + delay
+        deadline = (time.monotonic_ns() + US - 1) // US + delay * (MS // US)
         message = encode_schedule(packets, None, deadline, hop)
         if self._stage is not None:
             self._stage.insert_message(zmq.Frame(message))
@@ -644,7 +648,7 @@ class Pipeline:
         except Exception:
             log.exception("pipeline: malformed due batch from the scheduler")
             return
-        self.counters.dispatch_delay.observe_deadlines(time.monotonic_ns(), deadline)
+        self.counters.dispatch_delay.observe_deadlines(time.monotonic_ns(), deadline, US)
         self._dispatch(dispatch_ns, hops, packets)
 
     def _dispatch(self, dispatch_ns, hops, packets):
@@ -665,28 +669,22 @@ class Pipeline:
         self._arm_wheel_timer()
 
     def _arm_wheel_timer(self):
+        # Per batch, never per packet: one look at the wheel, a system call only when the
+        # earliest deadline moved earlier (or the timer was idle).
         deadline = self._stage.next_deadline()
-        if deadline < 0:
-            return
-        if self._wheel_timer is not None:
-            if self._wheel_timer_when <= deadline:
-                return
-            self._wheel_timer.cancel()
-        self._wheel_timer_when = deadline
-        # +1 us: the float loop clock must not round below the deadline's millisecond.
-        self._wheel_timer = self._loop.call_at(deadline / 1000 + 1e-6, self._on_wheel_timer)
+        if deadline >= 0 and self._wheel_soon is None and self._wheel_timer is not None:
+            self._wheel_timer.arm(deadline)
 
     def _on_wheel_timer(self):
-        self._wheel_timer = None
+        self._wheel_soon = None
         stage = self._stage
         total, more_due = stage.pop_due()
         if total:
             now = time.monotonic_ns()
-            self.counters.dispatch_delay.observe_deadlines(now, stage.out_deadline[:total])
+            self.counters.dispatch_delay.observe_deadlines(now, stage.out_deadline[:total], US)
             self._dispatch(now, stage.out_hop[:total], stage.out_packets[:total])
         if more_due:
-            self._wheel_timer_when = -1
-            self._wheel_timer = self._loop.call_soon(self._on_wheel_timer)
+            self._wheel_soon = self._loop.call_soon(self._on_wheel_timer)
         else:
             self._arm_wheel_timer()
 

@@ -27,6 +27,7 @@ EPOCH_PERIOD_MS = DEFAULT_PERIOD * 1000   # the reference epoch period P, unless
 NUM_MIX_KEYS = 3                          # mix keys a node holds: epochs E-1, E, E+1
 MAX_NODE_DELAY_MS = NUM_MIX_KEYS * EPOCH_PERIOD_MS
 MS = 1_000_000                            # nanoseconds per millisecond
+US = 1_000                                # nanoseconds per microsecond: the unit of forward deadlines
 
 # Packet kinds after classification (the reference crypto worker's cases), also the `kind` of a LocalBatch row.
 KIND_FORWARD = 0
@@ -120,10 +121,10 @@ def _ingress_views(buf):
     return recv_at, from_client, packets, hop_space
 
 
-def encode_schedule(packets, rows, deadline_ms, hop):
+def encode_schedule(packets, rows, deadline_us, hop):
     """One message for the scheduler: packets[rows] (or all if rows is None), int64 deadlines
-    (monotonic ms), int32 hop indices, int64 count."""
-    k = len(deadline_ms)
+    (monotonic us), int32 hop indices, int64 count."""
+    k = len(deadline_us)
     off = _tail_offset(k)
     out = np.empty(off + 12 * k + 8, dtype=np.uint8)
     out[k * PACKET_LENGTH:off] = 0  # alignment padding: never what the memory held before
@@ -132,14 +133,14 @@ def encode_schedule(packets, rows, deadline_ms, hop):
         body[:] = packets
     else:
         np.take(packets, rows, axis=0, out=body)
-    out[off:off + 8 * k] = np.asarray(deadline_ms, np.int64).view(np.uint8)
+    out[off:off + 8 * k] = np.asarray(deadline_us, np.int64).view(np.uint8)
     out[off + 8 * k:off + 12 * k] = np.asarray(hop, np.int32).view(np.uint8)
     out[off + 12 * k:] = np.array([k], np.int64).view(np.uint8)
     return out
 
 
 def decode_schedule(buf):
-    """(deadline_ms int64[k], hop int32[k], packets uint8[k, L]) from a message for the scheduler."""
+    """(deadline_us int64[k], hop int32[k], packets uint8[k, L]) from a message for the scheduler."""
     k = _count(buf, TAIL_BYTES_PER_PACKET)
     off = _tail_offset(k)
     raw = np.frombuffer(buf, dtype=np.uint8)                  # one buffer export, then views
@@ -284,7 +285,7 @@ class Classification:
 
     reason: np.ndarray        # uint8[n], NO_DROP or a DropReason
     kind: np.ndarray          # uint8[n], KIND_* (KIND_NONE for dropped rows)
-    deadline_ms: np.ndarray   # int64[n], monotonic ms (forward rows)
+    deadline_us: np.ndarray   # int64[n], monotonic us (forward rows)
     hop: np.ndarray           # int32[n], -1 except forward rows
     drop_counts: np.ndarray   # int64[REASON_SLOTS]
 
@@ -304,7 +305,7 @@ def classify(result, n, *, from_client, recv_at_ns, dequeue_ns, now_ns, replayed
     rows = out.fwd_rows[:n_fwd]
     kind[rows], deadline[rows], hop[rows] = KIND_FORWARD, out.fwd_deadline[:n_fwd], out.fwd_hop[:n_fwd]
     kind[out.local_rows[:n_local]] = out.local_kind[:n_local]
-    return Classification(reason=out.row_reason[:n].copy(), kind=kind, deadline_ms=deadline, hop=hop,
+    return Classification(reason=out.row_reason[:n].copy(), kind=kind, deadline_us=deadline, hop=hop,
                           drop_counts=out.drop_counts)
 
 
@@ -478,12 +479,12 @@ class CryptoWorker(ControlledThread):
         if in_place is not None and n_fwd == n:
             # The ingress frame already is a scheduler message once its tail is rewritten.
             frame, hop_space = in_place
-            recv_at[:] = clf.fwd_deadline_ms[:n]
+            recv_at[:] = clf.fwd_deadline_us[:n]
             hop_space[:] = clf.fwd_hop[:n]
             message, copy = frame, False
         else:
             message, copy = encode_schedule(packets, None if n_fwd == n else clf.fwd_rows[:n_fwd],
-                                            clf.fwd_deadline_ms[:n_fwd], clf.fwd_hop[:n_fwd]), True
+                                            clf.fwd_deadline_us[:n_fwd], clf.fwd_hop[:n_fwd]), True
         try:
             self._to_sched.send(message, flags=zmq.NOBLOCK, copy=copy)
         except zmq.Again:
