@@ -15,6 +15,7 @@ from typing import Callable, Protocol
 
 from katzenpost.pki.client import (
     DocumentGoneError,
+    DocumentNotFoundError,
     PKIClient,
     PKIClientError,
     PostConflictError,
@@ -189,6 +190,12 @@ class PKIWorker:
             except DocumentGoneError as exc:
                 log.warning("Failed to fetch PKI for epoch %d: %s", wanted, exc)
                 self.failed.add(wanted)
+                continue
+            except DocumentNotFoundError as exc:
+                # The next epoch's document is not out yet: voting authorities publish it at
+                # 7P/8, and the node polls from 5P/8 on, as the reference does.
+                log.log(logging.DEBUG if wanted > epoch else logging.WARNING,
+                        "Failed to fetch PKI for epoch %d: %s", wanted, exc)
                 continue
             except PKIClientError as exc:
                 log.warning("Failed to fetch PKI for epoch %d: %s", wanted, exc)

@@ -1,7 +1,7 @@
 """`katzenpost-testnet`: write, start and drive a whole test network, show it live, report.
 
-    katzenpost-testnet [--duration S] [--rate N] [--epoch-period S] [--dir DIR] [--keep]
-                       [--postgres DSN] [--restart NAME@S ...] [--plain]
+    katzenpost-testnet [--duration S] [--rate N] [--epoch-period S] [--authorities N] [--dir DIR]
+                       [--keep] [--postgres DSN] [--restart NAME@S ...] [--plain]
     katzenpost-testnet --stop --dir DIR
 
 Exit status: 0 when nothing was lost or failed and every acknowledged message reached its
@@ -45,15 +45,19 @@ def _restart_spec(text: str) -> tuple[str, float]:
         seconds = float(at)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}': expected NAME@SECONDS, e.g. mix2@10") from None
-    names = {AUTHORITY, *(f"mix{i}" for i in range(1, layout.LAYERS + 1)), *layout.PROVIDERS}
+    names = {*(f"mix{i}" for i in range(1, layout.LAYERS + 1)), *layout.PROVIDERS,
+             *layout.authority_names(1), *layout.authority_names(layout.MAX_AUTHORITIES)}
     if name not in names or seconds < 0:
-        raise argparse.ArgumentTypeError(f"'{text}': NAME is one of {', '.join(sorted(names))}, SECONDS >= 0")
+        raise argparse.ArgumentTypeError(f"'{text}': NAME is a mix (mix1…mix{layout.LAYERS}), a provider "
+                                         f"({', '.join(layout.PROVIDERS)}), {AUTHORITY} or, with "
+                                         "--authorities N, auth1…authN; SECONDS >= 0")
     return name, seconds
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="katzenpost-testnet", description="A local Katzenpost "
-                                     "network (authority, 3 mix layers, 2 providers) with live traffic.")
+                                     "network (authority or voting authorities, 3 mix layers, "
+                                     "2 providers) with live traffic.")
     parser.add_argument("--duration", type=number_arg(float, 1, 86400), default=30.0,
                         help="seconds of client traffic (default 30)")
     parser.add_argument("--rate", type=number_arg(float, 0.1, 1000), default=5.0,
@@ -61,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epoch-period", type=number_arg(int, MIN_TEST_PERIOD, 1200), default=20,
                         help="epoch period in seconds ([Debug] EpochPeriod; default 20, so a run "
                              "crosses epoch rollovers)")
+    parser.add_argument("--authorities", type=number_arg(int, 1, layout.MAX_AUTHORITIES), default=1,
+                        help="1: one non-voting authority (default); 3 or more: that many voting "
+                             "authorities (auth1 … authN), the nodes trusting a majority of them")
     parser.add_argument("--dir", help="directory for keys, configurations, logs and the report "
                                       "(default: a new temporary one, removed after a clean run)")
     parser.add_argument("--keep", action="store_true", help="leave the network running after the "
@@ -69,13 +76,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--postgres", metavar="DSN", help="providers on PostgreSQL (a schema each "
                         "in this database)")
     parser.add_argument("--restart", type=_restart_spec, action="append", default=[], metavar="NAME@S",
-                        help="restart a node or the authority S seconds into the traffic (repeatable)")
+                        help="restart a node or an authority S seconds into the traffic (repeatable)")
     parser.add_argument("--strict-timing", action="store_true", help="the reference's 10 ms "
                         "UnwrapDelay and SchedulerSlack (the testnet allows 1 s: its nodes share the CPU)")
     parser.add_argument("--plain", action="store_true", help="progress lines instead of the live table")
     parser.add_argument("--log-level", default="NOTICE", choices=("ERROR", "WARNING", "NOTICE", "INFO", "DEBUG"),
                         help="the nodes' log level (logs are in each node's directory)")
     return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The options, with the checks that involve more than one of them (exit 2 on a problem)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    problem = layout.authority_count_problem(args.authorities)
+    if problem:
+        parser.error(f"--authorities {args.authorities}: {problem}")
+    names = set(layout.authority_names(args.authorities))
+    for name, _ in args.restart:
+        if name.startswith("auth") and name not in names:
+            parser.error(f"--restart {name}: this network's authorities are {', '.join(sorted(names))}")
+    return args
 
 
 class Run:
@@ -206,7 +227,7 @@ class Run:
         settings = {"duration": self.args.duration, "rate": self.args.rate,
                     "epoch_period": self.plan.epoch_period, "postgres": bool(self.args.postgres),
                     "strict_timing": self.args.strict_timing,
-                    "dir": self.plan.root}
+                    "authorities": len(self.plan.authorities), "dir": self.plan.root}
         return view.report_dict(self.stats, self.net.views, settings=settings, epochs=self.epochs,
                                 restarts=self.restarts, acked=len(self.driver.acked),
                                 acked_not_retrieved=len(self.driver.acked_not_retrieved()),
@@ -229,8 +250,10 @@ def _command(script: str, module: str) -> str:
 
 
 def keep_instructions(plan: layout.Plan) -> str:
-    lines = ["== the network keeps running", f"directory: {plan.root}",
-             f"authority: 127.0.0.1:{plan.authority_port}, identity key {plan.authority_key}"]
+    lines = ["== the network keeps running", f"directory: {plan.root}"]
+    for authority in plan.authorities:
+        lines.append(f"{authority.name:<10} {authority.address}, identity key {authority.identity_key}"
+                     + (f", link key {authority.link_key}" if authority.link_key else ""))
     for node in plan.nodes:
         lines.append(f"{node.name:<10} 127.0.0.1:{node.port}  management: socat - UNIX-CONNECT:"
                      f"{node.management_path}  metrics: http://127.0.0.1:{node.metrics_port}/metrics")
@@ -292,7 +315,8 @@ def _prepare(args) -> tuple[layout.Plan, object]:
 
     def write() -> layout.Plan:
         plan = layout.write_network(root, epoch_period=args.epoch_period, log_level=args.log_level,
-                                    provider_sql=sql, strict_timing=args.strict_timing)
+                                    provider_sql=sql, strict_timing=args.strict_timing,
+                                    authorities=args.authorities)
         if schemas:
             plan.postgres_dsn = args.postgres
             plan.postgres_schemas = [schema for schema, _ in schemas.values()]
@@ -345,7 +369,7 @@ def _write_report(plan: layout.Plan, report: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(levelname).4s %(name)s: %(message)s")
     if args.stop:
         if not args.dir:

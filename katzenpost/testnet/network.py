@@ -1,7 +1,7 @@
-"""Bring a written network up and down: start the authority and the nodes, register the users
-over the providers' management sockets, wait for a document that lists every node and for every
-node's links, connect the users' clients; restart a node or the authority; stop everything.
-Every wait is bounded and checks that the processes are still alive."""
+"""Bring a written network up and down: start the authority (or the voting authorities) and the
+nodes, register the users over the providers' management sockets, wait for a document that lists
+every node and for every node's links, connect the users' clients; restart a node or an
+authority; stop everything. Every wait is bounded and checks that the processes are still alive."""
 from __future__ import annotations
 
 import asyncio
@@ -12,12 +12,14 @@ from katzenpost import keys
 from katzenpost.client.session import Client, ClientError, ClientSettings
 from katzenpost.pki.client import AuthorityClient, PKIClientError
 from katzenpost.pki.epochtime import EpochClock
+from katzenpost.pki.voting_client import VotingAuthority, VotingClient, verify_consensus
 from katzenpost.testnet import monitor
-from katzenpost.testnet.layout import Plan
+from katzenpost.testnet.layout import AuthorityPlan, Plan
 from katzenpost.testnet.ports import is_port_clash
 from katzenpost.testnet.processes import ProcessError, Supervisor, authority_argv, node_argv, tail
 
-AUTHORITY = "authority"
+AUTHORITY = "authority"           # the non-voting authority; voting ones are auth1 … authN
+TIMEOUTS = dict(connect_timeout=3, handshake_timeout=3, response_timeout=5)
 
 
 class NetworkError(Exception):
@@ -34,17 +36,22 @@ class Testnet:
         self.plan = plan
         self.clock = EpochClock(plan.epoch_period)
         self.say = say
-        self.supervisor = Supervisor(keep=keep)
-        self.supervisor.add(AUTHORITY, authority_argv(plan.authority_config), plan.authority_dir,
-                            os.path.join(plan.authority_dir, "authority.log"))
+        self.authority_names = [a.name for a in plan.authorities]
+        self.supervisor = Supervisor(keep=keep, last=tuple(self.authority_names))
+        for authority in plan.authorities:
+            self.supervisor.add(authority.name, authority_argv(authority.config_path),
+                                authority.data_dir, authority.log_path)
         for node in plan.nodes:
             self.supervisor.add(node.name, node_argv(node.config_path), node.data_dir, node.log_path)
         self.views = {n.name: monitor.NodeView(n.name, "provider" if n.is_provider else "mix")
                       for n in plan.nodes}
         self.management_paths = {n.name: n.management_path for n in plan.nodes}
-        self.authority = AuthorityClient("127.0.0.1", plan.authority_port, bytes.fromhex(plan.authority_key),
-                                         clock=self.clock, connect_timeout=3, handshake_timeout=3,
-                                         response_timeout=5)
+        self.authority = (VotingClient([_voting_authority(a) for a in plan.authorities],
+                                       clock=self.clock, **TIMEOUTS)
+                          if plan.voting else
+                          AuthorityClient("127.0.0.1", plan.authority_port,
+                                          bytes.fromhex(plan.authority_key), clock=self.clock,
+                                          **TIMEOUTS))
 
     # --- start -------------------------------------------------------------------------------
 
@@ -57,23 +64,34 @@ class Testnet:
         finally:
             self._release_ports()
         self.plan.save()
-        self.say("started the authority, 3 mixes and 2 providers; waiting for their management sockets")
+        who = (f"{len(self.plan.authorities)} voting authorities" if self.plan.voting
+               else "the authority")
+        self.say(f"started {who}, 3 mixes and 2 providers; waiting for their management sockets")
         await self._until(deadline, self._all_managed, "every node's management socket")
         self._check_metrics_bound()
         for user in self.plan.users:
             provider = self.plan.provider(user.provider)
             await monitor.register_user(provider.management_path, user.name, user.link_key, user.identity_key)
-        self.say("users registered; waiting for the documents of this epoch and the next")
-        await self._until(deadline, self._document_complete, "documents listing every node")
+        # A voting network's first consensus is for the epoch after the one the nodes posted in
+        # before its P/2 vote, so they are all up by then and post for the epoch after it too:
+        # the current document is enough. (The non-voting authority's next document needs
+        # nodes that started before 3P/8 of the current epoch: both are waited for.)
+        ahead = not self.plan.voting
+        self.say("users registered; waiting for the documents of this epoch"
+                 + (" and the next" if ahead else ""))
+        await self._until(deadline, lambda: self._document_complete(ahead), "documents listing every node")
         self.say("document published; waiting for every node's links")
         await self._until(deadline, self._all_linked, "every node's outgoing links")
 
     async def _start_processes(self, deadline: float) -> None:
         """Each process starts right after its ports are released (see `ports.reserve`)."""
-        self._release_ports([self.plan.authority_port])
-        self.supervisor.start(AUTHORITY)
+        for authority in self.plan.authorities:
+            self._release_ports([authority.port])
+            self.supervisor.start(authority.name)
         self.plan.pids = self.supervisor.pids()
-        await self._until(deadline, self._authority_listening, "the authority to listen")
+        for authority in self.plan.authorities:
+            await self._until(deadline, lambda a=authority: self._authority_listening(a),
+                              f"{authority.name} to listen")
         for node in self.plan.nodes:
             self._release_ports([node.port, node.metrics_port])
             self.supervisor.start(node.name)
@@ -109,10 +127,10 @@ class Testnet:
                 raise NetworkError(f"timed out waiting for {what}")
             await asyncio.sleep(interval)
 
-    async def _authority_listening(self) -> bool:
+    async def _authority_listening(self, authority: AuthorityPlan) -> bool:
         try:
             _, writer = await asyncio.wait_for(
-                asyncio.open_connection("127.0.0.1", self.plan.authority_port), 1)
+                asyncio.open_connection("127.0.0.1", authority.port), 1)
         except (OSError, asyncio.TimeoutError):
             return False
         writer.close()
@@ -140,6 +158,23 @@ class Testnet:
         return all({d.name for d in doc.providers} == providers
                    and sum(len(layer) for layer in doc.topology) == len(self.plan.mixes) for doc in docs)
 
+    async def _serves_current(self, authority: AuthorityPlan) -> bool:
+        """`authority` itself serves the current epoch's document (a restarted voting authority
+        has fetched it from its peers), accepted as the nodes accept it."""
+        epoch = self.clock.current()
+        if not self.plan.voting:
+            return await self._document_complete(ahead=False)
+        client = AuthorityClient("127.0.0.1", authority.port, bytes.fromhex(authority.identity_key),
+                                 clock=self.clock, link_public=bytes.fromhex(authority.link_key),
+                                 **TIMEOUTS)
+        try:
+            raw = await client.fetch_consensus(epoch)
+            verify_consensus(raw, [bytes.fromhex(a.identity_key) for a in self.plan.authorities],
+                             epoch, self.clock.unix_now())
+        except PKIClientError:
+            return False
+        return True
+
     async def _all_linked(self) -> bool:
         await monitor.poll_all(self.views, self.management_paths)
         return all(v.up and v.peers_known > 0 and v.peers_up == v.peers_known for v in self.views.values())
@@ -151,7 +186,10 @@ class Testnet:
         provider = self.plan.provider(user.provider)
         values = dict(user=user.name, link_key=keys.load_link_key(user.data_dir), provider=provider.name,
                       provider_key=bytes.fromhex(provider.identity_key), address=("127.0.0.1", provider.port),
-                      authority_key=bytes.fromhex(self.plan.authority_key), epoch_period=self.plan.epoch_period,
+                      authority_key=bytes.fromhex(self.plan.authority_key),
+                      authority_keys=(tuple(bytes.fromhex(a.identity_key) for a in self.plan.authorities)
+                                      if self.plan.voting else ()),
+                      epoch_period=self.plan.epoch_period,
                       poll_interval=0.2, reply_slack=20.0)
         values.update(overrides)
         return ClientSettings(**values)
@@ -198,7 +236,7 @@ class Testnet:
     # --- restarts and stop ---------------------------------------------------------------------
 
     async def restart(self, name: str, timeout: float = 60.0) -> float:
-        """Stop `name` (a node or the authority) with SIGTERM, start it again, and wait until it
+        """Stop `name` (a node or an authority) with SIGTERM, start it again, and wait until it
         is back in service; returns the seconds it took."""
         started = time.monotonic()
         await asyncio.get_running_loop().run_in_executor(None, self.supervisor.children[name].stop)
@@ -206,10 +244,12 @@ class Testnet:
         self.plan.pids = self.supervisor.pids()
         self.plan.save()
         deadline = started + timeout
-        if name == AUTHORITY:
-            await self._until(deadline, self._authority_listening, "the authority to listen again")
-            await self._until(deadline, lambda: self._document_complete(ahead=False),
-                              "the authority's document again")
+        if name in self.authority_names:
+            authority = self.plan.authority(name)
+            await self._until(deadline, lambda: self._authority_listening(authority),
+                              f"{name} to listen again")
+            await self._until(deadline, lambda: self._serves_current(authority),
+                              f"{name}'s document again")
         else:
             await self._until(deadline, self._all_managed, f"{name}'s management socket again")
             await self._until(deadline, self._all_linked, f"the links to and from {name} again")
@@ -220,6 +260,11 @@ class Testnet:
         self.plan.pids = {}
         self.plan.save()
         return codes
+
+
+def _voting_authority(authority: AuthorityPlan) -> VotingAuthority:
+    return VotingAuthority(bytes.fromhex(authority.identity_key), bytes.fromhex(authority.link_key),
+                           (("127.0.0.1", authority.port),))
 
 
 __all__ = ["Testnet", "NetworkError", "PortClash", "ProcessError", "AUTHORITY"]

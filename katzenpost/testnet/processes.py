@@ -92,11 +92,12 @@ def authority_argv(config_path: str) -> list[str]:
 
 
 class Supervisor:
-    """The children of one network, started and stopped in order (authority first up, last
+    """The children of one network, started and stopped in order (authorities first up, last
     down)."""
 
-    def __init__(self, *, keep: bool = False):
+    def __init__(self, *, keep: bool = False, last: tuple[str, ...] = ("authority",)):
         self.keep = keep
+        self.last = set(last)          # stopped after every other child (the authorities)
         self.children: dict[str, Child] = {}
 
     def add(self, name: str, argv: list[str], cwd: str, log_path: str) -> Child:
@@ -125,9 +126,9 @@ class Supervisor:
         return {name: c.pid for name, c in self.children.items() if c.alive()}
 
     def stop_all(self) -> dict[str, int | None]:
-        """Stop the nodes (in parallel: each halts on its own), then the authority."""
+        """Stop the nodes (in parallel: each halts on its own), then the authorities."""
         codes = {}
-        nodes = [c for c in self.children.values() if c.name != "authority" and c.alive()]
+        nodes = [c for c in self.children.values() if c.name not in self.last and c.alive()]
         for child in nodes:
             child.proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT
