@@ -180,3 +180,23 @@ def test_restart_after_tabulating_resends_the_stored_signature(tmp_path):
     assert net.states["a2"].certificates[X + 1][net.keys["a1"].identity] == own
     docs = {s.documents[X + 1].raw for s in net.states.values()}
     assert len(docs) == 1 and len(signers(docs.pop())) == 3
+
+
+def test_an_authority_alone_publishes_with_its_own_signature(tmp_path):
+    net = make_network(tmp_path, names=("solo",), start=at(X, 10))
+    solo = net.states["solo"]
+    assert solo.threshold == 1 and solo.verifiers() == [net.keys["solo"].identity]
+    net.post_all(X + 1)
+    net.run_until(at(X, 7 * P / 8 + 1))
+    assert signers(solo.documents[X + 1].raw) == [net.keys["solo"].identity]
+
+
+def test_a_descriptor_after_the_vote_is_accepted_but_enters_no_document(tmp_path, caplog):
+    net = make_network(tmp_path, start=at(X, 10))
+    net.post_all(X + 1, nodes=("mix0", "mix1", "mix2", "provider1"))
+    net.run_until(at(X, P / 2 + 1))
+    net.post_all(X + 1, nodes=("provider2",))  # Ok, as the reference answers
+    assert "arrived after this authority voted" in caplog.text
+    net.run_until(at(X, 7 * P / 8 + 1))
+    doc = net.states["a1"].documents[X + 1]
+    assert [d.name for d in doc.providers] == ["provider1"]
