@@ -2,6 +2,8 @@
 authorities publish one byte-identical consensus, one down still gives a 2-signature document,
 a restarted authority serves the same documents and resumes its round, a round without enough
 descriptors or votes fails cleanly, GetConsensus answers by the schedule."""
+import logging
+
 import pytest
 
 from authority_voting_support import make_network, open_state
@@ -192,6 +194,7 @@ def test_an_authority_alone_publishes_with_its_own_signature(tmp_path):
 
 
 def test_a_descriptor_after_the_vote_is_accepted_but_enters_no_document(tmp_path, caplog):
+    caplog.set_level(logging.INFO, "katzenpost.authority")
     net = make_network(tmp_path, start=at(X, 10))
     net.post_all(X + 1, nodes=("mix0", "mix1", "mix2", "provider1"))
     net.run_until(at(X, P / 2 + 1))
