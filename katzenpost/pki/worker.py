@@ -272,7 +272,9 @@ class PKIWorker:
             layer=LAYER_PROVIDER if node.is_provider else 0)
 
     async def _publish_if_needed(self, epoch: int, till: float, now: float) -> None:
-        self.published = {e for e in self.published if e >= epoch - 1}
+        # Only the epochs around now: after the civil clock stepped back, a post made while it
+        # ran ahead (refused by the authority as out of its window) is not taken as done.
+        self.published = {e for e in self.published if epoch - 1 <= e <= epoch + 1}
         self._retry_current = {e for e in self._retry_current if e == epoch}
         for target in self._publication_epochs(epoch, till):
             if await self._publish(target, now):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import importlib
 import logging
@@ -147,6 +148,7 @@ class Node:
         self.send_rate: int | None = None          # SEND_RATE / SEND_BURST from the operator
         self.send_burst: int | None = None
         self._periodic: list[asyncio.Task] = []
+        self._clock_stepped = asyncio.Event()      # pulsed when the civil clock jumps
         self._shutdown: asyncio.Event | None = None
         self._halted = False
         self.early_signal = None                   # set by run(): a signal caught before the loop
@@ -371,8 +373,16 @@ class Node:
         """Re-push the candidate keys at every grace boundary and rollover."""
         while True:
             delay = self.mix_keys.seconds_to_next_change(self.clock.unix_now())
-            await asyncio.sleep(delay + 0.001)
+            await self._sleep_unless_clock_steps(delay + 0.001)
             self.push_mix_keys()
+
+    async def _sleep_unless_clock_steps(self, seconds: float) -> None:
+        """Sleep until a wall-clock boundary `seconds` away, computed now: cut short when the
+        civil clock steps, since the boundary then lies elsewhere (a sleep on the monotonic clock
+        would otherwise keep a stale key set or link verdict for up to an epoch)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._clock_stepped.wait()
 
     async def _sync_replay_forever(self) -> None:
         while True:
@@ -390,9 +400,19 @@ class Node:
             delta = now - last - CLOCK_CHECK_INTERVAL
             if now < last:
                 log.warning("Civil time jumped backwards by %.3f s", last - now)
+                self._on_clock_step()
             elif delta > CLOCK_JUMP_FORWARD:
                 log.warning("Civil time jumped forward by %.3f s", delta)
+                self._on_clock_step()
             last = now
+
+    def _on_clock_step(self) -> None:
+        """The keys tried and the peers' verdicts follow the civil clock: re-evaluate them now,
+        and wake the tasks that sleep until its next boundary to recompute it."""
+        self._clock_stepped.set()
+        self._clock_stepped.clear()          # the waiting tasks are already woken
+        self.push_mix_keys()
+        self._reauthenticate_links()
 
     async def _sample_rates_forever(self) -> None:
         while True:
@@ -419,7 +439,7 @@ class Node:
         early-send window), not only every ReauthInterval: until then a peer that became
         usable would have its packets dropped."""
         while True:
-            await asyncio.sleep(self.pki.till_verdicts_change() + BOUNDARY_MARGIN)
+            await self._sleep_unless_clock_steps(self.pki.till_verdicts_change() + BOUNDARY_MARGIN)
             self._reauthenticate_links()
 
     def _reauthenticate_links(self) -> None:
