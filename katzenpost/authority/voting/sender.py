@@ -49,21 +49,19 @@ _REVEAL_ERRORS = {RevealStatusCode.TOO_LATE: "reveal was too late",
                   RevealStatusCode.NOT_AUTHORIZED: "reveal rejected by authority: Not Authorized"}
 
 
+_REPLIES = {Vote: ("vote", VoteStatus, VoteStatusCode.OK, _VOTE_ERRORS),
+            Reveal: ("reveal", RevealStatus, RevealStatusCode.OK, _REVEAL_ERRORS)}
+
+
 def reply_error(command, reply) -> str | None:
     """None for an Ok reply, else the reference's error text for it."""
-    if isinstance(command, Vote):
-        if not isinstance(reply, VoteStatus):
-            return f"Vote response resulted in unexpected reply: {type(reply).__name__}"
-        if reply.error_code == VoteStatusCode.OK:
-            return None
-        return _VOTE_ERRORS.get(reply.error_code,
-                                "vote rejected by authority: unknown error code received")
-    if not isinstance(reply, RevealStatus):
-        return f"Reveal response resulted in unexpected reply: {type(reply).__name__}"
-    if reply.error_code == RevealStatusCode.OK:
+    what, status_type, ok, errors = _REPLIES[type(command)]
+    if not isinstance(reply, status_type):
+        return (f"{what.capitalize()} response resulted in unexpected reply: "
+                f"{type(reply).__name__}")
+    if reply.error_code == ok:
         return None
-    return _REVEAL_ERRORS.get(reply.error_code,
-                              "reveal rejected by authority: unknown error code received")
+    return errors.get(reply.error_code, f"{what} rejected by authority: unknown error code received")
 
 
 class PeerLink:
