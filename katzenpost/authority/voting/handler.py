@@ -21,6 +21,7 @@ from katzenpost.wire.commands import RevealStatusCode, VoteStatusCode
 if TYPE_CHECKING:  # the state passes itself in; no import cycle at run time
     from katzenpost.authority.voting.state import VotingState
 
+
 def parse_vote(raw: bytes, signer: bytes, now: float) -> Document | None:
     """A vote or single-signed consensus certificate verified with `signer` (document rules of
     the PKI: signature, expiry, JSON, shared-random lengths, well-formed, descriptors valid)."""
