@@ -99,7 +99,7 @@ DEBUG_INT_KNOBS: dict[str, DebugKnob] = {
     "MaxPendingHandshakes": DebugKnob(128, maximum=MAX_CONNECTIONS),
 }
 DEBUG_BOOLS = ("SchedulerExternalMemoryQueue", "SendDecoyTraffic", "DisableRateLimit", "GenerateOnly",
-               "SchedulerThread", "MixKeysInMemory")
+               "SchedulerThread", "MixKeysInMemory", "EnableProfiling")
 
 INT64_MAX = 2**63 - 1
 
@@ -264,6 +264,8 @@ class DebugConfig:
     # Our addition: mix keys and replay filters only in anonymous memory, never on disk (a restart
     # then loses them: the node cannot unwrap packets built for its old keys).
     mix_keys_in_memory: bool = False
+    # Our addition: the management command PROFILE (a bounded sampling profile into the DataDir).
+    enable_profiling: bool = False
     max_incoming_connections: int = 4096
     max_pending_handshakes: int = 128
     # Test networks only: the epoch period in seconds; 0 = the reference's 20 minutes. Not in

@@ -135,6 +135,7 @@ class Node:
         self.started_at = time.monotonic()
         self.mix_keys: MixKeys | None = None
         self.management = None
+        self.profiler = None                       # PROFILE's recorder (Debug.EnableProfiling)
         self.metrics = None
         self.pki_client: PKIClient | None = None
         self.pipeline: Pipeline | None = None
@@ -273,6 +274,9 @@ class Node:
             from katzenpost.server.management import ManagementServer
             from katzenpost.server.node_commands import register_node_commands
             self.management = ManagementServer(path, self.identifier)
+            if self.config.debug.enable_profiling:
+                from katzenpost.server.profiler import Profiler
+                self.profiler = Profiler(self.config.server.data_dir)
             register_node_commands(self.management, self)
 
     async def _start_provider(self) -> None:
@@ -514,6 +518,8 @@ class Node:
             await self._step("metrics", self.metrics.stop)
         if self.management is not None:
             await self._step("management", self.management.stop)
+        if self.profiler is not None:               # a running recording ends now, still written
+            await self._step("profiler", lambda: asyncio.to_thread(self.profiler.stop))
         if self.decoy is not None:
             await self._step("decoy", self.decoy.stop)
         if self.listeners is not None:

@@ -12,11 +12,17 @@ running node, seen through these members only:
     status() -> dict                           JSON-able node state (fields: docs/operations.md)
     pipeline_counters() -> PipelineCounters
     user_commands: UserCommands | None         None on a mix
+    profiler: Profiler | None                  PROFILE's recorder; None unless Debug.EnableProfiling
 
 SEND_RATE and SEND_BURST answer `250 <n>` on every node: the value is stored (STATUS shows it)
 and applies to client connections, which only a provider has. On a mix the user commands are
 refused with `554 Transaction failed: not a provider`; the reference does not register them there
 at all (500), which cannot tell a typo from a command sent to the wrong node.
+
+PROFILE <seconds> is our extension (docs/operations.md): it starts a bounded sampling profile
+(`server/profiler.py`) and answers `250 <path of the .folded file>` at once; the files appear in
+the DataDir when the recording ends. Refused with 554 unless `[Debug] EnableProfiling = true`,
+and while another recording runs; 501 for a missing or out-of-range duration.
 """
 import inspect
 import json
@@ -25,6 +31,8 @@ import re
 from typing import Protocol
 
 from katzenpost.server.management import REPLY_FAILED, ManagementFailure, ManagementSyntaxError
+from katzenpost.server.profiler import MAX_SECONDS as PROFILE_MAX_SECONDS
+from katzenpost.server.profiler import ProfileBusy
 
 log = logging.getLogger("katzenpost.server.management")
 
@@ -50,7 +58,7 @@ class UserCommands(Protocol):
 
 
 def register_node_commands(server, control) -> None:
-    """SHUTDOWN, SEND_RATE, SEND_BURST, STATUS and the user commands (QUIT is built in)."""
+    """SHUTDOWN, SEND_RATE, SEND_BURST, STATUS, PROFILE and the user commands (QUIT is built in)."""
 
     async def shutdown(fields):
         log.info("management: shutdown requested")
@@ -80,7 +88,21 @@ def register_node_commands(server, control) -> None:
     server.register("SHUTDOWN", shutdown)
     server.register("SEND_RATE", rate_setter("SEND_RATE", "set_send_rate"))
     server.register("SEND_BURST", rate_setter("SEND_BURST", "set_send_burst"))
+    async def profile(fields):
+        profiler = getattr(control, "profiler", None)
+        if profiler is None:
+            raise ManagementFailure("profiling is disabled (Debug.EnableProfiling)")
+        seconds = parse_uint64(fields)
+        if not 1 <= seconds <= PROFILE_MAX_SECONDS:
+            raise ManagementSyntaxError()
+        try:
+            path = profiler.start(seconds)
+        except ProfileBusy as exc:
+            raise ManagementFailure(str(exc)) from None
+        return f"250 {path}"
+
     server.register("STATUS", status)
+    server.register("PROFILE", profile)
     for verb in USER_VERBS:
         server.register(verb, user_command)
 
