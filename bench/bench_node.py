@@ -169,7 +169,9 @@ class Bench:
         parts = self.pool.map(node_tools.build_chunk, args)
         return np.concatenate([p for p, _ in parts]), np.concatenate([a for _, a in parts])
 
-    def step(self, rate, seconds):
+    def step(self, rate, seconds, on_send=None):
+        """One step of offered load; `on_send()`, if given, is called as the sending starts
+        (bench/profile_node.py starts its profiler there)."""
         # Packets are built for the current epoch's key: start a step only with room for the
         # build and the send before the rollover (the mix accepts the old key only briefly).
         till = self.net.clock.till_next()
@@ -183,6 +185,8 @@ class Bench:
         del packets
         pid = self.mix.proc.pid
         drops0 = self.mix.drops()
+        if on_send is not None:
+            on_send()
         cpu0, wall0, stages0 = proc_cpu_seconds(pid), time.monotonic(), thread_cpu_seconds(pid)
         self.gen_conn.send(("run", str(packets_path), rate, str(times_path)))
         rss_samples = []
