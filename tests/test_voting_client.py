@@ -277,9 +277,31 @@ def test_a_malformed_descriptor_is_refused_before_any_connection():
     run(scenario())
 
 
-def test_zero_authorities_are_refused():
+def test_zero_authorities_or_addresses_are_refused():
     with pytest.raises(ValueError, match="zero authorities"):
         VotingClient([])
+    with pytest.raises(ValueError, match="without addresses"):
+        VotingClient([VotingAuthority(bytes(32), bytes(32), ())])
+
+
+def test_log_lines_name_authorities_by_key_and_addresses_only_at_debug(caplog):
+    async def scenario():
+        async with fake_authorities() as fakes:
+            await fakes[0].stop()
+            epoch = CLOCK.current()
+            client = voting_client(fakes)
+            with pytest.raises(AuthorityUnreachableError):
+                await client.post_descriptor(epoch, seed_for("mix0"), descriptor(epoch))
+            with pytest.raises(DocumentNotFoundError) as caught:
+                await client.get_document(epoch)
+            assert "127.0.0.1" not in str(caught.value)
+            return fakes[0].authority().name
+    caplog.set_level(logging.DEBUG, "katzenpost.pki")
+    name = run(scenario())
+    above_debug = [r.getMessage() for r in caplog.records if r.levelno > logging.DEBUG]
+    assert any(name in m and "unreachable" in m for m in above_debug)
+    assert not any("127.0.0.1" in m for m in above_debug)
+    assert any("127.0.0.1" in r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG)
 
 
 # --- the PKI worker with the voting client ---------------------------------------------------

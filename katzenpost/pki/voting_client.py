@@ -118,6 +118,8 @@ class VotingClient:
                  response_timeout: float = RESPONSE_TIMEOUT, rng: random.Random | None = None) -> None:
         if not authorities:
             raise ValueError("pki: zero authorities specified in the configuration")
+        if not all(a.addresses for a in authorities):
+            raise ValueError("pki: an authority without addresses")
         self.authorities = tuple(authorities)
         self.clock = clock
         self._rng = rng or random.SystemRandom()
@@ -177,7 +179,8 @@ class VotingClient:
                 log.warning("Refused the consensus from authority %s: %s", authority.name, exc)
                 answers.append(f"{authority.name}: refused")
             except AuthorityUnreachableError as exc:
-                answers.append(f"{authority.name}: {exc}")
+                log.debug("Authority %s: %s", authority.name, exc)   # names its address
+                answers.append(f"{authority.name}: unreachable")
         summary = f"pki: no usable consensus for epoch {epoch} ({'; '.join(answers)})"
         if gone >= self.threshold and not not_found and epoch <= self.clock.epoch_at(now)[0]:
             raise DocumentGoneError(summary)
@@ -208,8 +211,9 @@ class VotingClient:
             await self._ask(authority, lambda c: c.post_signed_descriptor(
                 epoch, identity_seed, post.desc.identity_key, post.raw))
         except AuthorityUnreachableError as exc:
-            log.warning("Failed to post the descriptor for epoch %d to authority %s: %s",
-                        epoch, authority.name, exc)
+            log.warning("Failed to post the descriptor for epoch %d to authority %s: unreachable "
+                        "(tried again at the next attempt)", epoch, authority.name)
+            log.debug("Authority %s: %s", authority.name, exc)       # names its address
             return
         except PostConflictError as exc:
             log.warning("Authority %s: %s", authority.name, exc)
