@@ -139,3 +139,20 @@ def test_a_config_listing_its_own_key_exits_255(tmp_path):
     proc = run_authority(path)
     assert proc.returncode == 255
     assert b"Failed to load config file" in proc.stderr and b"own IdentityPublicKey" in proc.stderr
+
+
+def test_the_documented_example_config_parses():
+    import pathlib
+    import re
+    docs = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "authority.md").read_text()
+    section = docs[docs.index("## Voting authorities"):]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    values = {"a2 identity key, base64": B64(A2.identity).decode(),
+              "a2 link key, base64": B64(A2.link_public).decode(),
+              "a3 identity key, base64": B64(A3.identity).decode(),
+              "a3 link key, base64": B64(A3.link_public).decode()}
+    nodes = iter(authority_keys(f"node{i}").identity.hex() for i in range(10))
+    text = re.sub(r"<([^>]+)>", lambda m: values.get(m.group(1)) or next(nodes), example)
+    cfg = ac.parse(text)
+    assert cfg.is_voting and [p.identity_public_key for p in cfg.authorities] == [A2.identity,
+                                                                                 A3.identity]
