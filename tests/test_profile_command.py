@@ -10,31 +10,14 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from katzenpost.server import flamegraph, profiler
-from katzenpost.server.management import ManagementServer
-from katzenpost.server.node_commands import register_node_commands
 from katzenpost.server.profiler import ProfileBusy, Profiler
-from management_support import Client, FakeControl, run
+from management_support import FakeControl
+from test_management_commands import session
 
 SYNTAX = "501 Syntax error in parameters or arguments"
 DISABLED = "554 Transaction failed: profiling is disabled (Debug.EnableProfiling)"
 BUSY = "554 Transaction failed: a profile is already being recorded"
 WAIT = 15.0
-
-
-def session(tmp_path, control, body):
-    async def wrapper():
-        server = ManagementServer(str(tmp_path / "management_sock"), control.identifier)
-        register_node_commands(server, control)
-        await server.start()
-        client = None
-        try:
-            client = await Client.connect(server.path)
-            await body(client)
-        finally:
-            if client is not None:
-                client.close()
-            await server.stop()
-    run(wrapper())
 
 
 def wait_for_file(path, timeout=WAIT):
