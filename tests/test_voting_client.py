@@ -214,19 +214,23 @@ def test_post_reaches_every_authority_with_the_node_identity():
     run(scenario())
 
 
-def test_one_authority_down_then_back_gets_the_same_bytes_and_only_it_is_retried():
+def test_one_authority_down_then_back_gets_the_same_bytes_and_only_it_is_retried(caplog):
     async def scenario():
         async with fake_authorities() as fakes:
             epoch = CLOCK.current()
             client = voting_client(fakes)
             port = fakes[2].port
             await fakes[2].stop()
-            with pytest.raises(AuthorityUnreachableError, match="accepted by 2 of 3"):
-                await client.post_descriptor(epoch, seed_for("mix0"), descriptor(epoch))
+            for _ in range(2):                  # warned about once, then at DEBUG
+                with pytest.raises(AuthorityUnreachableError, match="accepted by 2 of 3"):
+                    await client.post_descriptor(epoch, seed_for("mix0"), descriptor(epoch))
+            warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+            assert len(warnings) == 1 and "unreachable" in warnings[0].getMessage()
             await fakes[2].start(port)
             await client.post_descriptor(epoch, seed_for("mix0"), descriptor(epoch), time.time() + 2)
             assert [len(f.posts) for f in fakes] == [1, 1, 1]
             assert fakes[2].posts[0][1] == fakes[0].posts[0][1]
+    caplog.set_level(logging.DEBUG, "katzenpost.pki")
     run(scenario())
 
 

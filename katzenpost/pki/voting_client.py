@@ -20,7 +20,7 @@ import asyncio
 import base64
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 from katzenpost.pki import cert
@@ -110,6 +110,7 @@ class _EpochPost:
     desc: MixDescriptor
     raw: bytes
     answers: dict[bytes, PKIClientError | None]  # identity -> None (Ok) or the refusal
+    unreached: set[bytes] = field(default_factory=set)  # warned about once, then DEBUG
 
 
 class VotingClient:
@@ -201,7 +202,8 @@ class VotingClient:
         post = self._posts.get(epoch)
         if post is None or post.desc != desc:
             raw = sign_descriptor(identity_seed, desc, self.clock, now)
-            post = _EpochPost(desc, raw, {} if post is None else post.answers)
+            post = (_EpochPost(desc, raw, {}) if post is None
+                    else _EpochPost(desc, raw, post.answers, post.unreached))
             self._posts[epoch] = post
         return post
 
@@ -211,8 +213,10 @@ class VotingClient:
             await self._ask(authority, lambda c: c.post_signed_descriptor(
                 epoch, identity_seed, post.desc.identity_key, post.raw))
         except AuthorityUnreachableError as exc:
-            log.warning("Failed to post the descriptor for epoch %d to authority %s: unreachable "
-                        "(tried again at the next attempt)", epoch, authority.name)
+            level = logging.DEBUG if authority.identity_key in post.unreached else logging.WARNING
+            post.unreached.add(authority.identity_key)
+            log.log(level, "Failed to post the descriptor for epoch %d to authority %s: "
+                    "unreachable (tried again at the next attempt)", epoch, authority.name)
             log.debug("Authority %s: %s", authority.name, exc)       # names its address
             return
         except PostConflictError as exc:
