@@ -186,6 +186,16 @@ class FloodNet:
         assert self.sink_conn.poll(30)
         return self.sink_conn.recv()[1]
 
+    def sink_received(self, expected: int, timeout: float = 10.0) -> int:
+        """Packets at the sink from now on, collected until `expected` arrived or `timeout`
+        passed (on a loaded machine the last ones can take a while)."""
+        received, deadline = 0, time.monotonic() + timeout
+        while True:
+            received += self.sink_count()
+            if received >= expected or time.monotonic() > deadline:
+                return received
+            time.sleep(0.2)
+
     def flood(self, packets: np.ndarray, rate: float, seconds: float):
         """Start a flood source (the `sender` provider) sending `packets` round and round at
         `rate` packets/s for `seconds`; returns its pipe (it answers ("done", sent, seconds))."""
