@@ -122,6 +122,8 @@ def test_kill_9_under_load_loses_no_acknowledged_message(tmp_path, kind):
         stored = retrieve_after_restart(tmp_path, backend)
     finally:
         reap(child, schema)
+    print(f"outcome ({kind}): acknowledged {len(acked)}, stored {len(stored)}, acknowledged and "
+          f"lost {len(acked - set(stored))}")
     assert len(stored) == len(set(stored))           # nothing stored twice
     assert sorted(acked - set(stored)) == []         # acknowledged and lost: none
     assert len(acked) < MESSAGES                      # the kill came mid-stream
