@@ -172,3 +172,35 @@ EpochPeriod = 20
         assert "Traceback" not in result.stderr
         assert leftovers(data_dir) == []
         assert list(data_dir.glob("mixkey-*")) == [] and replay.list_replay_filters(data_dir) == {}
+
+
+def test_a_publication_on_a_full_data_dir_is_retried_and_the_tick_goes_on(tmp_path, caplog):
+    """The PKI worker posts for E+1 at the first tick of E, which needs the key of E+3: on a full
+    DataDir that fails. The post is skipped with a warning and retried at the next tick (as the
+    reference does), the rest of the tick still runs, and once space returns the post goes out."""
+    import asyncio
+
+    from test_pki_worker import FakeClient
+    from katzenpost.pki.worker import NodeSelf, PKIWorker
+
+    clock = EpochClock(20)
+    epoch = clock.current()
+    now = clock.epoch_start(epoch) + 1.0            # early in E: E+1 may still be posted
+    identity, link = keys.IdentityKey.generate(), keys.LinkKey.generate()
+    node = NodeSelf(identifier="mix.example", identity_seed=identity.seed, identity_public=identity.public,
+                    link_public=link.public, addresses={"tcp4": ["127.0.0.1:1"]})
+    with small_tmpfs(tmp_path / "fs", 24) as fs:
+        store = mixkeys.MixKeys(fs, clock, expected_entries=1 << 20)
+        store.start()
+        client = FakeClient()
+        worker = PKIWorker(node, client, store, clock)
+        filler = fill_up(fs)
+        asyncio.run(worker.tick(now))                # must not raise
+        assert [e for e, _ in client.posts] == [epoch]
+        assert "Failed to post descriptor for epoch %d (will retry)" % (epoch + 1) in caplog.text
+        assert "No space left on device" in caplog.text
+        filler.unlink()
+        asyncio.run(worker.tick(now + 1.0))
+        assert [e for e, _ in client.posts] == [epoch, epoch + 1]
+        assert epoch + 3 in store.keys
+        store.close()

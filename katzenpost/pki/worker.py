@@ -287,6 +287,12 @@ class PKIWorker:
         """One post; True when it ended the attempts for `target` (Ok, Conflict, Rejected)."""
         try:
             desc = self.build_descriptor(target)
+        except Exception as exc:
+            # The mix-key store could not make the keys (a full DataDir, say): this post is
+            # skipped and retried on the next tick, and the rest of this tick still runs.
+            log.warning("Failed to post descriptor for epoch %d (will retry): %s", target, exc)
+            return False
+        try:
             await self.client.post_descriptor(target, self.node.identity_seed, desc, now)
         except PostConflictError as exc:
             # Already stored (our earlier post whose reply was lost) or too late: either
@@ -296,8 +302,7 @@ class PKIWorker:
             # The authority refused it (Invalid, Forbidden): the same post would be refused again.
             log.error("Failed to post to PKI: %s", exc)
         except (PKIClientError, ValueError, OSError) as exc:
-            # Transport errors, and OSError from the mix-key store: retried on the next tick,
-            # and the rest of this tick still runs.
+            # Transport errors: retried on the next tick, and the rest of this tick still runs.
             log.warning("Failed to post descriptor for epoch %d (will retry): %s", target, exc)
             return False
         else:
