@@ -248,7 +248,20 @@ async def _flood(host, port, link_private, identity_public, mix_id, packets, rat
         sent += len(rows)
         await asyncio.sleep(0)
     elapsed = time.monotonic() - start
-    await session.close(abort=True)
+    # Every packet counted as sent reaches the mix: let the transport drain, then close with a
+    # FIN (an abort would throw away what is still buffered here, and a reset what the mix has
+    # not read yet).
+    try:
+        async with asyncio.timeout(30):
+            await session.wait_writable()
+            writer = session._writer
+            writer.write_eof()
+            while not writer.transport.is_closing() and writer.transport.get_write_buffer_size():
+                await asyncio.sleep(0.01)
+            await session._reader.read()          # the mix closes after reading everything
+    except (TimeoutError, OSError, WireError):
+        pass
+    await session.close()
     return ("done", sent, elapsed)
 
 
