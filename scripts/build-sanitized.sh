@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Builds the compiled cores (katzenpost/_core) with clang's AddressSanitizer and
-# UndefinedBehaviorSanitizer (plus -fsanitize=fuzzer-no-link coverage hooks) into a separate
-# tree, build/sanitized/src, so the in-place build everyone else uses is never touched. The
-# tree is a copy of the package sources with sanitized extensions beside them; put it first on
-# PYTHONPATH and preload the ASan runtime to run the fuzzers (or any test) against it:
+# UndefinedBehaviorSanitizer, plus -fsanitize=fuzzer-no-link coverage hooks, into a separate
+# tree, build/sanitized/src, so the in-place build everyone else uses is never touched. The tree
+# is a copy of the package sources with the sanitized extensions beside them. It also links
+# build/sanitized/asan_with_fuzzer.so: the ASan (with UBSan) runtime and libFuzzer in one
+# library, to preload into Python, so that atheris's libFuzzer receives both the Python
+# coverage and the C coverage of the cores (a plain ASan runtime preloaded alone would swallow
+# the coverage callbacks). Then:
 #
 #   scripts/build-sanitized.sh
-#   eval "$(scripts/build-sanitized.sh --env)"     # PYTHONPATH, LD_PRELOAD, ASAN/UBSAN_OPTIONS
+#   eval "$(scripts/build-sanitized.sh --env)"   # LD_PRELOAD, KATZENPOST_SANITIZED_TREE, options
 #   .venv/bin/python -m tests.fuzz sphinx_unwrap --seconds 300
 #
 # Needs clang and its runtimes (Debian: clang, libclang-rt-14-dev); installs them with apt-get
@@ -18,20 +21,23 @@ out="$root/build/sanitized"
 src="$out/src"
 
 clang_bin=${CLANG:-clang}
-asan_runtime() { "$clang_bin" -print-file-name=libclang_rt.asan-x86_64.so; }
+runtime_dir() { dirname "$("$clang_bin" -print-file-name=libclang_rt.asan-x86_64.a)"; }
+preload="$out/asan_with_fuzzer.so"
 
 if [ "${1:-}" = "--env" ]; then
   # Only the environment, for eval: nothing is built.
+  # python -m tests.fuzz puts this tree ahead of the checkout (the working directory, which
+  # python -m puts first on sys.path); PYTHONPATH serves programs run from elsewhere.
+  echo "export KATZENPOST_SANITIZED_TREE='$src'"
   echo "export PYTHONPATH='$src'"
-  echo "export LD_PRELOAD='$(asan_runtime)'"
+  echo "export LD_PRELOAD='$preload'"
   # Python's own allocations are not leaks worth reporting; halt on the first UB report.
   echo "export ASAN_OPTIONS='detect_leaks=0:allocator_may_return_null=1:abort_on_error=1'"
   echo "export UBSAN_OPTIONS='halt_on_error=1:abort_on_error=1:print_stacktrace=1'"
-  echo "export KATZENPOST_SANITIZED=1"
   exit 0
 fi
 
-if ! command -v "$clang_bin" >/dev/null || [ ! -e "$(asan_runtime)" ]; then
+if ! command -v "$clang_bin" >/dev/null || [ ! -e "$(runtime_dir)/libclang_rt.fuzzer_no_main-x86_64.a" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq || true
@@ -57,10 +63,21 @@ modules=$(cd "$src/katzenpost/_core" && ls *.pyx | sed 's/\.pyx$//' | paste -sd,
 (
   cd "$src"
   CC="$clang_bin" LDSHARED="$clang_bin -shared" CFLAGS="$flags" \
-  LDFLAGS="-fsanitize=address,undefined -shared-libasan" \
+  LDFLAGS="-fsanitize=address,undefined" \
   KATZENPOST_EXTENSIONS="$modules" \
     "$root/.venv/bin/python" setup.py -q build_ext --inplace -t "$out/tmp" >"$out/build.log" 2>&1 \
     || { tail -n 40 "$out/build.log" >&2; exit 1; }
 )
-echo "sanitized cores in $src/katzenpost/_core ($modules)"
+
+# The preload library: ASan's static runtime (UBSan's handlers are part of it) without its
+# executable-only preinit object, ASan's operator new/delete, and libFuzzer without main.
+rt=$(runtime_dir)
+merge="$out/merge"
+rm -rf "$merge" && mkdir -p "$merge"
+(cd "$merge" && ar x "$rt/libclang_rt.asan-x86_64.a" && rm -f asan_preinit.cpp.o)
+"${clang_bin}++" -shared -o "$preload" "$merge"/*.o \
+  -Wl,--whole-archive "$rt/libclang_rt.asan_cxx-x86_64.a" "$rt/libclang_rt.fuzzer_no_main-x86_64.a" \
+  -Wl,--no-whole-archive -ldl -lpthread -lrt -lm -lstdc++
+rm -rf "$merge"
+echo "sanitized cores in $src/katzenpost/_core ($modules); preload library $preload"
 echo "run with:  eval \"\$(scripts/build-sanitized.sh --env)\""

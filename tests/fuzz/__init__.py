@@ -27,4 +27,6 @@ HARNESSES = {
     "config_authority": "authority TOML configuration (katzenpost.authority.config)",
     "keys_pem": "PEM key files: decode_pem and the DataDir key loaders",
     "replay_file": "replay-filter files: header checks, then opening and using the filter",
+    "voting_vote": "a peer authority's vote / signed consensus: parse, tally, consensus acceptance",
+    "voting_reveal": "a peer authority's signed reveal: open, check against the commit, SRV",
 }

@@ -3,6 +3,7 @@
     python -m tests.fuzz --list
     python -m tests.fuzz NAME [--seconds N] [--runs N] [--seed N] [--work DIR] [-- LIBFUZZER ARGS]
     python -m tests.fuzz NAME --reproduce FILE [FILE ...]
+    python -m tests.fuzz --all --seconds N [NAME ...]   (each in turn; a summary table)
     python -m tests.fuzz --make-seeds [NAME ...]
 """
 import argparse
@@ -23,6 +24,10 @@ def main(argv=None) -> int:
     parser.add_argument("--list", action="store_true", help="list the harnesses")
     parser.add_argument("--make-seeds", action="store_true",
                         help="(re)write tests/fuzz/corpus for the named harnesses (default all)")
+    parser.add_argument("--all", action="store_true",
+                        help="run the named harnesses (default all) one after the other, each in "
+                             "its own process for --seconds, and print a summary table")
+    parser.add_argument("--log-dir", default="build/fuzz/logs", help="fuzzer output of --all")
     parser.add_argument("--reproduce", nargs="+", metavar="FILE",
                         help="run these inputs through NAME without atheris and show tracebacks")
     parser.add_argument("--seconds", type=float, help="stop after this long (-max_total_time)")
@@ -42,6 +47,15 @@ def main(argv=None) -> int:
         for name, count in write_seeds(args.names or None).items():
             print(f"{name}: {count} seeds")
         return 0
+    if args.all:
+        from tests.fuzz import runner
+        if args.seconds is None:
+            parser.error("--all needs --seconds")
+        print("| harness | inputs executed | exec/s | cov | ft | corpus | exit | findings |")
+        print("|---|---|---|---|---|---|---|---|")
+        rows = runner.run_all(args.names or list(HARNESSES), seconds=args.seconds,
+                              seed=args.seed, log_dir=args.log_dir)
+        return 1 if any(row["exit"] or row["findings"] for row in rows) else 0
     if len(args.names) != 1:
         parser.error("name exactly one harness (see --list)")
     from tests.fuzz import runner

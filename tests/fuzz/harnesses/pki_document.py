@@ -36,7 +36,7 @@ def TestOneInput(data: bytes) -> None:
     _round_trip(doc)
 
 
-def _descriptor(name: str, layer: int) -> MixDescriptor:
+def sample_descriptor(name: str, layer: int) -> MixDescriptor:
     seed = derive(f"document node {name}")
     public = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
     desc = MixDescriptor(name=name, identity_key=public, link_key=derive(f"link {name}"),
@@ -52,8 +52,8 @@ def sample_document(**overrides) -> Document:
                   mu_max_delay=90000, lambda_p=0.0001234, lambda_p_max_delay=30000,
                   lambda_l=0.00025, lambda_l_max_delay=46051, lambda_d=0.00025,
                   lambda_d_max_delay=46051, lambda_m=0.00025, lambda_m_max_delay=46051,
-                  topology=[[_descriptor(f"mix{i}", 0)] for i in range(3)],
-                  providers=[_descriptor("provider1", 255)],
+                  topology=[[sample_descriptor(f"mix{i}", 0)] for i in range(3)],
+                  providers=[sample_descriptor("provider1", 255)],
                   shared_random_value=derive("srv"), prior_shared_random=[derive("prior")])
     fields.update(overrides)
     return Document(**fields)
