@@ -12,6 +12,7 @@ STATUS, its log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import re
@@ -105,6 +106,15 @@ class FloodNet:
         wait = ["Connected to sink"] + (["Connected to sender"] if self.slow_sender else [])
         wait_for(lambda: self._alive() and all(w in self.mix.log_text() for w in wait), 90,
                  f"the mix to fetch its document and dial {wait}", interval=0.25)
+
+    @contextlib.contextmanager
+    def running(self):
+        """Started, and every process of it killed on the way out whatever happened."""
+        try:
+            self.start()
+            yield self
+        finally:
+            self.close()
 
     def _alive(self) -> bool:
         self.net.check_alive()

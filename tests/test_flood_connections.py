@@ -28,13 +28,9 @@ FD_SLACK = 8                    # the mix's own sockets that come and go (PKI fe
 @pytest.fixture
 def flood(tmp_path):
     raise_fd_limit(CONNECTIONS + 1024)
-    net = FloodNet(tmp_path, debug=dict(timing_knobs(), HandshakeTimeout=HANDSHAKE_TIMEOUT_MS,
-                                        MaxPendingHandshakes=PENDING))
-    try:
-        net.start()
+    with FloodNet(tmp_path, debug=dict(timing_knobs(), HandshakeTimeout=HANDSHAKE_TIMEOUT_MS,
+                                        MaxPendingHandshakes=PENDING)).running() as net:
         yield net
-    finally:
-        net.close()
 
 
 def test_idle_and_half_open_connections_are_bounded_and_timed_out(flood, record_property):

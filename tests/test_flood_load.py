@@ -33,12 +33,8 @@ EXPECTED = {"ingress_queue_full", "unwrap_delay", "unwrap_failed", "replay", "sc
 
 @pytest.fixture
 def flood(tmp_path):
-    net = FloodNet(tmp_path, workers=1)
-    try:
-        net.start()
+    with FloodNet(tmp_path, workers=1).running() as net:
         yield net
-    finally:
-        net.close()
 
 
 def test_ten_times_capacity_is_shed_within_bounds(flood, record_property):

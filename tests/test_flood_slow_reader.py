@@ -23,12 +23,8 @@ OUTGOING = ("destination_queue_full", "send_slack")
 def flood(tmp_path):
     # Ingress roomy enough that a CPU shared with other tests does not shed this moderate rate:
     # the flood is about the outgoing side.
-    net = FloodNet(tmp_path, slow_sender=True, debug=dict(timing_knobs(), SphinxQueuePackets=4096))
-    try:
-        net.start()
+    with FloodNet(tmp_path, slow_sender=True, debug=dict(timing_knobs(), SphinxQueuePackets=4096)).running() as net:
         yield net
-    finally:
-        net.close()
 
 
 def test_a_next_hop_that_stops_reading_costs_only_its_own_packets(flood, record_property):

@@ -80,7 +80,7 @@ def mode(path) -> int:
 
 def test_key_files_data_dirs_databases_and_sockets_are_private(network):
     root, _, p = network
-    data_dirs = [pathlib.Path(n["data_dir"]) for n in nodes(p)] + [pathlib.Path(p["authority_dir"])]
+    data_dirs = [pathlib.Path(n["data_dir"]) for n in nodes(p) + p["authorities"]]
     data_dirs += [pathlib.Path(u["data_dir"]) for u in p["users"]]
     wrong = []
     for data_dir in data_dirs:
@@ -107,9 +107,10 @@ def test_key_files_data_dirs_databases_and_sockets_are_private(network):
 
 def test_every_process_listens_only_on_its_configured_addresses(network):
     _, _, p = network
-    expected = {"authority": {("127.0.0.1", p["authority_port"])}}
+    expected = {a["name"]: {("127.0.0.1", a["port"])} for a in p["authorities"]}
     for node in nodes(p):
         expected[node["name"]] = {("127.0.0.1", node["port"]), ("127.0.0.1", node["metrics_port"])}
+    assert set(p["pids"]) == set(expected), p["pids"]
     for name, pid in p["pids"].items():
         found = bound_sockets(pid)
         assert found["tcp_listen"] == expected[name], (name, found)

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from provider_support import provider_config
 from security_support import forms
 from katzenpost import config, keys
 from katzenpost.client.message import SURBContext
@@ -74,33 +75,13 @@ def test_client_settings_and_surb_contexts():
     assert_hidden(shown(SURBContext(**values)), SECRET)
 
 
-PROVIDER_TOML = """
-[Server]
-Identifier = "provider.example"
-Addresses = ["127.0.0.1:30001"]
-DataDir = "{data_dir}"
-IsProvider = true
-[PKI.Nonvoting]
-Address = "127.0.0.1:30000"
-PublicKey = "ebVWLo/mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ="
-[Provider]
-[Provider.UserDB]
-Backend = "bolt"
-[Provider.SpoolDB]
-Backend = "{spool}"
-[Provider.SQLDB]
-Backend = "pgx"
-DataSourceName = "postgresql://kp:{password}@db.example/kp"
-"""
-
-
 def test_the_configuration_hides_the_database_password(tmp_path):
-    data_dir = tmp_path / "provider"
-    data_dir.mkdir(mode=0o700)
-    cfg = config.load_text(PROVIDER_TOML.format(data_dir=data_dir, spool="sql", password=PASSWORD))
+    dsn = f"postgresql://kp:{PASSWORD}@db.example/kp"
+    cfg = provider_config(tmp_path, spool="sql", dsn=dsn)
+    assert cfg.provider.sql_db.data_source_name == dsn                 # the control: it is there
     assert PASSWORD not in shown(cfg) and PASSWORD not in shown(cfg.provider)
     with pytest.raises(config.ConfigError) as error:      # a bad neighbour: the error names it only
-        config.load_text(PROVIDER_TOML.format(data_dir=data_dir, spool="nosuch", password=PASSWORD))
+        provider_config(tmp_path, spool="nosuch", dsn=dsn)
     assert "SpoolDB" in str(error.value) and PASSWORD not in str(error.value)
 
 
