@@ -39,10 +39,10 @@ L = geometry.PACKET_LENGTH
 MIB = 1 << 20
 SELF_TEST = re.compile(r"Sphinx self-test: unwraps ~(\d+) packets/s with (\d+) workers")
 IN_FLIGHT = re.compile(r"SphinxQueuePackets: (\d+) packets in flight per worker")
+SLOW_RCVBUF = 16384        # the slow reader's receive buffer (the kernel doubles it)
 # Bounds the flood tests configure on the mix: every queue that holds packets has a stated size,
 # so the memory ceiling follows from the configuration (SchedulerQueueSize is unlimited by default,
 # as in the reference; a flood test states it).
-SLOW_RCVBUF = 16384        # the slow reader's receive buffer (the kernel doubles it)
 FLOOD_DEBUG = {"SchedulerQueueSize": 4096, "OutgoingQueueSize": 64, "HandshakeTimeout": 2000}
 
 
@@ -197,8 +197,8 @@ class FloodNet:
         return self.sink_conn.recv()[1]
 
     def sink_received(self, expected: int, timeout: float = 10.0) -> int:
-        """Packets at the sink from now on, collected until `expected` arrived or `timeout`
-        passed (on a loaded machine the last ones can take a while)."""
+        """Packets at the sink since the last collection, collected until `expected` arrived or
+        `timeout` passed (on a loaded machine the last ones can take a while)."""
         received, deadline = 0, time.monotonic() + timeout
         while True:
             received += self.sink_count()
