@@ -1,11 +1,11 @@
 """Three `katzenpost-authority` processes on 127.0.0.1 voting with a 20-second test epoch: nodes
 post to all three, the three publish one consensus signed by all three, peers' sessions are
 classified (wrong link key, anonymous or node votes get nothing), a restarted authority
-serves the same document, and all exit 0 on SIGTERM. Every wait is bounded."""
+serves the same document, two publish the next one while the third is down, the third fetches
+it when it returns, and all exit 0 on SIGTERM. Every wait is bounded."""
 import asyncio
 import os
 import pathlib
-import signal
 import socket
 import subprocess
 import sys
@@ -16,12 +16,12 @@ import pytest
 from _pki_fixtures import MIXES, PROVIDERS, public_for, seed_for
 from authority_voting_support import (
     authority_keys,
-    free_port,
     post_descriptor,
     round_trip,
     voting_config_text,
 )
 from katzenpost import keys
+from node_support import free_port, stop_process, wait_for
 from katzenpost.pki import cert
 from katzenpost.pki.epochtime import EpochClock
 from katzenpost.pki.keyconv import x25519_private_from_ed25519_seed
@@ -50,27 +50,17 @@ def start(config_path):
                             stderr=subprocess.PIPE)
 
 
-def wait_listening(port, proc, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert proc.poll() is None, proc.stderr.read()
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("authority did not start listening")
-
-
-def stop(proc):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+def listening(port, proc):
+    assert proc.poll() is None, proc.stderr.read()
     try:
-        return proc.wait(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_listening(port, proc):
+    wait_for(lambda: listening(port, proc), 20, "the authority to listen", 0.05)
 
 
 def prepare(tmp_path):
@@ -91,10 +81,10 @@ def prepare(tmp_path):
     return auth, ports, configs
 
 
-async def post_everywhere(auth, ports, epoch):
+async def post_everywhere(auth, ports, epoch, names=NAMES):
     now = CLOCK.unix_now()
     codes = await asyncio.gather(*(post_descriptor(ports[n], auth[n], node, epoch, now)
-                                   for n in NAMES for node in MIXES + PROVIDERS))
+                                   for n in names for node in MIXES + PROVIDERS))
     assert codes == [0] * len(codes)
 
 
@@ -132,7 +122,7 @@ async def fetch(auth, ports, name, epoch):
     return reply
 
 
-def test_three_authority_processes_publish_a_consensus_signed_by_all_three(tmp_path):
+def test_three_authority_processes_publish_signed_consensus_documents(tmp_path):
     auth, ports, configs = prepare(tmp_path)
     procs = {}
     try:
@@ -143,8 +133,7 @@ def test_three_authority_processes_publish_a_consensus_signed_by_all_three(tmp_p
         epoch = room_to_post()
         asyncio.run(post_everywhere(auth, ports, epoch + 1))
         asyncio.run(session_checks(auth, ports))
-        published = CLOCK.epoch_start(epoch) + 7 * PERIOD / 8
-        time.sleep(max(0.0, published - CLOCK.unix_now()) + 1.0)
+        sleep_until(CLOCK.epoch_start(epoch) + 7 * PERIOD / 8 + 1.0)
         verifiers = [auth[n].identity for n in NAMES]
         served = {}
         for name in NAMES:
@@ -156,14 +145,43 @@ def test_three_authority_processes_publish_a_consensus_signed_by_all_three(tmp_p
         assert len({cert.decode(raw).certified for raw in served.values()}) == 1
         assert "Consensus made for epoch %d with 3/3 signatures" % (epoch + 1) in _logs(tmp_path)
 
-        assert stop(procs["a1"]) == 0  # restarted: the persisted document, byte for byte
+        assert stop_process(procs["a1"]) == 0  # restarted: the persisted document, byte for byte
         procs["a1"] = start(configs["a1"])
         wait_listening(ports["a1"], procs["a1"])
         again = asyncio.run(fetch(auth, ports, "a1", epoch + 1))
         assert again.error_code == 0 and again.payload == served["a1"]
+
+        # A minority down: without a3, a1 and a2 publish E+2 with their two signatures.
+        assert stop_process(procs["a3"]) == 0
+        sleep_until(CLOCK.epoch_start(epoch + 1) + 0.1)
+        asyncio.run(post_everywhere(auth, ports, epoch + 2, names=("a1", "a2")))
+        sleep_until(CLOCK.epoch_start(epoch + 1) + 7 * PERIOD / 8 + 1.0)
+        second = {}
+        for name in ("a1", "a2"):
+            reply = asyncio.run(fetch(auth, ports, name, epoch + 2))
+            assert reply.error_code == 0, (name, reply.error_code, _logs(tmp_path))
+            accepted = verify_consensus(reply.payload, verifiers, 2, epoch + 2)
+            assert sorted(accepted.good) == sorted([auth["a1"].identity, auth["a2"].identity])
+            second[name] = cert.decode(reply.payload).certified
+
+        # a3 comes back: at its bootstrap it fetches the current document from its peers.
+        procs["a3"] = start(configs["a3"])
+        wait_listening(ports["a3"], procs["a3"])
+        caught_up = wait_for(lambda: served_document(auth, ports, "a3", epoch + 2), 25,
+                             "a3 to fetch the document of E+2", 0.5)
+        assert cert.decode(caught_up).certified == second["a1"]
     finally:
-        codes = {name: stop(proc) for name, proc in procs.items()}
+        codes = {name: stop_process(proc) for name, proc in procs.items()}
     assert codes == {name: 0 for name in NAMES}, [p.stderr.read() for p in procs.values()]
+
+
+def sleep_until(unix_time):
+    time.sleep(max(0.0, unix_time - CLOCK.unix_now()))
+
+
+def served_document(auth, ports, name, epoch):
+    reply = asyncio.run(fetch(auth, ports, name, epoch))
+    return reply.payload if reply.error_code == 0 else None
 
 
 def _logs(tmp_path):
