@@ -27,6 +27,7 @@ from katzenpost.pki.epochtime import EpochClock
 from katzenpost.voting import consensus, tally, vote
 from katzenpost.voting.errors import ConsensusError, VoteError
 from katzenpost.voting.tally import client_threshold
+from katzenpost.wire import commands
 
 DOCS = load("documents")
 DIGESTS = DOCS["digests"]
@@ -275,3 +276,15 @@ def test_build_consensus_refuses_a_short_srv():
     with pytest.raises(ConsensusError):
         consensus.build_consensus(EPOCH, result, bytes(31), genesis_epoch=EPOCH,
                                   prior_shared_random=[], layers=3)
+
+
+def test_a1_vote_command_and_status_replies():
+    a1 = authorities()[0]
+    command = commands.Vote(epoch=EPOCH, public_key=a1.pk, payload=a1.vote()).to_bytes()
+    assert len(command) == DOCS["vote_command_A1_len"]
+    assert command.hex().startswith(DOCS["vote_command_A1_prefix_hex"])
+    assert commands.VoteStatus(commands.VoteStatusCode.OK).to_bytes().hex() == \
+        DOCS["vote_status_ok_hex"]
+    assert commands.RevealStatus(commands.RevealStatusCode.OK).to_bytes().hex() == DOCS["reveal_status_ok_hex"]
+    decoded = commands.Command.from_bytes(command)
+    assert vote.parse_vote(decoded.payload, decoded.public_key, NOW).epoch == EPOCH

@@ -290,3 +290,28 @@ def test_layout_and_signing_failures_are_reported_not_raised():
     assert len(fewer_layers.srv) == 32 and fewer_layers.tally is not None
     expired = tabulate(a1, votes, reveals, expiration=int(NOW) - 1)
     assert expired.certificate is None and "expired" in expired.error
+
+
+def test_an_expired_vote_still_counts_in_the_srv_but_not_in_the_tally():
+    a1, a2, a3 = authorities()
+    fresh = {a.pk: a.vote() for a in (a1, a2, a3)}
+    stale = dict(fresh)
+    stale[a3.pk] = a3.vote(expiration=int(NOW) + 10)
+    reveals = {a.pk: a.reveal for a in (a1, a2, a3)}
+    later = NOW + 20
+    both = tabulate(a1, fresh, reveals, now=later), tabulate(a1, stale, reveals, now=later)
+    assert both[0].srv == both[1].srv  # the stored vote's commit is read without expiry
+    assert both[1].tally.counted == sorted([a1.pk, a2.pk])
+
+
+def test_a_signature_stored_as_a_vote_cannot_be_opened():
+    # A peer's signed consensus, mistaken for its vote when Vote #1 was lost, has no commit.
+    a1, a2, a3 = authorities()
+    votes, reveals = votes_and_reveals([a1, a2, a3])
+    signature = tabulate(a3, votes, reveals).certificate
+    assert vote.vote_commit(signature) is None
+    mixed = {**votes, a3.pk: signature}
+    result = tally.tally_votes(EPOCH, mixed, reveals, 3, NOW)
+    assert a3.pk in result.skipped and "SharedRandomCommit" in result.skipped[a3.pk]
+    assert tabulate(a1, mixed, reveals).srv == tabulate(
+        a1, {a1.pk: votes[a1.pk], a2.pk: votes[a2.pk]}, reveals).srv
