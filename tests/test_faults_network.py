@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from fault_support import (ClockOffset, drop_total, index_payload, kill_9, log_lines, room_in_epoch,
+from fault_support import (ClockOffset, drop_total, index_payload, kill_9, room_in_epoch,
                            sink_indexes, use_clock_offset, wait_log)
 from node_support import E2E_TIMING_DEBUG, Network, console_script, wait_for
 from katzenpost.wire import connect
@@ -202,12 +202,12 @@ def test_kill_9_of_a_mix_under_load_keeps_its_replay_tags_and_forwarding_resumes
     # 200 ms in the first mix: when it dies some packets are unwrapped (tags set) but not out yet.
     packets = net.build_packets(400, delays=(200, 1, 1), payload_of=index_payload(0))
     stream = Stream(net, packets)
-    stream.wait_sent(150)
+    stream.wait_sent(200)
     assert kill_9(first.proc) == -signal.SIGKILL
     sent = stream.finish()
     time.sleep(1.0)                               # what had left the first mix arrives
     delivered_before = set(sink_indexes(net))
-    assert len(delivered_before) >= 50 and delivered_before <= set(range(sent))
+    assert len(delivered_before) >= 30 and delivered_before <= set(range(sent))
     lost_in_kill = sent - len(delivered_before)   # inside the killed process or its socket
 
     first.start()
