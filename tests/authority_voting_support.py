@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import socket
 from dataclasses import dataclass, field
 
 from _pki_fixtures import MIXES, PROVIDERS, authority_config_text, public_for, seed_for, signed_descriptor, x25519_public
@@ -13,6 +12,7 @@ from katzenpost.authority import config as ac
 from katzenpost.authority.voting.state import VotingState
 from katzenpost.authority.voting.store import VotingStore
 from katzenpost.pki.epochtime import EpochClock
+from node_support import free_port  # noqa: F401 (re-exported for the voting tests)
 
 
 @dataclass(frozen=True)
@@ -47,12 +47,6 @@ def voting_config_text(data_dir, port: int, peers: list[tuple[AuthorityKeys, int
                                  mixes=mixes)
     # Without peers the voting form needs the (empty) list itself, before any table.
     return text + peers_text(peers) if peers else "Authorities = []\n" + text
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class FakeTime:
