@@ -231,7 +231,8 @@ class VotingState(AuthorityState):
             self._fail_round(current, now)
         out = getattr(self, f"_step_{self.phase.value}")(current, elapsed, now)
         self._prune(current)
-        log.info("authority: FSM in state %s until %.3f", self.phase.value, self.wake_at)
+        log.info("authority: FSM in state %s until %.3f (in %.3f s)", self.phase.value,
+                 self.wake_at, self.wake_at - now)
         return out
 
     def _round_alive(self, current: int) -> bool:
