@@ -6,6 +6,7 @@ it when it returns, and all exit 0 on SIGTERM. Every wait is bounded."""
 import asyncio
 import os
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
@@ -153,6 +154,9 @@ def test_three_authority_processes_publish_signed_consensus_documents(tmp_path):
 
         # A minority down: without a3, a1 and a2 publish E+2 with their two signatures.
         assert stop_process(procs["a3"]) == 0
+        a2_log = tmp_path / "a2" / "authority.log"  # meanwhile a2's log is rotated (SIGHUP)
+        a2_log.rename(a2_log.with_suffix(".old"))
+        procs["a2"].send_signal(signal.SIGHUP)
         sleep_until(CLOCK.epoch_start(epoch + 1) + 0.1)
         asyncio.run(post_everywhere(auth, ports, epoch + 2, names=("a1", "a2")))
         sleep_until(CLOCK.epoch_start(epoch + 1) + 7 * PERIOD / 8 + 1.0)
@@ -163,6 +167,7 @@ def test_three_authority_processes_publish_signed_consensus_documents(tmp_path):
             accepted = verify_consensus(reply.payload, verifiers, 2, epoch + 2)
             assert sorted(accepted.good) == sorted([auth["a1"].identity, auth["a2"].identity])
             second[name] = cert.decode(reply.payload).certified
+        assert "Consensus made for epoch %d with 2/3 signatures" % (epoch + 2) in a2_log.read_text()
 
         # a3 comes back: at its bootstrap it fetches the current document from its peers.
         procs["a3"] = start(configs["a3"])
