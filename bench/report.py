@@ -17,6 +17,19 @@ from bench.suite_files import NotARun, load
 # ------------------------------------------------------------------ charts (each returns a title, or
 # None when the run holds no data for it)
 
+def save_figure(plt, fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def finish_axes(ax, xlabel, ylabel, title, fontsize=None):
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=fontsize)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+
 def chart_throughput(plt, extra, path):
     node_rows = (extra.get("node") or {}).get("rows") or []
     pipe_rows = [r for r in (extra.get("pipeline") or {}).get("rows") or [] if "offered_pps" in r]
@@ -35,14 +48,8 @@ def chart_throughput(plt, extra, path):
                 label=f"pipeline on loopback, {case}")
         top = max(top, *(r["offered_pps"] for r in rows))
     ax.plot([0, top], [0, top], ":", color="grey", label="no loss")
-    ax.set_xlabel("offered load (packets/s)")
-    ax.set_ylabel("forwarded (packets/s)")
-    ax.set_title("Throughput against offered load")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    finish_axes(ax, "offered load (packets/s)", "forwarded (packets/s)", "Throughput against offered load")
+    save_figure(plt, fig, path)
     return "Throughput against offered load"
 
 
@@ -57,14 +64,9 @@ def chart_latency_cdf(plt, extra, path):
         ax.plot([v for _, v in quantiles], [q / 100 for q, _ in quantiles], ".-",
                 label=f"{r['mode']}, {r['offered_pps']:,} pkt/s")
     ax.set_xscale("log")
-    ax.set_xlabel("added latency beyond the 1 ms Sphinx delay (ms, log scale)")
-    ax.set_ylabel("fraction of packets")
-    ax.set_title("Added latency per hop (one mix, CDF)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    finish_axes(ax, "added latency beyond the 1 ms Sphinx delay (ms, log scale)", "fraction of packets",
+                "Added latency per hop (one mix, CDF)")
+    save_figure(plt, fig, path)
     return "Added latency per hop (CDF)"
 
 
@@ -77,7 +79,7 @@ def _stacked(ax, labels, stages, title):
     ax.set_xticklabels(labels, rotation=35, ha="right", fontsize=7)
     ax.set_ylabel("CPU µs per packet")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper right", framealpha=0.9)
     ax.grid(alpha=0.3, axis="y")
 
 
@@ -103,9 +105,7 @@ def chart_cpu_by_stage(plt, extra, path):
                          for r in pipe_rows]
         _stacked(axes.pop(0), [f"{r['case']} {r['offered_pps']:,}/s" for r in pipe_rows], stages,
                  "pipeline on loopback (no wire layer), per offered packet")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(plt, fig, path)
     return "CPU per packet by stage"
 
 
@@ -126,27 +126,17 @@ def chart_memory(plt, extra, path):
         ax = axes.pop(0)
         for mode, trace in traces.items():
             ax.plot([t for t, _ in trace], [mb for _, mb in trace], label=f"node, {mode}")
-        ax.set_xlabel("seconds into the run (load steps rising)")
-        ax.set_ylabel("RSS (MB)")
         ax.set_ylim(bottom=0)
-        ax.set_title("Node memory over a run", fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        finish_axes(ax, "seconds into the run (load steps rising)", "RSS (MB)", "Node memory over a run", 9)
     if wheel:
         ax = axes.pop(0)
         ax.plot([r["packets"] for r in wheel], [r["rss_growth_bytes"] / 2**20 for r in wheel], "o-",
                 label="RSS growth")
         ax.plot([r["packets"] for r in wheel], [r["wheel_nbytes"] / 2**20 for r in wheel], "x--",
                 label="wheel.nbytes")
-        ax.set_xlabel("packets held in the timer wheel")
-        ax.set_ylabel("MiB")
-        ax.set_title(f"Memory per queued packet ({extra['wheel_memory'].get('rss_bytes_per_queued_packet')} B)",
-                     fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        finish_axes(ax, "packets held in the timer wheel", "MiB", "Memory per queued packet "
+                    f"({extra['wheel_memory'].get('rss_bytes_per_queued_packet')} B of RSS)", 9)
+    save_figure(plt, fig, path)
     return "Memory over a run and per queued packet"
 
 
@@ -165,9 +155,7 @@ def chart_ratios(plt, results, path):
     ax.set_xlabel("ratio (log scale; green/red: meets/misses its target)")
     ax.set_title("Hot path against its baseline, same run")
     ax.grid(alpha=0.3, axis="x", which="both")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(plt, fig, path)
     return "Ratios"
 
 
