@@ -89,16 +89,22 @@ class ResponseParser:
             self.body = data
 
 
+def _chunk_size(line: bytes) -> int:
+    """The chunk-size field (hex digits only, before any extension): int() alone would also take
+    a sign, which made a negative size move the parser backwards forever (found by fuzzing)."""
+    field = line.split(b";")[0].strip(b" \t")
+    if not field or len(field) > 16 or field.strip(b"0123456789abcdefABCDEF"):
+        raise HTTPError("bad chunk size")
+    return int(field, 16)
+
+
 def _dechunk(data: bytes, eof: bool) -> bytes | None:
     out, pos = bytearray(), 0
     while True:
         line_end = data.find(b"\r\n", pos)
         if line_end < 0:
             break
-        try:
-            size = int(data[pos:line_end].split(b";")[0], 16)
-        except ValueError:
-            raise HTTPError("bad chunk size") from None
+        size = _chunk_size(data[pos:line_end])
         if size == 0:
             return bytes(out)
         start, end = line_end + 2, line_end + 2 + size
