@@ -34,3 +34,22 @@ def counter_stream(label: str):
         return derive(f"{label}:{counter[0]}", n)
 
     return read
+# Certificates the harnesses sign expire long after NOW.
+EXPIRATION = int(NOW) + 10 ** 6
+
+
+def ed25519_public(seed: bytes) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    return Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
+
+
+def certificate_input(data: bytes, seed: bytes):
+    """The certificate a two-mode harness checks: input byte 0 = 0x00, the rest is the raw
+    certificate; otherwise the rest is a payload, signed here with `seed` so the fuzzer works
+    behind a good signature. None for an empty payload (a certificate cannot carry one)."""
+    from katzenpost.pki import cert
+    if data[:1] == b"\x00":
+        return data[1:]
+    if len(data) < 2:
+        return None
+    return cert.sign(seed, data[1:], EXPIRATION, now=NOW)

@@ -3,14 +3,11 @@
 Documented outcome: a `Certificate` / the certified bytes, or `CertificateError` (its subclasses
 included) from `parse`, `verify`, `verify_threshold`, `get_signatures` and `get_certified`. A
 decoded certificate re-encodes to bytes that decode to the same certificate."""
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from katzenpost.pki import cert
-from tests.fuzz.material import AUTHORITY_SEED, NODE_SEED, NOW
+from tests.fuzz.material import AUTHORITY_SEED, NODE_SEED, NOW, ed25519_public
 
 MAX_LEN = 4096
-_KEYS = [Ed25519PrivateKey.from_private_bytes(s).public_key().public_bytes_raw()
-         for s in (AUTHORITY_SEED, NODE_SEED)]
+_KEYS = [ed25519_public(AUTHORITY_SEED), ed25519_public(NODE_SEED)]
 
 
 def _call(fn, *args):

@@ -5,16 +5,13 @@ it names, as a document's descriptors are read); a fuzzed JSON payload signed by
 so the fuzzer reaches the JSON decoder and `check_well_formed` behind a good signature (as the
 authority reads an upload). Documented outcome: a `MixDescriptor` or `DescriptorError`; a parsed
 descriptor encodes to JSON that decodes to the same descriptor."""
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from katzenpost.pki import cert
 from katzenpost.pki.descriptor import (DescriptorError, MixDescriptor, get_verifier_from_descriptor,
                                        verify_and_parse_descriptor)
-from tests.fuzz.material import EPOCH, NODE_SEED, NOW, derive
+from tests.fuzz.material import EPOCH, EXPIRATION, NODE_SEED, NOW, derive, ed25519_public
 
 MAX_LEN = 4096
-NODE_PUBLIC = Ed25519PrivateKey.from_private_bytes(NODE_SEED).public_key().public_bytes_raw()
-EXPIRATION = int(NOW) + 10 ** 6
+NODE_PUBLIC = ed25519_public(NODE_SEED)
 
 
 def _round_trip(desc: MixDescriptor) -> None:

@@ -4,17 +4,15 @@ Modes: raw bytes into `verify_and_parse_document`; a fuzzed JSON payload signed 
 authority's key (the fuzzer reaches the document decoder, the shared-random checks and the
 embedded, separately signed descriptors). Documented outcome: a `Document` or `DocumentError`; a
 parsed document encodes to JSON that parses to the same document."""
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from katzenpost.pki import cert
 from katzenpost.pki.descriptor import MixDescriptor
 from katzenpost.pki.document import (Document, DocumentError, parse_document_payload,
                                      verify_and_parse_document)
-from tests.fuzz.material import AUTHORITY_SEED, EPOCH, NOW, derive
+from tests.fuzz.material import (AUTHORITY_SEED, EPOCH, EXPIRATION, NOW, certificate_input,
+                                 derive, ed25519_public)
 
 MAX_LEN = 16384
-AUTHORITY_PUBLIC = Ed25519PrivateKey.from_private_bytes(AUTHORITY_SEED).public_key().public_bytes_raw()
-EXPIRATION = int(NOW) + 10 ** 6
+AUTHORITY_PUBLIC = ed25519_public(AUTHORITY_SEED)
 
 
 def _round_trip(doc: Document) -> None:
@@ -23,11 +21,8 @@ def _round_trip(doc: Document) -> None:
 
 
 def TestOneInput(data: bytes) -> None:
-    if data[:1] == b"\x00":
-        raw = data[1:]
-    elif len(data) > 1:
-        raw = cert.sign(AUTHORITY_SEED, data[1:], EXPIRATION, now=NOW)
-    else:
+    raw = certificate_input(data, AUTHORITY_SEED)
+    if raw is None:
         return
     try:
         doc = verify_and_parse_document(raw, AUTHORITY_PUBLIC, NOW)
@@ -38,7 +33,7 @@ def TestOneInput(data: bytes) -> None:
 
 def sample_descriptor(name: str, layer: int) -> MixDescriptor:
     seed = derive(f"document node {name}")
-    public = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
+    public = ed25519_public(seed)
     desc = MixDescriptor(name=name, identity_key=public, link_key=derive(f"link {name}"),
                          mix_keys={EPOCH + i: derive(f"mix {name} {i}") for i in range(3)},
                          addresses={"tcp4": ["127.0.0.1:30000"]}, layer=layer,

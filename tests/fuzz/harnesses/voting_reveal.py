@@ -6,17 +6,14 @@ checked against the commit of the peer's vote (fixed) and, with the harness's ow
 combined into a shared random value. Documented outcome: (epoch, reveal) or `RevealError`; a
 reveal that `check_reveal` accepts is 40 bytes and is counted by `valid_reveals`; the shared
 random value is 32 bytes."""
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from katzenpost.pki import cert
 from katzenpost.voting import srv
 from katzenpost.voting.errors import RevealError
-from tests.fuzz.material import AUTHORITY_SEED, EPOCH, NODE_SEED, NOW, derive
+from tests.fuzz.material import (AUTHORITY_SEED, EPOCH, EXPIRATION, NODE_SEED, NOW,
+                                 certificate_input, derive, ed25519_public)
 
 MAX_LEN = 1024
-PEER_PUBLIC = Ed25519PrivateKey.from_private_bytes(AUTHORITY_SEED).public_key().public_bytes_raw()
-OWN_PUBLIC = Ed25519PrivateKey.from_private_bytes(NODE_SEED).public_key().public_bytes_raw()
-EXPIRATION = int(NOW) + 10 ** 6
+PEER_PUBLIC = ed25519_public(AUTHORITY_SEED)
+OWN_PUBLIC = ed25519_public(NODE_SEED)
 PEER_COMMIT, PEER_REVEAL = srv.commit_and_reveal(EPOCH, derive("peer random"))
 OWN_COMMIT, OWN_REVEAL = srv.commit_and_reveal(EPOCH, derive("own random"))
 
@@ -40,10 +37,9 @@ def _check(raw: bytes) -> None:
 
 
 def TestOneInput(data: bytes) -> None:
-    if data[:1] == b"\x00":
-        _check(data[1:])
-    elif len(data) > 1:
-        _check(cert.sign(AUTHORITY_SEED, data[1:], EXPIRATION, now=NOW))
+    raw = certificate_input(data, AUTHORITY_SEED)
+    if raw is not None:
+        _check(raw)
 
 
 def seeds():

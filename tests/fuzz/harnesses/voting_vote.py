@@ -6,17 +6,15 @@ the document rules and, for a vote that passes them, the tally and the consensus
 Documented outcome: a `Document` / `TallyResult` / `AcceptedConsensus`, or a `VotingError`
 subclass (`VoteError`, `TallyError`, `ConsensusError`, `SharedRandomError`); `vote_commit`
 returns bytes or None and never raises."""
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from katzenpost.pki import cert
 from katzenpost.voting import consensus, srv, tally, vote
 from katzenpost.voting.errors import VotingError
 from tests.fuzz.harnesses.pki_document import sample_descriptor, sample_document
-from tests.fuzz.material import AUTHORITY_SEED, EPOCH, NOW, derive
+from tests.fuzz.material import (AUTHORITY_SEED, EPOCH, EXPIRATION, NOW, certificate_input,
+                                 derive, ed25519_public)
 
 MAX_LEN = 16384
-PEER_PUBLIC = Ed25519PrivateKey.from_private_bytes(AUTHORITY_SEED).public_key().public_bytes_raw()
-EXPIRATION = int(NOW) + 10 ** 6
+PEER_PUBLIC = ed25519_public(AUTHORITY_SEED)
 COMMIT, REVEAL = srv.commit_and_reveal(EPOCH, derive("voting random"))
 
 
@@ -40,10 +38,9 @@ def _check(raw: bytes) -> None:
 
 
 def TestOneInput(data: bytes) -> None:
-    if data[:1] == b"\x00":
-        _check(data[1:])
-    elif len(data) > 1:
-        _check(cert.sign(AUTHORITY_SEED, data[1:], EXPIRATION, now=NOW))
+    raw = certificate_input(data, AUTHORITY_SEED)
+    if raw is not None:
+        _check(raw)
 
 
 def seeds():
