@@ -92,8 +92,11 @@ async def _send_paced(session, packets, rate):
         if due > sent:
             if not session.is_writable():
                 await session.wait_writable()      # back-pressure: the generator falls behind
-            session.write_packets(packets[sent:due])
+            # Stamped before the write: a packet cannot reach the sink before its stamp, so
+            # the added latency is never under-stated (stamped after, a preempted generator
+            # made some look shorter than the delay itself).
             sent_at[sent:due] = time.monotonic_ns()
+            session.write_packets(packets[sent:due])
             sent = due
         await asyncio.sleep(TICK)
     await session.wait_writable()
