@@ -136,3 +136,26 @@ def test_close_releases_the_descriptor():
             timer.close()
         assert set(os.listdir("/proc/self/fd")) - before == set()
     run(body, "asyncio")
+
+
+def test_a_dense_pass_spaces_the_next_firing_by_the_dense_interval(loop_kind, timer_kind):
+    async def body():
+        loop = asyncio.get_running_loop()
+        fired = []
+        timer = DeadlineTimer(loop, lambda: fired.append(now_us()), min_interval_us=0,
+                              dense_interval_us=200_000)
+        try:
+            timer.arm(now_us())
+            await wait_fired(fired, 1)
+            timer.note_pass(scheduler.DENSE_PASS_PACKETS)        # many packets were due
+            timer.arm(now_us())
+            await wait_fired(fired, 2)
+            assert fired[1] - fired[0] >= 200_000
+            timer.note_pass(1)                                   # sparse again: no spacing
+            before = now_us()
+            timer.arm(before)
+            await wait_fired(fired, 3)
+            assert before <= fired[2] < fired[1] + 200_000              # not spaced any more
+        finally:
+            timer.close()
+    run(body, loop_kind)

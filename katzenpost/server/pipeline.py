@@ -679,6 +679,7 @@ class Pipeline:
         self._wheel_soon = None
         stage = self._stage
         total, more_due = stage.pop_due()
+        self._wheel_timer.note_pass(total)
         if total:
             now = time.monotonic_ns()
             self.counters.dispatch_delay.observe_deadlines(now, stage.out_deadline[:total], US)
