@@ -36,8 +36,21 @@ def timer_kind(request, monkeypatch):
     return request.param
 
 
-def make_timer(loop, fired, min_interval_us=0):
-    return DeadlineTimer(loop, lambda: fired.append(now_us()), min_interval_us=min_interval_us)
+def make_timer(loop, fired, min_interval_us=0, **options):
+    return DeadlineTimer(loop, lambda: fired.append(now_us()), min_interval_us=min_interval_us, **options)
+
+
+def with_timer(loop_kind, scenario, **options):
+    """Run `await scenario(timer, fired)` on a fresh loop with a timer that records its
+    firings (now_us() each) in `fired`; the timer is closed whatever happens."""
+    async def body():
+        fired = []
+        timer = make_timer(asyncio.get_running_loop(), fired, **options)
+        try:
+            await scenario(timer, fired)
+        finally:
+            timer.close()
+    run(body, loop_kind)
 
 
 async def wait_fired(fired, count, timeout=5.0):
@@ -49,49 +62,34 @@ async def wait_fired(fired, count, timeout=5.0):
 
 
 def test_fires_once_never_before_its_deadline(loop_kind, timer_kind):
-    async def body():
-        loop = asyncio.get_running_loop()
-        fired = []
-        timer = make_timer(loop, fired)
+    async def scenario(timer, fired):
         assert timer.precise == (timer_kind == "timerfd")
-        try:
-            for delay_us in (300, 1_700, 0, -50):
-                deadline = now_us() + delay_us
-                timer.arm(deadline)
-                await wait_fired(fired, 1)
-                assert deadline <= fired[0] < deadline + LATE_BOUND_US
-                await asyncio.sleep(0.01)
-                assert len(fired) == 1 and timer.when_us is None       # once per arm
-                fired.clear()
-        finally:
-            timer.close()
-    run(body, loop_kind)
+        for delay_us in (300, 1_700, 0, -50):
+            deadline = now_us() + delay_us
+            timer.arm(deadline)
+            await wait_fired(fired, 1)
+            assert deadline <= fired[0] < deadline + LATE_BOUND_US
+            await asyncio.sleep(0.01)
+            assert len(fired) == 1 and timer.when_us is None       # once per arm
+            fired.clear()
+    with_timer(loop_kind, scenario)
 
 
 def test_an_earlier_deadline_replaces_a_later_one_but_not_the_reverse(loop_kind, timer_kind):
-    async def body():
-        loop = asyncio.get_running_loop()
-        fired = []
-        timer = make_timer(loop, fired)
-        try:
-            far = now_us() + 10_000_000
-            timer.arm(far)
-            near = now_us() + 2_000
-            timer.arm(near)
-            timer.arm(far)                       # later than the armed one: ignored
-            assert timer.when_us == near
-            await wait_fired(fired, 1)
-            assert near <= fired[0] < far
-        finally:
-            timer.close()
-    run(body, loop_kind)
+    async def scenario(timer, fired):
+        far = now_us() + 10_000_000
+        timer.arm(far)
+        near = now_us() + 2_000
+        timer.arm(near)
+        timer.arm(far)                           # later than the armed one: ignored
+        assert timer.when_us == near
+        await wait_fired(fired, 1)
+        assert near <= fired[0] < far
+    with_timer(loop_kind, scenario)
 
 
 def test_disarm_and_close_stop_it(loop_kind, timer_kind):
-    async def body():
-        loop = asyncio.get_running_loop()
-        fired = []
-        timer = make_timer(loop, fired)
+    async def scenario(timer, fired):
         timer.arm(now_us() + 1_000)
         timer.disarm()
         await asyncio.sleep(0.02)
@@ -102,23 +100,17 @@ def test_disarm_and_close_stop_it(loop_kind, timer_kind):
         timer.close()
         await asyncio.sleep(0.02)
         assert len(fired) == 1
-    run(body, loop_kind)
+    with_timer(loop_kind, scenario)
 
 
 def test_firings_are_spaced_by_the_minimum_interval(loop_kind, timer_kind):
-    async def body():
-        loop = asyncio.get_running_loop()
-        fired = []
-        timer = make_timer(loop, fired, min_interval_us=20_000)
-        try:
-            timer.arm(now_us())
-            await wait_fired(fired, 1)
-            timer.arm(now_us())                  # due at once, but 20 ms after the last firing
-            await wait_fired(fired, 2)
-            assert fired[1] - fired[0] >= 20_000
-        finally:
-            timer.close()
-    run(body, loop_kind)
+    async def scenario(timer, fired):
+        timer.arm(now_us())
+        await wait_fired(fired, 1)
+        timer.arm(now_us())                      # due at once, but 20 ms after the last firing
+        await wait_fired(fired, 2)
+        assert fired[1] - fired[0] >= 20_000
+    with_timer(loop_kind, scenario, min_interval_us=20_000)
 
 
 def test_close_releases_the_descriptor():
@@ -139,23 +131,16 @@ def test_close_releases_the_descriptor():
 
 
 def test_a_dense_pass_spaces_the_next_firing_by_the_dense_interval(loop_kind, timer_kind):
-    async def body():
-        loop = asyncio.get_running_loop()
-        fired = []
-        timer = DeadlineTimer(loop, lambda: fired.append(now_us()), min_interval_us=0,
-                              dense_interval_us=200_000)
-        try:
-            timer.arm(now_us())
-            await wait_fired(fired, 1)
-            timer.note_pass(scheduler.DENSE_PASS_PACKETS)        # many packets were due
-            timer.arm(now_us())
-            await wait_fired(fired, 2)
-            assert fired[1] - fired[0] >= 200_000
-            timer.note_pass(1)                                   # sparse again: no spacing
-            before = now_us()
-            timer.arm(before)
-            await wait_fired(fired, 3)
-            assert before <= fired[2] < fired[1] + 200_000              # not spaced any more
-        finally:
-            timer.close()
-    run(body, loop_kind)
+    async def scenario(timer, fired):
+        timer.arm(now_us())
+        await wait_fired(fired, 1)
+        timer.note_pass(scheduler.DENSE_PASS_PACKETS)            # many packets were due
+        timer.arm(now_us())
+        await wait_fired(fired, 2)
+        assert fired[1] - fired[0] >= 200_000
+        timer.note_pass(1)                                       # sparse again: no spacing
+        before = now_us()
+        timer.arm(before)
+        await wait_fired(fired, 3)
+        assert before <= fired[2] < fired[1] + 200_000
+    with_timer(loop_kind, scenario, dense_interval_us=200_000)
