@@ -2,6 +2,8 @@
 through every harness in-process (no atheris needed here). A finding's entry names the harness,
 the input bytes and what was wrong; docs/fuzzing.md lists the findings and their fixes."""
 import signal
+import subprocess
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -82,3 +84,34 @@ def test_every_harness_has_seeds_and_documents_itself():
         module = harness_module(name)
         assert "Documented outcome" in " ".join((module.__doc__ or "").split()), name
         assert callable(module.TestOneInput) and module.MAX_LEN > 0
+
+
+# Imports every harness and replays its seeds, in a fresh interpreter (an import-time change
+# would be hidden in this process by an earlier import), then prints the loggers whose level,
+# handlers or propagation differ from a logger nobody configured.
+_LOGGING_PROBE = """
+import logging
+from tests.fuzz import HARNESSES
+from tests.fuzz.runner import SEEDS, harness_module
+def state():
+    loggers = logging.Logger.manager.loggerDict.values()
+    return {l.name: (l.level, l.propagate, len(l.handlers)) for l in loggers
+            if isinstance(l, logging.Logger)}
+before = state()
+for name in HARNESSES:
+    module = harness_module(name)
+    for path in sorted((SEEDS / name).iterdir()):
+        module.TestOneInput(path.read_bytes())
+changed = {n: s for n, s in state().items() if s != before.get(n, (logging.NOTSET, True, 0))}
+print(sorted(changed.items()))
+"""
+
+
+def test_harnesses_leave_logging_as_found():
+    """A harness that silences or diverts a logger does it for one input only: these tests share
+    the pytest process with log-content tests (a silenced katzenpost.wire made the peer-address
+    privacy test fail when it ran after the seed replay)."""
+    proc = subprocess.run([sys.executable, "-c", _LOGGING_PROBE], cwd=CORPUS.parents[2],
+                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "[]", "loggers left changed: " + proc.stdout

@@ -18,6 +18,7 @@ from katzenpost.provider.userdb.sqlite import SQLiteUserDB
 from katzenpost.provider.usernames import UsernamePolicy
 from katzenpost.server.management import ManagementServer
 from katzenpost.server.node_commands import register_node_commands
+from tests.fuzz.logs import scoped_logger
 from tests.fuzz.material import derive
 
 MAX_LEN = 8192  # above the 4096-byte line limit
@@ -39,10 +40,6 @@ class _Errors(logging.Handler):
 
 
 _ERRORS = _Errors()
-for _name in ("katzenpost.server.management", "katzenpost.provider.mgmt"):
-    _logger = logging.getLogger(_name)
-    _logger.addHandler(_ERRORS)
-    _logger.propagate = False
 
 
 class _Storage:
@@ -139,7 +136,10 @@ async def _session(data: bytes) -> bytes:
 
 def TestOneInput(data: bytes) -> None:
     del _ERRORS.records[:]
-    sent = _LOOP.run_until_complete(_session(data))
+    # the handlers' errors are collected (not printed) for this input only
+    with scoped_logger("katzenpost.server.management", handler=_ERRORS, propagate=False), \
+            scoped_logger("katzenpost.provider.mgmt", handler=_ERRORS, propagate=False):
+        sent = _LOOP.run_until_complete(_session(data))
     assert not _ERRORS.records, f"logged: {_ERRORS.records[0].getMessage()}"
     lines = sent.split(b"\r\n")
     assert lines[-1] == b"", "reply not terminated by CRLF"
