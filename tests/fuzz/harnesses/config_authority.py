@@ -1,7 +1,10 @@
-"""The authority's TOML configuration (`katzenpost.authority.config.parse`).
+"""The authority's TOML configuration (`katzenpost.authority.config.parse`), the non-voting form
+and the voting form (`[[Authorities]]`, the peer authorities).
 
 Documented outcome: an `AuthorityConfig` or `AuthorityConfigError` (its message lists the
 problems). The file is read as UTF-8 text, so the harness skips inputs that are not."""
+import base64
+
 from katzenpost.authority import config as authority_config
 from tests.fuzz.material import derive
 
@@ -31,4 +34,15 @@ def seeds():
         text += f'[[Mixes]]\nIdentityKey = "{key}"\n'
     for i, key in enumerate(keys[3:]):
         text += f'[[Providers]]\nIdentifier = "provider{i}"\nIdentityKey = "{key}"\n'
-    return {"authority": text.encode(), "minimal": b'[Authority]\nIdentifier = "a"\n'}
+    # The voting form: the other authorities, identity keys in hex or base64, link keys base64.
+    peers = "".join(f'[[Authorities]]\nIdentityPublicKey = "{ident}"\n'
+                    f'LinkPublicKey = "{_b64(derive(f"authority peer link {i}"))}"\n'
+                    f'Addresses = ["127.0.0.1:{30010 + i}", "[::1]:{30010 + i}"]\n'
+                    for i, ident in enumerate((derive("authority peer 0").hex(),
+                                               _b64(derive("authority peer 1")))))
+    return {"authority": text.encode(), "minimal": b'[Authority]\nIdentifier = "a"\n',
+            "voting": (text + peers).encode(), "voting-alone": ("Authorities = []\n" + text).encode()}
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()

@@ -2,9 +2,10 @@
 link keys reading the fuzz input as their file; `decode_key_string` (keys in configs and
 commands) on the same bytes as text.
 
-Documented outcome: `decode_pem` returns (type, body, rest) or raises ValueError, and a block it
-finds encodes back to one it decodes the same; the loaders return a key or raise `KeyFileError`;
-`decode_key_string` returns bytes or raises ValueError."""
+Documented outcome: `decode_pem` returns (type, body, rest) or raises its own ValueError ("no PEM
+block found"; any other ValueError is a finding), and a block it finds encodes back to one it
+decodes the same; the loaders return a key or raise `KeyFileError`; `decode_key_string` returns
+bytes or raises its own ValueError ("neither hex nor base64")."""
 import atexit
 import os
 import shutil
@@ -21,7 +22,8 @@ atexit.register(shutil.rmtree, _DIR, True)
 def _pem(data: bytes) -> None:
     try:
         block_type, body, rest = keys.decode_pem(data)
-    except ValueError:
+    except ValueError as exc:  # ValueError is broad: only the parser's own refusal is expected
+        assert str(exc) == "no PEM block found", repr(exc)
         return
     assert isinstance(block_type, str) and isinstance(body, bytes) and isinstance(rest, bytes)
     if "\n" not in block_type and "\r" not in block_type:
@@ -47,8 +49,8 @@ def TestOneInput(data: bytes) -> None:
     _load(data, keys.LINK_PRIVATE_FILE, keys.load_link_key)
     try:
         keys.decode_key_string(data.decode("latin-1"))
-    except ValueError:
-        pass
+    except ValueError as exc:
+        assert str(exc) == "neither hex nor base64", repr(exc)
 
 
 def seeds():
