@@ -134,11 +134,14 @@ def _sphinx_backend_definitions():
 
 def _wheel_definitions():
     out = []
-    for scenario in ("40k_full_packets", "40k_32B", "1M_64B"):
+    for scenario in ("40k_full_packets", "40k_full_packets_us", "40k_32B", "1M_64B"):
         out += [Definition(f"wheel.vs_heapq.{scenario}", "wheel", f"timer wheel vs heapq ({scenario})",
                            lambda d, s=scenario: d.speedup(f"heapq_{s}", f"wheel_{s}_copy")),
                 Definition(f"wheel.ns_per_packet.{scenario}", "wheel", f"timer wheel insert+expiry ({scenario})",
                            lambda d, s=scenario: _nano(d, f"wheel_{s}_copy"), "ns", False, 333.0)]
+    out.append(Definition("wheel.us_vs_ms_ticks.40k_full_packets", "wheel",
+                          "timer wheel: microsecond vs millisecond deadlines (40k_full_packets)",
+                          lambda d: d.speedup("wheel_40k_full_packets_copy", "wheel_40k_full_packets_us_copy")))
     return out
 
 

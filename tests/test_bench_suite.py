@@ -88,12 +88,16 @@ def test_quick_subset_runs_saves_reports_and_compares(tmp_path):
     run = bench("--quick", "--debug-single-value", "--quiet", "aez", "wheel", "replay", "-o", results)
     assert run.returncode == 0, run.stdout + run.stderr
     for line in ("AEZ AES-NI vs portable", "timer wheel vs heapq (40k_full_packets)",
+                 "timer wheel vs heapq (40k_full_packets_us)",       # the node's microsecond deadlines
+                 "timer wheel: microsecond vs millisecond deadlines",
                  "replay filter vs Python set (fresh tags)", "RSS per queued packet"):
         assert line in run.stdout
     suite = pyperf.BenchmarkSuite.load(str(results))
     names = set(suite.get_benchmark_names())
     assert {"python_empty_call", "aez_portable_2064", "aez_reference_2064", "wheel_40k_full_packets_copy",
-            "heapq_40k_full_packets", "replay_mmap_1M_1e-6", "replay_set_baseline_200k"} <= names
+            "heapq_40k_full_packets", "wheel_40k_full_packets_us_copy", "heapq_40k_full_packets_us",
+            "replay_mmap_1M_1e-6", "replay_set_baseline_200k"} <= names
+    assert "floor_40k_full_packets_us" not in names          # the floor has no deadlines: run once
     assert not names & {"unwrap_2524_public_api", "classify_batch64_core"}      # groups not asked for
     metadata = suite.get_metadata()
     assert metadata["bench_mode"] == "quick" and metadata["x25519_backend"]
