@@ -12,6 +12,8 @@ from katzenpost.authority import config as ac
 from katzenpost.authority.voting.state import VotingState
 from katzenpost.authority.voting.store import VotingStore
 from katzenpost.pki.epochtime import EpochClock
+from katzenpost.voting import srv
+from katzenpost.voting.vote import build_vote, sign_vote
 from node_support import free_port  # noqa: F401 (re-exported for the voting tests)
 
 
@@ -47,6 +49,19 @@ def voting_config_text(data_dir, port: int, peers: list[tuple[AuthorityKeys, int
                                  mixes=mixes)
     # Without peers the voting form needs the (empty) list itself, before any table.
     return text + peers_text(peers) if peers else "Authorities = []\n" + text
+
+
+def signed_vote(keys_of: AuthorityKeys, epoch: int, parameters, now: float, period: int, *,
+                random: bytes = b"\x01" * 32, descriptors_at: float | None = None):
+    """(`keys_of`'s signed vote for `epoch` carrying every test node's descriptor, its reveal);
+    the descriptors are signed at `descriptors_at` (default `now`)."""
+    at = now if descriptors_at is None else descriptors_at
+    commit, reveal = srv.commit_and_reveal(epoch, random)
+    descs = [signed_descriptor(n, epoch, at, provider=n.startswith("provider"))
+             for n in MIXES + PROVIDERS]
+    vote = build_vote(epoch, descs, parameters, commit, genesis_epoch=epoch,
+                      prior_shared_random=None, layers=3)
+    return sign_vote(keys_of.seed, vote, now, period), reveal
 
 
 class FakeTime:

@@ -4,12 +4,10 @@ import os
 
 import pytest
 
-from _pki_fixtures import MIXES, PROVIDERS, signed_descriptor
-from authority_voting_support import authority_keys, make_network
+from authority_voting_support import authority_keys, make_network, signed_vote
 from katzenpost.pki import cert
 from katzenpost.pki.epochtime import EPOCH_ZERO
 from katzenpost.voting import srv
-from katzenpost.voting.vote import build_vote, sign_vote
 from katzenpost.wire.commands import RevealStatusCode as R
 from katzenpost.wire.commands import VoteStatusCode as V
 
@@ -23,17 +21,9 @@ def net(tmp_path):
     return make_network(tmp_path, start=NOW)
 
 
-def descriptors(epoch):
-    return [signed_descriptor(n, epoch, NOW, provider=n.startswith("provider"))
-            for n in MIXES + PROVIDERS]
-
-
 def make_vote(net, signer="a2", epoch=X + 1, doc_epoch=None, now=NOW, random=b"\x01" * 32):
-    doc_epoch = doc_epoch or epoch
-    commit, reveal = srv.commit_and_reveal(doc_epoch, random)
-    vote = build_vote(doc_epoch, descriptors(doc_epoch), net.states["a1"].cfg.parameters, commit,
-                      genesis_epoch=doc_epoch, prior_shared_random=None, layers=3)
-    return sign_vote(net.keys[signer].seed, vote, now, P), reveal
+    return signed_vote(net.keys[signer], doc_epoch or epoch, net.states["a1"].cfg.parameters, now,
+                       P, random=random, descriptors_at=NOW)
 
 
 def vote(net, payload, sender="a2", epoch=X + 1, session=None):

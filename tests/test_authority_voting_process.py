@@ -19,8 +19,10 @@ from authority_voting_support import (
     authority_keys,
     post_descriptor,
     round_trip,
+    signed_vote,
     voting_config_text,
 )
+from katzenpost.authority import config as authority_config
 from katzenpost import keys
 from node_support import free_port, stop_process, wait_for
 from katzenpost.pki import cert
@@ -98,12 +100,24 @@ def room_to_post():
     return epoch
 
 
-async def session_checks(auth, ports):
-    """On a1: what each class of peer may send, and what it gets back."""
+async def session_checks(auth, ports, epoch, parameters):
+    """On a1, voting on `epoch` + 1: what each class of peer may send, and what it gets back."""
     a1, a2, port = auth["a1"], auth["a2"], ports["a1"]
     old_vote = Vote(epoch=1, public_key=a2.identity, payload=b"x")
     reply = await round_trip(port, a1, old_vote, link_private=a2.link_private, ad=a2.identity)
     assert isinstance(reply, VoteStatus) and reply.error_code == VoteStatusCode.TOO_EARLY
+    # Bad input from a configured peer, each refused with its code (and counted, see the log):
+    # a2's genuine vote of the epoch before replayed in this round, a malformed vote, and a
+    # vote under a3's key on a2's session.
+    replayed, _ = signed_vote(a2, epoch, parameters, CLOCK.unix_now(), PERIOD)
+    for command, code in [(Vote(epoch=epoch + 1, public_key=a2.identity, payload=replayed),
+                           VoteStatusCode.NOT_SIGNED),
+                          (Vote(epoch=epoch + 1, public_key=a2.identity, payload=os.urandom(300)),
+                           VoteStatusCode.NOT_SIGNED),
+                          (Vote(epoch=epoch + 1, public_key=auth["a3"].identity, payload=replayed),
+                           VoteStatusCode.NOT_AUTHORIZED)]:
+        reply = await round_trip(port, a1, command, link_private=a2.link_private, ad=a2.identity)
+        assert isinstance(reply, VoteStatus) and reply.error_code == code, (command, reply)
     reveal = Reveal(epoch=1, public_key=a2.identity, payload=os.urandom(64))
     reply = await round_trip(port, a1, reveal, link_private=a2.link_private, ad=a2.identity)
     assert isinstance(reply, RevealStatus) and reply.error_code == 10
@@ -133,7 +147,8 @@ def test_three_authority_processes_publish_signed_consensus_documents(tmp_path):
             wait_listening(ports[name], procs[name])
         epoch = room_to_post()
         asyncio.run(post_everywhere(auth, ports, epoch + 1))
-        asyncio.run(session_checks(auth, ports))
+        parameters = authority_config.load(str(configs["a1"])).parameters
+        asyncio.run(session_checks(auth, ports, epoch, parameters))
         sleep_until(CLOCK.epoch_start(epoch) + 7 * PERIOD / 8 + 1.0)
         verifiers = [auth[n].identity for n in NAMES]
         served = {}
@@ -145,6 +160,12 @@ def test_three_authority_processes_publish_signed_consensus_documents(tmp_path):
             served[name] = reply.payload
         assert len({cert.decode(raw).certified for raw in served.values()}) == 1
         assert "Consensus made for epoch %d with 3/3 signatures" % (epoch + 1) in _logs(tmp_path)
+        a1_log = (tmp_path / "a1" / "authority.log").read_text()
+        for counter in ("vote_too_early", "vote_not_signed", "vote_not_authorized",
+                        "reveal_not_authorized"):
+            assert f"{counter} refused so far: " in a1_log, counter
+        summary = [line for line in a1_log.splitlines() if "Refused votes and reveals so far" in line]
+        assert summary and "vote_not_signed=2" in summary[-1], summary
 
         assert stop_process(procs["a1"]) == 0  # restarted: the persisted document, byte for byte
         procs["a1"] = start(configs["a1"])
