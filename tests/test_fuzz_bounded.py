@@ -7,6 +7,7 @@ the fuzzer's output. The long runs are `python -m tests.fuzz NAME --seconds N` (
 The harnesses run two at a time (the CI machine has two cores), started when the first of these
 tests asks for its result.
 """
+import os
 import re
 import subprocess
 import sys
@@ -99,3 +100,18 @@ def test_fuzz_harness_bounded(pool, name):
     # Coverage-guided execution really ran: beyond the seeds, with instrumented Python edges.
     assert runs > len(list((ROOT / "tests" / "fuzz" / "corpus" / name).iterdir()))
     assert coverage > 0
+
+
+def test_libfuzzer_jobs_start_the_harness_as_children(tmp_path):
+    """`python -m tests.fuzz NAME -- -jobs=N` (docs/fuzzing.md): libFuzzer starts each job as the
+    shell command argv[0] ARGS, which must run the same harness (runner.child_command)."""
+    pytest.importorskip("atheris")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "tests.fuzz", "wire_commands", "--runs", "300", "--seed",
+           str(LIBFUZZER_SEED), "--work", str(tmp_path / "corpus"), "--artifacts",
+           str(tmp_path / "artifacts"), "--", "-jobs=1"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=WALL_LIMIT, stdin=subprocess.DEVNULL)   # job logs: cwd/fuzz-N.log
+    log = tmp_path / "fuzz-0.log"
+    assert proc.returncode == 0 and log.exists(), proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert _DONE.search(log.read_text()), log.read_text()[-2000:]

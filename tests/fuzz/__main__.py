@@ -37,6 +37,8 @@ def main(argv=None) -> int:
     parser.add_argument("--artifacts", help="where crash inputs go (default build/fuzz/NAME/)")
     parser.add_argument("--no-instrument", action="store_true",
                         help="no Python coverage instrumentation (C coverage only, if sanitized)")
+    # How libFuzzer starts its children (-jobs, -workers, -fork): runner.child_command.
+    parser.add_argument("--libfuzzer-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.list:
         for name, text in HARNESSES.items():
@@ -59,6 +61,9 @@ def main(argv=None) -> int:
     if len(args.names) != 1:
         parser.error("name exactly one harness (see --list)")
     from tests.fuzz import runner
+    if args.libfuzzer_child:
+        runner.run_child(args.names[0], extra, instrument=not args.no_instrument)
+        return 0
     if args.reproduce:
         return runner.reproduce(args.names[0], args.reproduce)
     runner.run(args.names[0], seconds=args.seconds, runs=args.runs, seed=args.seed,

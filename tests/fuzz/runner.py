@@ -7,6 +7,7 @@ read, never written.
 import importlib
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -29,10 +30,17 @@ def harness_module(name: str):
     return importlib.import_module(f"tests.fuzz.harnesses.{name}")
 
 
+def child_command(name: str) -> str:
+    """libFuzzer's argv[0]: with -jobs, -workers or -fork it starts each child as the shell
+    command `argv[0] ARGS...`, so it must be a command that runs this harness with exactly those
+    libFuzzer arguments."""
+    return shlex.join([sys.executable, "-m", "tests.fuzz", name, "--libfuzzer-child", "--"])
+
+
 def libfuzzer_args(name, module, *, seconds, runs, seed, work, artifacts, extra):
     work.mkdir(parents=True, exist_ok=True)
     artifacts.mkdir(parents=True, exist_ok=True)
-    args = [f"tests.fuzz:{name}", f"-max_len={module.MAX_LEN}", f"-timeout={INPUT_TIMEOUT_S}",
+    args = [child_command(name), f"-max_len={module.MAX_LEN}", f"-timeout={INPUT_TIMEOUT_S}",
             "-rss_limit_mb=2048", f"-artifact_prefix={artifacts}{os.sep}", "-print_final_stats=1"]
     if seconds is not None:
         args.append(f"-max_total_time={int(seconds)}")
@@ -66,9 +74,8 @@ def _check_sanitized(tree):
     print(f"fuzz: sanitized cores from {tree}", file=sys.stderr, flush=True)
 
 
-def run(name, *, seconds=None, runs=None, seed=None, work=None, artifacts=None, extra=(),
-        instrument=True):
-    """Fuzz `name` in this process (atheris takes over; returns only through sys.exit)."""
+def _load(name, instrument):
+    """The harness module, instrumented, katzenpost taken from the sanitized tree if one is set."""
     import atheris
 
     tree = use_sanitized_tree()
@@ -80,6 +87,24 @@ def run(name, *, seconds=None, runs=None, seed=None, work=None, artifacts=None, 
     if tree:
         import katzenpost._core.sphinx  # noqa: F401 - loaded to check where it comes from
         _check_sanitized(tree)
+    return module
+
+
+def run_child(name, libfuzzer_argv, *, instrument=True):
+    """A child libFuzzer started (-jobs, -workers, -fork): its arguments are used as given."""
+    import atheris
+
+    module = _load(name, instrument)
+    atheris.Setup([child_command(name)] + list(libfuzzer_argv), module.TestOneInput)
+    atheris.Fuzz()
+
+
+def run(name, *, seconds=None, runs=None, seed=None, work=None, artifacts=None, extra=(),
+        instrument=True):
+    """Fuzz `name` in this process (atheris takes over; returns only through sys.exit)."""
+    import atheris
+
+    module = _load(name, instrument)
     work = Path(work) if work else WORK / name / "corpus"
     artifacts = Path(artifacts) if artifacts else WORK / name
     args = libfuzzer_args(name, module, seconds=seconds, runs=runs, seed=seed, work=work,
