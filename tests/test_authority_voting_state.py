@@ -203,3 +203,30 @@ def test_a_descriptor_after_the_vote_is_accepted_but_enters_no_document(tmp_path
     net.run_until(at(X, 7 * P / 8 + 1))
     doc = net.states["a1"].documents[X + 1]
     assert [d.name for d in doc.providers] == ["provider1"]
+
+
+def test_a_resumed_round_still_fetches_the_documents_a_bootstrap_would(tmp_path):
+    """a1 misses round X+1, bootstraps in X+1 (the fetched document is kept in memory only),
+    votes for X+2 and restarts: resuming its round it fetches the document of X+1 again, so it
+    serves it and chains the shared random value from it (its signature combines)."""
+    net = make_network(tmp_path, start=at(X, 10))
+    net.down.add("a1")
+    net.post_all(X + 1, to=["a2", "a3"])
+    net.run_until(at(X + 1, 5))
+    net.down.clear()
+    a1 = net.states["a1"]
+    a1.wake_at = net.time.now
+    net.deliver("a1", a1.step(net.time.now))
+    assert X + 1 in a1.documents and a1.store.document(X + 1) is None
+    net.post_all(X + 2)
+    net.run_until(at(X + 1, P / 2 + 1))
+    a1.store.close()
+    restarted = open_state(tmp_path, "a1", net.keys,
+                           {n: 20000 + i for i, n in enumerate(net.keys)}, net.clock, P)
+    restarted.restore(net.time.now)
+    net.states["a1"] = restarted
+    assert restarted.phase is Phase.ACCEPT_VOTE and X + 1 not in restarted.documents
+    net.run_until(at(X + 1, 7 * P / 8 + 1))
+    assert restarted.document_for_epoch(X + 1, net.time.now)[0] == ConsensusStatus.OK
+    docs = {s.documents[X + 2].raw for s in net.states.values()}
+    assert len(docs) == 1 and len(signers(docs.pop())) == 3

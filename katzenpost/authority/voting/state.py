@@ -63,6 +63,7 @@ class VotingState(AuthorityState):
         self.combined: set[int] = set()  # epochs whose combining step has run
         self.refused: Counter[str] = Counter()  # refused votes/reveals by reason (logged)
         self.prior_srv: list[bytes] | None = None  # null in a vote until a chain is known
+        self._restart_fetches: list[int] = []  # a resumed round's bootstrap fetches, still due
 
     # --- thresholds (simple majority over the list lengths) --------------------------------
 
@@ -90,6 +91,11 @@ class VotingState(AuthorityState):
         self.wake_at = now
         if not self._resume_round(current + 1, now):
             self.phase = Phase.BOOTSTRAP
+            return
+        # A resumed round skips the bootstrap step, whose fetches it still needs: a document
+        # fetched before the restart was held in memory only, and without the previous one
+        # this authority would chain another shared random value than its peers.
+        self._restart_fetches = [e for e in (current - 1, current) if e not in self.documents]
 
     def _restore_document(self, epoch: int, now: float) -> None:
         """Threshold-verified against all peers plus self (a failure skips only this epoch,
@@ -229,7 +235,9 @@ class VotingState(AuthorityState):
             log.warning("The round for epoch %d was missed (now epoch %d): bootstrapping",
                         self.voting_epoch, current)
             self._fail_round(current, now)
-        out = getattr(self, f"_step_{self.phase.value}")(current, elapsed, now)
+        out = [Outgoing("fetch", e) for e in self._restart_fetches if e not in self.documents]
+        self._restart_fetches = []
+        out += getattr(self, f"_step_{self.phase.value}")(current, elapsed, now)
         self._prune(current)
         log.info("authority: FSM in state %s until %.3f (in %.3f s)", self.phase.value,
                  self.wake_at, self.wake_at - now)
