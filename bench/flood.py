@@ -1,7 +1,7 @@
 """Long floods against ONE real `katzenpost -f` mix on 127.0.0.1 (the CI runs short versions:
 tests/test_flood_*.py; docs/reliability.md, "Floods").
 
-    python3 bench/flood.py [--kind load,connections,slow] [--seconds 60] [--factor 10]
+    .venv/bin/python bench/flood.py [--kind load,connections,slow] [--seconds 60] [--factor 10]
         [--connections 10000] [--waves 5] [--workers 1] [--period 120] [--json out.json] [--keep]
 
 - load: a previous-layer peer offers `--factor` x the mix's self-test capacity for `--seconds`
