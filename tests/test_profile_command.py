@@ -185,3 +185,15 @@ def test_collapsed_lines_and_svg():
     # Frames narrower than the minimum are not drawn: the size is bounded whatever the input.
     many = {("t", f"f{i}"): 1 for i in range(100_000)}
     assert len(flamegraph.render_svg(many, "many")) < 2_000_000
+
+
+def test_the_files_of_the_worst_recording_stay_within_the_documented_size():
+    """MAX_STACKS distinct stacks, each MAX_DEPTH distinct frames of MAX_LABEL characters and the
+    '[deeper]' marker: the bound docs/operations.md gives (12 MiB .folded, 24 MiB .svg)."""
+    stacks = {(f"thread-{i % 8}", "[deeper]",
+               *(f"f{i:05d}_{j:02d}".ljust(profiler.MAX_LABEL, "x") for j in range(profiler.MAX_DEPTH))): 6
+              for i in range(profiler.MAX_STACKS)}
+    folded = "".join(line + "\n" for line in flamegraph.collapsed_lines(stacks))
+    svg = flamegraph.render_svg(stacks, "worst")
+    assert len(folded.encode()) < 12 * 2**20 and len(svg.encode()) < 24 * 2**20
+    assert folded.count("\n") == profiler.MAX_STACKS

@@ -4,6 +4,7 @@ recording runs, a second PROFILE meanwhile is refused, and the files (0600, in t
 the I/O thread and the crypto workers. The config side: the key's default and its validation."""
 import os
 import stat
+import time
 
 import pytest
 
@@ -63,3 +64,22 @@ def test_enable_profiling_defaults_off_and_must_be_a_boolean():
     with pytest.raises(config.ConfigError) as caught:
         config.load_text(MIX + '[Debug]\nEnableProfiling = "yes"\n')
     assert caught.value.problems == ["config: Debug.EnableProfiling must be a boolean, got string"]
+
+
+def test_a_halt_ends_a_running_recording_and_still_writes_it(net):
+    """Last of the module (it stops the mix): SIGTERM during a 60-s PROFILE halts the node at
+    once, and the halt writes what the sampler has (complete files, 0600)."""
+    mix = net.layers()[0]
+    # (the recording an earlier test left running ends within a few seconds)
+    reply = wait_for(lambda: next((r for r in mix.management("PROFILE 60")[1:] if r.startswith("250 ")), None),
+                     15, "PROFILE accepted")
+    path = reply[4:]
+    time.sleep(0.5)                                         # some samples to write
+    started = time.monotonic()
+    assert mix.stop() == 0
+    assert time.monotonic() - started < 20                  # not the recording's 60 s
+    svg = path[:-len(".folded")] + ".svg"
+    for name in (path, svg):
+        assert stat.S_IMODE(os.stat(name).st_mode) == 0o600
+    assert "MainThread" in {line.split(";", 1)[0] for line in open(path, encoding="utf-8")}
+    assert not [n for n in os.listdir(mix.data_dir) if n.endswith(".tmp")]

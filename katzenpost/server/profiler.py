@@ -14,8 +14,8 @@ wherever the node runs. What it cannot see: native frames. Time spent in C with 
 native frames use py-spy from outside (bench/profile_node.py, docs/operations.md).
 
 Safety in production: one recording at a time, at most MAX_SECONDS, at most MAX_STACKS distinct
-stacks of at most MAX_DEPTH frames (files of a few MiB at worst, usually tens of KiB), the last
-MAX_KEPT recordings kept. A sample holds the GIL for tens of microseconds (a few threads, tens of
+stacks of at most MAX_DEPTH frames (usually tens of KiB; at worst under 12 MiB .folded and 24 MiB .svg,
+tested), the last MAX_KEPT recordings kept. A sample holds the GIL for tens of microseconds (a few threads, tens of
 frames each); at 200 samples a second that is well under 1 % of one core (the sampler's own CPU
 time is measured and logged with each recording). Files appear complete or not at all (written
 under a temporary name, then renamed), the .svg first.
