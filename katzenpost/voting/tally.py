@@ -15,9 +15,9 @@ from katzenpost.pki.descriptor import (
     get_verifier_from_descriptor,
     verify_and_parse_descriptor,
 )
-from katzenpost.voting.errors import RevealError, TallyError, VoteError
-from katzenpost.voting.srv import check_reveal
-from katzenpost.voting.vote import VotingParameters, parse_vote
+from katzenpost.voting.errors import TallyError, VoteError
+from katzenpost.voting.srv import valid_reveals
+from katzenpost.voting.vote import VotingParameters, parse_vote, vote_commit
 
 
 def authority_threshold(n_authorities: int) -> int:
@@ -51,21 +51,17 @@ class TallyResult:
 
 def _counted_votes(epoch: int, votes: Mapping[bytes, bytes], reveals: Mapping[bytes, bytes],
                    now: float | None, skipped: dict[bytes, str]) -> dict:
+    """The votes that count, in the reference's order of checks: the author's reveal must open
+    the vote's commit (`srv.valid_reveals`), then the vote must still verify and decode."""
+    opened, unopened = valid_reveals({pk: vote_commit(raw) for pk, raw in votes.items()},
+                                     reveals)
+    skipped.update(unopened)
     counted = {}
-    for pk in sorted(votes):
+    for pk in sorted(opened):
         try:
             doc = parse_vote(votes[pk], pk, now)
         except VoteError as exc:
             skipped[pk] = f"failed to decode: {exc}"
-            continue
-        reveal = reveals.get(pk)
-        if reveal is None:
-            skipped[pk] = "failed to reveal"
-            continue
-        try:
-            check_reveal(reveal, doc.shared_random_commit)
-        except RevealError as exc:
-            skipped[pk] = str(exc)
             continue
         if doc.epoch != epoch:
             skipped[pk] = f"vote is for epoch {doc.epoch}"
