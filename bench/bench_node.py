@@ -83,6 +83,14 @@ def thread_cpu_seconds(pid):
     return stages
 
 
+def mix_env(loop, root=ROOT):
+    """The mix's environment: its event loop, and this checkout's code first on its path, not
+    the editable install's (which may be another checkout: measuring a worktree of an older
+    commit for `python -m bench compare` must run that commit's mix)."""
+    pythonpath = os.pathsep.join(filter(None, (str(root), os.environ.get("PYTHONPATH"))))
+    return dict(os.environ, KATZENPOST_EVENT_LOOP=loop, PYTHONPATH=pythonpath)
+
+
 class Bench:
     def __init__(self, args, mode):
         self.args = args
@@ -108,8 +116,7 @@ class Bench:
                                            self.mix.identity.public)
         self.sink_conn = sink_conn
         assert sink_conn.recv() == ("listening",)
-        env = dict(os.environ, KATZENPOST_EVENT_LOOP=self.args.loop)
-        self.net.start(mix_env=env, mix_prefix=("taskset", "-c", "0") if self.pinned else ())
+        self.net.start(mix_env=mix_env(self.args.loop), mix_prefix=("taskset", "-c", "0") if self.pinned else ())
         wait_for(lambda: self._check_mix() and "Connected to sink" in self.mix.log_text(), 90,
                  "the mix to fetch its document and dial the sink", interval=0.25)
         self.gen, self.gen_conn = self._spawn(node_tools.generator_main, tools_core, "127.0.0.1",

@@ -204,3 +204,18 @@ def test_compare_flags_a_ratio_that_got_worse(tmp_path, capsys):
     assert "REGRESSION" in line and "-33.3%" in line
     assert compare.main([str(a), str(b), "--fail-on-regression"]) == 1
     assert compare.main([str(a), str(a), "--fail-on-regression"]) == 0
+
+
+def test_the_node_benchmarks_mix_runs_the_checkouts_code(tmp_path):
+    """The mix of bench_node (and so of the `node` group) imports the checkout the suite runs
+    from, not the editable install: a worktree of an older commit is measured as itself."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import bench_node
+    checkout = tmp_path / "checkout"
+    (checkout / "katzenpost").mkdir(parents=True)
+    (checkout / "katzenpost" / "__init__.py").write_text("")
+    env = bench_node.mix_env("uvloop", root=checkout)
+    assert env["KATZENPOST_EVENT_LOOP"] == "uvloop"
+    where = subprocess.run([sys.executable, "-c", "import katzenpost; print(katzenpost.__file__)"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert where.stdout.strip() == str(checkout / "katzenpost" / "__init__.py"), where.stderr
