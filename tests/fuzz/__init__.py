@@ -23,6 +23,7 @@ HARNESSES = {
     "pki_document": "PKI documents: raw certificates and signed JSON payloads with embedded descriptors",
     "cbor_plugin": "CBOR plugin HTTP responses (http11 parser) and their CBOR bodies",
     "management": "management-socket sessions: node and provider user commands",
+    "registration_http": "the provider's HTTP user registration endpoint: one connection's bytes",
     "config_node": "node TOML configuration (katzenpost.config)",
     "config_authority": "authority TOML configuration (katzenpost.authority.config)",
     "keys_pem": "PEM key files: decode_pem and the DataDir key loaders",

@@ -26,3 +26,14 @@ def scoped_logger(name: str, *, level=None, handler=None, propagate=None):
         logger.propagate = saved[1]
         if logger.level != saved[0]:
             logger.setLevel(saved[0])
+
+
+class ErrorRecords(logging.Handler):
+    """Collects ERROR records: a connection handler that crashed is logged that way."""
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)

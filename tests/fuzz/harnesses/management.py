@@ -7,19 +7,19 @@ normally; every reply is one `<3-digit code> <text>` line; no handler fails with
 exception (the server would log it at ERROR and answer 554)."""
 import asyncio
 import atexit
-import logging
 import os
 import re
 import shutil
 import tempfile
 
 from katzenpost.provider.user_commands import UserCommands
-from katzenpost.provider.userdb.sqlite import SQLiteUserDB
 from katzenpost.provider.usernames import UsernamePolicy
 from katzenpost.server.management import ManagementServer
 from katzenpost.server.node_commands import register_node_commands
-from tests.fuzz.logs import scoped_logger
+from tests.fuzz.logs import ErrorRecords, scoped_logger
 from tests.fuzz.material import derive
+from tests.fuzz.streams import RecordingWriter
+from tests.fuzz.userdb import fresh_storage
 
 MAX_LEN = 8192  # above the 4096-byte line limit
 _REPLY = re.compile(r"[0-9]{3}( [^\r\n]*)?")
@@ -28,32 +28,7 @@ _DIR = tempfile.mkdtemp(prefix="kp-fuzz-mgmt-", dir="/dev/shm" if os.path.isdir(
 atexit.register(shutil.rmtree, _DIR, True)
 
 
-class _Errors(logging.Handler):
-    """Collects ERROR records: a handler that crashed is logged that way."""
-
-    def __init__(self):
-        super().__init__(logging.ERROR)
-        self.records = []
-
-    def emit(self, record):
-        self.records.append(record)
-
-
-_ERRORS = _Errors()
-
-
-class _Storage:
-    """provider.storage.Storage as UserCommands uses it: the blocking calls run inline."""
-
-    def __init__(self, path):
-        self.userdb = SQLiteUserDB(path)
-        self.spool = self
-
-    def remove(self, user):  # the spool's remove: nothing is spooled here
-        pass
-
-    async def run(self, fn, *args):
-        return fn(*args)
+_ERRORS = ErrorRecords()
 
 
 class _Control:
@@ -76,32 +51,6 @@ class _Control:
         return {"identifier": self.identifier, "epoch": 1, "queues": {"ingress": 0}}
 
 
-class _Transport:
-    def set_write_buffer_limits(self, high=None, low=None):
-        pass
-
-    def abort(self):
-        pass
-
-
-class _Writer:
-    def __init__(self):
-        self.transport = _Transport()
-        self.sent = bytearray()
-
-    def write(self, data):
-        self.sent += data
-
-    async def drain(self):
-        pass
-
-    def close(self):
-        pass
-
-    async def wait_closed(self):
-        pass
-
-
 async def _start():
     server = ManagementServer(os.path.join(_DIR, "management.sock"), _Control.identifier,
                               idle_timeout=5.0, handler_timeout=5.0)
@@ -110,28 +59,19 @@ async def _start():
 
 
 _SERVER = _LOOP.run_until_complete(_start())
-_COUNTER = [0]
 
 
 async def _session(data: bytes) -> bytes:
-    _COUNTER[0] += 1
-    path = os.path.join(_DIR, f"users-{_COUNTER[0]}.db")
-    storage = _Storage(path)
-    try:
+    with fresh_storage() as storage:
         commands = UserCommands(storage, UsernamePolicy())
         _SERVER._handlers.clear()
         register_node_commands(_SERVER, _Control(commands))
         reader = asyncio.StreamReader(limit=_SERVER._max_line + 2)
         reader.feed_data(data)
         reader.feed_eof()
-        writer = _Writer()
+        writer = RecordingWriter()
         await asyncio.wait_for(_SERVER._on_connection(reader, writer), 10)
         return bytes(writer.sent)
-    finally:
-        storage.userdb.close()
-        for suffix in ("", "-wal", "-shm"):
-            if os.path.exists(path + suffix):
-                os.unlink(path + suffix)
 
 
 def TestOneInput(data: bytes) -> None:
