@@ -26,6 +26,7 @@ from katzenpost.pki.epochtime import EpochClock
 from katzenpost.pki.voting_client import verify_consensus
 from katzenpost.testnet import layout
 from katzenpost.testnet import network
+from node_support import stop_process
 from voting_node_support import fake_authorities, signed_consensus
 
 PERIOD = 20                      # vote at 10 s, reveal 12.5, sign 15, publish 17.5
@@ -204,8 +205,7 @@ def test_a_node_refuses_a_document_with_one_signature_of_three(tmp_path):
                 await asyncio.sleep(0.5)
                 assert all(fake.gets for fake in fakes) and all(fake.posts for fake in fakes)
             finally:
-                proc.terminate()
-                proc.wait(20)
+                stop_process(proc)  # SIGTERM, then SIGKILL after 20 s: never left running
             return epoch
 
     epoch = run(scenario(), 60)
