@@ -118,6 +118,7 @@ def load_flood(flood: FloodNet, seconds: float, *, factor: float = 10, valid: in
     ceiling_mb, parts = memory_ceiling_mb(flood, baseline_mb, workers)
     packets = np.concatenate([flood.build(valid), garbage(invalid)])
     before = flood.mix.status()
+    distinct_before = len(flood.sink_alphas)
     source = flood.flood(packets, factor * capacity, seconds)
     rss, status_times, handshakes = [], [], []
     while not source.poll(SAMPLE):
@@ -138,7 +139,8 @@ def load_flood(flood: FloodNet, seconds: float, *, factor: float = 10, valid: in
     delay = stored_delay(flood, epoch + 1, due_unix)
     return dict(capacity_pps=capacity, offered_target_pps=round(factor * capacity), sent=sent,
                 offered_pps=round(sent / elapsed), valid_distinct=valid, forwarded=forwarded,
-                sink_received=flood.sink_received(forwarded), drops=drops_since(before, after),
+                sink_received=flood.sink_received(forwarded),
+                sink_distinct=len(flood.sink_alphas) - distinct_before, drops=drops_since(before, after),
                 rss_baseline_mb=round(baseline_mb, 1), rss_max_mb=round(max(rss), 1),
                 rss_ceiling_mb=round(ceiling_mb, 1), ceiling_parts=parts,
                 status_samples=len(status_times), status_max_s=round(max(status_times), 4),

@@ -82,6 +82,9 @@ class FloodNet:
         self.slow_sender = slow_sender
         self._procs: list = []
         self.sink_conn = self.slow_conn = None
+        # The alpha (group element after the mix) of every packet the sink received: a packet
+        # that got out twice (a replay the filter missed) shows as a repeated alpha.
+        self.sink_alphas: set[bytes] = set()
 
     # --- processes -------------------------------------------------------------------------
 
@@ -194,7 +197,10 @@ class FloodNet:
         path = self.root / "received.npz"
         self.sink_conn.send(("collect", str(path)))
         assert self.sink_conn.poll(30)
-        return self.sink_conn.recv()[1]
+        count = self.sink_conn.recv()[1]
+        with np.load(path) as received:
+            self.sink_alphas.update(row.tobytes() for row in received["alphas"])
+        return count
 
     def sink_received(self, expected: int, timeout: float = 10.0) -> int:
         """Packets at the sink since the last collection, collected until `expected` arrived or
