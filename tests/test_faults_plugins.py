@@ -52,7 +52,9 @@ def respond(path, body):
 
     outcomes, slowest, refresh, restarts, params, halt = run(scenario())
     assert outcomes["failed"] > 0 and sum(outcomes.values()) > 20    # every request ended
-    assert slowest < 2.0 and refresh < 2.0 and halt < 5.0
+    # Below the 5-s request timeout: a request that waited for it would show; a margin of
+    # seconds keeps a busy machine's stalls from failing the test.
+    assert slowest < 4.5 and refresh < 4.5 and halt < 5.0
     assert 1 <= restarts <= 5            # backed off: 0.1+0.2+0.4+0.8 s of waits in ~2 s
     assert params in ({}, {"k": "v"})                                 # the last known ones
 
@@ -83,7 +85,7 @@ def respond(path, body):
 """))
 
     async def scenario():
-        service = CBORPluginService("e", "+e", endless, {}, 1, request_timeout=3.0)
+        service = CBORPluginService("e", "+e", endless, {}, 1, request_timeout=10.0)
         await service.start()
         try:
             began = time.monotonic()
@@ -95,4 +97,4 @@ def respond(path, body):
             await service.halt()
 
     cut, answer = run(scenario())
-    assert cut < 3.0 and answer == b"fine"
+    assert cut < 10.0 and answer == b"fine"       # cut by its size, not by the timeout
