@@ -16,7 +16,6 @@ from katzenpost import config as config_module
 from katzenpost import keys, log
 
 EXIT_OK = 0
-EXIT_NODE_FAILED = 1
 EXIT_CHECK_FAILED = 1
 EXIT_LOAD_FAILED = 255  # as the reference: config load or construction failure
 PROCESS_UMASK = 0o077
@@ -182,15 +181,9 @@ def sphinx_x25519_backend() -> tuple[str | None, str]:
 
 def hand_over_to_node(node_config, identity_key: keys.IdentityKey, link_key: keys.LinkKey,
                       early_signal=None) -> int:
-    """Startup steps 6 and later (docs/interfaces.md): `katzenpost.server.node.run(...)` -> exit code."""
-    try:
-        node = importlib.import_module(NODE_RUNTIME_MODULE)
-    except ModuleNotFoundError as err:
-        if err.name != NODE_RUNTIME_MODULE:
-            raise  # the runtime exists but something it needs is missing: show it
-        server_log.error("The node runtime (katzenpost.server.node) is not available in this "
-                         "build; only key generation (-g) and --check work.")
-        return EXIT_NODE_FAILED
+    """Startup steps 6 and later (docs/interfaces.md): `katzenpost.server.node.run(...)` -> exit code.
+    Imported here, not at the top, so that -g and --check do not load the whole node."""
+    node = importlib.import_module(NODE_RUNTIME_MODULE)
     return node.run(node_config, identity_key, link_key, early_signal=early_signal)
 
 

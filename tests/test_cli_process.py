@@ -1,6 +1,5 @@
 """The `katzenpost` command run as a real subprocess (README.md, Command line): -g output and
 exit code, --check, broken configs and DataDirs, -h, and the hand-over to the node runtime."""
-import importlib.util
 import os
 import re
 import stat
@@ -254,15 +253,6 @@ def test_malformed_identity_file_fails_cleanly_with_255(tmp_path):
     assert "invalid PEM Type: 'X25519 PRIVATE KEY'" in result.stderr
     assert "ERRO server: Failed to initialize identity" in result.stdout
     assert "Traceback" not in result.stderr
-
-
-def test_without_g_the_node_runtime_takes_over(tmp_path):
-    if importlib.util.find_spec("katzenpost.server.node") is not None:
-        pytest.skip("the node runtime exists; its own tests cover a full start")
-    result = run(["-f", str(write_config(tmp_path, tmp_path / "data"))], cwd=tmp_path)
-    assert result.returncode == 1
-    last_level, last_message = banner(result.stdout)[-1]
-    assert last_level == "ERRO" and "node runtime (katzenpost.server.node) is not available" in last_message
 
 
 def test_help_lists_the_options():
